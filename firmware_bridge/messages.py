@@ -1,0 +1,652 @@
+"""Message types of docs/protocol.md section 2: dataclasses and their payload codecs.
+
+Each message class has ``MSG_TYPE``, ``encode() -> bytes`` (the payload) and
+``decode(payload) -> Self`` which raises ``MalformedPayload`` on a layout
+mismatch. ``parse_payload`` dispatches on the type byte.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any, ClassVar, Self
+
+import numpy as np
+
+
+class MsgType(IntEnum):
+    HELLO = 0x01
+    DEVICE_INFO = 0x02
+    SAMPLES = 0x03
+    HELLO_REJECT = 0x04
+    STIM_SET = 0x10
+    ACK = 0x11
+    NACK = 0x12
+    STIM_STATE = 0x13
+    HEARTBEAT = 0x20
+    STATUS = 0x21
+    FAULT = 0x22
+    ESTOP = 0x23
+    MARKER = 0x24
+
+
+class NackReason(IntEnum):
+    AMPLITUDE_RANGE = 1
+    PULSE_WIDTH_RANGE = 2
+    FREQUENCY_RANGE = 3
+    RAMP_RATE_RANGE = 4
+    CHARGE_PER_PHASE = 5
+    CHARGE_DENSITY = 6
+    NOT_READY = 7
+    ESTOP_LATCHED = 8
+    FAULT_ACTIVE = 9
+    INVALID_VALUE = 10
+    AUTH = 11
+    REPLAY = 12
+
+
+class FaultCode(IntEnum):
+    WATCHDOG = 1
+    ESTOP = 2
+    IMPEDANCE = 3
+    BATTERY_LOW = 4
+    BATTERY_EMPTY = 5
+
+
+class DeviceState(IntEnum):
+    IDLE = 0
+    STREAMING = 1
+    STIMULATING = 2
+    FAULT = 3
+
+
+class MalformedPayload(ValueError):
+    """A payload whose length or content does not fit its message layout."""
+
+
+class UnknownMessageType(ValueError):
+    """A CRC-valid frame whose type byte this protocol version does not define."""
+
+
+class _Reader:
+    """Cursor over a payload that raises MalformedPayload instead of struct.error."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def take(self, fmt: struct.Struct) -> tuple[object, ...]:
+        end = self.pos + fmt.size
+        if end > len(self.data):
+            raise MalformedPayload(f"payload too short: need {end} bytes, have {len(self.data)}")
+        values = fmt.unpack_from(self.data, self.pos)
+        self.pos = end
+        return values
+
+    def u8(self) -> int:
+        return int(self.take(_U8)[0])  # type: ignore[call-overload]
+
+    def str8(self) -> str:
+        n = self.u8()
+        end = self.pos + n
+        if end > len(self.data):
+            raise MalformedPayload("string runs past the end of the payload")
+        raw = self.data[self.pos : end]
+        self.pos = end
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedPayload(f"string is not UTF-8: {exc}") from None
+
+    def done(self) -> None:
+        if self.pos != len(self.data):
+            raise MalformedPayload(f"{len(self.data) - self.pos} unexpected trailing bytes")
+
+
+_U8 = struct.Struct("<B")
+
+
+def _str8(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) > 255:
+        raise ValueError(f"string of {len(raw)} bytes does not fit a str8 (max 255)")
+    return bytes([len(raw)]) + raw
+
+
+@dataclass(frozen=True)
+class Hello:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.HELLO
+    major: int
+    minor: int
+    client: str = ""
+
+    def encode(self) -> bytes:
+        return bytes([self.major, self.minor]) + _str8(self.client)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        r = _Reader(payload)
+        major, minor = r.u8(), r.u8()
+        client = r.str8()
+        r.done()
+        return cls(major, minor, client)
+
+
+@dataclass(frozen=True)
+class HelloReject:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.HELLO_REJECT
+    major: int
+    minor: int
+    reason: int
+    text: str = ""
+
+    def encode(self) -> bytes:
+        return bytes([self.major, self.minor, self.reason]) + _str8(self.text)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        r = _Reader(payload)
+        major, minor, reason = r.u8(), r.u8(), r.u8()
+        text = r.str8()
+        r.done()
+        return cls(major, minor, reason, text)
+
+
+@dataclass(frozen=True)
+class ChannelInfo:
+    label: str
+    scale_uv_per_count: float
+    x_mm: float
+    y_mm: float
+
+
+@dataclass(frozen=True)
+class DeviceLimits:
+    """The device's own hard limits; the controller's envelope must lie inside them."""
+
+    max_amplitude_ma: float
+    min_pulse_width_us: int
+    max_pulse_width_us: int
+    min_frequency_hz: float
+    max_frequency_hz: float
+    max_ramp_rate_ma_per_s: float
+    max_charge_per_phase_uc: float
+    max_charge_density_uc_per_cm2: float
+
+
+_INFO_HEAD = struct.Struct("<BHHHH")  # n_channels, fs, samples_per_frame, heartbeat, watchdog
+_CHANNEL = struct.Struct("<fff")
+# electrode area, max amplitude, pw min, pw max, f min, f max, ramp, charge/phase, density
+_LIMITS_PACK = struct.Struct("<ffHHfffff")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.DEVICE_INFO
+    major: int
+    minor: int
+    device_id: str
+    firmware_version: str
+    sampling_rate_hz: int
+    samples_per_frame: int
+    heartbeat_interval_ms: int
+    watchdog_ms: int
+    channels: tuple[ChannelInfo, ...]
+    stim_channels: tuple[int, ...]
+    n_electrodes: int
+    electrode_area_cm2: float
+    limits: DeviceLimits
+
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def scales_uv_per_count(self) -> np.ndarray:
+        return np.array([c.scale_uv_per_count for c in self.channels], dtype=np.float64)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(c.label for c in self.channels)
+
+    def encode(self) -> bytes:
+        if not 1 <= len(self.channels) <= 255:
+            raise ValueError("DEVICE_INFO needs 1-255 channels")
+        out = bytearray([self.major, self.minor])
+        out += _str8(self.device_id) + _str8(self.firmware_version)
+        out += _INFO_HEAD.pack(
+            len(self.channels),
+            self.sampling_rate_hz,
+            self.samples_per_frame,
+            self.heartbeat_interval_ms,
+            self.watchdog_ms,
+        )
+        for ch in self.channels:
+            out += _str8(ch.label) + _CHANNEL.pack(ch.scale_uv_per_count, ch.x_mm, ch.y_mm)
+        out.append(len(self.stim_channels))
+        out += bytes(self.stim_channels)
+        out.append(self.n_electrodes)
+        lim = self.limits
+        out += _LIMITS_PACK.pack(
+            self.electrode_area_cm2,
+            lim.max_amplitude_ma,
+            lim.min_pulse_width_us,
+            lim.max_pulse_width_us,
+            lim.min_frequency_hz,
+            lim.max_frequency_hz,
+            lim.max_ramp_rate_ma_per_s,
+            lim.max_charge_per_phase_uc,
+            lim.max_charge_density_uc_per_cm2,
+        )
+        return bytes(out)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        r = _Reader(payload)
+        major, minor = r.u8(), r.u8()
+        device_id, firmware = r.str8(), r.str8()
+        n_ch, fs, spf, hb, wd = (int(v) for v in r.take(_INFO_HEAD))  # type: ignore[call-overload]
+        if n_ch == 0:
+            raise MalformedPayload("DEVICE_INFO with zero channels")
+        channels = []
+        for _ in range(n_ch):
+            label = r.str8()
+            scale, x, y = (float(v) for v in r.take(_CHANNEL))  # type: ignore[arg-type]
+            channels.append(ChannelInfo(label, scale, x, y))
+        n_stim = r.u8()
+        stim = tuple(r.u8() for _ in range(n_stim))
+        n_el = r.u8()
+        area, amp, pw_lo, pw_hi, f_lo, f_hi, ramp, q, d = r.take(_LIMITS_PACK)
+        r.done()
+        limits = DeviceLimits(
+            float(amp),  # type: ignore[arg-type]
+            int(pw_lo),  # type: ignore[call-overload]
+            int(pw_hi),  # type: ignore[call-overload]
+            float(f_lo),  # type: ignore[arg-type]
+            float(f_hi),  # type: ignore[arg-type]
+            float(ramp),  # type: ignore[arg-type]
+            float(q),  # type: ignore[arg-type]
+            float(d),  # type: ignore[arg-type]
+        )
+        return cls(
+            major,
+            minor,
+            device_id,
+            firmware,
+            fs,
+            spf,
+            hb,
+            wd,
+            tuple(channels),
+            stim,
+            n_el,
+            float(area),  # type: ignore[arg-type]
+            limits,
+        )
+
+
+_SAMPLES_HEAD = struct.Struct("<I")
+
+
+@dataclass(frozen=True, eq=False)
+class Samples:
+    """A block of raw ADC counts, shape (channels, samples), dtype int16."""
+
+    MSG_TYPE: ClassVar[MsgType] = MsgType.SAMPLES
+    first_index: int
+    counts: np.ndarray
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.counts.shape[1])
+
+    def encode(self) -> bytes:
+        return encode_samples_payload(self.first_index, self.counts)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        raise TypeError("SAMPLES needs the channel count: use Samples.decode_with(payload, n)")
+
+    @classmethod
+    def decode_with(cls, payload: bytes, n_channels: int) -> Self:
+        body = len(payload) - 4
+        if body <= 0 or body % (2 * n_channels):
+            raise MalformedPayload(
+                f"SAMPLES payload of {len(payload)} bytes does not hold whole samples "
+                f"of {n_channels} channels"
+            )
+        (first,) = _SAMPLES_HEAD.unpack_from(payload)
+        counts = np.frombuffer(payload, dtype="<i2", offset=4).reshape(-1, n_channels).T
+        return cls(int(first), counts)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Samples):
+            return NotImplemented
+        return self.first_index == other.first_index and np.array_equal(self.counts, other.counts)
+
+
+def encode_samples_payload(first_index: int, counts: np.ndarray) -> bytes:
+    """Payload of SAMPLES from int16 counts shaped (channels, samples)."""
+    return (
+        _SAMPLES_HEAD.pack(first_index & 0xFFFFFFFF) + counts.astype("<i2", copy=False).T.tobytes()
+    )
+
+
+@dataclass(frozen=True)
+class StimSetting:
+    """What the controller asks the device to deliver (the STIM_SET fields but the id)."""
+
+    enabled: bool
+    amplitude_ma: float
+    pulse_width_us: int
+    frequency_hz: float
+    ramp_rate_ma_per_s: float = 0.0
+
+    @property
+    def charge_per_phase_uc(self) -> float:
+        return self.amplitude_ma * self.pulse_width_us * 1e-3
+
+
+STIM_OFF = StimSetting(False, 0.0, 0, 0.0, 0.0)
+
+_STIM_SET = struct.Struct("<IBfHff")
+
+
+@dataclass(frozen=True)
+class StimSet:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.STIM_SET
+    command_id: int
+    setting: StimSetting
+
+    def encode(self) -> bytes:
+        s = self.setting
+        return _STIM_SET.pack(
+            self.command_id,
+            1 if s.enabled else 0,
+            s.amplitude_ma,
+            s.pulse_width_us,
+            s.frequency_hz,
+            s.ramp_rate_ma_per_s,
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _STIM_SET.size, "STIM_SET")
+        cid, enabled, amp, pw, freq, ramp = _STIM_SET.unpack(payload)
+        if enabled > 1:
+            raise MalformedPayload(f"STIM_SET enabled must be 0 or 1, got {enabled}")
+        return cls(cid, StimSetting(bool(enabled), amp, pw, freq, ramp))
+
+
+_ACK = struct.Struct("<IB")
+_NACK = struct.Struct("<IBB")
+
+
+@dataclass(frozen=True)
+class Ack:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.ACK
+    command_id: int
+    command_type: int
+
+    def encode(self) -> bytes:
+        return _ACK.pack(self.command_id, self.command_type)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _ACK.size, "ACK")
+        return cls(*_ACK.unpack(payload))
+
+
+@dataclass(frozen=True)
+class Nack:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.NACK
+    command_id: int
+    command_type: int
+    reason: int
+
+    @property
+    def reason_name(self) -> str:
+        try:
+            return NackReason(self.reason).name
+        except ValueError:
+            return f"UNKNOWN_{self.reason}"
+
+    def encode(self) -> bytes:
+        return _NACK.pack(self.command_id, self.command_type, self.reason)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _NACK.size, "NACK")
+        return cls(*_NACK.unpack(payload))
+
+
+_STIM_STATE = struct.Struct("<BffHfdIB")
+
+STATE_ENABLED = 0x01
+STATE_RAMPING = 0x02
+STATE_ESTOP = 0x04
+STATE_WATCHDOG = 0x08
+
+
+@dataclass(frozen=True)
+class StimState:
+    """What the device is actually delivering."""
+
+    MSG_TYPE: ClassVar[MsgType] = MsgType.STIM_STATE
+    enabled: bool
+    ramping: bool
+    estop_latched: bool
+    watchdog_tripped: bool
+    amplitude_ma: float
+    target_amplitude_ma: float
+    pulse_width_us: int
+    frequency_hz: float
+    delivered_charge_uc: float
+    last_command_id: int
+
+    def encode(self) -> bytes:
+        flags = (
+            (STATE_ENABLED if self.enabled else 0)
+            | (STATE_RAMPING if self.ramping else 0)
+            | (STATE_ESTOP if self.estop_latched else 0)
+            | (STATE_WATCHDOG if self.watchdog_tripped else 0)
+        )
+        return _STIM_STATE.pack(
+            flags,
+            self.amplitude_ma,
+            self.target_amplitude_ma,
+            self.pulse_width_us,
+            self.frequency_hz,
+            self.delivered_charge_uc,
+            self.last_command_id,
+            0,
+        )
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _STIM_STATE.size, "STIM_STATE")
+        flags, amp, target, pw, freq, charge, last, _ = _STIM_STATE.unpack(payload)
+        return cls(
+            bool(flags & STATE_ENABLED),
+            bool(flags & STATE_RAMPING),
+            bool(flags & STATE_ESTOP),
+            bool(flags & STATE_WATCHDOG),
+            amp,
+            target,
+            pw,
+            freq,
+            charge,
+            last,
+        )
+
+
+_HEARTBEAT = struct.Struct("<IB")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
+    counter: int
+    state: int = 0
+
+    def encode(self) -> bytes:
+        return _HEARTBEAT.pack(self.counter & 0xFFFFFFFF, self.state)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _HEARTBEAT.size, "HEARTBEAT")
+        return cls(*_HEARTBEAT.unpack(payload))
+
+
+_STATUS_HEAD = struct.Struct("<BIB")
+
+
+@dataclass(frozen=True)
+class Status:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.STATUS
+    battery_pct: int
+    fault_flags: int
+    impedance_ohm: tuple[int, ...] = field(default=())
+
+    def active_faults(self) -> list[FaultCode]:
+        return [code for code in FaultCode if self.fault_flags & (1 << code)]
+
+    def encode(self) -> bytes:
+        head = _STATUS_HEAD.pack(self.battery_pct, self.fault_flags, len(self.impedance_ohm))
+        return head + struct.pack(f"<{len(self.impedance_ohm)}I", *self.impedance_ohm)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        r = _Reader(payload)
+        battery, flags, n = r.take(_STATUS_HEAD)
+        imp = r.take(struct.Struct(f"<{n}I"))
+        r.done()
+        if not 0 <= int(battery) <= 100:  # type: ignore[call-overload]
+            raise MalformedPayload(f"battery_pct {battery} outside 0-100")
+        return cls(int(battery), int(flags), tuple(int(v) for v in imp))  # type: ignore[call-overload]
+
+
+@dataclass(frozen=True)
+class Fault:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.FAULT
+    code: int
+    active: bool
+    text: str = ""
+
+    @property
+    def code_name(self) -> str:
+        try:
+            return FaultCode(self.code).name
+        except ValueError:
+            return f"UNKNOWN_{self.code}"
+
+    def encode(self) -> bytes:
+        return bytes([self.code, 1 if self.active else 0]) + _str8(self.text)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        r = _Reader(payload)
+        code, active = r.u8(), r.u8()
+        text = r.str8()
+        r.done()
+        return cls(code, bool(active), text)
+
+
+_ESTOP = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Estop:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.ESTOP
+    command_id: int
+
+    def encode(self) -> bytes:
+        return _ESTOP.pack(self.command_id)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _ESTOP.size, "ESTOP")
+        return cls(*_ESTOP.unpack(payload))
+
+
+@dataclass(frozen=True)
+class Marker:
+    MSG_TYPE: ClassVar[MsgType] = MsgType.MARKER
+    code: int
+    text: str = ""
+
+    def encode(self) -> bytes:
+        return _ESTOP.pack(self.code) + _str8(self.text)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        r = _Reader(payload)
+        (code,) = r.take(_ESTOP)
+        text = r.str8()
+        r.done()
+        return cls(int(code), text)  # type: ignore[call-overload]
+
+
+def _expect_len(payload: bytes, size: int, name: str) -> None:
+    if len(payload) != size:
+        raise MalformedPayload(f"{name} payload must be {size} bytes, got {len(payload)}")
+
+
+Message = (
+    Hello
+    | HelloReject
+    | DeviceInfo
+    | Samples
+    | StimSet
+    | Ack
+    | Nack
+    | StimState
+    | Heartbeat
+    | Status
+    | Fault
+    | Estop
+    | Marker
+)
+
+_DECODERS: dict[int, Any] = {
+    cls.MSG_TYPE: cls
+    for cls in (
+        Hello,
+        HelloReject,
+        DeviceInfo,
+        StimSet,
+        Ack,
+        Nack,
+        StimState,
+        Heartbeat,
+        Status,
+        Fault,
+        Estop,
+        Marker,
+    )
+}
+
+
+def parse_payload(msg_type: int, payload: bytes, n_channels: int | None = None) -> Message:
+    """Decode one payload. SAMPLES needs ``n_channels`` (from DEVICE_INFO)."""
+    if msg_type == MsgType.SAMPLES:
+        if n_channels is None:
+            raise MalformedPayload("SAMPLES before DEVICE_INFO: channel count unknown")
+        return Samples.decode_with(payload, n_channels)
+    cls = _DECODERS.get(msg_type)
+    if cls is None:
+        raise UnknownMessageType(f"unknown message type 0x{msg_type:02x}")
+    try:
+        msg: Message = cls.decode(payload)
+    except struct.error as exc:  # defensive: every layout is length-checked first
+        raise MalformedPayload(str(exc)) from None
+    return msg
+
+
+def is_finite_setting(setting: StimSetting) -> bool:
+    return all(
+        math.isfinite(v)
+        for v in (setting.amplitude_ma, setting.frequency_hz, setting.ramp_rate_ma_per_s)
+    )

@@ -1,0 +1,607 @@
+"""Sans-IO protocol sessions, one per side (docs/protocol.md section 3).
+
+Like h11/h2: feed received bytes to ``receive_data(data, now)`` and get
+events; take bytes to send from ``data_to_send()``; timers are inputs
+(``next_deadline()``, ``handle_timeout(now)``). No I/O, no sleeping, no clock
+reads: ``now`` (seconds, monotonic) is always passed in. The same objects run
+in the controller, in the simulated firmware, in the HIL rig and in the
+lockstep headless simulator.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+
+from firmware_bridge.events import (
+    CommandAcked,
+    CommandNacked,
+    CommandTimedOut,
+    Connected,
+    ControllerReturned,
+    EstopRequested,
+    Event,
+    FaultReceived,
+    HandshakeCompleted,
+    HandshakeFailed,
+    HandshakeRefused,
+    MarkerReceived,
+    PeerLost,
+    SamplesReceived,
+    StatusReceived,
+    StimSetRequested,
+    StimStateReceived,
+    VersionRejected,
+    WatchdogExpired,
+)
+from firmware_bridge.framing import (
+    FLAG_RETRANSMIT,
+    PROTOCOL_MAJOR,
+    PROTOCOL_MINOR,
+    SEQ_MODULO,
+    DecoderStats,
+    Frame,
+    FrameDecoder,
+    encode_frame,
+)
+from firmware_bridge.messages import (
+    Ack,
+    DeviceInfo,
+    Estop,
+    Fault,
+    Heartbeat,
+    Hello,
+    HelloReject,
+    MalformedPayload,
+    Marker,
+    Message,
+    MsgType,
+    Nack,
+    NackReason,
+    Samples,
+    Status,
+    StimSet,
+    StimSetting,
+    StimState,
+    UnknownMessageType,
+    encode_samples_payload,
+    parse_payload,
+)
+
+_INDEX_MODULO = 1 << 32
+_HALF_INDEX = 1 << 31
+
+
+@dataclass
+class LinkStats:
+    """What one side saw on the link; ``decoder`` holds the byte-level counters."""
+
+    decoder: DecoderStats
+    frames_tx: int = 0
+    bytes_tx: int = 0
+    frames_lost: int = 0  # inferred from gaps in the peer's sequence numbers
+    unknown_type: int = 0
+    malformed: int = 0
+    wrong_version: int = 0
+    unexpected: int = 0  # valid frames that make no sense in the current state
+    samples_rx: int = 0
+    sample_frames_rx: int = 0
+    sample_gaps: int = 0
+    samples_missing: int = 0
+    sample_duplicates: int = 0
+    index_resets: int = 0
+    retransmits: int = 0
+    commands_timed_out: int = 0
+    duplicate_commands: int = 0
+    stale_replies: int = 0
+    auth_failures: int = 0
+
+    @property
+    def frames_rx(self) -> int:
+        return self.decoder.frames_ok
+
+    @property
+    def crc_errors(self) -> int:
+        return self.decoder.crc_errors
+
+
+class _Endpoint:
+    """What both sides share: sequence numbers, the outbox, decoding and counters."""
+
+    def __init__(self, key: bytes | None) -> None:
+        if key is not None and not 16 <= len(key) <= 64:
+            raise ValueError("signing key must be 16-64 bytes")
+        self._key = key
+        self._seq = 0
+        self._out: list[bytes] = []
+        self._decoder = FrameDecoder()
+        self.stats = LinkStats(self._decoder.stats)
+        self._rx_seq: int | None = None
+        self._last_rx_s: float | None = None
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the wire since the last call."""
+        if not self._out:
+            return b""
+        data = b"".join(self._out)
+        self._out.clear()
+        return data
+
+    def _emit(
+        self, msg_type: int, payload: bytes, now: float, flags: int = 0, sign: bool = False
+    ) -> None:
+        wire = encode_frame(
+            msg_type,
+            payload,
+            self._seq,
+            int(now * 1e6),
+            flags,
+            self._key if sign else None,
+        )
+        self._seq = (self._seq + 1) % SEQ_MODULO
+        self._out.append(wire)
+        self.stats.frames_tx += 1
+        self.stats.bytes_tx += len(wire)
+
+    def _send(self, msg: Message, now: float, flags: int = 0, sign: bool = False) -> None:
+        self._emit(msg.MSG_TYPE, msg.encode(), now, flags, sign)
+
+    def _note_rx(self, frame: Frame, now: float) -> None:
+        self._last_rx_s = now
+        if self._rx_seq is not None:
+            skipped = (frame.seq - self._rx_seq) % SEQ_MODULO
+            if skipped < SEQ_MODULO // 2:
+                self.stats.frames_lost += skipped
+        self._rx_seq = (frame.seq + 1) % SEQ_MODULO
+
+    def _parse(self, frame: Frame, n_channels: int | None = None) -> Message | None:
+        try:
+            return parse_payload(frame.msg_type, frame.payload, n_channels)
+        except UnknownMessageType:
+            self.stats.unknown_type += 1
+        except MalformedPayload:
+            self.stats.malformed += 1
+        return None
+
+
+class SessionState(Enum):
+    IDLE = "idle"
+    HANDSHAKING = "handshaking"
+    READY = "ready"
+    LOST = "lost"
+    FAILED = "failed"
+
+
+@dataclass
+class _PendingCommand:
+    command_id: int
+    msg: StimSet | Estop
+    deadline_s: float
+    attempts: int
+    sign: bool
+
+
+@dataclass(frozen=True)
+class ControllerTiming:
+    """Timing rules of docs/protocol.md section 3 (defaults are the documented values)."""
+
+    hello_interval_s: float = 0.5
+    hello_attempts: int = 5
+    ack_timeout_s: float = 0.2
+    max_retransmits: int = 3
+    peer_timeout_beats: int = 4
+
+
+class ControllerSession(_Endpoint):
+    """The controller's side: handshake, heartbeats, commands with retry, sample bookkeeping."""
+
+    def __init__(
+        self,
+        client_name: str = "neurostim",
+        key: bytes | None = None,
+        timing: ControllerTiming = ControllerTiming(),
+        first_command_id: int = 1,
+    ) -> None:
+        super().__init__(key)
+        self.client_name = client_name
+        self.timing = timing
+        self.state = SessionState.IDLE
+        self.info: DeviceInfo | None = None
+        self._hello_attempts = 0
+        self._hello_deadline: float | None = None
+        self._next_heartbeat: float | None = None
+        self._heartbeat_interval_s = 0.25
+        self._peer_timeout_s = 1.0
+        self._heartbeats_sent = 0
+        self._next_command_id = first_command_id
+        self._pending: dict[int, _PendingCommand] = {}
+        self._expected_index: int | None = None  # unwrapped 64-bit
+        self._reanchor = False
+
+    # -- commands from the application -------------------------------------------------
+
+    def connect(self, now: float) -> None:
+        """Start (or restart after a loss) the handshake."""
+        self.state = SessionState.HANDSHAKING
+        self._hello_attempts = 0
+        self._reanchor = self._expected_index is not None
+        self._send_hello(now)
+
+    def send_stim_set(self, setting: StimSetting, now: float) -> int:
+        """Queue a STIM_SET; returns its command id. ACK/NACK/timeout arrive as events."""
+        return self._command(StimSet(self._take_command_id(), setting), now, sign=True)
+
+    def send_estop(self, now: float) -> int:
+        return self._command(Estop(self._take_command_id()), now, sign=False)
+
+    def send_marker(self, code: int, text: str, now: float) -> None:
+        self._send(Marker(code, text), now)
+
+    @property
+    def pending_commands(self) -> tuple[int, ...]:
+        return tuple(self._pending)
+
+    # -- timers ------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        candidates = [self._hello_deadline, self._next_heartbeat]
+        if self.state is SessionState.READY and self._last_rx_s is not None:
+            candidates.append(self._last_rx_s + self._peer_timeout_s)
+        candidates.extend(p.deadline_s for p in self._pending.values())
+        due = [c for c in candidates if c is not None]
+        return min(due) if due else None
+
+    def handle_timeout(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        hello_due = self._hello_deadline is not None and now >= self._hello_deadline
+        if self.state is SessionState.HANDSHAKING and hello_due:
+            if self._hello_attempts < self.timing.hello_attempts:
+                self._send_hello(now)
+            else:
+                self.state = SessionState.FAILED
+                self._hello_deadline = None
+                events.append(HandshakeFailed(self._hello_attempts))
+        if self.state is SessionState.READY:
+            assert self._last_rx_s is not None
+            silent = now - self._last_rx_s
+            if silent >= self._peer_timeout_s:
+                self.state = SessionState.LOST
+                self._next_heartbeat = None
+                events.append(PeerLost(silent))
+                events.extend(self._fail_all_pending())
+                return events
+            if self._next_heartbeat is not None and now >= self._next_heartbeat:
+                self._heartbeats_sent += 1
+                self._send(Heartbeat(self._heartbeats_sent, 0), now)
+                self._next_heartbeat += self._heartbeat_interval_s
+                if self._next_heartbeat <= now:  # fell behind: do not burst
+                    self._next_heartbeat = now + self._heartbeat_interval_s
+        for pending in list(self._pending.values()):
+            if now < pending.deadline_s:
+                continue
+            if pending.attempts <= self.timing.max_retransmits:
+                pending.attempts += 1
+                pending.deadline_s = now + self.timing.ack_timeout_s
+                self.stats.retransmits += 1
+                self._send(pending.msg, now, FLAG_RETRANSMIT, pending.sign)
+            else:
+                del self._pending[pending.command_id]
+                self.stats.commands_timed_out += 1
+                events.append(
+                    CommandTimedOut(pending.command_id, pending.msg.MSG_TYPE, pending.attempts)
+                )
+        return events
+
+    # -- bytes in ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        events: list[Event] = []
+        for frame in self._decoder.feed(data):
+            self._note_rx(frame, now)
+            if frame.version != PROTOCOL_MAJOR and frame.msg_type != MsgType.HELLO_REJECT:
+                self.stats.wrong_version += 1
+                continue
+            if frame.msg_type == MsgType.SAMPLES:
+                event = self._on_samples(frame)
+                if event is not None:
+                    events.append(event)
+                continue
+            msg = self._parse(frame)
+            if msg is not None:
+                events.extend(self._on_message(msg, now))
+        return events
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _take_command_id(self) -> int:
+        cid = self._next_command_id
+        self._next_command_id = (cid % 0xFFFFFFFF) + 1  # 1..2^32-1, 0 means "none"
+        return cid
+
+    def _command(self, msg: StimSet | Estop, now: float, sign: bool) -> int:
+        signed = sign and self._key is not None
+        self._pending[msg.command_id] = _PendingCommand(
+            msg.command_id, msg, now + self.timing.ack_timeout_s, 1, signed
+        )
+        self._send(msg, now, 0, signed)
+        return msg.command_id
+
+    def _send_hello(self, now: float) -> None:
+        self._hello_attempts += 1
+        self._hello_deadline = now + self.timing.hello_interval_s
+        self._send(
+            Hello(PROTOCOL_MAJOR, PROTOCOL_MINOR, self.client_name), now, 0, self._key is not None
+        )
+
+    def _fail_all_pending(self) -> list[Event]:
+        events: list[Event] = [
+            CommandTimedOut(p.command_id, p.msg.MSG_TYPE, p.attempts)
+            for p in self._pending.values()
+        ]
+        self.stats.commands_timed_out += len(self._pending)
+        self._pending.clear()
+        return events
+
+    def _on_samples(self, frame: Frame) -> SamplesReceived | None:
+        if self.state is not SessionState.READY or self.info is None:
+            self.stats.unexpected += 1
+            return None
+        msg = self._parse(frame, self.info.n_channels)
+        if msg is None:
+            return None
+        assert isinstance(msg, Samples)
+        n = msg.n_samples
+        missing = 0
+        if self._expected_index is None:
+            index = msg.first_index
+        else:
+            delta = (msg.first_index - self._expected_index) % _INDEX_MODULO
+            if delta >= _HALF_INDEX:  # behind what we have: duplicate or overlap
+                if self._reanchor:
+                    self.stats.index_resets += 1
+                    index = msg.first_index
+                else:
+                    self.stats.sample_duplicates += 1
+                    return None
+            else:
+                index = self._expected_index + delta
+                missing = delta
+        self._reanchor = False
+        if missing:
+            self.stats.sample_gaps += 1
+            self.stats.samples_missing += missing
+        self._expected_index = index + n
+        self.stats.samples_rx += n
+        self.stats.sample_frames_rx += 1
+        return SamplesReceived(index, msg.counts, frame.timestamp_us, missing)
+
+    def _on_message(self, msg: Message, now: float) -> list[Event]:
+        if isinstance(msg, DeviceInfo):
+            return self._on_device_info(msg, now)
+        if isinstance(msg, HelloReject):
+            if self.state is not SessionState.HANDSHAKING:
+                self.stats.unexpected += 1
+                return []
+            self.state = SessionState.FAILED
+            self._hello_deadline = None
+            return [VersionRejected(msg.major, msg.minor, msg.text)]
+        if isinstance(msg, Ack | Nack):
+            pending = self._pending.pop(msg.command_id, None)
+            if pending is None:
+                self.stats.stale_replies += 1
+                return []
+            if isinstance(msg, Ack):
+                return [CommandAcked(msg.command_id, msg.command_type, pending.attempts)]
+            return [CommandNacked(msg.command_id, msg.command_type, msg.reason, msg.reason_name)]
+        if isinstance(msg, StimState):
+            return [StimStateReceived(msg)]
+        if isinstance(msg, Status):
+            return [StatusReceived(msg)]
+        if isinstance(msg, Fault):
+            return [FaultReceived(msg)]
+        if isinstance(msg, Marker):
+            return [MarkerReceived(msg)]
+        if isinstance(msg, Heartbeat):
+            return []
+        self.stats.unexpected += 1  # device-bound messages echoed back
+        return []
+
+    def _on_device_info(self, info: DeviceInfo, now: float) -> list[Event]:
+        if self.state is not SessionState.HANDSHAKING:
+            self.stats.unexpected += 1
+            return []
+        if info.major != PROTOCOL_MAJOR:
+            self.state = SessionState.FAILED
+            self._hello_deadline = None
+            return [VersionRejected(info.major, info.minor, "DEVICE_INFO of another major version")]
+        self.info = info
+        self.state = SessionState.READY
+        self._hello_deadline = None
+        beat_s = info.heartbeat_interval_ms / 1000.0
+        self._heartbeat_interval_s = min(beat_s, info.watchdog_ms / 4000.0)
+        self._peer_timeout_s = self.timing.peer_timeout_beats * beat_s
+        self._heartbeats_sent += 1
+        self._send(Heartbeat(self._heartbeats_sent, 0), now)
+        self._next_heartbeat = now + self._heartbeat_interval_s
+        return [Connected(info)]
+
+
+class DeviceSession(_Endpoint):
+    """The device's side: answers HELLO, de-duplicates commands, runs heartbeat and watchdog.
+
+    The firmware decides on each ``StimSetRequested``/``EstopRequested`` and
+    answers with ``ack``/``nack``; the session remembers the answers of the
+    last ``command_memory`` ids so a retransmission is answered, not re-applied.
+    """
+
+    def __init__(
+        self,
+        info: DeviceInfo,
+        key: bytes | None = None,
+        command_memory: int = 64,
+    ) -> None:
+        super().__init__(key)
+        self.info = info
+        self.handshaken = False
+        self.watchdog_expired = False
+        self.device_state = 0
+        self._watchdog_s = info.watchdog_ms / 1000.0
+        self._heartbeat_s = info.heartbeat_interval_ms / 1000.0
+        self._next_heartbeat: float | None = None
+        self._heartbeats_sent = 0
+        self._memory: OrderedDict[int, bytes] = OrderedDict()  # command id -> ACK/NACK payload
+        self._memory_size = command_memory
+        self._last_signed_ts: int | None = None
+
+    # -- bytes out ---------------------------------------------------------------------
+
+    def send_samples(self, first_index: int, counts: np.ndarray, now: float) -> None:
+        """Queue SAMPLES: ``counts`` int16 shaped (channels, samples)."""
+        self._emit(MsgType.SAMPLES, encode_samples_payload(first_index, counts), now)
+
+    def send_stim_state(self, state: StimState, now: float) -> None:
+        self._send(state, now)
+
+    def send_status(self, status: Status, now: float) -> None:
+        self._send(status, now)
+
+    def send_fault(self, fault: Fault, now: float) -> None:
+        self._send(fault, now)
+
+    def send_marker(self, code: int, text: str, now: float) -> None:
+        self._send(Marker(code, text), now)
+
+    def ack(self, command_id: int, command_type: int, now: float) -> None:
+        self._reply(command_id, Ack(command_id, command_type), now)
+
+    def nack(self, command_id: int, command_type: int, reason: NackReason, now: float) -> None:
+        self._reply(command_id, Nack(command_id, command_type, int(reason)), now)
+
+    # -- timers ------------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        if not self.handshaken:
+            return None
+        deadlines = [self._next_heartbeat]
+        if not self.watchdog_expired and self._last_rx_s is not None:
+            deadlines.append(self._last_rx_s + self._watchdog_s)
+        due = [d for d in deadlines if d is not None]
+        return min(due) if due else None
+
+    def handle_timeout(self, now: float) -> list[Event]:
+        events: list[Event] = []
+        if not self.handshaken:
+            return events
+        if (
+            not self.watchdog_expired
+            and self._last_rx_s is not None
+            and now - self._last_rx_s >= self._watchdog_s
+        ):
+            self.watchdog_expired = True
+            events.append(WatchdogExpired(now - self._last_rx_s))
+        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            self._heartbeats_sent += 1
+            self._send(Heartbeat(self._heartbeats_sent, self.device_state), now)
+            self._next_heartbeat += self._heartbeat_s
+            if self._next_heartbeat <= now:
+                self._next_heartbeat = now + self._heartbeat_s
+        return events
+
+    # -- bytes in ----------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> list[Event]:
+        events: list[Event] = []
+        for frame in self._decoder.feed(data):
+            if frame.msg_type == MsgType.HELLO:
+                events.extend(self._on_hello(frame, now))
+                continue
+            if frame.version != PROTOCOL_MAJOR:
+                self.stats.wrong_version += 1
+                continue
+            self._heard(frame, now, events)
+            msg = self._parse(frame)
+            if msg is None:
+                continue
+            if isinstance(msg, StimSet):
+                events.extend(self._on_stim_set(frame, msg, now))
+            elif isinstance(msg, Estop):
+                if not self._replay_known(msg.command_id, now):
+                    events.append(EstopRequested(msg.command_id))
+            elif isinstance(msg, Marker):
+                events.append(MarkerReceived(msg))
+            elif not isinstance(msg, Heartbeat):
+                self.stats.unexpected += 1
+        return events
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _heard(self, frame: Frame, now: float, events: list[Event]) -> None:
+        self._note_rx(frame, now)
+        if self.watchdog_expired:
+            self.watchdog_expired = False
+            events.append(ControllerReturned())
+
+    def _on_hello(self, frame: Frame, now: float) -> list[Event]:
+        msg = self._parse(frame)
+        if not isinstance(msg, Hello):
+            return []
+        if msg.major != PROTOCOL_MAJOR:
+            self._send(
+                HelloReject(
+                    PROTOCOL_MAJOR,
+                    PROTOCOL_MINOR,
+                    1,
+                    f"device speaks {PROTOCOL_MAJOR}.{PROTOCOL_MINOR}, "
+                    f"controller asked for {msg.major}.{msg.minor}",
+                ),
+                now,
+            )
+            return [HandshakeRefused(msg)]
+        events: list[Event] = []
+        self._heard(frame, now, events)
+        self.handshaken = True
+        self._memory.clear()
+        self._last_signed_ts = None
+        self._send(self.info, now)
+        self._next_heartbeat = now + self._heartbeat_s
+        events.append(HandshakeCompleted(msg))
+        return events
+
+    def _on_stim_set(self, frame: Frame, msg: StimSet, now: float) -> list[Event]:
+        if self._replay_known(msg.command_id, now):
+            return []
+        if not self.handshaken:
+            self.nack(msg.command_id, MsgType.STIM_SET, NackReason.NOT_READY, now)
+            return []
+        if self._key is not None:
+            if not frame.tag_valid(self._key):
+                self.stats.auth_failures += 1
+                self.nack(msg.command_id, MsgType.STIM_SET, NackReason.AUTH, now)
+                return []
+            if self._last_signed_ts is not None and frame.timestamp_us <= self._last_signed_ts:
+                self.stats.auth_failures += 1
+                self.nack(msg.command_id, MsgType.STIM_SET, NackReason.REPLAY, now)
+                return []
+            self._last_signed_ts = frame.timestamp_us
+        return [StimSetRequested(msg.command_id, msg.setting)]
+
+    def _replay_known(self, command_id: int, now: float) -> bool:
+        """Re-send the remembered answer of a command already decided; True if there was one."""
+        reply = self._memory.get(command_id)
+        if reply is None:
+            return False
+        self.stats.duplicate_commands += 1
+        msg_type = MsgType.ACK if len(reply) == 5 else MsgType.NACK
+        self._emit(msg_type, reply, now)
+        return True
+
+    def _reply(self, command_id: int, msg: Ack | Nack, now: float) -> None:
+        payload = msg.encode()
+        self._memory[command_id] = payload
+        self._memory.move_to_end(command_id)
+        while len(self._memory) > self._memory_size:
+            self._memory.popitem(last=False)
+        self._emit(msg.MSG_TYPE, payload, now)

@@ -1,0 +1,173 @@
+"""Device URLs (DESIGN.md): one string picks the transport everywhere.
+
+- ``sim://`` or ``sim://SCENARIO?seed=N&model=spectral`` — the embedded simulated device
+- ``serial:///dev/ttyUSB0?baud=921600``, a bare path (``/dev/ttyUSB0``, ``COM3``), or a
+  pyserial URL (``loop://``, ``socket://host:port``, ``rfc2217://…``, ``spy://…``)
+- ``mqtt://[user:pass@]host[:port]/DEVICE_ID[?tls=1]``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from firmware_bridge.transports.base import Link, LinkClosed
+from firmware_bridge.transports.serial_link import DEFAULT_BAUD
+
+_PYSERIAL_SCHEMES = ("loop", "socket", "rfc2217", "spy", "hwgrep", "alt", "cp2110")
+
+
+class DeviceURLError(ValueError):
+    """A device URL that cannot be understood; the message says what is wrong."""
+
+
+@dataclass(frozen=True)
+class SimURL:
+    scenario: str = "default"
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int | None:
+        raw = self.params.get("seed")
+        if raw is None:
+            return None
+        try:
+            return int(raw)
+        except ValueError:
+            raise DeviceURLError(f"sim:// seed must be an integer, got {raw!r}") from None
+
+    def __str__(self) -> str:
+        query = "&".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"sim://{self.scenario}" + (f"?{query}" if query else "")
+
+
+@dataclass(frozen=True)
+class SerialURL:
+    port: str  # a device path or a pyserial URL
+    baud: int = DEFAULT_BAUD
+
+    def __str__(self) -> str:
+        if "://" in self.port:
+            return self.port
+        return f"serial://{self.port}?baud={self.baud}"
+
+
+@dataclass(frozen=True)
+class MqttURL:
+    host: str
+    device_id: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    def __str__(self) -> str:
+        auth = f"{self.username}@" if self.username else ""
+        tls = "?tls=1" if self.tls else ""
+        return f"mqtt://{auth}{self.host}:{self.port}/{self.device_id}{tls}"
+
+
+DeviceURL = SimURL | SerialURL | MqttURL
+
+
+def _single_params(query: str, url: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    for key, values in parse_qs(query, keep_blank_values=True).items():
+        if len(values) != 1:
+            raise DeviceURLError(f"{url}: parameter {key!r} given {len(values)} times")
+        params[key] = values[0]
+    return params
+
+
+def _baud(params: dict[str, str], url: str) -> int:
+    raw = params.pop("baud", str(DEFAULT_BAUD))
+    try:
+        baud = int(raw)
+    except ValueError:
+        raise DeviceURLError(f"{url}: baud must be an integer, got {raw!r}") from None
+    if not 50 <= baud <= 20_000_000:
+        raise DeviceURLError(f"{url}: baud {baud} outside 50-20000000")
+    return baud
+
+
+def parse_device_url(url: str) -> DeviceURL:
+    """Parse a device URL; raises DeviceURLError naming the problem."""
+    text = url.strip()
+    if not text:
+        raise DeviceURLError("empty device URL")
+    if "://" not in text:
+        if text.startswith("/") or text.upper().startswith("COM"):
+            return SerialURL(text)
+        raise DeviceURLError(
+            f"{url!r} is not a device URL: use sim://, serial:///dev/…, a device path, or mqtt://"
+        )
+    scheme = text.split("://", 1)[0].lower()
+    if scheme in _PYSERIAL_SCHEMES:
+        return SerialURL(text)
+    parts = urlsplit(text)
+    params = _single_params(parts.query, url)
+    if scheme == "sim":
+        name = (parts.netloc + parts.path).strip("/") or "default"
+        return SimURL(unquote(name), params)
+    if scheme == "serial":
+        path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)
+        if not path:
+            raise DeviceURLError(f"{url}: serial URL needs a device path")
+        baud = _baud(params, url)
+        if params:
+            raise DeviceURLError(f"{url}: unknown serial parameter(s) {sorted(params)}")
+        return SerialURL(path, baud)
+    if scheme in ("mqtt", "mqtts"):
+        if not parts.hostname:
+            raise DeviceURLError(f"{url}: MQTT URL needs a broker host")
+        device_id = parts.path.strip("/")
+        if not device_id or "/" in device_id or "+" in device_id or "#" in device_id:
+            raise DeviceURLError(f"{url}: MQTT URL needs one DEVICE_ID path segment (no / + #)")
+        tls_raw = params.pop("tls", "1" if scheme == "mqtts" else "0")
+        if tls_raw not in ("0", "1", "true", "false"):
+            raise DeviceURLError(f"{url}: tls must be 0 or 1, got {tls_raw!r}")
+        if params:
+            raise DeviceURLError(f"{url}: unknown MQTT parameter(s) {sorted(params)}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise DeviceURLError(f"{url}: {exc}") from None
+        tls = tls_raw in ("1", "true")
+        return MqttURL(
+            host=parts.hostname,
+            device_id=device_id,
+            port=port if port is not None else (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+    raise DeviceURLError(f"{url}: unknown scheme {scheme!r} (sim, serial, mqtt)")
+
+
+SimLinkFactory = Callable[[SimURL], Awaitable[Link]]
+_sim_factory: SimLinkFactory | None = None
+
+
+def register_sim_factory(factory: SimLinkFactory) -> None:
+    """Let the application (which may import the simulator) serve ``sim://`` URLs.
+
+    firmware_bridge imports nothing of ours, so the embedded simulated device is plugged
+    in from outside by the composition root (the ``neurostim`` command line).
+    """
+    global _sim_factory
+    _sim_factory = factory
+
+
+async def open_link(url: str | DeviceURL) -> Link:
+    """Open the transport a device URL names; raises LinkClosed or DeviceURLError."""
+    parsed = parse_device_url(url) if isinstance(url, str) else url
+    if isinstance(parsed, SerialURL):
+        from firmware_bridge.transports.serial_link import SerialLink
+
+        return await SerialLink.open(parsed.port, parsed.baud)
+    if isinstance(parsed, SimURL):
+        if _sim_factory is None:
+            raise LinkClosed("sim:// needs the simulator: run through the neurostim command")
+        return await _sim_factory(parsed)
+    raise LinkClosed(f"{parsed}: the MQTT transport is not implemented in this version")

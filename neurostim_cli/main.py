@@ -1,0 +1,41 @@
+"""Entry point of the ``neurostim`` console script."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from controller import cli as controller_cli
+from firmware_bridge import cli as bridge_cli
+from firmware_bridge.url import register_sim_factory
+from simulator import cli as simulator_cli
+from simulator.embedded import open_embedded_device
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="neurostim",
+        description="Closed-loop neuromodulation controller and device simulator.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    bench = sub.add_parser("bench", help="print performance numbers (not asserted)")
+    bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
+    bridge_cli.register_bench(bench_sub)
+    simulator_cli.register(sub)
+    if simulator_cli.bench_available():
+        simulator_cli.register_bench(bench_sub)
+    controller_cli.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    register_sim_factory(open_embedded_device)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

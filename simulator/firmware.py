@@ -1,0 +1,338 @@
+"""The virtual device firmware: a sans-IO core in virtual or real time.
+
+It speaks the protocol through ``firmware_bridge.DeviceSession`` and knows
+nothing of the controller. Feed it received bytes (``receive_data``), move its
+time (``advance_to``), and send what ``data_to_send`` returns. It streams
+SAMPLES from a pluggable ``SignalSource``, enforces its own hard limits (any
+out-of-range STIM_SET is NACKed and changes nothing), slews amplitude at no
+more than its maximum ramp rate, runs a watchdog that ramps stimulation to zero
+when the controller goes silent, honours ESTOP at once, and models a battery
+and electrode impedances.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from firmware_bridge.events import (
+    ControllerReturned,
+    EstopRequested,
+    Event,
+    HandshakeCompleted,
+    MarkerReceived,
+    StimSetRequested,
+    WatchdogExpired,
+)
+from firmware_bridge.framing import PROTOCOL_MAJOR, PROTOCOL_MINOR
+from firmware_bridge.messages import (
+    ChannelInfo,
+    DeviceInfo,
+    DeviceLimits,
+    DeviceState,
+    Fault,
+    FaultCode,
+    MsgType,
+    NackReason,
+    Status,
+)
+from firmware_bridge.session import DeviceSession
+from simulator.signals import SignalSource, StimulationInput
+from simulator.stimulator import OutputStage, check_hard_limits
+
+
+def default_limits() -> DeviceLimits:
+    """Hard limits of the simulated stimulator.
+
+    Amplitude 12.7 mA, pulse width 10-450 µs and rate 2-255 Hz are the Boston
+    Scientific Vercise DBS per-contact ranges; 30 µC/cm²/phase is the level above
+    which DBS systems warn (REFERENCES.md sections 6-7). The 5 mA/s slew is our
+    choice: Vercise ramps on over 1-10 s, so 12.7 mA needs >= 1.3 s.
+    """
+    return DeviceLimits(
+        max_amplitude_ma=12.7,
+        min_pulse_width_us=10,
+        max_pulse_width_us=450,
+        min_frequency_hz=2.0,
+        max_frequency_hz=255.0,
+        max_ramp_rate_ma_per_s=5.0,
+        max_charge_per_phase_uc=3.0,
+        max_charge_density_uc_per_cm2=30.0,
+    )
+
+
+@dataclass(frozen=True)
+class FirmwareConfig:
+    device_id: str = "SIM-0001"
+    firmware_version: str = "sim-0.1.0"
+    samples_per_frame: int = 10  # 40 ms frames at 250 Hz
+    heartbeat_interval_ms: int = 250
+    watchdog_ms: int = 1000
+    scale_uv_per_count: float = 0.5  # ±16.4 mV full scale: room for CSD DC shifts
+    stim_channels: tuple[int, ...] = (0,)
+    electrode_area_cm2: float = 0.06  # a DBS-style contact: 1.5 mm long, 1.3 mm diameter
+    limits: DeviceLimits = field(default_factory=default_limits)
+    status_interval_s: float = 1.0
+    stim_state_interval_s: float = 1.0
+    #: Samples asked from the signal source at once (a multiple of samples_per_frame);
+    #: larger blocks are faster but the signal sees stimulation changes later.
+    source_block_samples: int = 10
+    impedance_window_ohm: tuple[float, float] = (250.0, 4000.0)
+    battery_capacity_j: float = 2000.0  # ~0.55 Wh: a small rechargeable implant cell
+    idle_power_w: float = 0.002  # amplifiers + radio while streaming (assumption)
+    battery_start_pct: float = 100.0
+    signing_key: bytes | None = None
+    seed: int = 0
+
+
+class VirtualFirmware:
+    """The simulated device, driven by injected time."""
+
+    def __init__(self, source: SignalSource, config: FirmwareConfig = FirmwareConfig()) -> None:
+        if config.source_block_samples % config.samples_per_frame:
+            raise ValueError("source_block_samples must be a multiple of samples_per_frame")
+        self.config = config
+        self.source = source
+        fs = source.sampling_rate_hz
+        if fs != int(fs):
+            raise ValueError(f"sampling rate must be a whole number of Hz, got {fs}")
+        self.sampling_rate_hz = int(fs)
+        self.info = DeviceInfo(
+            major=PROTOCOL_MAJOR,
+            minor=PROTOCOL_MINOR,
+            device_id=config.device_id,
+            firmware_version=config.firmware_version,
+            sampling_rate_hz=self.sampling_rate_hz,
+            samples_per_frame=config.samples_per_frame,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            watchdog_ms=config.watchdog_ms,
+            channels=tuple(
+                ChannelInfo(s.label, config.scale_uv_per_count, s.x_mm, s.y_mm)
+                for s in source.sites
+            ),
+            stim_channels=config.stim_channels,
+            n_electrodes=len(source.sites),
+            electrode_area_cm2=config.electrode_area_cm2,
+            limits=config.limits,
+        )
+        self.session = DeviceSession(self.info, key=config.signing_key)
+        self.output = OutputStage(config.limits.max_ramp_rate_ma_per_s)
+        rng = np.random.default_rng(config.seed)
+        # Lead impedance 500-1500 Ω (REFERENCES.md section 7).
+        self._nominal_impedance_ohm = rng.uniform(500.0, 1500.0, len(source.sites))
+        self.battery_pct = config.battery_start_pct
+        self._battery_t = 0.0
+        self._battery_j = config.battery_capacity_j * config.battery_start_pct / 100.0
+        self.now_s = 0.0
+        self.samples_acquired = 0  # sample index of the next sample (counts from power-up)
+        self._block = np.zeros((len(source.sites), 0), dtype=np.int16)
+        self._block_first = 0
+        self._next_status_s: float | None = None
+        self._next_state_report_s: float | None = None
+        self._faults_active: set[FaultCode] = set()
+        self.markers_received: list[MarkerReceived] = []
+        self.commands_applied = 0
+        self.commands_refused = 0
+
+    # -- the sans-IO surface -----------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self.advance_to(now)
+        for event in self.session.receive_data(data, now):
+            self._on_event(event, now)
+
+    def data_to_send(self) -> bytes:
+        return self.session.data_to_send()
+
+    def next_deadline(self) -> float:
+        """The next instant the firmware has something to do (a frame is always due)."""
+        spf = self.config.samples_per_frame
+        frame_end_index = (self.samples_acquired // spf + 1) * spf
+        deadlines = [self._index_time(frame_end_index)]
+        for d in (self.session.next_deadline(), self._next_status_s, self._next_state_report_s):
+            if d is not None:
+                deadlines.append(d)
+        ramp_end = self.output.ramp_end_s()
+        if ramp_end is not None:
+            deadlines.append(ramp_end)
+        return min(deadlines)
+
+    def advance_to(self, now: float) -> None:
+        """Run the device up to ``now``: acquire and send samples, ramps, timers."""
+        if now < self.now_s:
+            return
+        spf = self.config.samples_per_frame
+        while True:
+            frame_end_index = (self.samples_acquired // spf + 1) * spf
+            t_frame = self._index_time(frame_end_index)
+            if t_frame > now:
+                break
+            self._step_output(t_frame)
+            self._acquire_frame(t_frame)
+        self._step_output(now)
+        for event in self.session.handle_timeout(now):
+            self._on_event(event, now)
+        if self._next_status_s is not None and now >= self._next_status_s:
+            self._send_status(now)
+        if self._next_state_report_s is not None and now >= self._next_state_report_s:
+            self._report_state(now)
+        self.now_s = now
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _index_time(self, index: int) -> float:
+        return index / self.sampling_rate_hz
+
+    def _step_output(self, t: float) -> None:
+        before = self.output.amplitude_ma
+        finished = self.output.advance_to(t)
+        self._drain_battery(t, before)
+        if finished:
+            self._report_state(t)
+
+    def _drain_battery(self, t: float, amplitude_before_ma: float) -> None:
+        dt = t - self._battery_t
+        self._battery_t = t
+        if dt <= 0:
+            return
+        out = self.output
+        amp = 0.5 * (amplitude_before_ma + out.amplitude_ma)
+        imp = float(np.mean(self._impedances()[list(self.config.stim_channels)]))
+        # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
+        teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
+        self._battery_j = max(0.0, self._battery_j - (self.config.idle_power_w + teed_w) * dt)
+        self.battery_pct = 100.0 * self._battery_j / self.config.battery_capacity_j
+
+    def _acquire_frame(self, t_frame: float) -> None:
+        spf = self.config.samples_per_frame
+        offset = self.samples_acquired - self._block_first
+        if offset >= self._block.shape[1]:
+            self._block = self._read_block()
+            self._block_first = self.samples_acquired
+            offset = 0
+        counts = self._block[:, offset : offset + spf]
+        first = self.samples_acquired
+        self.samples_acquired += spf
+        if self.session.handshaken:
+            self.session.send_samples(first, counts, t_frame)
+
+    def _read_block(self) -> np.ndarray:
+        out = self.output
+        stim = StimulationInput(
+            amplitude_ma=out.amplitude_ma if out.delivering else 0.0,
+            pulse_width_us=float(out.pulse_width_us),
+            frequency_hz=out.frequency_hz,
+        )
+        uv = self.source.read(self.config.source_block_samples, stim)
+        counts = np.rint(uv / self.config.scale_uv_per_count)
+        np.clip(counts, -32768, 32767, out=counts)
+        return counts.astype(np.int16)
+
+    def _impedances(self) -> np.ndarray:
+        override = self.source.impedance_ohm()
+        return self._nominal_impedance_ohm if override is None else np.asarray(override, float)
+
+    def _fault_flags(self) -> int:
+        flags = 0
+        for code in self._faults_active:
+            flags |= 1 << int(code)
+        return flags
+
+    def _set_fault(self, code: FaultCode, active: bool, text: str, now: float) -> None:
+        if active == (code in self._faults_active):
+            return
+        if active:
+            self._faults_active.add(code)
+        else:
+            self._faults_active.discard(code)
+        self.session.send_fault(Fault(int(code), active, text), now)
+
+    def _update_condition_faults(self, now: float) -> None:
+        lo, hi = self.config.impedance_window_ohm
+        stim_imp = self._impedances()[list(self.config.stim_channels)]
+        bad = bool(np.any((stim_imp < lo) | (stim_imp > hi)))
+        self._set_fault(
+            FaultCode.IMPEDANCE, bad, f"stim electrode impedance outside {lo:.0f}-{hi:.0f} Ω", now
+        )
+        self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
+        self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
+        if self._forbids_stimulation() and (self.output.enabled or self.output.amplitude_ma > 0):
+            self.output.ramp_down()
+            self.output.watchdog_tripped = False
+            self._report_state(now)
+
+    def _forbids_stimulation(self) -> bool:
+        return bool(self._faults_active & {FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY})
+
+    def _send_status(self, now: float) -> None:
+        self._update_condition_faults(now)
+        imp = tuple(int(min(max(v, 0.0), 0xFFFFFFFF)) for v in self._impedances())
+        self.session.send_status(
+            Status(math.floor(self.battery_pct), self._fault_flags(), imp), now
+        )
+        self._next_status_s = now + self.config.status_interval_s
+
+    def _report_state(self, now: float) -> None:
+        self.session.device_state = self._device_state()
+        self.session.send_stim_state(self.output.snapshot(), now)
+        out = self.output
+        periodic = out.enabled or out.ramping
+        self._next_state_report_s = now + self.config.stim_state_interval_s if periodic else None
+
+    def _device_state(self) -> int:
+        if self._faults_active & {FaultCode.WATCHDOG, FaultCode.ESTOP, FaultCode.BATTERY_EMPTY}:
+            return int(DeviceState.FAULT)
+        if self.output.delivering:
+            return int(DeviceState.STIMULATING)
+        return int(DeviceState.STREAMING if self.session.handshaken else DeviceState.IDLE)
+
+    def _on_event(self, event: Event, now: float) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.output.estop_latched = False
+            self._set_fault(FaultCode.ESTOP, False, "cleared by handshake", now)
+            self._send_status(now)
+            self._report_state(now)
+        elif isinstance(event, StimSetRequested):
+            self._on_stim_set(event, now)
+        elif isinstance(event, EstopRequested):
+            self.output.stop_now(event.command_id)
+            self.session.ack(event.command_id, MsgType.ESTOP, now)
+            self._set_fault(FaultCode.ESTOP, True, "emergency stop", now)
+            self._report_state(now)
+        elif isinstance(event, WatchdogExpired):
+            self.output.ramp_down()
+            self._set_fault(
+                FaultCode.WATCHDOG, True, f"controller silent for {event.silent_s:.3f} s", now
+            )
+            self._report_state(now)
+        elif isinstance(event, ControllerReturned):
+            self.output.watchdog_tripped = False
+            self._set_fault(FaultCode.WATCHDOG, False, "controller heard again", now)
+            self._report_state(now)
+        elif isinstance(event, MarkerReceived):
+            self.markers_received.append(event)
+
+    def _on_stim_set(self, event: StimSetRequested, now: float) -> None:
+        setting = event.setting
+        reason = check_hard_limits(setting, self.config.limits, self.config.electrode_area_cm2)
+        if reason is None and setting.enabled:
+            if self.output.estop_latched:
+                reason = NackReason.ESTOP_LATCHED
+            else:
+                self._update_condition_faults(now)
+                if self._forbids_stimulation():
+                    reason = NackReason.FAULT_ACTIVE
+        if reason is not None:
+            self.commands_refused += 1
+            self.session.nack(event.command_id, MsgType.STIM_SET, reason, now)
+            return
+        self.output.apply(event.command_id, setting)
+        self.commands_applied += 1
+        self.session.ack(event.command_id, MsgType.STIM_SET, now)
+        self._report_state(now)
+
+    def on_time(self, now: float) -> None:
+        """Lockstep hook (firmware_bridge.lockstep): same as ``advance_to``."""
+        self.advance_to(now)

@@ -1,0 +1,154 @@
+"""The virtual stimulator's output stage: hard limits, slew-limited amplitude, delivered charge.
+
+Pure state + arithmetic on injected time; the firmware (simulator.firmware) drives it.
+Waveform: symmetric biphasic, charge-balanced (docs/protocol.md, STIM_SET).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from firmware_bridge.messages import DeviceLimits, NackReason, StimSetting, StimState
+
+
+def check_hard_limits(
+    setting: StimSetting, limits: DeviceLimits, electrode_area_cm2: float
+) -> NackReason | None:
+    """The first hard limit ``setting`` violates, or None. Off-commands only need a sane ramp."""
+    values = (setting.amplitude_ma, setting.frequency_hz, setting.ramp_rate_ma_per_s)
+    if not all(math.isfinite(v) for v in values):
+        return NackReason.INVALID_VALUE
+    if setting.ramp_rate_ma_per_s < 0:
+        return NackReason.RAMP_RATE_RANGE
+    if not setting.enabled:
+        return None
+    if not 0.0 <= setting.amplitude_ma <= limits.max_amplitude_ma:
+        return NackReason.AMPLITUDE_RANGE
+    if not limits.min_pulse_width_us <= setting.pulse_width_us <= limits.max_pulse_width_us:
+        return NackReason.PULSE_WIDTH_RANGE
+    if not limits.min_frequency_hz <= setting.frequency_hz <= limits.max_frequency_hz:
+        return NackReason.FREQUENCY_RANGE
+    charge_uc = setting.charge_per_phase_uc
+    if charge_uc > limits.max_charge_per_phase_uc:
+        return NackReason.CHARGE_PER_PHASE
+    if charge_uc / electrode_area_cm2 > limits.max_charge_density_uc_per_cm2:
+        return NackReason.CHARGE_DENSITY
+    return None
+
+
+@dataclass
+class OutputStage:
+    """Amplitude slews linearly toward its target; charge is integrated exactly over ramps."""
+
+    max_ramp_rate_ma_per_s: float
+    amplitude_ma: float = 0.0
+    target_ma: float = 0.0
+    ramp_rate_ma_per_s: float = 0.0
+    pulse_width_us: int = 0
+    frequency_hz: float = 0.0
+    enabled: bool = False
+    delivered_charge_uc: float = 0.0
+    last_command_id: int = 0
+    estop_latched: bool = False
+    watchdog_tripped: bool = False
+    t_s: float = 0.0
+
+    @property
+    def ramping(self) -> bool:
+        return self.amplitude_ma != self.target_ma
+
+    @property
+    def delivering(self) -> bool:
+        return self.amplitude_ma > 0.0 and self.frequency_hz > 0.0 and self.pulse_width_us > 0
+
+    def ramp_end_s(self) -> float | None:
+        """When the current ramp reaches its target (None if not ramping)."""
+        if not self.ramping or self.ramp_rate_ma_per_s <= 0:
+            return None
+        return self.t_s + abs(self.target_ma - self.amplitude_ma) / self.ramp_rate_ma_per_s
+
+    def advance_to(self, t_s: float) -> bool:
+        """Move time forward; returns True when a ramp finished in this step."""
+        dt = t_s - self.t_s
+        if dt <= 0:
+            return False
+        start = self.amplitude_ma
+        finished = False
+        if self.ramping and self.ramp_rate_ma_per_s > 0:
+            ramp_s = abs(self.target_ma - start) / self.ramp_rate_ma_per_s
+            if ramp_s <= dt:
+                # Linear part, then flat at the target.
+                mean_ramp = 0.5 * (start + self.target_ma)
+                mean = (mean_ramp * ramp_s + self.target_ma * (dt - ramp_s)) / dt
+                self.amplitude_ma = self.target_ma
+                finished = True
+            else:
+                step = math.copysign(self.ramp_rate_ma_per_s * dt, self.target_ma - start)
+                self.amplitude_ma = start + step
+                mean = 0.5 * (start + self.amplitude_ma)
+        else:
+            mean = start
+        if self.frequency_hz > 0 and self.pulse_width_us > 0:
+            # µC per pulse (cathodic phase) = mA * ms; pulses = f * dt.
+            self.delivered_charge_uc += mean * self.pulse_width_us * 1e-3 * self.frequency_hz * dt
+        self.t_s = t_s
+        if finished and not self.enabled and self.amplitude_ma == 0.0:
+            self.pulse_width_us = 0
+            self.frequency_hz = 0.0
+        return finished
+
+    def apply(self, command_id: int, setting: StimSetting) -> None:
+        """Start moving toward an accepted setting (limits were checked by the caller)."""
+        rate = setting.ramp_rate_ma_per_s
+        self.ramp_rate_ma_per_s = (
+            self.max_ramp_rate_ma_per_s if rate <= 0 else min(rate, self.max_ramp_rate_ma_per_s)
+        )
+        self.last_command_id = command_id
+        self.watchdog_tripped = False
+        if setting.enabled:
+            self.enabled = True
+            self.pulse_width_us = setting.pulse_width_us
+            self.frequency_hz = setting.frequency_hz
+            self.target_ma = setting.amplitude_ma
+        else:
+            self.enabled = False
+            self.target_ma = 0.0
+        self._settle_if_idle()
+
+    def ramp_down(self) -> None:
+        """Watchdog: ramp to zero at the device's own maximum rate."""
+        self.enabled = False
+        self.target_ma = 0.0
+        self.ramp_rate_ma_per_s = self.max_ramp_rate_ma_per_s
+        self.watchdog_tripped = True
+        self._settle_if_idle()
+
+    def stop_now(self, command_id: int) -> None:
+        """ESTOP: zero output at once, latched."""
+        self.amplitude_ma = 0.0
+        self.target_ma = 0.0
+        self.enabled = False
+        self.pulse_width_us = 0
+        self.frequency_hz = 0.0
+        self.estop_latched = True
+        self.last_command_id = command_id
+
+    def _settle_if_idle(self) -> None:
+        if not self.enabled and self.amplitude_ma == 0.0:
+            self.pulse_width_us = 0
+            self.frequency_hz = 0.0
+
+    def snapshot(self) -> StimState:
+        return StimState(
+            enabled=self.enabled,
+            ramping=self.ramping,
+            estop_latched=self.estop_latched,
+            watchdog_tripped=self.watchdog_tripped,
+            amplitude_ma=self.amplitude_ma,
+            target_amplitude_ma=self.target_ma,
+            pulse_width_us=self.pulse_width_us,
+            frequency_hz=self.frequency_hz,
+            delivered_charge_uc=self.delivered_charge_uc,
+            last_command_id=self.last_command_id,
+        )

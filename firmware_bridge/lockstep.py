@@ -93,10 +93,17 @@ class LockstepPump:
     def run_until(self, t_s: float, stop: Callable[[], bool] | None = None) -> None:
         """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step)."""
         self._exchange(self.clock.now())
+        stalled = 0
         while self.clock.now() < t_s:
+            before = self.clock.now()
             self.step(t_s)
             if stop is not None and stop():
                 return
+            stalled = stalled + 1 if self.clock.now() == before else 0
+            if stalled > 10_000:
+                raise RuntimeError(
+                    f"virtual time stuck at {before} s: a peer's deadline does not move"
+                )
 
 
 class RecordingPeer:

@@ -267,7 +267,7 @@ class ControllerSession(_Endpoint):
         if self.state is SessionState.READY:
             assert self._last_rx_s is not None
             silent = now - self._last_rx_s
-            if silent >= self._peer_timeout_s:
+            if now >= self._last_rx_s + self._peer_timeout_s:  # the deadline's own expression
                 self.state = SessionState.LOST
                 self._next_heartbeat = None
                 events.append(PeerLost(silent))
@@ -498,7 +498,7 @@ class DeviceSession(_Endpoint):
         if (
             not self.watchdog_expired
             and self._last_rx_s is not None
-            and now - self._last_rx_s >= self._watchdog_s
+            and now >= self._last_rx_s + self._watchdog_s  # the deadline's own expression
         ):
             self.watchdog_expired = True
             events.append(WatchdogExpired(now - self._last_rx_s))

@@ -12,8 +12,8 @@ from firmware_bridge.clock import MonotonicClock
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.pty_link import PtyDeviceLink
 from firmware_bridge.transports.serial_link import DEFAULT_BAUD, SerialLink
-from simulator.device_factory import DeviceSpecError, build_firmware
-from simulator.firmware import VirtualFirmware
+from simulator.device_factory import DeviceSpecError, build_device
+from simulator.embedded import device_link
 from simulator.serve import serve_firmware
 
 
@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     where.add_argument("--pty", action="store_true", help="open a new pseudo-terminal")
     where.add_argument("--port", help="serve on an existing serial port (path or pyserial URL)")
     serve.add_argument("--baud", type=int, default=DEFAULT_BAUD)
-    serve.add_argument("--scenario", default="default", help="signal scenario (default)")
+    serve.add_argument(
+        "--scenario",
+        default="default",
+        help="built-in scenario (default, aura-demo, faults), a scenario TOML file, or noise",
+    )
+    serve.add_argument("--model", choices=["spectral", "jansen-rit"], help="signal model")
     serve.add_argument("--seed", type=int, default=0)
     serve.set_defaults(handler=_serve_command)
 
@@ -49,15 +54,20 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _serve_command(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve(args))
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    clock = MonotonicClock()
+    params = {"seed": str(args.seed)}
+    if args.model:
+        params["model"] = args.model
     try:
-        firmware = build_firmware(args.scenario, {"seed": str(args.seed)})
+        device = build_device(args.scenario, params, start_s=clock.now())
     except DeviceSpecError as exc:
         print(f"neurostim device serve: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_serve(args, firmware))
-
-
-async def _serve(args: argparse.Namespace, firmware: VirtualFirmware) -> int:
+    firmware = device.firmware
     link: Link
     if args.pty:
         pty = PtyDeviceLink()
@@ -77,7 +87,7 @@ async def _serve(args: argparse.Namespace, firmware: VirtualFirmware) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve_firmware(firmware, link, MonotonicClock(), stop)
+        await serve_firmware(firmware, device_link(device, link, clock, args.seed), clock, stop)
     finally:
         with contextlib.suppress(Exception):
             await link.close()

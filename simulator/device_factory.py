@@ -1,34 +1,56 @@
-"""Build a simulated device from a scenario name and URL/CLI parameters."""
+"""Build a simulated device from a scenario name (or TOML path) and URL/CLI parameters."""
 
 from __future__ import annotations
 
-from simulator.firmware import FirmwareConfig, VirtualFirmware
-from simulator.signals import NoiseSource, SignalSource
+from collections.abc import Callable
+from dataclasses import dataclass
 
-KNOWN_PARAMS = ("seed",)
+from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.link_faults import LinkFaultSettings
+from simulator.physiology.scenario import ScenarioError, link_fault_settings_at, load_scenario
+from simulator.signals import NoiseSource
+
+KNOWN_PARAMS = ("seed", "model")
+MODELS = ("spectral", "jansen-rit")
 
 
 class DeviceSpecError(ValueError):
     """A simulated-device request that cannot be built; the message says why."""
 
 
-def build_source(scenario: str, seed: int) -> SignalSource:
-    """The signal source for ``scenario``.
-
-    ``noise`` (and ``default`` until the physiology model is wired in) is the seeded
-    placeholder EEG of simulator.signals.
-    """
-    if scenario in ("default", "noise"):
-        return NoiseSource(seed=seed)
-    raise DeviceSpecError(f"unknown simulated-device scenario {scenario!r} (known: default, noise)")
+@dataclass
+class SimulatedDevice:
+    firmware: VirtualFirmware
+    #: Link impairments over device time (None: a clean link).
+    link_faults: Callable[[float], LinkFaultSettings] | None
+    scenario: str
 
 
-def build_firmware(scenario: str, params: dict[str, str]) -> VirtualFirmware:
+def build_device(scenario: str, params: dict[str, str], start_s: float = 0.0) -> SimulatedDevice:
+    """``scenario`` is a built-in name, a TOML path, or ``noise`` (placeholder EEG);
+    ``start_s`` is the clock reading at the device's power-up."""
     unknown = sorted(set(params) - set(KNOWN_PARAMS))
     if unknown:
         raise DeviceSpecError(f"unknown sim:// parameter(s) {unknown}; known: {KNOWN_PARAMS}")
+    raw_seed = params.get("seed")
     try:
-        seed = int(params.get("seed", "0"))
+        seed = None if raw_seed is None else int(raw_seed)
     except ValueError:
-        raise DeviceSpecError(f"seed must be an integer, got {params['seed']!r}") from None
-    return VirtualFirmware(build_source(scenario, seed), FirmwareConfig(seed=seed))
+        raise DeviceSpecError(f"seed must be an integer, got {raw_seed!r}") from None
+    model = params.get("model")
+    if model is not None and model not in MODELS:
+        raise DeviceSpecError(f"model must be one of {MODELS}, got {model!r}")
+    if scenario == "noise":
+        source = NoiseSource(seed=seed or 0)
+        firmware = VirtualFirmware(source, FirmwareConfig(seed=seed or 0), start_s)
+        return SimulatedDevice(firmware, None, "noise")
+    try:
+        loaded = load_scenario(scenario)
+        physiology = loaded.build_source(seed_override=seed, model_override=model)
+    except ScenarioError as exc:
+        raise DeviceSpecError(str(exc)) from None
+    events = list(loaded.link_faults)
+    schedule = (lambda t: link_fault_settings_at(events, t)) if events else None
+    run_seed = loaded.seed if seed is None else seed
+    firmware = VirtualFirmware(physiology, FirmwareConfig(seed=run_seed), start_s)
+    return SimulatedDevice(firmware, schedule, loaded.name)

@@ -8,10 +8,21 @@ from firmware_bridge.clock import Clock, MonotonicClock
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.memory import memory_link_pair
 from firmware_bridge.url import SimURL
-from simulator.device_factory import build_firmware
+from simulator.device_factory import SimulatedDevice, build_device
+from simulator.link_faults import FaultyLink, LinkFaultInjector
 from simulator.serve import serve_firmware
 
 _background: set[asyncio.Task[None]] = set()
+
+
+def device_link(device: SimulatedDevice, link: Link, clock: Clock, seed: int = 0) -> Link:
+    """The device's end of ``link``, impaired as its scenario says (or as it is)."""
+    if device.link_faults is None:
+        return link
+    start = device.firmware.start_s
+    outgoing = LinkFaultInjector(seed=seed, schedule=device.link_faults, origin_s=start)
+    incoming = LinkFaultInjector(seed=seed + 1, schedule=device.link_faults, origin_s=start)
+    return FaultyLink(link, clock, outgoing, incoming)
 
 
 async def open_embedded_device(url: SimURL, clock: Clock | None = None) -> Link:
@@ -19,9 +30,11 @@ async def open_embedded_device(url: SimURL, clock: Clock | None = None) -> Link:
 
     The device runs as a task in the running event loop until the returned link is closed.
     """
-    firmware = build_firmware(url.scenario, url.params)
+    clock = clock or MonotonicClock()
+    device = build_device(url.scenario, url.params, start_s=clock.now())
     controller_end, device_end = memory_link_pair(f"sim://{url.scenario}")
-    task = asyncio.create_task(serve_firmware(firmware, device_end, clock or MonotonicClock()))
+    served = device_link(device, device_end, clock, seed=url.seed or 0)
+    task = asyncio.create_task(serve_firmware(device.firmware, served, clock))
     _background.add(task)
     task.add_done_callback(_background.discard)
     return controller_end

@@ -90,7 +90,10 @@ class FirmwareConfig:
 class VirtualFirmware:
     """The simulated device, driven by injected time."""
 
-    def __init__(self, source: SignalSource, config: FirmwareConfig = FirmwareConfig()) -> None:
+    def __init__(
+        self, source: SignalSource, config: FirmwareConfig = FirmwareConfig(), start_s: float = 0.0
+    ) -> None:
+        """``start_s``: the clock reading at power-up (sample 0 is acquired then)."""
         if config.source_block_samples % config.samples_per_frame:
             raise ValueError("source_block_samples must be a multiple of samples_per_frame")
         self.config = config
@@ -118,14 +121,15 @@ class VirtualFirmware:
             limits=config.limits,
         )
         self.session = DeviceSession(self.info, key=config.signing_key)
-        self.output = OutputStage(config.limits.max_ramp_rate_ma_per_s)
+        self.start_s = start_s
+        self.output = OutputStage(config.limits.max_ramp_rate_ma_per_s, t_s=start_s)
         rng = np.random.default_rng(config.seed)
         # Lead impedance 500-1500 Ω (REFERENCES.md section 7).
         self._nominal_impedance_ohm = rng.uniform(500.0, 1500.0, len(source.sites))
         self.battery_pct = config.battery_start_pct
-        self._battery_t = 0.0
+        self._battery_t = start_s
         self._battery_j = config.battery_capacity_j * config.battery_start_pct / 100.0
-        self.now_s = 0.0
+        self.now_s = start_s
         self.samples_acquired = 0  # sample index of the next sample (counts from power-up)
         self._block = np.zeros((len(source.sites), 0), dtype=np.int16)
         self._block_first = 0
@@ -183,7 +187,7 @@ class VirtualFirmware:
     # -- internals ---------------------------------------------------------------------
 
     def _index_time(self, index: int) -> float:
-        return index / self.sampling_rate_hz
+        return self.start_s + index / self.sampling_rate_hz
 
     def _step_output(self, t: float) -> None:
         before = self.output.amplitude_ma

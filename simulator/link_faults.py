@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,8 +50,18 @@ class LinkFaultStats:
 class LinkFaultInjector:
     """Deterministic (seeded) link impairments for one direction of a link."""
 
-    def __init__(self, settings: LinkFaultSettings, seed: int = 0) -> None:
+    def __init__(
+        self,
+        settings: LinkFaultSettings = LinkFaultSettings(),
+        seed: int = 0,
+        schedule: Callable[[float], LinkFaultSettings] | None = None,
+        origin_s: float = 0.0,
+    ) -> None:
+        """``schedule(t)`` (t in seconds since ``origin_s``) overrides ``settings`` when given:
+        scenarios switch faults on and off over time."""
         self.settings = settings
+        self._schedule = schedule
+        self._origin_s = origin_s
         self._rng = np.random.default_rng(seed)
         self.stats = LinkFaultStats()
         self._last_delivery_s = -np.inf
@@ -58,12 +69,19 @@ class LinkFaultInjector:
     def set_settings(self, settings: LinkFaultSettings) -> None:
         self.settings = settings
 
+    def settings_at(self, now: float) -> LinkFaultSettings:
+        if self._schedule is None:
+            return self.settings
+        return self._schedule(now - self._origin_s)
+
     def disconnected(self, now: float) -> bool:
-        return any(start <= now < start + dur for start, dur in self.settings.disconnects)
+        t = now - self._origin_s
+        disconnects = self.settings_at(now).disconnects
+        return any(start <= t < start + dur for start, dur in disconnects)
 
     def process(self, data: bytes, now: float) -> list[tuple[float, bytes]]:
         """The (deliver_at_s, chunk) list for ``data`` written at ``now``; order is kept."""
-        s = self.settings
+        s = self.settings_at(now)
         self.stats.chunks_in += 1
         if not data:
             return []

@@ -71,13 +71,19 @@ class OutputStage:
     def advance_to(self, t_s: float) -> bool:
         """Move time forward; returns True when a ramp finished in this step."""
         dt = t_s - self.t_s
+        snapped = False
+        if self.ramping and abs(self.target_ma - self.amplitude_ma) <= 1e-9:
+            # A remaining step below a nanoamp would give a ramp end equal to now in float.
+            self.amplitude_ma = self.target_ma
+            self._settle_if_idle()
+            snapped = True
         if dt <= 0:
-            return False
+            return snapped
         start = self.amplitude_ma
         finished = False
         if self.ramping and self.ramp_rate_ma_per_s > 0:
             ramp_s = abs(self.target_ma - start) / self.ramp_rate_ma_per_s
-            if ramp_s <= dt:
+            if ramp_s <= dt + 1e-9:  # finish within a ns: float error must not stall time
                 # Linear part, then flat at the target.
                 mean_ramp = 0.5 * (start + self.target_ma)
                 mean = (mean_ramp * ramp_s + self.target_ma * (dt - ramp_s)) / dt
@@ -93,6 +99,7 @@ class OutputStage:
             # µC per pulse (cathodic phase) = mA * ms; pulses = f * dt.
             self.delivered_charge_uc += mean * self.pulse_width_us * 1e-3 * self.frequency_hz * dt
         self.t_s = t_s
+        finished = finished or snapped
         if finished and not self.enabled and self.amplitude_ma == 0.0:
             self.pulse_width_us = 0
             self.frequency_hz = 0.0

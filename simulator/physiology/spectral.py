@@ -1,0 +1,410 @@
+"""Model ``spectral``: fast multi-site EEG synthesised in the frequency domain.
+
+Why the frequency domain: the per-band power, the alpha peak and the inter-site
+coherence are *spectral* targets, and a random spectrum shaped to them and
+inverted with one real FFT per segment costs about one random number per output
+sample, which is what makes >= 20,000x real time possible (time-domain IIR banks
+need one random number and one filter per band per sample).
+
+The signal is built from independent segments of ``N`` samples (``N`` a power of
+two, ~8 s by default). Segment ``k`` covers output samples ``[k*H, k*H + N)`` with
+hop ``H = N - L``; consecutive segments are cross-faded over ``L`` samples with
+sine/cosine ramps whose squares sum to one, so the variance is constant and the
+output has no step at any border. The output stream depends only on the segment
+index, never on how callers slice it into blocks (for a constant state). Band gains,
+alpha peak and coherence are read when a segment is rendered, so they take effect
+within one hop (~7.7 s at 250 Hz); suppression and DC offset act on the next block.
+
+Per segment and site ``i`` the one-sided PSD (µV²/Hz) is::
+
+    S_i(f) = sum_b g_b,i * P_b * phi_b(f)            band components (alpha: Gaussian at f_alpha,i)
+           + G_i(f) * P_bg * psi(f)                   1/f^chi background, gain of the band at f
+
+and the cross-site structure at frequency ``f`` is
+``C(f) = (1 - rho(f)) I + rho(f) K`` with ``K_ij = exp(-d_ij / lambda)``, so the
+magnitude-squared coherence between sites i and j is ``(rho(f) K_ij)^2``. Slow
+per-site factors (suppression and DC offset) are applied per sample with a linear
+ramp from the previous block's value, so they act at once and stay continuous.
+
+Sources for the defaults are given on each field of :class:`SpectralParams` and in
+docs/simulator_models.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.fft
+
+from simulator.physiology.state import BANDS_HZ, ModulationState
+from simulator.signals import Site
+
+_N_BANDS = len(BANDS_HZ)
+_ALPHA_INDEX = 2  # BANDS_HZ order: delta, theta, alpha, beta, gamma
+
+
+def _default_band_power_uv2() -> tuple[float, ...]:
+    # Assumption (scalp-EEG-like resting spectrum, eyes closed): alpha dominant, total
+    # broadband activity ~20 µV rms, i.e. "tens of µV" on the scalp (Teplan 2002, Meas.
+    # Sci. Rev. 2:1-11: scalp EEG amplitude up to ~100 µV). Order: delta, theta, alpha,
+    # beta, gamma; values are the band *components* on top of the 1/f background.
+    return (40.0, 30.0, 150.0, 25.0, 4.0)
+
+
+def _default_shared_fraction() -> tuple[float, ...]:
+    # Assumption: share of each band that is spatially shared (volume conduction plus
+    # genuine synchrony). Alpha is the most coherent band over long distances (Nunez et
+    # al. 1997, Electroencephalogr. Clin. Neurophysiol. 103:499-515); gamma the least.
+    return (0.6, 0.55, 0.75, 0.45, 0.3)
+
+
+@dataclass(frozen=True)
+class SpectralParams:
+    """Baseline spectrum and spatial structure of the spectral model.
+
+    Every default is a modelling assumption chosen to match the orders of magnitude
+    of resting scalp EEG; sources in docs/simulator_models.md.
+    """
+
+    #: Power of each band component at baseline (µV²), BANDS_HZ order.
+    band_power_uv2: tuple[float, ...] = field(default_factory=_default_band_power_uv2)
+    #: Power of the aperiodic 1/f^chi background within 1-45 Hz (µV²). Assumption.
+    background_power_uv2: float = 120.0
+    #: Aperiodic exponent chi. EEG aperiodic exponents are typically ~1-2
+    #: (Donoghue et al. 2020, Nat. Neurosci. 23:1655); 1.5 is an assumption inside that range.
+    background_exponent: float = 1.5
+    #: Corner of the high-pass applied to the background (Hz): recording amplifiers are
+    #: AC-coupled, so the 1/f divergence at 0 Hz is not seen. Assumption.
+    background_highpass_hz: float = 0.5
+    #: Standard deviation of the Gaussian alpha peak (Hz): FWHM = 2.355 * sigma ~ 2 Hz,
+    #: a typical alpha peak bandwidth in parameterised EEG spectra (Donoghue et al. 2020).
+    alpha_sigma_hz: float = 0.85
+    #: Spatially shared share rho_b of each band at baseline (0..1), BANDS_HZ order.
+    shared_fraction: tuple[float, ...] = field(default_factory=_default_shared_fraction)
+    #: Shared share of frequencies outside all bands (background below 1 / above 45 Hz).
+    shared_fraction_outside: float = 0.4
+    #: Spatial decay length of the shared component (mm): K_ij = exp(-d_ij / lambda).
+    #: Assumption; scalp coherence falls over several cm (Nunez et al. 1997).
+    coherence_length_mm: float = 150.0
+    #: Upper bound on rho after coherence_gain, so every site keeps a local part.
+    max_shared_fraction: float = 0.98
+    #: Target segment length (s), rounded up to a power-of-two number of samples. Band
+    #: gains, alpha peak and coherence take effect per hop (N - crossfade); longer
+    #: segments amortise per-segment costs. Assumption: 8 s (an engineering choice).
+    segment_s: float = 8.0
+    #: Cross-fade length between segments (s).
+    crossfade_s: float = 0.5
+
+    def __post_init__(self) -> None:
+        if len(self.band_power_uv2) != _N_BANDS or len(self.shared_fraction) != _N_BANDS:
+            raise ValueError(f"band_power_uv2 and shared_fraction need {_N_BANDS} entries")
+        if any(p < 0 for p in self.band_power_uv2) or self.background_power_uv2 < 0:
+            raise ValueError("band powers must be >= 0")
+        if not all(0.0 <= r <= 1.0 for r in (*self.shared_fraction, self.shared_fraction_outside)):
+            raise ValueError("shared fractions must lie in 0..1")
+        if not 0.0 < self.max_shared_fraction <= 1.0:
+            raise ValueError("max_shared_fraction must lie in (0, 1]")
+        if self.coherence_length_mm <= 0 or self.alpha_sigma_hz <= 0:
+            raise ValueError("coherence_length_mm and alpha_sigma_hz must be > 0")
+        if self.segment_s <= 0 or not 0 < self.crossfade_s < self.segment_s:
+            raise ValueError("need 0 < crossfade_s < segment_s")
+
+
+class SlowFactorRamp:
+    """Per-site suppression and DC offset applied to generated blocks, ramped at steps.
+
+    Both signal models use it: suppression scales activity by ``1 - s`` (s in 0..1) and
+    the DC offset is added. When the state changes between blocks the factors ramp
+    linearly across the new block from the previous values, so the output never steps;
+    with a constant state they are constants, so output does not depend on block size.
+    """
+
+    def __init__(self, n_sites: int) -> None:
+        self._gain = np.ones(n_sites)
+        self._dc_uv = np.zeros(n_sites)
+        self._key = np.zeros(n_sites).tobytes() * 2  # suppression 0, DC 0
+        self._gain_active = False
+        self._dc_active = False
+
+    def apply(
+        self, block_uv: np.ndarray, suppression: np.ndarray, dc_offset_uv: np.ndarray
+    ) -> None:
+        """Apply in place to ``block_uv`` (n_sites, n)."""
+        n = block_uv.shape[1]
+        if n == 0:
+            return
+        key = suppression.tobytes() + dc_offset_uv.tobytes()
+        if key == self._key:  # unchanged since the last block: constant factors
+            if self._gain_active:
+                block_uv *= self._gain[:, None]
+            if self._dc_active:
+                block_uv += self._dc_uv[:, None]
+            return
+        gain_new = 1.0 - np.clip(np.asarray(suppression, dtype=np.float64), 0.0, 1.0)
+        dc_new = np.array(dc_offset_uv, dtype=np.float64)
+        ramp = np.arange(1, n + 1, dtype=np.float64) / n
+        block_uv *= self._gain[:, None] + (gain_new - self._gain)[:, None] * ramp
+        block_uv += self._dc_uv[:, None] + (dc_new - self._dc_uv)[:, None] * ramp
+        self._gain, self._dc_uv, self._key = gain_new, dc_new, key
+        self._gain_active = bool((gain_new != 1.0).any())
+        self._dc_active = bool((dc_new != 0.0).any())
+
+
+def site_distance_matrix_mm(sites: tuple[Site, ...]) -> np.ndarray:
+    """Euclidean distances between sites on the cortical sheet (mm), shape (n, n)."""
+    xy = np.array([[s.x_mm, s.y_mm] for s in sites], dtype=np.float64).reshape(-1, 2)
+    diff = xy[:, None, :] - xy[None, :, :]
+    return np.asarray(np.sqrt((diff**2).sum(axis=-1)))
+
+
+class SpectralModel:
+    """Multi-site EEG whose band powers, alpha peak and coherence follow a ModulationState."""
+
+    def __init__(
+        self,
+        sites: tuple[Site, ...],
+        sampling_rate_hz: float,
+        seed: int,
+        params: SpectralParams | None = None,
+    ) -> None:
+        if len(sites) == 0:
+            raise ValueError("need at least one site")
+        if sampling_rate_hz <= 2 * BANDS_HZ[-1][2]:
+            raise ValueError(f"sampling rate must exceed {2 * BANDS_HZ[-1][2]} Hz")
+        self._sites = tuple(sites)
+        self._fs = float(sampling_rate_hz)
+        self._params = params if params is not None else SpectralParams()
+        self._rng = np.random.default_rng(seed)
+        p = self._params
+        n_sites = len(self._sites)
+
+        self._n_fft = int(2 ** np.ceil(np.log2(p.segment_s * self._fs)))
+        self._n_fade = max(1, round(p.crossfade_s * self._fs))
+        self._hop = self._n_fft - self._n_fade
+        self._df_hz = self._fs / self._n_fft
+        self._freqs_hz = np.fft.rfftfreq(self._n_fft, d=1.0 / self._fs)
+        n_bins = self._freqs_hz.size
+        # irfft scale: a bin of one-sided PSD S contributes S*df of variance when
+        # |X|^2 = S * fs * N / 2 (see docs/simulator_models.md).
+        self._fft_scale = self._fs * self._n_fft / 2.0
+        t_fade = (np.arange(self._n_fade) + 0.5) / self._n_fade
+        self._fade_in = np.sin(0.5 * np.pi * t_fade)
+        self._fade_out = np.cos(0.5 * np.pi * t_fade)
+
+        # Frequency templates that do not depend on the state (each integrates to 1 µV²).
+        self._band_index = np.full(n_bins, -1, dtype=np.int64)
+        for b, (_, lo, hi) in enumerate(BANDS_HZ):
+            self._band_index[(self._freqs_hz >= lo) & (self._freqs_hz < hi)] = b
+        self._flat_templates = np.zeros((_N_BANDS, n_bins))
+        for b in range(_N_BANDS):
+            if b == _ALPHA_INDEX:
+                continue
+            in_band = self._band_index == b
+            self._flat_templates[b, in_band] = 1.0 / (in_band.sum() * self._df_hz)
+        f = self._freqs_hz
+        shape = np.zeros_like(f)
+        pos = f > 0
+        shape[pos] = (
+            f[pos] ** (-p.background_exponent)
+            * f[pos] ** 2
+            / (f[pos] ** 2 + p.background_highpass_hz**2)
+        )
+        in_1_45 = self._band_index >= 0
+        self._background_template = shape / (shape[in_1_45].sum() * self._df_hz)
+        self._background_base = p.background_power_uv2 * self._background_template
+
+        # Spatial structure: eigen-decomposition of K so that one random stream per site
+        # yields the covariance (1 - rho) I + rho K at every frequency.
+        kernel = np.exp(-site_distance_matrix_mm(self._sites) / p.coherence_length_mm)
+        eigval, eigvec = np.linalg.eigh(kernel)
+        self._kernel = kernel
+        self._eigval = np.clip(eigval, 0.0, None)
+        self._eigvec = np.ascontiguousarray(eigvec, dtype=np.float32)
+        self._eigvec_t = np.ascontiguousarray(eigvec.T, dtype=np.float32)
+
+        self._band_power = np.asarray(p.band_power_uv2, dtype=np.float64)
+        self._rho_base = np.append(np.asarray(p.shared_fraction), p.shared_fraction_outside)
+
+        # Streaming state.
+        self._pending = np.zeros((n_sites, 0))
+        self._tail: np.ndarray | None = None
+        self._slow = SlowFactorRamp(n_sites)
+        self._cached_key: bytes | None = None
+        self._cached_amp: np.ndarray | None = None
+        self._cached_mix: np.ndarray | None = None
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def sites(self) -> tuple[Site, ...]:
+        return self._sites
+
+    @property
+    def sampling_rate_hz(self) -> float:
+        return self._fs
+
+    @property
+    def params(self) -> SpectralParams:
+        return self._params
+
+    @property
+    def segment_samples(self) -> int:
+        """Synthesis segment length N; state changes of band shape take effect per hop."""
+        return self._n_fft
+
+    @property
+    def hop_samples(self) -> int:
+        return self._hop
+
+    # ------------------------------------------------------------------- targets
+    def psd_uv2_per_hz(self, state: ModulationState) -> tuple[np.ndarray, np.ndarray]:
+        """Model one-sided PSD before suppression: (freqs_hz (n_bins,), psd (n_sites, n_bins))."""
+        self._check_state(state)
+        return self._freqs_hz.copy(), self._psd(state)
+
+    def band_power_uv2(self, state: ModulationState) -> np.ndarray:
+        """Configured power per band and site (µV², (5, n_sites)) including suppression."""
+        psd = self._psd(state) * ((1.0 - self._suppression(state)) ** 2)[:, None]
+        out = np.empty((_N_BANDS, len(self._sites)))
+        for b in range(_N_BANDS):
+            out[b] = psd[:, self._band_index == b].sum(axis=1) * self._df_hz
+        return out
+
+    def coherence_target(self, state: ModulationState, band: str) -> np.ndarray:
+        """Configured magnitude-squared coherence between sites in ``band``, (n_sites, n_sites)."""
+        names = [name for name, _, _ in BANDS_HZ]
+        if band not in names:
+            raise ValueError(f"unknown band {band!r}; expected one of {names}")
+        rho = self._rho(state)[names.index(band)]
+        msc = (rho * self._kernel) ** 2
+        np.fill_diagonal(msc, 1.0)
+        return np.asarray(msc)
+
+    # ------------------------------------------------------------------ generate
+    def generate(self, n_samples: int, state: ModulationState) -> np.ndarray:
+        """Next ``n_samples`` of EEG in µV, shape (n_sites, n_samples), float64."""
+        if n_samples < 0:
+            raise ValueError("n_samples must be >= 0")
+        self._check_state(state)
+        need = n_samples - self._pending.shape[1]
+        if need > 0:
+            n_segments = -(-need // self._hop)
+            fresh = self._synthesise(n_segments, state)
+            self._pending = np.concatenate((self._pending, fresh), axis=1)
+        out = self._pending[:, :n_samples].copy()
+        self._pending = self._pending[:, n_samples:]
+        self._slow.apply(out, state.suppression, state.dc_offset_uv)
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _check_state(self, state: ModulationState) -> None:
+        n = len(self._sites)
+        if (
+            state.band_gain.shape != (_N_BANDS, n)
+            or state.alpha_peak_hz.shape != (n,)
+            or state.suppression.shape != (n,)
+            or state.dc_offset_uv.shape != (n,)
+        ):
+            raise ValueError(
+                f"state arrays must be band_gain ({_N_BANDS}, {n}) and per-site ({n},); got "
+                f"{state.band_gain.shape}, {state.alpha_peak_hz.shape}, "
+                f"{state.suppression.shape}, {state.dc_offset_uv.shape}"
+            )
+
+    @staticmethod
+    def _suppression(state: ModulationState) -> np.ndarray:
+        return np.clip(np.asarray(state.suppression, dtype=np.float64), 0.0, 1.0)
+
+    def _rho(self, state: ModulationState) -> np.ndarray:
+        """Shared fraction per band (+ 'outside' last), after coherence_gain, clipped."""
+        gain = max(float(state.coherence_gain), 0.0)
+        return np.asarray(np.clip(self._rho_base * gain, 0.0, self._params.max_shared_fraction))
+
+    def _psd(self, state: ModulationState) -> np.ndarray:
+        gains = np.asarray(state.band_gain, dtype=np.float64)  # (5, n_sites)
+        weighted = gains * self._band_power[:, None]
+        psd = weighted.T @ self._flat_templates  # flat bands (alpha row of templates is 0)
+        # Background takes the gain of the band it lies in (1 outside all bands).
+        gain_at_f = np.vstack((gains, np.ones((1, gains.shape[1]))))[self._band_index].T
+        psd += gain_at_f * self._background_base
+        # Alpha: Gaussian at each site's peak (within +-6 sigma), normalised on the grid.
+        peak = np.asarray(state.alpha_peak_hz, dtype=np.float64)[:, None]
+        sigma = self._params.alpha_sigma_hz
+        lo = int(np.searchsorted(self._freqs_hz, peak.min() - 6.0 * sigma))
+        hi = int(np.searchsorted(self._freqs_hz, peak.max() + 6.0 * sigma, side="right"))
+        lo, hi = max(lo, 1), max(hi, lo + 1)
+        bump = np.exp(-0.5 * ((self._freqs_hz[None, lo:hi] - peak) / sigma) ** 2)
+        bump /= bump.sum(axis=1, keepdims=True) * self._df_hz
+        psd[:, lo:hi] += weighted[_ALPHA_INDEX][:, None] * bump
+        return np.asarray(psd)
+
+    def _spectral_factors(self, state: ModulationState) -> tuple[np.ndarray, np.ndarray]:
+        """Per-bin amplitude (n_sites, n_bins) and eigen-domain mixing (n_sites, n_bins).
+
+        Cached: recomputed only when band_gain, alpha_peak_hz or coherence_gain change.
+        """
+        key = (
+            state.band_gain.tobytes()
+            + state.alpha_peak_hz.tobytes()
+            + np.float64(state.coherence_gain).tobytes()
+        )
+        if key != self._cached_key or self._cached_amp is None or self._cached_mix is None:
+            if np.any(state.band_gain < 0):
+                raise ValueError("band_gain must be >= 0")
+            psd = self._psd(state)
+            psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
+            psd[:, -1] = 0.0
+            amp = np.sqrt(psd * self._fft_scale).astype(np.float32)
+            rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
+            mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
+            self._cached_key, self._cached_amp = key, amp
+            self._cached_mix = mix.astype(np.float32)
+        return self._cached_amp, self._cached_mix
+
+    def _complex_gaussian(self, shape: tuple[int, ...]) -> np.ndarray:
+        """Circular complex Gaussian coefficients with E|X|^2 = 1 (complex64).
+
+        Box-Muller from float32 uniforms: |X|^2 = -ln(1 - u1) is Exp(1) and the phase
+        2*pi*u2 is uniform, which is exactly a circular complex Gaussian; ~2.5x faster
+        than ``standard_normal`` here (the tail beyond |X| = 4.07, p < 1e-7, is cut).
+        """
+        # Draw order (segment, [radius, phase], site, bin) keeps every segment's numbers
+        # the same however many segments one call renders (block-size independence).
+        u = self._rng.random((shape[0], 2, *shape[1:]), dtype=np.float32)
+        radius = np.sqrt(-np.log1p(-u[:, 0]))
+        phase = u[:, 1] * np.float32(2.0 * np.pi)
+        out = np.empty(shape, dtype=np.complex64)
+        out.real = radius * np.cos(phase)
+        out.imag = radius * np.sin(phase)
+        return out
+
+    def _synthesise(self, n_segments: int, state: ModulationState) -> np.ndarray:
+        """Render ``n_segments`` new segments and return their finished ``n_segments*H`` samples.
+
+        The synthesis runs in single precision (relative error ~1e-7, far below the
+        device's int16 quantisation); the output is float64.
+        """
+        n_sites = len(self._sites)
+        amp, mix = self._spectral_factors(state)
+        n_bins = amp.shape[1]
+        spectrum = self._complex_gaussian((n_segments, n_sites, n_bins))
+        # The eigenvectors are real, so the site mixing acts on the interleaved re/im
+        # float view as one real matrix product (4x cheaper than a complex one).
+        eig = (self._eigvec_t @ spectrum.view(np.float32)).view(np.complex64)
+        eig *= mix
+        spectrum = (self._eigvec @ eig.view(np.float32)).view(np.complex64)
+        spectrum *= amp
+        segments = scipy.fft.irfft(spectrum, n=self._n_fft, axis=-1)
+
+        out = np.empty((n_sites, n_segments * self._hop))
+        nf, hop = self._n_fade, self._hop
+        for k in range(n_segments):
+            seg = segments[k]
+            block = out[:, k * hop : (k + 1) * hop]
+            if self._tail is None:
+                block[:] = seg[:, :hop]
+            else:
+                block[:, :nf] = self._tail * self._fade_out + seg[:, :nf] * self._fade_in
+                block[:, nf:] = seg[:, nf:hop]
+            self._tail = seg[:, hop:]
+        return out

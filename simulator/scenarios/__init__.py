@@ -1,0 +1,1 @@
+"""Built-in simulation scenarios (TOML files, loaded by simulator.physiology.scenario)."""

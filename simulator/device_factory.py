@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from simulator.firmware import FirmwareConfig, VirtualFirmware
 from simulator.link_faults import LinkFaultSettings
+from simulator.physiology.replay import EdfReplaySource
 from simulator.physiology.scenario import ScenarioError, link_fault_settings_at, load_scenario
-from simulator.signals import NoiseSource
+from simulator.signals import DEFAULT_SITES, NoiseSource, Site
 
 KNOWN_PARAMS = ("seed", "model")
 MODELS = ("spectral", "jansen-rit")
@@ -26,8 +27,24 @@ class SimulatedDevice:
     scenario: str
 
 
+def replay_sites(path: str) -> tuple[Site, ...]:
+    """Sites for an EDF's signal channels: known 10-20 labels keep the default montage's
+    positions; other channels are laid on a 10 mm line (their true positions are unknown)."""
+    import pyedflib
+
+    known = {site.label.lower(): site for site in DEFAULT_SITES}
+    with pyedflib.EdfReader(path) as reader:
+        labels = [label.strip() for label in reader.getSignalLabels()]
+    sites = []
+    for i, label in enumerate(labels):
+        site = known.get(label.lower())
+        sites.append(Site(label, site.x_mm, site.y_mm) if site else Site(label, 0.0, 10.0 * i))
+    return tuple(sites)
+
+
 def build_device(scenario: str, params: dict[str, str], start_s: float = 0.0) -> SimulatedDevice:
-    """``scenario`` is a built-in name, a TOML path, or ``noise`` (placeholder EEG);
+    """``scenario`` is a built-in name, a TOML path, an EDF/BDF recording to replay (resampled
+    to 250 Hz), or ``noise`` (placeholder EEG);
     ``start_s`` is the clock reading at the device's power-up."""
     unknown = sorted(set(params) - set(KNOWN_PARAMS))
     if unknown:
@@ -44,6 +61,10 @@ def build_device(scenario: str, params: dict[str, str], start_s: float = 0.0) ->
         source = NoiseSource(seed=seed or 0)
         firmware = VirtualFirmware(source, FirmwareConfig(seed=seed or 0), start_s)
         return SimulatedDevice(firmware, None, "noise")
+    if scenario.lower().endswith((".edf", ".bdf")):
+        replay = EdfReplaySource(scenario, replay_sites(scenario), 250.0, at_end="loop")
+        firmware = VirtualFirmware(replay, FirmwareConfig(seed=seed or 0), start_s)
+        return SimulatedDevice(firmware, None, f"replay {scenario}")
     try:
         loaded = load_scenario(scenario)
         physiology = loaded.build_source(seed_override=seed, model_override=model)

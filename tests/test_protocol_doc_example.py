@@ -30,3 +30,24 @@ def test_worked_example_decodes_to_the_documented_fields() -> None:
     assert frame.timestamp_us == 1_000_000
     assert parse_payload(frame.msg_type, frame.payload) == Heartbeat(42, 0)
     assert frame.payload == _doc_bytes("payload")
+
+
+def _doc_payload_sizes() -> dict[str, str]:
+    text = DOC.read_text(encoding="utf-8")
+    table = text[text.index("| type | name | direction |") : text.index("A receiver skips")]
+    sizes = {}
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        if len(cells) == 5:
+            sizes[cells[1]] = cells[4]
+    return sizes
+
+
+def test_fixed_payload_sizes_in_the_message_table_match_the_codec() -> None:
+    from tests.protocol_fixtures import EXAMPLES
+
+    sizes = _doc_payload_sizes()
+    fixed = {type(m).MSG_TYPE.name: len(m.encode()) for m in EXAMPLES}  # type: ignore[attr-defined]
+    for name in ("STIM_SET", "ACK", "NACK", "STIM_STATE", "HEARTBEAT", "ESTOP"):
+        assert sizes[name] == str(fixed[name]), name
+    assert sizes["STATUS"] == "6 + 4·electrodes"

@@ -192,3 +192,19 @@ def test_disconnect_period_trips_the_device_watchdog_and_the_controller_reconnec
     pump.run_until(6.0)
     assert ctl.session.info is not None
     assert fw.session.handshaken and not fw.session.watchdog_expired
+
+
+async def test_serial_link_works_with_a_pyserial_url_without_a_file_descriptor() -> None:
+    from firmware_bridge.transports.serial_link import SerialLink
+
+    link = await SerialLink.open("loop://", 921_600)
+    try:
+        await link.send(b"\x01\x02\x03")
+        received = b""
+        while len(received) < 3:
+            received += await asyncio.wait_for(link.receive(), 2)
+        assert received == b"\x01\x02\x03"
+    finally:
+        await link.close()
+    with pytest.raises(LinkClosed):
+        await link.receive()

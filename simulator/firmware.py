@@ -203,9 +203,11 @@ class VirtualFirmware:
             return
         out = self.output
         amp = 0.5 * (amplitude_before_ma + out.amplitude_ma)
-        imp = float(np.mean(self._impedances()[list(self.config.stim_channels)]))
-        # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
-        teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
+        teed_w = 0.0
+        if amp > 0.0:
+            imp = float(np.mean(self._impedances()[list(self.config.stim_channels)]))
+            # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
+            teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
         self._battery_j = max(0.0, self._battery_j - (self.config.idle_power_w + teed_w) * dt)
         self.battery_pct = 100.0 * self._battery_j / self.config.battery_capacity_j
 

@@ -115,6 +115,7 @@ class SensorFaultInjector:
             p.nominal_impedance_low_ohm, p.nominal_impedance_high_ohm, n_channels
         )
         self._active: dict[int, _Activation] = {}
+        self._noise_rms_cache: np.ndarray | None = None  # depends only on the active faults
         self._handles = itertools.count(1)
         self._sample = 0
         self._last_uv = np.zeros(n_channels)
@@ -141,15 +142,18 @@ class SensorFaultInjector:
                 else np.full(len(idx), float(fault.flat_value_uv))
             )
         self._active[handle] = _Activation(fault, self._sample, held)
+        self._noise_rms_cache = None
         return handle
 
     def deactivate(self, handle: int) -> None:
         if handle not in self._active:
             raise KeyError(f"no active sensor fault with handle {handle}")
         del self._active[handle]
+        self._noise_rms_cache = None
 
     def clear(self) -> None:
         self._active.clear()
+        self._noise_rms_cache = None
 
     def impedance_ohm(self) -> np.ndarray:
         """Per-electrode impedance now (Ω): nominal, raised where an impedance fault is active."""
@@ -168,12 +172,8 @@ class SensorFaultInjector:
         n = x.shape[1]
         if n == 0:
             return x
-        p = self._params
-        excess_kohm = np.maximum(self.impedance_ohm() - self._nominal_ohm, 0.0) / 1000.0
-        noise_rms = np.sqrt(
-            p.noise_floor_uv_rms**2 + (p.excess_noise_uv_rms_per_kohm * excess_kohm) ** 2
-        )
-        if np.any(noise_rms > 0):
+        noise_rms = self._noise_rms()
+        if self._any_noise:
             x += noise_rms[:, None] * self._rng.standard_normal((self._n, n))
         t_index = self._sample + np.arange(n)
         ordered = sorted(self._active.values(), key=lambda a: _ORDER[a.fault.kind])
@@ -182,6 +182,17 @@ class SensorFaultInjector:
         self._sample += n
         self._last_uv = x[:, -1].copy()
         return x
+
+    def _noise_rms(self) -> np.ndarray:
+        """Amplifier floor plus excess noise of raised impedances (cached between changes)."""
+        if self._noise_rms_cache is None:
+            p = self._params
+            excess_kohm = np.maximum(self.impedance_ohm() - self._nominal_ohm, 0.0) / 1000.0
+            self._noise_rms_cache = np.sqrt(
+                p.noise_floor_uv_rms**2 + (p.excess_noise_uv_rms_per_kohm * excess_kohm) ** 2
+            )
+            self._any_noise = bool(np.any(self._noise_rms_cache > 0))
+        return self._noise_rms_cache
 
     def _apply_one(self, x: np.ndarray, act: _Activation, t_index: np.ndarray) -> None:
         fault, idx = act.fault, list(act.fault.channels)

@@ -1,0 +1,347 @@
+"""The prodrome detector: one FeatureFrame in, one DetectorOutput out (sans-IO, no clock).
+
+Per window: quality gating (UNKNOWN below ``min_good_channels``), artifact and
+stimulation-change blanking, summary features, baseline calibration or z-scores, the
+signature score and its smoothing, the state machine, then slow baseline adaptation in
+NORMAL only.  The algorithm and every default are documented in docs/detector.md.
+
+Time credited to a window is the time since the previous window's end (the hop), capped at
+the window length so a gap in the stream does not count; the very first window gets 0.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from controller.detector.baseline import (
+    MAD_TO_SD,
+    Baseline,
+    BaselineSettings,
+    StreamingMedianMad,
+    floored_scale,
+    relaxation_rate,
+)
+from controller.detector.config import DetectorConfig
+from controller.detector.score import ScoreSmoother, SignatureWeights, SummaryFeatures, z_scores
+from controller.detector.state_machine import ProdromeStateMachine, WindowInput
+from controller.detector.types import DetectorOutput, DetectorState
+from controller.features import FeatureFrame
+
+#: Good windows per channel that initialise the line-length reference (median/MAD):
+#: 64 hops = 32 s with the default 0.5 s hop.  Engineering choice.
+ARTIFACT_WARMUP_WINDOWS = 64
+
+
+class ArtifactGate:
+    """Flags windows that carry stimulation or movement artifacts.
+
+    Two rules: (1) a stimulation channel is marked bad by the window's quality flags;
+    (2) a good channel's line length (Esteller et al. 2001) is more than ``line_length_z``
+    robust z above that channel's running reference.  The reference is a streaming
+    median/MAD per channel, initialised from the channel's first ARTIFACT_WARMUP_WINDOWS
+    good windows and then relaxing with ``reference_tau_s``.  It is updated with every good
+    window, flagged or not: a sign-step update moves it by a bounded amount, so a brief
+    artifact barely moves it, while a lasting change of level (e.g. a new stimulation
+    setting) is absorbed within a few time constants instead of blanking forever.
+    """
+
+    def __init__(
+        self,
+        n_channels: int,
+        line_length_z: float,
+        reference_tau_s: float,
+        scale_floor_fraction: float,
+        stim_channels: Sequence[int] = (),
+    ) -> None:
+        self._n = n_channels
+        self._z_limit = line_length_z
+        self._tau_s = reference_tau_s
+        self._floor = scale_floor_fraction
+        self._warmup = np.full((ARTIFACT_WARMUP_WINDOWS, n_channels), np.nan)
+        self._warmup_count = np.zeros(n_channels, dtype=np.int64)
+        self._ready = np.zeros(n_channels, dtype=bool)
+        self._reference = StreamingMedianMad(
+            np.zeros(n_channels), np.zeros(n_channels), scale_floor_fraction
+        )
+        self._stim: tuple[int, ...] = ()
+        self.stim_channels = stim_channels
+
+    @property
+    def stim_channels(self) -> tuple[int, ...]:
+        """Row indices of the stimulation electrodes."""
+        return self._stim
+
+    @stim_channels.setter
+    def stim_channels(self, indices: Sequence[int]) -> None:
+        chosen = tuple(sorted({int(i) for i in indices}))
+        bad = [i for i in chosen if not 0 <= i < self._n]
+        if bad:
+            raise ValueError(f"stim_channels {bad} out of range for {self._n} channels")
+        self._stim = chosen
+
+    @property
+    def reference_ready(self) -> np.ndarray:
+        """Per channel: True once the line-length reference is initialised."""
+        return self._ready.copy()
+
+    def check(self, frame: FeatureFrame, good: np.ndarray, dt_s: float) -> str:
+        """Why the window is an artifact ("" if clean); then learn its line lengths."""
+        reasons: list[str] = []
+        bad_stim = [frame.channel_names[i] for i in self._stim if not good[i]]
+        if bad_stim:
+            reasons.append(f"stimulation channel(s) {bad_stim} flagged bad")
+        line_length = np.asarray(frame.line_length_uv, dtype=np.float64)
+        judged = good & self._ready
+        if judged.any():
+            ref = self._reference
+            scale = floored_scale(ref.scale, ref.location, self._floor)
+            z = (line_length - ref.location) / scale
+            jumped = judged & (z > self._z_limit)
+            if jumped.any():
+                names = [frame.channel_names[i] for i in np.flatnonzero(jumped)]
+                reasons.append(
+                    f"line length jump > {self._z_limit:g} robust z on {names} "
+                    f"(max {float(z[jumped].max()):.1f})"
+                )
+        self._learn(line_length, good, dt_s)
+        return "; ".join(reasons)
+
+    def _learn(self, line_length: np.ndarray, good: np.ndarray, dt_s: float) -> None:
+        warming = good & ~self._ready & np.isfinite(line_length)
+        if warming.any():
+            rows = self._warmup_count[warming]
+            self._warmup[rows, np.flatnonzero(warming)] = line_length[warming]
+            self._warmup_count[warming] += 1
+            full = warming & (self._warmup_count >= ARTIFACT_WARMUP_WINDOWS)
+            if full.any():
+                sample = self._warmup[:, full]
+                median = np.median(sample, axis=0)
+                mad = np.median(np.abs(sample - median), axis=0)
+                self._reference.location[full] = median
+                self._reference.scale[full] = MAD_TO_SD * mad
+                self._ready |= full
+        tracked = good & self._ready & ~warming
+        if tracked.any():
+            self._reference.update(
+                np.where(tracked, line_length, np.nan), relaxation_rate(dt_s, self._tau_s)
+            )
+
+
+class Detector:
+    """Prodrome detector for one montage: ``update(frame)`` once per feature window.
+
+    ``baseline`` may be a loaded (calibrated) one: the detector then starts in NORMAL and
+    skips calibration.  Its feature names must equal the configured ones
+    (BaselineMismatchError otherwise); its settings are replaced by this configuration's.
+    ``stim_channels`` are row indices of the stimulation electrodes (artifact gating).
+    """
+
+    def __init__(
+        self,
+        config: DetectorConfig,
+        channel_names: Sequence[str],
+        baseline: Baseline | None = None,
+        *,
+        stim_channels: Sequence[int] = (),
+    ) -> None:
+        self._config = config
+        self._channel_names = tuple(channel_names)
+        n = len(self._channel_names)
+        self._min_good = config.resolved_min_good_channels(n)
+        settings = BaselineSettings(
+            calibration_s=config.calibration_s,
+            adaptation_tau_s=config.baseline_adaptation_tau_s,
+            scale_floor_fraction=config.scale_floor_fraction,
+            max_calibration_windows=config.max_calibration_windows,
+        )
+        if baseline is None:
+            baseline = Baseline(config.feature_names, settings)
+        else:
+            baseline.check_features(config.feature_names)
+            # The running configuration governs adaptation; the stored buffer cap stays.
+            baseline.settings = dataclasses.replace(
+                settings, max_calibration_windows=baseline.settings.max_calibration_windows
+            )
+        self._baseline = baseline
+        self._summary = SummaryFeatures(config.feature_names, n, config.alpha_peak_variability_s)
+        self._weights = SignatureWeights(config.features)
+        self._gate = ArtifactGate(
+            n,
+            config.artifact_line_length_z,
+            config.artifact_reference_tau_s,
+            config.scale_floor_fraction,
+            stim_channels,
+        )
+        self._smoother = ScoreSmoother(config.score_smoothing_s)
+        self._machine = ProdromeStateMachine(
+            config.upper_threshold,
+            config.lower_threshold,
+            config.onset_s,
+            config.termination_s,
+            calibrated=baseline.ready,
+        )
+        self._blank_until_s = -math.inf
+        self._last_t_end_s: float | None = None
+        self._last_raw_score: float | None = None
+
+    # -- properties ---------------------------------------------------------------------
+
+    @property
+    def config(self) -> DetectorConfig:
+        """The configuration the detector was built with."""
+        return self._config
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """Channel names, in row order."""
+        return self._channel_names
+
+    @property
+    def baseline(self) -> Baseline:
+        """The baseline (save it once ``baseline.ready``)."""
+        return self._baseline
+
+    @property
+    def state(self) -> DetectorState:
+        """The state reported for the last window."""
+        return self._machine.state
+
+    @property
+    def thresholds(self) -> tuple[float, float]:
+        """(upper, lower) thresholds in score units (weighted mean robust z), for plots."""
+        return (self._config.upper_threshold, self._config.lower_threshold)
+
+    @property
+    def min_good_channels(self) -> int:
+        """Fewest good channels for a decision (below: UNKNOWN)."""
+        return self._min_good
+
+    @property
+    def stim_channels(self) -> tuple[int, ...]:
+        """Row indices of the stimulation electrodes (for artifact gating)."""
+        return self._gate.stim_channels
+
+    @stim_channels.setter
+    def stim_channels(self, indices: Sequence[int]) -> None:
+        self._gate.stim_channels = indices
+
+    @property
+    def blanked_until_s(self) -> float:
+        """Windows starting before this time are blanked (-inf: no blanking)."""
+        return self._blank_until_s
+
+    @property
+    def last_raw_score(self) -> float | None:
+        """The last window's unsmoothed score (None when not computed)."""
+        return self._last_raw_score
+
+    # -- inputs -------------------------------------------------------------------------
+
+    def blank_until(self, t_s: float) -> None:
+        """Blank every window that starts before ``t_s`` (the latest call wins if later)."""
+        self._blank_until_s = max(self._blank_until_s, float(t_s))
+
+    def blank_after_change(self, t_change_s: float) -> None:
+        """Blank for ``blanking_after_change_s`` after a stimulation change at ``t_change_s``."""
+        self.blank_until(t_change_s + self._config.blanking_after_change_s)
+
+    def update(self, frame: FeatureFrame) -> DetectorOutput:
+        """Process one window; return the verdict (see docs/detector.md, "Per window")."""
+        if len(frame.channel_names) != len(self._channel_names):
+            raise ValueError(
+                f"frame has {len(frame.channel_names)} channels, the detector "
+                f"{len(self._channel_names)}"
+            )
+        dt_s = self._credit(frame)
+        good = np.asarray(frame.quality.good, dtype=bool)
+        n_good = int(np.count_nonzero(good))
+        enough = n_good >= self._min_good
+        blank_reasons = []
+        artifact = self._gate.check(frame, good, dt_s)
+        if artifact:
+            blank_reasons.append(f"artifact: {artifact}")
+        if frame.t_start_s < self._blank_until_s:
+            blank_reasons.append(f"stimulation change, blanking until {self._blank_until_s:.1f} s")
+        blanked = bool(blank_reasons)
+        learn = enough and not blanked
+        values = self._summary.values(frame, good, dt_s, learn=learn)
+
+        baseline = self._baseline
+        calibrated = baseline.ready
+        finished_calibration = False
+        if not calibrated and learn:
+            finished_calibration = baseline.add_calibration(values, dt_s)
+
+        z_by_name: dict[str, float] = {}
+        self._last_raw_score = None
+        if calibrated and enough:
+            z = z_scores(values, baseline.location, baseline.effective_scale(), self._config.z_clip)
+            z_by_name = {
+                name: float(v)
+                for name, v in zip(self._config.feature_names, z, strict=True)
+                if math.isfinite(v)
+            }
+            self._last_raw_score = self._weights.score(z)
+            if self._last_raw_score is not None and not blanked:
+                self._smoother.update(self._last_raw_score, dt_s)
+
+        transition = self._machine.step(
+            WindowInput(
+                dt_s=dt_s,
+                score=self._smoother.value if self._last_raw_score is not None else None,
+                blanked=blanked,
+                enough_channels=enough,
+                calibrated=calibrated,
+            )
+        )
+        state = transition.state
+        if learn and calibrated and state is DetectorState.NORMAL:
+            baseline.adapt(values, dt_s)
+
+        scored = state not in (DetectorState.CALIBRATING, DetectorState.UNKNOWN)
+        return DetectorOutput(
+            t_s=frame.t_end_s,
+            state=state,
+            score=self._smoother.value if scored else None,
+            changed=transition.changed,
+            blanked=blanked,
+            good_channels=n_good,
+            reason=self._reason(
+                state, transition.reason, n_good, blank_reasons, finished_calibration
+            ),
+            z_scores=z_by_name,
+        )
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _credit(self, frame: FeatureFrame) -> float:
+        """Time since the previous window's end, within [0, window length]."""
+        previous = self._last_t_end_s
+        self._last_t_end_s = frame.t_end_s
+        if previous is None:
+            return 0.0
+        window_s = max(frame.t_end_s - frame.t_start_s, 0.0)
+        return min(max(frame.t_end_s - previous, 0.0), window_s)
+
+    def _reason(
+        self,
+        state: DetectorState,
+        machine_reason: str,
+        n_good: int,
+        blank_reasons: list[str],
+        finished_calibration: bool,
+    ) -> str:
+        if state is DetectorState.UNKNOWN:
+            return f"{n_good} good channels < {self._min_good} required; {machine_reason}"
+        blanked = "; ".join(blank_reasons)
+        if state is DetectorState.CALIBRATING:
+            b = self._baseline
+            if finished_calibration:
+                return f"baseline calibrated over {b.calibrated_s:.1f} s"
+            progress = f"calibrating {b.calibrated_s:.1f}/{b.settings.calibration_s:.1f} s"
+            return f"{progress}; window not used ({blanked})" if blanked else progress
+        return f"{blanked}; {machine_reason}" if blanked else machine_reason

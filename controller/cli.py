@@ -1,4 +1,5 @@
-"""Subcommands owned by the controller: ``run``."""
+"""Subcommands owned by the controller: ``run``, ``config``, ``analyze``, ``audit``,
+``bench controller``."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ import asyncio
 import json
 import signal
 import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
-from controller.session_summary import SessionSummary, run_session
+from controller.config import ConfigError, ControllerConfig, load_config
+from controller.config_cli import register_config
+from controller.envelope import EnvelopeConflict
+from controller.records_cli import register_records
+from controller.run import RunResult, run_controller
 from firmware_bridge.clock import MonotonicClock
 from firmware_bridge.connection import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.transports.base import LinkClosed
@@ -17,73 +24,116 @@ from firmware_bridge.url import DeviceURLError
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_PROTOCOL = 4
+EXIT_ENVELOPE = 5
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = sub.add_parser(
         "run",
-        help="run a controller session against a device URL",
+        help="run the closed-loop controller against a device URL",
         description=(
-            "Connect to a device (sim://, serial:///dev/…, a device path), handshake, keep "
-            "heartbeats, receive samples for --duration seconds and print a summary."
+            "Connect to a device (sim://, serial:///dev/…, a device path), run the closed loop "
+            "(features, detector, policy, safety envelope) with reconnection, and on SIGINT/"
+            "SIGTERM or after --duration ramp stimulation down and exit 0."
         ),
     )
-    run.add_argument(
-        "--device", required=True, help="device URL, e.g. sim:// or serial:///dev/pts/3"
-    )
-    run.add_argument("--duration", type=float, default=10.0, help="seconds (default 10)")
+    run.add_argument("--device", required=True, help="device URL, e.g. sim:// or /dev/ttyUSB0")
+    run.add_argument("--config", type=Path, help="controller configuration TOML")
+    run.add_argument("--duration", type=float, help="seconds to run (default: until SIGINT)")
+    run.add_argument("--record", type=Path, help="write an EDF+ recording here")
+    run.add_argument("--audit", type=Path, help="append the hash-chained audit log (JSONL) here")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
     run.set_defaults(handler=_run_command)
+    register_config(sub)
+    register_records(sub)
+
+
+def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = bench_sub.add_parser("controller", help="feature pipeline speed and loop latency")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=_bench_controller)
+
+
+def _bench_controller(args: argparse.Namespace) -> int:
+    from controller.bench import main_bench_controller
+
+    return main_bench_controller(json_out=args.json)
 
 
 def _run_command(args: argparse.Namespace) -> int:
-    if args.duration <= 0:
+    if args.duration is not None and args.duration <= 0:
         print("neurostim run: --duration must be > 0 seconds", file=sys.stderr)
         return EXIT_USAGE
     try:
-        summary = asyncio.run(_run(args))
+        config = load_config(args.config) if args.config else ControllerConfig()
+    except ConfigError as exc:
+        print(f"neurostim run: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = asyncio.run(_run(args, config))
     except DeviceURLError as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ProtocolMismatch as exc:
         print(f"neurostim run: protocol version mismatch: {exc}", file=sys.stderr)
         return EXIT_PROTOCOL
+    except EnvelopeConflict as exc:
+        print(f"neurostim run: configuration exceeds the device: {exc}", file=sys.stderr)
+        return EXIT_ENVELOPE
     except (DeviceUnreachable, LinkClosed) as exc:
         print(f"neurostim run: cannot reach the device: {exc}", file=sys.stderr)
         return EXIT_UNREACHABLE
     if args.json:
-        print(json.dumps(summary.as_dict(), indent=2))
+        print(json.dumps(result.as_dict(), indent=2, default=str))
     else:
-        print(format_summary(summary))
+        print(format_result(result))
     return 0
 
 
-async def _run(args: argparse.Namespace) -> SessionSummary:
+async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    return await run_session(args.device, args.duration, MonotonicClock(), stop)
+    return await run_controller(
+        args.device,
+        config,
+        MonotonicClock(),
+        start=datetime.now(UTC),
+        duration_s=args.duration,
+        audit_path=args.audit or _optional_path(config.recording.audit_path),
+        record_path=args.record or _optional_path(config.recording.edf_path),
+        stop=stop,
+    )
 
 
-def format_summary(s: SessionSummary) -> str:
-    d = s.device
+def _optional_path(value: str | None) -> Path | None:
+    return Path(value) if value else None
+
+
+def format_result(r: RunResult) -> str:
+    d = r.loop.device
+    link = r.loop.link
+    core = r.core
     lines = [
         f"device      {d.get('device_id')}  firmware {d.get('firmware_version')}  "
-        f"protocol {d.get('protocol')}",
-        f"signals     {d.get('channels')} ch @ {d.get('sampling_rate_hz')} Hz  "
-        f"labels {', '.join(str(x) for x in d.get('labels', []))}",  # type: ignore[attr-defined]
-        f"limits      <= {d.get('max_amplitude_ma')} mA, pulse {d.get('pulse_width_us')} µs, "
-        f"rate {d.get('frequency_hz')} Hz, ramp <= {d.get('max_ramp_rate_ma_per_s')} mA/s",
-        f"session     {s.duration_s:.1f} s, {s.connects} handshake(s), {s.peer_lost} loss(es)",
-        f"frames      {s.frames_rx} received, {s.frames_tx} sent, {s.frames_lost} lost (seq gaps)",
-        f"samples     {s.samples} in {s.sample_frames} frames, {s.sample_gaps} gap(s), "
-        f"{s.samples_missing} missing, {s.sample_duplicates} duplicate frame(s)",
-        f"errors      {s.crc_errors} CRC, {s.cobs_errors} COBS, {s.oversize_frames} oversize, "
-        f"{s.unknown_type} unknown type, {s.malformed} malformed",
+        f"protocol {d.get('protocol')}  {d.get('channels')} ch @ {d.get('sampling_rate_hz')} Hz",
+        f"session     {r.loop.connects} connect(s), {r.loop.link_losses} link loss(es), "
+        f"stopped by {r.loop.stopped_by or 'link'}, ramped down: {r.loop.ramped_down}",
+        f"frames      {link.get('frames_rx', 0)} received, {link.get('frames_tx', 0)} sent, "
+        f"{link.get('frames_lost', 0)} lost, {link.get('crc_errors', 0)} CRC errors, "
+        f"{link.get('retransmits', 0)} retransmits",
+        f"samples     {link.get('samples', 0)}, {link.get('sample_gaps', 0)} gap(s), "
+        f"{link.get('samples_missing', 0)} missing",
+        f"pipeline    {core.windows} windows, {core.decisions} decisions, {core.state_changes} "
+        f"detector state changes, final state {r.final_state}",
+        f"commands    {core.commands} sent, {core.acks} acked, {core.nacks} nacked, "
+        f"{core.timeouts} timed out; clamps {core.clamps or 0}; refusals {core.refusals or 0}",
     ]
-    if s.last_battery_pct is not None:
-        lines.append(f"battery     {s.last_battery_pct} %")
-    if s.faults:
-        lines.append(f"faults      {'; '.join(s.faults)}")
+    if r.audit_path:
+        lines.append(f"audit       {r.audit_path}")
+    if r.record_path:
+        lines.append(f"recording   {r.record_path}")
+    if r.loop.errors:
+        lines.append(f"errors      {'; '.join(r.loop.errors)}")
     return "\n".join(lines)

@@ -60,6 +60,7 @@ class DeviceConnection:
         self.session = session or ControllerSession()
         self.stats = ConnectionStats()
         self._events: asyncio.Queue[Event] = asyncio.Queue(maxsize=event_queue_size)
+        self._stash: list[Event] = []
         self._results: dict[int, asyncio.Future[CommandResult]] = {}
         self._handshake: asyncio.Future[Event] | None = None
         self._wake = asyncio.Event()
@@ -120,13 +121,24 @@ class DeviceConnection:
         await self._flush()
 
     async def next_event(self) -> Event:
-        """The next event; raises LinkClosed once the link is gone and the queue is empty."""
+        """The next event; raises LinkClosed once the link is gone and the queue is empty.
+
+        Cancelling a waiting call loses nothing: an event taken at that instant is kept
+        for the next call.
+        """
+        if self._stash:
+            return self._stash.pop(0)
         if self._events.empty() and self._failure is not None:
             raise LinkClosed(str(self._failure))
         getter = asyncio.ensure_future(self._events.get())
         closer = asyncio.ensure_future(self.closed.wait())
         try:
             await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            if getter.done() and not getter.cancelled():
+                self._stash.append(getter.result())
+            getter.cancel()
+            raise
         finally:
             closer.cancel()
         if getter.done():

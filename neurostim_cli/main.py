@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     if simulator_cli.bench_available():
         simulator_cli.register_bench(bench_sub)
     controller_cli.register(sub)
+    controller_cli.register_bench(bench_sub)
     return parser
 
 

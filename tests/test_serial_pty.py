@@ -110,9 +110,10 @@ def test_device_serve_pty_prints_url_first_and_a_controller_run_succeeds(tmp_pat
         import json
 
         summary = json.loads(run.stdout)
-        assert summary["device"]["device_id"] == "SIM-0001"
-        assert summary["samples"] >= 400
-        assert summary["crc_errors"] == 0
+        assert summary["loop"]["device"]["device_id"] == "SIM-0001"
+        assert summary["loop"]["link"]["samples"] >= 400
+        assert summary["loop"]["link"]["crc_errors"] == 0
+        assert summary["loop"]["ramped_down"] is True
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=10) == 0
     finally:

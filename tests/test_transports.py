@@ -208,3 +208,32 @@ async def test_serial_link_works_with_a_pyserial_url_without_a_file_descriptor()
         await link.close()
     with pytest.raises(LinkClosed):
         await link.receive()
+
+
+async def test_cancelled_next_event_loses_no_event() -> None:
+    clock = VirtualClock()
+    fw = VirtualFirmware(NoiseSource(seed=9), FirmwareConfig(seed=9))
+    ctl_end, dev_end = memory_link_pair()
+    server = asyncio.create_task(serve_firmware(fw, dev_end, clock))
+    async with DeviceConnection(ctl_end, clock) as conn:
+        connect = asyncio.create_task(conn.connect())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await connect
+        while not conn._events.empty():  # nothing queued: the wait below is really waiting
+            conn._events.get_nowait()
+        waiting = asyncio.create_task(conn.next_event())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        conn._dispatch([PeerLost(1.0)])  # an event arriving after the cancelled wait
+        received = []
+        while True:
+            event = await asyncio.wait_for(conn.next_event(), 1)
+            received.append(event)
+            if isinstance(event, PeerLost):
+                break
+        assert isinstance(received[-1], PeerLost)
+    server.cancel()
+    await asyncio.gather(server, return_exceptions=True)

@@ -1,0 +1,198 @@
+"""The controller core and its async shell against the simulated device: lockstep and real
+transports, audit chain, EDF+ recording, reconnection, envelope conflicts, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import mne
+import pytest
+
+from controller.audit import AuditLog, verify_audit
+from controller.config import ControllerConfig
+from controller.core import ControllerCore
+from controller.envelope import EnvelopeConflict
+from controller.run import run_controller
+from firmware_bridge.clock import MonotonicClock, VirtualClock
+from firmware_bridge.lockstep import LockstepPump
+from firmware_bridge.session import ControllerSession
+from firmware_bridge.transports.memory import memory_link_pair
+from firmware_bridge.url import SimURL, register_sim_factory
+from simulator.embedded import open_embedded_device
+from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.serve import serve_firmware
+from simulator.signals import NoiseSource
+
+NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
+
+
+class CorePeer:
+    """The controller side of a lockstep run: session + core, commands sent as decided."""
+
+    def __init__(self, core: ControllerCore) -> None:
+        self.session = ControllerSession()
+        self.core = core
+
+    def _feed(self, events: list[object], now: float) -> None:
+        from firmware_bridge.events import Connected
+
+        for event in events:
+            if isinstance(event, Connected):
+                self.core.on_connected(event.info, now)
+                continue
+            for setting in self.core.on_event(event, now):
+                cid = self.session.send_stim_set(setting, now)
+                self.core.on_command_sent(cid, setting, now)
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self._feed(list(self.session.receive_data(data, now)), now)
+
+    def data_to_send(self) -> bytes:
+        return self.session.data_to_send()
+
+    def next_deadline(self) -> float | None:
+        return self.session.next_deadline()
+
+    def on_time(self, now: float) -> None:
+        self._feed(list(self.session.handle_timeout(now)), now)
+
+
+def _open_loop_config() -> ControllerConfig:
+    return ControllerConfig.model_validate(
+        {"policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}}}
+    )
+
+
+def test_core_in_lockstep_stimulates_within_the_envelope_and_audits_everything(
+    tmp_path: Path,
+) -> None:
+    config = _open_loop_config()
+    audit_path = tmp_path / "audit.jsonl"
+    core = ControllerCore(config, AuditLog(audit_path))
+    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    peer = CorePeer(core)
+    clock = VirtualClock()
+    pump = LockstepPump(peer, fw, clock)
+    peer.session.connect(0.0)
+    pump.run_until(120.0)
+    therapy = config.policy.stimulation
+    assert fw.output.enabled
+    assert fw.output.amplitude_ma == pytest.approx(therapy.amplitude_ma, rel=1e-6)
+    assert core.stats.commands >= 1 and core.stats.acks == core.stats.commands
+    # Ramp-up never faster than the envelope's configured rate.
+    assert fw.output.ramp_rate_ma_per_s <= config.envelope.ramp_up_ma_per_s + 1e-9
+    core.close(clock.now())
+    check = verify_audit(audit_path)
+    assert check.ok and check.records >= 5
+    kinds = {json.loads(line)["kind"] for line in audit_path.read_text().splitlines()}
+    assert {"connect", "decision", "command", "ack", "stim_state", "stop"} <= kinds
+    command = next(
+        json.loads(line)
+        for line in audit_path.read_text().splitlines()
+        if json.loads(line)["kind"] == "command"
+    )
+    assert {"amplitude_ma", "pulse_width_us", "frequency_hz"} <= set(command)
+
+
+async def test_run_against_the_embedded_device_records_edf_and_audit(tmp_path: Path) -> None:
+    register_sim_factory(open_embedded_device)
+    audit_path, edf_path = tmp_path / "run.jsonl", tmp_path / "run.edf"
+    result = await run_controller(
+        "sim://noise?seed=2",
+        _open_loop_config(),
+        MonotonicClock(),
+        start=datetime(2026, 11, 22, tzinfo=UTC),
+        duration_s=3.0,
+        audit_path=audit_path,
+        record_path=edf_path,
+    )
+    assert result.loop.connects == 1
+    assert result.loop.stopped_by == "duration" and result.loop.ramped_down
+    assert result.core.commands >= 2  # therapy on, then the shutdown ramp-down
+    assert verify_audit(audit_path).ok
+    raw = mne.io.read_raw_edf(edf_path, preload=True, verbose=False)
+    assert raw.info["sfreq"] == 250 and len(raw.ch_names) == 8
+    assert raw.n_times >= 250 * 2
+    texts = list(raw.annotations.description)
+    assert any(t.startswith("stimulation") for t in texts)
+
+
+async def test_configuration_beyond_the_device_is_refused_at_connect(tmp_path: Path) -> None:
+    register_sim_factory(open_embedded_device)
+    config = ControllerConfig.model_validate(
+        {"envelope": {"max_amplitude_ma": 14.0}, "loop": {"shutdown_ramp_down_timeout_s": 200.0}}
+    )
+    with pytest.raises(EnvelopeConflict, match="max_amplitude_ma"):
+        await run_controller(
+            "sim://noise", config, MonotonicClock(), start=datetime.now(UTC), duration_s=2.0
+        )
+
+
+async def test_loop_reconnects_after_the_link_drops() -> None:
+    opened: list[int] = []
+    tasks: list[asyncio.Task[None]] = []
+
+    async def flaky_device(url: SimURL) -> object:
+        """First link dies after 1.5 s; the second one stays."""
+        clock = MonotonicClock()
+        fw = VirtualFirmware(NoiseSource(seed=3), FirmwareConfig(seed=3), start_s=clock.now())
+        ctl_end, dev_end = memory_link_pair()
+        tasks.append(asyncio.create_task(serve_firmware(fw, dev_end, clock)))
+        opened.append(1)
+        if len(opened) == 1:
+
+            async def cut() -> None:
+                await asyncio.sleep(1.5)
+                await dev_end.close()
+
+            tasks.append(asyncio.create_task(cut()))
+        return ctl_end
+
+    register_sim_factory(flaky_device)  # type: ignore[arg-type]
+    try:
+        result = await run_controller(
+            "sim://flaky",
+            _open_loop_config(),
+            MonotonicClock(),
+            start=datetime.now(UTC),
+            duration_s=4.0,
+        )
+    finally:
+        register_sim_factory(open_embedded_device)
+    assert len(opened) == 2
+    assert result.loop.connects == 2 and result.loop.link_losses == 1
+    assert result.loop.ramped_down
+
+
+def test_sigint_ramps_down_and_exits_zero(tmp_path: Path) -> None:
+    audit = tmp_path / "sig.jsonl"
+    proc = subprocess.Popen(
+        [*NEUROSTIM, "run", "--device", "sim://noise", "--audit", str(audit), "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
+    try:
+        deadline = 30.0
+        while deadline > 0 and (not audit.exists() or audit.stat().st_size == 0):
+            subprocess.run(["sleep", "0.2"], check=True)
+            deadline -= 0.2
+        subprocess.run(["sleep", "1.0"], check=True)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["loop"]["stopped_by"] == "signal"
+    assert report["loop"]["ramped_down"] is True
+    assert verify_audit(audit).ok

@@ -104,6 +104,7 @@ async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
         audit_path=args.audit or _optional_path(config.recording.audit_path),
         record_path=args.record or _optional_path(config.recording.edf_path),
         stop=stop,
+        annotation_source=getattr(args, "annotation_source", None),
     )
 
 

@@ -35,6 +35,9 @@ from firmware_bridge.events import (
 from firmware_bridge.messages import DeviceInfo, StimSetting, StimState
 
 RecorderFactory = Callable[[DeviceInfo], EdfRecorder]
+#: Annotations from outside the protocol, on the device's sample clock (index / rate):
+#: e.g. a simulator's ground truth. Returns (t_device_s, text) pairs not yet delivered.
+AnnotationSource = Callable[[], list[tuple[float, str]]]
 
 
 @dataclass
@@ -60,8 +63,10 @@ class ControllerCore:
         config: ControllerConfig,
         audit: AuditLog,
         recorder_factory: RecorderFactory | None = None,
+        annotation_source: AnnotationSource | None = None,
     ) -> None:
         self.config = config
+        self.annotation_source = annotation_source
         self.audit = audit
         self.policy: Policy = build_policy(config.policy)
         self.stats = CoreStats()
@@ -186,6 +191,14 @@ class ControllerCore:
         if self.detector is not None and self.last_frame is not None:
             self.detector.blank_after_change(self.last_frame.t_end_s)
 
+    def annotate_device_time(self, t_device_s: float, text: str) -> None:
+        """Annotate the recording at a time on the device's sample clock (no-op unrecorded)."""
+        recorder, info = self.recorder, self.info
+        if recorder is None or info is None or recorder.index_origin is None:
+            return
+        t_s = t_device_s - recorder.index_origin / info.sampling_rate_hz
+        recorder.annotate(max(0.0, t_s), text)
+
     def shutdown_setting(self, now: float) -> StimSetting:
         """The ramped stop sent on shutdown (always sent, even if the envelope thinks the
         output is off already: the device's report is what counts)."""
@@ -203,6 +216,9 @@ class ControllerCore:
         self.stats.sample_blocks += 1
         if self.recorder is not None:
             self.recorder.write_counts(event.first_index, event.counts)
+            if self.annotation_source is not None:
+                for t_device_s, text in self.annotation_source():
+                    self.annotate_device_time(t_device_s, text)
         block_uv = event.counts * self._scales[:, None]
         commands: list[StimSetting] = []
         for frame in self.extractor.push(block_uv):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from controller.audit import AuditLog
 from controller.config import ControllerConfig
-from controller.core import ControllerCore, CoreStats, RecorderFactory
+from controller.core import AnnotationSource, ControllerCore, CoreStats, RecorderFactory
 from controller.loop import Backoff, ControllerLoop, LoopReport
 from controller.recorder import EdfRecorder
 from firmware_bridge.clock import Clock
@@ -47,10 +47,11 @@ def build_core(
     audit_path: Path | None,
     record_path: Path | None,
     start: datetime,
+    annotation_source: AnnotationSource | None = None,
 ) -> ControllerCore:
     audit = AuditLog(audit_path, flush_interval_s=config.recording.audit_flush_interval_s)
     factory = edf_recorder_factory(record_path, start) if record_path is not None else None
-    return ControllerCore(config, audit, factory)
+    return ControllerCore(config, audit, factory, annotation_source)
 
 
 async def run_controller(
@@ -62,8 +63,11 @@ async def run_controller(
     audit_path: Path | None = None,
     record_path: Path | None = None,
     stop: asyncio.Event | None = None,
+    annotation_source: AnnotationSource | None = None,
 ) -> RunResult:
-    core = build_core(config, audit_path, record_path, start)
+    """``annotation_source``: extra recording annotations, e.g. a simulated device's ground
+    truth supplied by the composition root (the controller never sees the simulator)."""
+    core = build_core(config, audit_path, record_path, start, annotation_source)
     loop_cfg = config.loop
     loop = ControllerLoop(
         url,

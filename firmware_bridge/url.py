@@ -108,7 +108,9 @@ def parse_device_url(url: str) -> DeviceURL:
     parts = urlsplit(text)
     params = _single_params(parts.query, url)
     if scheme == "sim":
-        name = (parts.netloc + parts.path).strip("/") or "default"
+        # sim://NAME, sim://NAME/ or sim:///absolute/path/to/scenario.toml
+        name = (parts.netloc + parts.path).rstrip("/") if parts.netloc else parts.path
+        name = name if name not in ("", "/") else "default"
         return SimURL(unquote(name), params)
     if scheme == "serial":
         path = unquote(parts.netloc + parts.path) if parts.netloc else unquote(parts.path)

@@ -10,7 +10,7 @@ from controller import cli as controller_cli
 from firmware_bridge import cli as bridge_cli
 from firmware_bridge.url import register_sim_factory
 from simulator import cli as simulator_cli
-from simulator.embedded import open_embedded_device
+from simulator.embedded import GroundTruthFeed
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    register_sim_factory(open_embedded_device)
+    truth = GroundTruthFeed()
+    register_sim_factory(truth.open)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.annotation_source = truth.drain  # ground truth of sim:// devices into recordings
     code: int = args.handler(args)
     return code
 

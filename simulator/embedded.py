@@ -7,8 +7,8 @@ import asyncio
 from firmware_bridge.clock import Clock, MonotonicClock
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.memory import memory_link_pair
-from firmware_bridge.url import SimURL
-from simulator.device_factory import SimulatedDevice, build_device
+from firmware_bridge.url import DeviceURLError, SimURL
+from simulator.device_factory import DeviceSpecError, SimulatedDevice, build_device
 from simulator.link_faults import FaultyLink, LinkFaultInjector
 from simulator.serve import serve_firmware
 
@@ -30,11 +30,41 @@ async def open_embedded_device(url: SimURL, clock: Clock | None = None) -> Link:
 
     The device runs as a task in the running event loop until the returned link is closed.
     """
+    link, _ = await open_embedded(url, clock)
+    return link
+
+
+async def open_embedded(url: SimURL, clock: Clock | None = None) -> tuple[Link, SimulatedDevice]:
+    """``open_embedded_device`` that also hands back the device (for its ground truth)."""
     clock = clock or MonotonicClock()
-    device = build_device(url.scenario, url.params, start_s=clock.now())
+    try:
+        device = build_device(url.scenario, url.params, start_s=clock.now())
+    except DeviceSpecError as exc:
+        raise DeviceURLError(f"{url}: {exc}") from None
     controller_end, device_end = memory_link_pair(f"sim://{url.scenario}")
     served = device_link(device, device_end, clock, seed=url.seed or 0)
     task = asyncio.create_task(serve_firmware(device.firmware, served, clock))
     _background.add(task)
     task.add_done_callback(_background.discard)
-    return controller_end
+    return controller_end, device
+
+
+class GroundTruthFeed:
+    """Serves ``sim://`` URLs and collects the simulated patients' ground-truth events as
+    recording annotations on the device's sample clock (for the composition root)."""
+
+    def __init__(self) -> None:
+        self._devices: list[SimulatedDevice] = []
+
+    async def open(self, url: SimURL) -> Link:
+        link, device = await open_embedded(url)
+        self._devices.append(device)
+        return link
+
+    def drain(self) -> list[tuple[float, str]]:
+        events = []
+        for device in self._devices:
+            for e in device.firmware.source.drain_ground_truth():
+                where = f" {e.site}" if e.site else ""
+                events.append((e.t_s, f"truth {e.kind}{where}"))
+        return events

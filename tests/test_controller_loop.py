@@ -196,3 +196,38 @@ def test_sigint_ramps_down_and_exits_zero(tmp_path: Path) -> None:
     assert report["loop"]["stopped_by"] == "signal"
     assert report["loop"]["ramped_down"] is True
     assert verify_audit(audit).ok
+
+
+def test_sim_ground_truth_lands_in_the_recording_as_annotations(tmp_path: Path) -> None:
+    scenario = tmp_path / "quick-aura.toml"
+    scenario.write_text(
+        'name = "quick-aura"\nduration_s = "1h"\nmodel = "spectral"\nseed = 0\n'
+        '[patient]\nphenotype = "episodic-with-aura"\nseed = 2\n'
+        '[[events]]\nkind = "force_attack"\nat_s = "1s"\naura = true\n'
+    )
+    edf = tmp_path / "truth.edf"
+    run = subprocess.run(
+        [
+            *NEUROSTIM,
+            "run",
+            "--device",
+            f"sim://{scenario}",
+            "--duration",
+            "3",
+            "--record",
+            str(edf),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    raw = mne.io.read_raw_edf(edf, preload=False, verbose=False)
+    truth = [
+        (onset, text)
+        for onset, text in zip(raw.annotations.onset, raw.annotations.description, strict=True)
+        if text.startswith("truth")
+    ]
+    texts = [t for _, t in truth]
+    assert any("attack_onset" in t or "aura_onset" in t for t in texts), texts
+    assert all(0.0 <= onset <= 3.5 for onset, _ in truth)

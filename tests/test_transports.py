@@ -32,6 +32,7 @@ from simulator.signals import NoiseSource
     [
         ("sim://", SimURL("default", {})),
         ("sim://aura-demo?seed=7", SimURL("aura-demo", {"seed": "7"})),
+        ("sim:///tmp/my scenario.toml", SimURL("/tmp/my scenario.toml", {})),
         ("serial:///dev/ttyUSB0?baud=115200", SerialURL("/dev/ttyUSB0", 115200)),
         ("serial:///dev/pts/3", SerialURL("/dev/pts/3", 921600)),
         ("/dev/ttyACM0", SerialURL("/dev/ttyACM0", 921600)),

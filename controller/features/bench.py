@@ -107,13 +107,16 @@ def scipy_window_features(
     band_coherence = (coherence @ weights.T).T
     if not full:
         band_power = psd @ layout.band_sum_weights * layout.df_hz
-        return ScipyWindowFeatures(
-            band_power, band_power, band_coherence, None, None, None, None
-        )
+        return ScipyWindowFeatures(band_power, band_power, band_coherence, None, None, None, None)
 
     per_channel = psd_features(psd, layout)
     _, _, segments = scipy.signal.spectrogram(
-        x_uv, fs, window="hann", nperseg=nperseg, noverlap=noverlap, detrend="constant",
+        x_uv,
+        fs,
+        window="hann",
+        nperseg=nperseg,
+        noverlap=noverlap,
+        detrend="constant",
         mode="complex",
     )  # (channels, freqs, segments)
     in_bands = segments[:, layout.conn_bins, :]
@@ -124,7 +127,9 @@ def scipy_window_features(
         numerator = np.stack([imag[:, m, :].sum(axis=(1, 2)) for m in mask])
         denominator = np.stack([np.abs(imag[:, m, :]).sum(axis=(1, 2)) for m in mask])
         phase = np.divide(
-            np.abs(numerator), denominator, out=np.zeros_like(numerator),
+            np.abs(numerator),
+            denominator,
+            out=np.zeros_like(numerator),
             where=denominator > 0,
         )
     else:
@@ -197,11 +202,13 @@ def run_case(
         window = data_uv[:, first : first + layout.window_samples]
         core_s += _best_time_s(
             partial(scipy_window_features, window, layout, config, full=False),
-            case.repeats, timer,
+            case.repeats,
+            timer,
         )
         full_s += _best_time_s(
             partial(scipy_window_features, window, layout, config, full=True),
-            case.repeats, timer,
+            case.repeats,
+            timer,
         )
         reference = scipy_window_features(window, layout, config, full=True)
         max_diff = max(max_diff, _difference(frame, reference))

@@ -91,9 +91,7 @@ class FeaturesConfig(BaseModel):
 
     @field_validator("bands_hz")
     @classmethod
-    def _check_bands(
-        cls, bands: dict[str, tuple[float, float]]
-    ) -> dict[str, tuple[float, float]]:
+    def _check_bands(cls, bands: dict[str, tuple[float, float]]) -> dict[str, tuple[float, float]]:
         if not bands:
             raise ValueError("at least one band is required")
         for name, (lo_hz, hi_hz) in bands.items():
@@ -120,9 +118,7 @@ class FeaturesConfig(BaseModel):
     @model_validator(mode="after")
     def _check_geometry(self) -> FeaturesConfig:
         if self.window_s < self.segment_s:
-            raise ValueError(
-                f"window_s={self.window_s} must be >= segment_s={self.segment_s}"
-            )
+            raise ValueError(f"window_s={self.window_s} must be >= segment_s={self.segment_s}")
         if self.hop_s > self.window_s:
             raise ValueError(f"hop_s={self.hop_s} must be <= window_s={self.window_s}")
         return self

@@ -22,8 +22,7 @@ def pairs_to_matrix(values: np.ndarray, pairs: ChannelPairs) -> np.ndarray:
     return matrix
 
 
-def mean_over_good_pairs(values: np.ndarray, pairs: ChannelPairs, good: np.ndarray
-                         ) -> np.ndarray:
+def mean_over_good_pairs(values: np.ndarray, pairs: ChannelPairs, good: np.ndarray) -> np.ndarray:
     """Mean of (bands, pairs) values over the pairs whose channels are both good (else 0)."""
     both_good = good[pairs.first] & good[pairs.second]
     n_pairs = int(np.count_nonzero(both_good))

@@ -22,8 +22,9 @@ from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_sp
 from controller.features.timestats import BlockStats, block_stats
 
 
-def _clip_levels(clip_level_uv: float | Sequence[float] | np.ndarray | None, n_channels: int
-                 ) -> np.ndarray | None:
+def _clip_levels(
+    clip_level_uv: float | Sequence[float] | np.ndarray | None, n_channels: int
+) -> np.ndarray | None:
     if clip_level_uv is None:
         return None
     levels = np.broadcast_to(np.asarray(clip_level_uv, dtype=np.float64), (n_channels,)).copy()

@@ -98,9 +98,7 @@ def segment_spectra(
     psd = (spectrum.real**2 + spectrum.imag**2) * layout.psd_scale
     in_bands = np.ascontiguousarray(spectrum[:, layout.conn_bins].T)  # (conn bins, channels)
     phase_num, phase_den = _phase_sums(in_bands, layout, pairs, phase_measure)
-    return SegmentSpectra(
-        psd=psd, spectrum_conn=in_bands, phase_num=phase_num, phase_den=phase_den
-    )
+    return SegmentSpectra(psd=psd, spectrum_conn=in_bands, phase_num=phase_num, phase_den=phase_den)
 
 
 def _sum(arrays: Sequence[np.ndarray]) -> np.ndarray:
@@ -137,9 +135,7 @@ def window_spectra(
 
     phase_num = np.abs(_sum([s.phase_num for s in segments]))
     phase_den = _sum([s.phase_den for s in segments])
-    band_phase = np.divide(
-        phase_num, phase_den, out=np.zeros_like(phase_num), where=phase_den > 0
-    )
+    band_phase = np.divide(phase_num, phase_den, out=np.zeros_like(phase_num), where=phase_den > 0)
     np.minimum(band_phase, 1.0, out=band_phase)
     return WindowSpectralFeatures(
         psd=psd,
@@ -161,9 +157,7 @@ class PsdFeatures:
 
 
 def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    return np.divide(
-        numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0
-    )
+    return np.divide(numerator, denominator, out=np.zeros_like(numerator), where=denominator > 0)
 
 
 def alpha_peak_hz(psd: np.ndarray, layout: FeatureLayout) -> np.ndarray:
@@ -182,9 +176,7 @@ def alpha_peak_hz(psd: np.ndarray, layout: FeatureLayout) -> np.ndarray:
     right = psd[rows, np.minimum(peak + 1, psd.shape[1] - 1)]
     curvature = left - 2.0 * centre + right
     interior = (peak > 0) & (peak < psd.shape[1] - 1) & (curvature < 0)
-    offset = np.divide(
-        0.5 * (left - right), curvature, out=np.zeros_like(centre), where=interior
-    )
+    offset = np.divide(0.5 * (left - right), curvature, out=np.zeros_like(centre), where=interior)
     offset = np.clip(offset, -0.5, 0.5)
     freqs = layout.freqs_hz
     peak_hz = np.clip(freqs[peak] + offset * layout.df_hz, freqs[bins[0]], freqs[bins[-1]])
@@ -195,9 +187,7 @@ def psd_features(psd: np.ndarray, layout: FeatureLayout) -> PsdFeatures:
     """Band power (sum of PSD bins with lo <= f < hi, times df, in µV²) and what follows."""
     band_power = (psd @ layout.band_sum_weights) * layout.df_hz
     relative = _safe_ratio(band_power, band_power.sum(axis=1, keepdims=True))
-    theta_alpha = _safe_ratio(
-        band_power[:, layout.theta_index], band_power[:, layout.alpha_index]
-    )
+    theta_alpha = _safe_ratio(band_power[:, layout.theta_index], band_power[:, layout.alpha_index])
     if layout.line_bins.size:
         line = psd[:, layout.line_bins].sum(axis=1)
         total = psd[:, layout.total_bins].sum(axis=1)

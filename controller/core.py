@@ -83,6 +83,7 @@ class ControllerCore:
         self._in_flight: dict[int, StimSetting] = {}
         self.listeners: list[Callable[[str, object], None]] = []
         self._closed = False
+        self._last_refusal: tuple[str, str] | None = None
 
     # -- connection lifecycle ----------------------------------------------------------
 
@@ -270,8 +271,12 @@ class ControllerCore:
                 requested=clamp.requested,
                 allowed=clamp.allowed,
             )
-        if decision.refused is not None:
+        if decision.refused is None:
+            self._last_refusal = None
+        elif (decision.refused, reason) != self._last_refusal:
+            # A policy that keeps asking every window gets one record per refusal spell.
             rule = decision.refused
+            self._last_refusal = (rule, reason)
             self.stats.refusals[rule] = self.stats.refusals.get(rule, 0) + 1
             self._audit(
                 "refusal",

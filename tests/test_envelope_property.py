@@ -171,6 +171,17 @@ actions: st.SearchStrategy[Action] = st.one_of(
     st.builds(Detector, st.sampled_from(list(DetectorState))),
     st.sampled_from([Call("supervise"), Call("fallback"), Call("off")]),
 )
+# A whole session as a clinic would run it: on, the device follows, off, the device follows.
+session_cycles = st.builds(
+    lambda on, t1, t2, t3: [on, Follow(t1), Follow(t2), Call("off"), Follow(t3), Follow(t3)],
+    plausible_requests,
+    st.floats(0.0, 5.0),
+    st.floats(0.0, 200.0),
+    st.floats(1.0, 5.0),
+)
+step_lists = st.lists(
+    st.one_of(actions.map(lambda action: [action]), session_cycles), min_size=20, max_size=100
+).map(lambda chunks: [action for chunk in chunks for action in chunk])
 # Most runs start from a measured lead and an idle device, so stimulation is reachable.
 READY: list[Action] = [
     StatusReport((800, 900, 900, 900), 0),
@@ -280,12 +291,13 @@ def check_decision(model: Model, env: SafetyEnvelope, decision: EnvelopeDecision
 @settings(max_examples=400)
 @given(
     start=prefix,
-    steps=st.lists(actions, min_size=20, max_size=100),
+    steps=step_lists,
     closed_loop=st.booleans(),
     fallback_on=st.booleans(),
     area_cm2=st.sampled_from([0.06, 1.0]),
     on_time_budget_s=st.sampled_from([8.0, 600.0]),
-    charge_budget_uc=st.sampled_from([300.0, 1.0e6]),
+    charge_budget_uc=st.sampled_from([2000.0, 1.0e6]),
+    max_sessions=st.sampled_from([1, 2]),
 )
 def test_no_sequence_sends_a_command_outside_the_envelope(
     start: list[Action],
@@ -295,13 +307,14 @@ def test_no_sequence_sends_a_command_outside_the_envelope(
     area_cm2: float,
     on_time_budget_s: float,
     charge_budget_uc: float,
+    max_sessions: int,
 ) -> None:
     fallback = FallbackProgramConfig(
         enabled=fallback_on, amplitude_ma=1.0, pulse_width_us=120, frequency_hz=130.0
     )
     config = EnvelopeConfig(
         max_session_s=300.0,
-        max_sessions_per_24h=2,
+        max_sessions_per_24h=max_sessions,
         daily_on_time_budget_s=on_time_budget_s,
         daily_charge_budget_uc=charge_budget_uc,
         fallback=fallback,

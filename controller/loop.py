@@ -55,12 +55,8 @@ class Backoff:
     initial_s: float = 0.5
     max_s: float = 10.0
 
-    def delays(self) -> list[float]:
-        out, d = [], self.initial_s
-        while d < self.max_s:
-            out.append(d)
-            d *= 2
-        return out
+    def delay_s(self, attempt: int) -> float:
+        return min(self.initial_s * 2.0 ** min(attempt, 60), self.max_s)
 
 
 class ControllerLoop:
@@ -111,9 +107,7 @@ class ControllerLoop:
         return self.report
 
     async def _wait_backoff(self, stop: asyncio.Event, deadline: float | None) -> bool:
-        delay = self.backoff.delays()[
-            min(self.report.reconnect_attempts, len(self.backoff.delays()) - 1)
-        ]
+        delay = self.backoff.delay_s(self.report.reconnect_attempts)
         self.report.reconnect_attempts += 1
         wake = self.clock.now() + delay
         if deadline is not None:
@@ -185,7 +179,7 @@ class ControllerLoop:
         except LinkClosed:
             lost.set()
 
-    async def _send(self, conn: DeviceConnection, setting: StimSetting) -> None:
+    async def _send(self, conn: DeviceConnection, setting: StimSetting) -> int:
         """Send one command without blocking the event stream; its outcome goes to the core."""
         now = self.clock.now()
         cid = conn.session.send_stim_set(setting, now)
@@ -194,6 +188,7 @@ class ControllerLoop:
         data = conn.session.data_to_send()
         if data:
             await conn.link.send(data)
+        return cid
 
     def _add_link_stats(self, session: ControllerSession) -> None:
         st = session.stats
@@ -226,11 +221,7 @@ class ControllerLoop:
     async def _ramp_down(self, conn: DeviceConnection) -> None:
         """Stop stimulation (ramped as the envelope allows) and wait for the device to
         confirm zero output in a STIM_STATE that follows the command's ACK."""
-        setting = self.core.shutdown_setting(self.clock.now())
-        cid = conn.session.send_stim_set(setting, self.clock.now())
-        self.report.commands_sent += 1
-        self.core.on_command_sent(cid, setting, self.clock.now())
-        await conn.link.send(conn.session.data_to_send())
+        cid = await self._send(conn, self.core.shutdown_setting(self.clock.now()))
         acked = False
         end = self.clock.now() + self.shutdown_timeout_s
         while self.clock.now() < end:

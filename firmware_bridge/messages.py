@@ -7,7 +7,6 @@ mismatch. ``parse_payload`` dispatches on the type byte.
 
 from __future__ import annotations
 
-import math
 import struct
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -643,10 +642,3 @@ def parse_payload(msg_type: int, payload: bytes, n_channels: int | None = None) 
     except struct.error as exc:  # defensive: every layout is length-checked first
         raise MalformedPayload(str(exc)) from None
     return msg
-
-
-def is_finite_setting(setting: StimSetting) -> bool:
-    return all(
-        math.isfinite(v)
-        for v in (setting.amplitude_ma, setting.frequency_hz, setting.ramp_rate_ma_per_s)
-    )

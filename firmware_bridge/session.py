@@ -452,7 +452,7 @@ class DeviceSession(_Endpoint):
         self._heartbeat_s = info.heartbeat_interval_ms / 1000.0
         self._next_heartbeat: float | None = None
         self._heartbeats_sent = 0
-        self._memory: OrderedDict[int, bytes] = OrderedDict()  # command id -> ACK/NACK payload
+        self._memory: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # id -> (type, payload)
         self._memory_size = command_memory
         self._last_signed_ts: int | None = None
 
@@ -594,13 +594,12 @@ class DeviceSession(_Endpoint):
         if reply is None:
             return False
         self.stats.duplicate_commands += 1
-        msg_type = MsgType.ACK if len(reply) == 5 else MsgType.NACK
-        self._emit(msg_type, reply, now)
+        self._emit(*reply, now)
         return True
 
     def _reply(self, command_id: int, msg: Ack | Nack, now: float) -> None:
         payload = msg.encode()
-        self._memory[command_id] = payload
+        self._memory[command_id] = (msg.MSG_TYPE, payload)
         self._memory.move_to_end(command_id)
         while len(self._memory) > self._memory_size:
             self._memory.popitem(last=False)

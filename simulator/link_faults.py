@@ -66,9 +66,6 @@ class LinkFaultInjector:
         self.stats = LinkFaultStats()
         self._last_delivery_s = -np.inf
 
-    def set_settings(self, settings: LinkFaultSettings) -> None:
-        self.settings = settings
-
     def settings_at(self, now: float) -> LinkFaultSettings:
         if self._schedule is None:
             return self.settings

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from controller import cli as controller_cli
 from firmware_bridge import cli as bridge_cli
 from firmware_bridge.url import register_sim_factory
+from insilico import cli as insilico_cli
 from simulator import cli as simulator_cli
 from simulator.embedded import GroundTruthFeed
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     simulator_cli.register(sub)
     if simulator_cli.bench_available():
         simulator_cli.register_bench(bench_sub)
+    insilico_cli.register(sub)
     controller_cli.register(sub)
     controller_cli.register_bench(bench_sub)
     return parser

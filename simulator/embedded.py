@@ -65,6 +65,5 @@ class GroundTruthFeed:
         events = []
         for device in self._devices:
             for e in device.firmware.source.drain_ground_truth():
-                where = f" {e.site}" if e.site else ""
-                events.append((e.t_s, f"truth {e.kind}{where}"))
+                events.append((e.t_s, e.annotation()))
         return events

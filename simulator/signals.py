@@ -54,6 +54,10 @@ class GroundTruthEvent:
     site: str | None = None
     detail: dict[str, float | str] = field(default_factory=dict)
 
+    def annotation(self) -> str:
+        """The recording annotation text: ``truth <kind> [site]``."""
+        return f"truth {self.kind} {self.site}" if self.site else f"truth {self.kind}"
+
 
 class SignalSource(Protocol):
     """A multi-channel signal generator advanced block by block.

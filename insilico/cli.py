@@ -1,0 +1,338 @@
+"""Subcommands ``sim`` and ``trial`` (headless closed loop against the simulated patient)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import get_args
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from controller.config import ConfigError, ControllerConfig, load_config
+from controller.envelope import EnvelopeConflict
+from controller.policy.config import PolicyName
+from insilico.report import SimReport, TrialReport
+from insilico.runner import SimSpec, WallPacer, run_sim, with_policy
+from insilico.trial import ALL_PHENOTYPES, DEFAULT_POLICIES, cohort_jobs, run_trial, trial_report
+from simulator.physiology.scenario import ScenarioError, load_scenario, parse_duration_s
+
+EXIT_USAGE = 2
+EXIT_ENVELOPE = 5
+POLICY_NAMES: tuple[str, ...] = ("closed-loop", *get_args(PolicyName))
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sim = sub.add_parser(
+        "sim",
+        help="headless closed loop against the simulated patient, scored (virtual time)",
+        description=(
+            "Run the real controller against the simulated device and patient in lockstep "
+            "virtual time (every byte through the real codec and sessions), then score the "
+            "detector against the ground truth and the therapy by its outcome and energy."
+        ),
+    )
+    sim.add_argument("--scenario", default="default", help="built-in name or TOML file")
+    length = sim.add_mutually_exclusive_group()
+    length.add_argument(
+        "--duration", help="virtual time, e.g. 36h, 90min, 3600 (default: the scenario's)"
+    )
+    length.add_argument("--days", type=float, help="virtual days")
+    sim.add_argument("--seed", type=int, help="run seed (default: the scenario's)")
+    sim.add_argument("--model", choices=("spectral", "jansen-rit"), help="signal model")
+    sim.add_argument("--policy", choices=POLICY_NAMES, help="policy (default: the config's)")
+    _common_options(sim)
+    sim.add_argument("--record", type=Path, help="write an EDF+ recording (with ground truth)")
+    sim.add_argument("--audit", type=Path, help="write the hash-chained audit log (JSONL)")
+    sim.add_argument("--report", type=Path, help="write the JSON report here")
+    sim.add_argument("--realtime", action="store_true", help="pace the run to the wall clock")
+    sim.set_defaults(handler=_sim_command)
+
+    trial = sub.add_parser(
+        "trial",
+        help="virtual cohort: every patient under every policy, in parallel",
+        description=(
+            "In-silico trial: patients drawn per phenotype, each run under every policy with "
+            "the same seed (paired), in worker processes; tables per policy and phenotype."
+        ),
+    )
+    trial.add_argument("--patients", type=int, default=6, help="number of virtual patients")
+    trial.add_argument("--days", type=float, default=30.0, help="virtual days per run")
+    trial.add_argument(
+        "--policies",
+        default=",".join(DEFAULT_POLICIES),
+        help="comma-separated policies ('closed-loop' = the configured closed-loop policy)",
+    )
+    trial.add_argument(
+        "--phenotypes",
+        default=",".join(ALL_PHENOTYPES),
+        help=f"comma-separated phenotypes, assigned in turn ({', '.join(ALL_PHENOTYPES)})",
+    )
+    trial.add_argument("--seed", type=int, default=0, help="patient i has seed SEED + i")
+    trial.add_argument("--model", choices=("spectral", "jansen-rit"), default="spectral")
+    trial.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    _common_options(trial)
+    trial.set_defaults(handler=_trial_command)
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="controller configuration TOML")
+    parser.add_argument("--json", type=Path, help="write the JSON report here ('-': stdout)")
+    parser.add_argument("--plot", type=Path, help="write a PNG plot here")
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> int:
+    print(f"neurostim: {message}", file=sys.stderr)
+    return code
+
+
+def _config(path: Path | None) -> ControllerConfig:
+    return load_config(path) if path is not None else ControllerConfig()
+
+
+# ---------------------------------------------------------------------------------- sim
+
+
+def _sim_command(args: argparse.Namespace) -> int:
+    try:
+        config = _config(args.config)
+        if args.policy is not None:
+            config = with_policy(config, args.policy)
+        scenario = load_scenario(args.scenario)
+        if args.days is not None:
+            duration_s = args.days * 86400.0
+        elif args.duration is not None:
+            duration_s = parse_duration_s(args.duration)
+        else:
+            duration_s = scenario.duration_s
+        if not duration_s > 0:
+            raise ValueError(f"the duration must be > 0 s, got {duration_s}")
+    except (ConfigError, ScenarioError, ValueError) as exc:
+        return _fail(str(exc))
+    spec = SimSpec(
+        scenario,
+        duration_s,
+        config,
+        seed=args.seed,
+        model=args.model,
+        record_path=args.record,
+        audit_path=args.audit,
+    )
+    console = Console(stderr=True)
+    try:
+        with _progress(console) as bar:
+            task = bar.add_task("sim", total=duration_s, rate="")
+            wall_start = time.perf_counter()
+
+            def progress(done_s: float, total_s: float) -> None:
+                factor = done_s / max(time.perf_counter() - wall_start, 1e-9)
+                info = f"{_hours(done_s)} / {_hours(total_s)}  {factor:,.0f}x real time"
+                bar.update(task, completed=done_s, rate=info)
+
+            report = run_sim(spec, progress, WallPacer() if args.realtime else None)
+    except EnvelopeConflict as exc:
+        return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
+    _write_outputs(report, args.report, args.json, args.plot)
+    if args.json is None or str(args.json) != "-":
+        Console().print(sim_table(report))
+    return 0
+
+
+def _write_outputs(
+    report: SimReport | TrialReport,
+    report_path: Path | None,
+    json_path: Path | None,
+    plot: Path | None,
+) -> None:
+    text = report.model_dump_json(indent=2)
+    for path in (report_path, json_path):
+        if path is None:
+            continue
+        if str(path) == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            path.write_text(text + "\n", encoding="utf-8")
+    if plot is not None:
+        from insilico import plots
+
+        if isinstance(report, SimReport):
+            plots.plot_sim(report, plot)
+        else:
+            plots.plot_trial(report, plot)
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600.0:.1f} h"
+
+
+def _fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def sim_table(report: SimReport) -> Table:
+    """The readable summary of one run."""
+    p, t = report.scores.prediction, report.scores.therapy
+    stim, link, safety = report.stimulation, report.link, report.safety
+    table = Table(title=f"neurostim sim — {report.scenario}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("run", f"policy {report.policy}, model {report.model}, seed {report.seed}"),
+        (
+            "time",
+            f"{_hours(report.virtual_s)} virtual in {report.wall_s:.1f} s "
+            f"({report.realtime_factor:,.0f}x real time)",
+        ),
+        (
+            "patient",
+            f"{t.attacks} attack(s) ({sum(a.aura for a in report.attacks)} with aura), "
+            f"{t.attacks_per_30d:.1f} per 30 days, {t.attack_free_days} attack-free day(s)",
+        ),
+        (
+            "detector",
+            f"{len(report.detections)} PRODROME onset(s); "
+            f"final state {report.detector_final_state}",
+        ),
+        (
+            "prediction",
+            f"sensitivity {_fmt(p.sensitivity)} ({p.predicted}/{p.attacks}) vs chance "
+            f"{p.chance_sensitivity:.2f} (p = {_fmt(p.p_value, '.3f')}); "
+            f"{p.false_alarms} false alarm(s), {_fmt(p.false_alarms_per_day)} per interictal day; "
+            f"median lead {_fmt(p.median_lead_h, '.1f', ' h')}; "
+            f"time in warning {100 * p.time_in_warning:.0f} %",
+        ),
+        (
+            "stimulation",
+            f"{stim.sessions} session(s), {stim.time_on_s / 60.0:.1f} min on, "
+            f"{stim.charge_uc / 1000.0:.1f} mC, TEED {stim.teed_j:.4f} J",
+        ),
+        (
+            "safety",
+            f"clamps {safety.clamps or 0}, refusals {safety.refusals or 0}, "
+            f"NACKs {safety.nacks}, timeouts {safety.command_timeouts}, faults {safety.faults}",
+        ),
+        (
+            "link",
+            f"{link.frames_rx:,} frames in, {link.frames_tx:,} out, {link.lost} lost, "
+            f"{link.crc_errors} CRC errors, {link.retries} retries, {link.sample_gaps} gaps",
+        ),
+    ]
+    for name, text in rows:
+        table.add_row(name, text)
+    return table
+
+
+# -------------------------------------------------------------------------------- trial
+
+
+def _trial_command(args: argparse.Namespace) -> int:
+    policies = [p.strip() for p in args.policies.split(",") if p.strip()]
+    phenotypes = [p.strip() for p in args.phenotypes.split(",") if p.strip()]
+    problems = [f"unknown policy {p!r}" for p in policies if p not in POLICY_NAMES]
+    problems += [f"unknown phenotype {p!r}" for p in phenotypes if p not in ALL_PHENOTYPES]
+    if args.patients < 1 or args.days <= 0 or args.workers < 1:
+        problems.append("--patients and --workers must be >= 1 and --days > 0")
+    if not policies or not phenotypes:
+        problems.append("give at least one policy and one phenotype")
+    if problems:
+        return _fail(
+            "; ".join(problems)
+            + f" (policies: {', '.join(POLICY_NAMES)}; phenotypes: {', '.join(ALL_PHENOTYPES)})"
+        )
+    try:
+        config = _config(args.config)
+        for policy in policies:
+            with_policy(config, policy)
+    except (ConfigError, ValueError) as exc:
+        return _fail(str(exc))
+    jobs = cohort_jobs(
+        args.patients, args.days, policies, phenotypes, args.seed, args.model, config
+    )
+    console = Console(stderr=True)
+    wall_start = time.perf_counter()
+    try:
+        with _progress(console) as bar:
+            task = bar.add_task("trial", total=len(jobs), rate="")
+            done: list[int] = []
+
+            def on_done(_: object) -> None:
+                done.append(1)
+                elapsed = time.perf_counter() - wall_start
+                virtual = len(done) * args.days * 86400.0
+                bar.update(
+                    task,
+                    completed=len(done),
+                    rate=f"{len(done)}/{len(jobs)} runs, {virtual / elapsed:,.0f}x real time",
+                )
+
+            entries = run_trial(jobs, min(args.workers, len(jobs)), on_done)
+    except EnvelopeConflict as exc:
+        return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
+    report = trial_report(
+        entries,
+        patients=args.patients,
+        days=args.days,
+        policies=policies,
+        phenotypes=phenotypes,
+        seed=args.seed,
+        workers=args.workers,
+        wall_start=wall_start,
+    )
+    _write_outputs(report, None, args.json, args.plot)
+    if args.json is None or str(args.json) != "-":
+        Console().print(trial_table(report))
+    return 0
+
+
+def trial_table(report: TrialReport) -> Table:
+    """One row per policy and phenotype group."""
+    table = Table(
+        title=(
+            f"neurostim trial — {report.patients} patient(s) x {report.days:g} day(s), "
+            f"seed {report.seed}, {report.wall_s:.0f} s"
+        )
+    )
+    for header in (
+        "phenotype",
+        "policy",
+        "n",
+        "attacks/30 d (95 % CI)",
+        "reduction vs off",
+        "responders",
+        "TEED vs open loop",
+        "sensitivity (chance)",
+        "false alarms/day",
+    ):
+        table.add_column(header)
+    for a in report.aggregates:
+        rate = a.attacks_per_30d
+        reduction = a.reduction_vs_off
+        table.add_row(
+            a.phenotype,
+            a.policy,
+            str(a.patients),
+            f"{rate.mean:.2f} ({rate.ci95_low:.2f}-{rate.ci95_high:.2f})",
+            "n/a" if reduction is None else f"{100 * reduction.mean:.0f} %",
+            "n/a" if a.responder_rate is None else f"{100 * a.responder_rate:.0f} %",
+            _fmt(a.teed_vs_open_loop),
+            f"{_fmt(a.sensitivity)} ({_fmt(a.chance_sensitivity)})",
+            _fmt(a.false_alarms_per_day),
+        )
+    return table
+
+
+def _progress(console: Console) -> Progress:
+    """A progress bar on stderr; quiet when stderr is not a terminal (CI logs)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f} %"),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=not console.is_terminal,
+    )

@@ -1,0 +1,365 @@
+"""``neurostim sim``: the real controller against the simulated patient, headless, in
+lockstep virtual time (PX4-SITL style), scored against the patient's ground truth.
+
+Every sample and command crosses the real codec and sessions (firmware_bridge);
+the pump moves bytes synchronously instead of through an event loop, and time
+jumps from one deadline to the next, so a virtual day takes seconds to minutes.
+``--realtime`` paces the same run against the wall clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from controller.config import ControllerConfig
+from controller.detector.types import DetectorOutput, DetectorState
+from controller.loop import Backoff
+from controller.policy import build_policy
+from controller.run import build_core
+from firmware_bridge.clock import VirtualClock
+from firmware_bridge.events import StatusReceived, StimStateReceived
+from firmware_bridge.lockstep import LockstepPump, Wire
+from firmware_bridge.messages import StimState
+from firmware_bridge.session import SessionState
+from insilico import scoring
+from insilico.peer import ControllerPeer
+from insilico.report import (
+    AttackReport,
+    DetectionReport,
+    GroundTruthReport,
+    LinkReport,
+    PhaseSpan,
+    SafetyReport,
+    Scores,
+    SimReport,
+    SiteReport,
+    StimulationReport,
+    Timeline,
+)
+from insilico.stimulation import stimulation_time_and_teed
+from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.link_faults import LinkFaultInjector, LinkFaultSettings
+from simulator.physiology.patient import PatientSimulation
+from simulator.physiology.scenario import Scenario, link_fault_settings_at
+from simulator.signals import GroundTruthEvent
+
+#: Progress callback: (virtual seconds done, virtual seconds planned).
+Progress = Callable[[float, float], None]
+
+#: Longest wait for the device to confirm zero output after the run (virtual seconds).
+RAMP_DOWN_TIMEOUT_S = 300.0
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """One headless run: a scenario, for how long, with which controller configuration."""
+
+    scenario: Scenario
+    duration_s: float
+    config: ControllerConfig
+    seed: int | None = None  # run seed; None: the scenario's
+    model: str | None = None  # None: the scenario's
+    #: SAMPLES frame size of the simulated device: 50 samples = 200 ms at 250 Hz
+    #: (docs/insilico.md explains the choice; every sample still crosses the codec).
+    samples_per_frame: int = 50
+    source_block_samples: int = 250
+    record_path: Path | None = None
+    audit_path: Path | None = None
+    max_lead_h: float = 48.0
+    min_lead_min: float = 30.0
+    timeline_points: int = 5000
+
+    @property
+    def run_seed(self) -> int:
+        return self.scenario.seed if self.seed is None else self.seed
+
+    @property
+    def model_name(self) -> str:
+        return self.scenario.model if self.model is None else self.model
+
+
+def with_policy(config: ControllerConfig, policy: str) -> ControllerConfig:
+    """``config`` running ``policy``; ``closed-loop`` names the configured closed-loop policy
+    (the configured one if it is closed-loop, else ``prodrome-session``)."""
+    if policy == "closed-loop":
+        configured = config.policy.name
+        policy = configured if build_policy(config.policy).closed_loop else "prodrome-session"
+    document = config.model_dump()
+    document["policy"]["name"] = policy
+    return ControllerConfig.model_validate(document)
+
+
+class WallPacer:
+    """Holds a lockstep run back to the wall clock (``--realtime``)."""
+
+    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+        self._sleep = sleep
+        self._origin: float | None = None
+
+    def wait_until(self, virtual_s: float) -> None:
+        now = time.monotonic()
+        if self._origin is None:
+            self._origin = now - virtual_s
+        ahead_s = self._origin + virtual_s - now
+        if ahead_s > 0:
+            self._sleep(ahead_s)
+
+
+@dataclass
+class _Observations:
+    """What the controller side saw, kept for the report (device-reported, never assumed)."""
+
+    stim_channels: tuple[int, ...]
+    impedance_ohm: float = math.nan
+    stim_t_s: list[float] = field(default_factory=list)
+    stim_amplitude_ma: list[float] = field(default_factory=list)
+    stim_frequency_hz: list[float] = field(default_factory=list)
+    stim_pulse_width_us: list[float] = field(default_factory=list)
+    stim_impedance_ohm: list[float] = field(default_factory=list)
+    delivered_charge_uc: float = 0.0
+    sessions: int = 0
+    last_state: StimState | None = None
+    detections: list[float] = field(default_factory=list)
+    final_state: str = DetectorState.CALIBRATING.value
+    timeline: Timeline = field(default_factory=lambda: Timeline(step_s=1.0))
+
+    def on_event(self, event: object, now: float) -> None:
+        if isinstance(event, StatusReceived):
+            impedances = event.status.impedance_ohm
+            values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
+            if values:
+                self.impedance_ohm = sum(values) / len(values)
+        elif isinstance(event, StimStateReceived):
+            self._on_stim_state(event.state, now)
+
+    def _on_stim_state(self, state: StimState, now: float) -> None:
+        previous = self.last_state
+        was_on = previous is not None and previous.enabled
+        if state.enabled and not was_on:
+            self.sessions += 1
+        self.last_state = state
+        self.delivered_charge_uc = state.delivered_charge_uc
+        self.stim_t_s.append(now)
+        self.stim_amplitude_ma.append(state.amplitude_ma)
+        self.stim_frequency_hz.append(state.frequency_hz)
+        self.stim_pulse_width_us.append(float(state.pulse_width_us))
+        self.stim_impedance_ohm.append(self.impedance_ohm)
+
+    def on_core(self, kind: str, payload: object) -> None:
+        if kind != "detector" or not isinstance(payload, DetectorOutput):
+            return
+        output = payload
+        self.final_state = output.state.value
+        if output.changed and output.state is DetectorState.PRODROME:
+            self.detections.append(output.t_s)
+        line = self.timeline
+        if line.t_s and output.t_s < line.t_s[-1] + line.step_s:
+            return
+        line.t_s.append(output.t_s)
+        line.score.append(output.score)
+        line.state.append(output.state.value)
+        amplitude = self.last_state.amplitude_ma if self.last_state is not None else 0.0
+        line.amplitude_ma.append(amplitude)
+
+
+def run_sim(
+    spec: SimSpec,
+    progress: Progress | None = None,
+    pacer: WallPacer | None = None,
+    progress_every_s: float = 600.0,
+) -> SimReport:
+    """Run ``spec`` to its end and return the scored report."""
+    wall_start = time.perf_counter()
+    source = spec.scenario.build_source(seed_override=spec.seed, model_override=spec.model)
+    firmware = VirtualFirmware(
+        source,
+        FirmwareConfig(
+            seed=spec.run_seed,
+            samples_per_frame=spec.samples_per_frame,
+            source_block_samples=spec.source_block_samples,
+        ),
+        start_s=0.0,
+    )
+    start = datetime(2000, 1, 1) + timedelta(hours=spec.scenario.spec.start_time_of_day_h)
+    core = build_core(
+        spec.config, spec.audit_path, spec.record_path, start, _truth_annotations(source)
+    )
+    seen = _Observations(stim_channels=firmware.info.stim_channels)
+    seen.timeline = Timeline(
+        step_s=max(1.0, spec.duration_s / spec.timeline_points),
+        upper_threshold=spec.config.detector.upper_threshold,
+        lower_threshold=spec.config.detector.lower_threshold,
+    )
+    core.listeners.append(seen.on_core)
+    loop_cfg = spec.config.loop
+    peer = ControllerPeer(
+        core,
+        backoff=Backoff(loop_cfg.reconnect_backoff_initial_s, loop_cfg.reconnect_backoff_max_s),
+        observer=seen.on_event,
+    )
+    clock = VirtualClock()
+    to_device, to_controller = _wires(spec)
+    pump = LockstepPump(peer, firmware, clock, a_to_b=to_device, b_to_a=to_controller)
+    peer.start(clock.now())
+    try:
+        chunk_s = 0.05 if pacer is not None else progress_every_s
+        while clock.now() < spec.duration_s:
+            pump.run_until(min(clock.now() + chunk_s, spec.duration_s))
+            if pacer is not None:
+                pacer.wait_until(clock.now())
+            if progress is not None:
+                progress(clock.now(), spec.duration_s)
+        _ramp_down(peer, pump, clock, seen)
+    finally:
+        core.close(clock.now())
+    wall_s = time.perf_counter() - wall_start
+    return _report(spec, source, firmware, peer, seen, clock.now(), wall_s)
+
+
+def _wires(spec: SimSpec) -> tuple[Wire | None, Wire | None]:
+    """Link impairments of the scenario on both directions (None: a clean link)."""
+    events = list(spec.scenario.link_faults)
+    if not events:
+        return None, None
+
+    def schedule(t_s: float) -> LinkFaultSettings:
+        return link_fault_settings_at(events, t_s)
+
+    to_device = LinkFaultInjector(seed=spec.run_seed + 1, schedule=schedule)
+    to_controller = LinkFaultInjector(seed=spec.run_seed, schedule=schedule)
+    return to_device.process, to_controller.process
+
+
+def _ramp_down(
+    peer: ControllerPeer, pump: LockstepPump, clock: VirtualClock, seen: _Observations
+) -> None:
+    """Stop stimulation at the envelope's ramp-down rate, as ``neurostim run`` does, and run
+    until the device reports zero output (or the timeout)."""
+    if peer.session.state is not SessionState.READY:
+        return
+    peer.send(peer.core.shutdown_setting(clock.now()), clock.now())
+    deadline = clock.now() + RAMP_DOWN_TIMEOUT_S
+
+    def stopped() -> bool:
+        state = seen.last_state
+        return state is not None and not state.enabled and state.amplitude_ma == 0.0
+
+    pump.run_until(deadline, stop=stopped)
+
+
+def _truth_annotations(source: PatientSimulation) -> Callable[[], list[tuple[float, str]]]:
+    def drain() -> list[tuple[float, str]]:
+        return [(e.t_s, e.annotation()) for e in source.drain_ground_truth()]
+
+    return drain
+
+
+def phase_spans(events: list[GroundTruthEvent], end_s: float) -> list[PhaseSpan]:
+    """The cycle's phases as spans, from the ground truth's ``phase_change`` events."""
+    spans: list[PhaseSpan] = []
+    phase, start = "interictal", 0.0
+    for event in events:
+        if event.kind != "phase_change":
+            continue
+        if event.t_s > start:
+            spans.append(PhaseSpan(phase=phase, start_s=start, end_s=event.t_s))
+        phase, start = str(event.detail["to"]), event.t_s
+    if end_s > start:
+        spans.append(PhaseSpan(phase=phase, start_s=start, end_s=end_s))
+    return spans
+
+
+def attacks_from(events: list[GroundTruthEvent], spans: list[PhaseSpan]) -> list[AttackReport]:
+    ends = {span.start_s: span.end_s for span in spans if span.phase == "attack"}
+    return [
+        AttackReport(t_s=e.t_s, aura=e.detail.get("aura") == "yes", end_s=ends.get(e.t_s))
+        for e in events
+        if e.kind == "attack_onset"
+    ]
+
+
+def _report(
+    spec: SimSpec,
+    source: PatientSimulation,
+    firmware: VirtualFirmware,
+    peer: ControllerPeer,
+    seen: _Observations,
+    end_s: float,
+    wall_s: float,
+) -> SimReport:
+    truth = sorted(source.ground_truth, key=lambda e: e.t_s)
+    duration_s = spec.duration_s
+    spans = phase_spans(truth, duration_s)
+    attacks = attacks_from(truth, spans)
+    attack_periods = [(a.t_s, a.end_s) for a in attacks if a.t_s < duration_s]
+    stim_time_s, teed_j = stimulation_time_and_teed(
+        seen.stim_t_s,
+        seen.stim_amplitude_ma,
+        seen.stim_frequency_hz,
+        seen.stim_pulse_width_us,
+        seen.stim_impedance_ohm,
+        end_s,
+    )
+    stats = peer.core.stats
+    session, device = peer.session.stats, firmware.session.stats
+    prediction = scoring.score_prediction(
+        seen.detections,
+        attack_periods,
+        duration_s,
+        max_lead_h=spec.max_lead_h,
+        min_lead_min=spec.min_lead_min,
+    )
+    therapy = scoring.score_therapy(
+        attack_periods,
+        duration_s,
+        stim_time_s=stim_time_s,
+        charge_uc=seen.delivered_charge_uc,
+        teed_j=teed_j,
+    )
+    return SimReport(
+        scenario=spec.scenario.name,
+        seed=spec.run_seed,
+        policy=spec.config.policy.name,
+        model=spec.model_name,
+        virtual_s=end_s,
+        wall_s=wall_s,
+        realtime_factor=end_s / wall_s if wall_s > 0 else math.inf,
+        sites=[SiteReport(label=s.label, x_mm=s.x_mm, y_mm=s.y_mm) for s in source.sites],
+        ground_truth=[
+            GroundTruthReport(t_s=e.t_s, kind=e.kind, site=e.site, detail=dict(e.detail))
+            for e in truth
+        ],
+        attacks=attacks,
+        detections=[DetectionReport(t_s=t) for t in seen.detections],
+        phases=spans,
+        stimulation=StimulationReport(
+            time_on_s=stim_time_s,
+            sessions=seen.sessions,
+            charge_uc=seen.delivered_charge_uc,
+            teed_j=teed_j,
+        ),
+        safety=SafetyReport(
+            clamps=dict(stats.clamps),
+            refusals=dict(stats.refusals),
+            nacks=stats.nacks,
+            command_timeouts=stats.timeouts,
+            faults=stats.faults,
+        ),
+        link=LinkReport(
+            frames_rx=session.frames_rx,
+            frames_tx=session.frames_tx,
+            lost=session.frames_lost + device.frames_lost,
+            crc_errors=session.decoder.crc_errors + device.decoder.crc_errors,
+            retries=session.retransmits,
+            sample_gaps=session.sample_gaps,
+            samples=session.samples_rx,
+        ),
+        scores=Scores(prediction=prediction, therapy=therapy),
+        detector_final_state=seen.final_state,
+        timeline=seen.timeline,
+    )

@@ -97,12 +97,18 @@ def with_policy(config: ControllerConfig, policy: str) -> ControllerConfig:
 class WallPacer:
     """Holds a lockstep run back to the wall clock (``--realtime``)."""
 
-    def __init__(self, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        sleep: Callable[[float], None] = time.sleep,
+        now: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sleep = sleep
+        self._now = now
         self._origin: float | None = None
 
     def wait_until(self, virtual_s: float) -> None:
-        now = time.monotonic()
+        """Sleep until the wall clock has run ``virtual_s`` since the first call's point."""
+        now = self._now()
         if self._origin is None:
             self._origin = now - virtual_s
         ahead_s = self._origin + virtual_s - now

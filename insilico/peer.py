@@ -41,6 +41,13 @@ class ControllerPeer:
         self.reconnect_attempts = 0
         self._reconnect_at: float | None = None
         self._failed_attempts = 0
+        self.stopping = False
+
+    def shut_down(self, now: float) -> int:
+        """Send the ramped stop; from now on the core's decisions are audited, not sent
+        (as in the async loop's ramp-down)."""
+        self.stopping = True
+        return self.send(self.core.shutdown_setting(now), now)
 
     def start(self, now: float) -> None:
         self.session.connect(now)
@@ -89,8 +96,10 @@ class ControllerPeer:
             elif isinstance(event, VersionRejected):
                 raise ProtocolVersionRejected(str(event))
             else:
-                for setting in self.core.on_event(event, now):
-                    self.send(setting, now)
+                settings = self.core.on_event(event, now)
+                if not self.stopping:
+                    for setting in settings:
+                        self.send(setting, now)
 
     def _schedule_reconnect(self, now: float) -> None:
         self._reconnect_at = now + self.backoff.delay_s(self._failed_attempts)

@@ -79,6 +79,8 @@ class LinkReport(_Model):
     retries: int  # command retransmissions
     sample_gaps: int
     samples: int
+    connects: int  # handshakes completed (1 + reconnections)
+    link_losses: int  # times the controller declared the device lost
 
 
 class PredictionScores(_Model):

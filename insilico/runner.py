@@ -248,7 +248,7 @@ def _ramp_down(
     until the device reports zero output (or the timeout)."""
     if peer.session.state is not SessionState.READY:
         return
-    peer.send(peer.core.shutdown_setting(clock.now()), clock.now())
+    peer.shut_down(clock.now())
     deadline = clock.now() + RAMP_DOWN_TIMEOUT_S
 
     def stopped() -> bool:
@@ -364,6 +364,8 @@ def _report(
             retries=session.retransmits,
             sample_gaps=session.sample_gaps,
             samples=session.samples_rx,
+            connects=peer.connects,
+            link_losses=peer.link_losses,
         ),
         scores=Scores(prediction=prediction, therapy=therapy),
         detector_final_state=seen.final_state,

@@ -151,7 +151,15 @@ def make_sim(**overrides: object) -> SimReport:
         "stimulation": StimulationReport(time_on_s=3000.0, sessions=1, charge_uc=12.0, teed_j=1.5),
         "safety": SafetyReport(),
         "link": LinkReport(
-            frames_rx=10, frames_tx=10, lost=0, crc_errors=0, retries=0, sample_gaps=0, samples=1
+            frames_rx=10,
+            frames_tx=10,
+            lost=0,
+            crc_errors=0,
+            retries=0,
+            sample_gaps=0,
+            samples=1,
+            connects=1,
+            link_losses=0,
         ),
         "scores": make_scores(),
         "detector_final_state": "NORMAL",

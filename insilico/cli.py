@@ -138,7 +138,7 @@ def _sim_command(args: argparse.Namespace) -> int:
         return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
     _write_outputs(report, args.report, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
-        Console().print(sim_table(report))
+        _stdout_console().print(sim_table(report))
     return 0
 
 
@@ -284,7 +284,7 @@ def _trial_command(args: argparse.Namespace) -> int:
     )
     _write_outputs(report, None, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
-        Console().print(trial_table(report))
+        _stdout_console().print(trial_table(report))
     return 0
 
 
@@ -323,6 +323,12 @@ def trial_table(report: TrialReport) -> Table:
             _fmt(a.false_alarms_per_day),
         )
     return table
+
+
+def _stdout_console() -> Console:
+    """Tables on stdout; not squeezed to 80 columns when piped (CI logs, files)."""
+    console = Console()
+    return console if console.is_terminal else Console(width=140)
 
 
 def _progress(console: Console) -> Progress:

@@ -89,8 +89,8 @@ def with_policy(config: ControllerConfig, policy: str) -> ControllerConfig:
     if policy == "closed-loop":
         configured = config.policy.name
         policy = configured if build_policy(config.policy).closed_loop else "prodrome-session"
-    document = config.model_dump()
-    document["policy"]["name"] = policy
+    document = config.model_dump(exclude_unset=True)  # keep "set by the user" knowable
+    document.setdefault("policy", {})["name"] = policy
     return ControllerConfig.model_validate(document)
 
 
@@ -173,6 +173,18 @@ class _Observations:
         line.amplitude_ma.append(amplitude)
 
 
+def on_patient_clock(config: ControllerConfig, start_time_of_day_h: float) -> ControllerConfig:
+    """``config`` with the open-loop schedule's day aligned to the simulated patient's clock
+    (device t = 0 is ``start_time_of_day_h``), unless the configuration sets it itself."""
+    open_loop = config.policy.open_loop
+    if "day_start_offset_s" in open_loop.model_fields_set:
+        return config
+    document = config.model_dump(exclude_unset=True)
+    policy = document.setdefault("policy", {})
+    policy.setdefault("open_loop", {})["day_start_offset_s"] = start_time_of_day_h * 3600.0
+    return ControllerConfig.model_validate(document)
+
+
 def run_sim(
     spec: SimSpec,
     progress: Progress | None = None,
@@ -192,9 +204,8 @@ def run_sim(
         start_s=0.0,
     )
     start = datetime(2000, 1, 1) + timedelta(hours=spec.scenario.spec.start_time_of_day_h)
-    core = build_core(
-        spec.config, spec.audit_path, spec.record_path, start, _truth_annotations(source)
-    )
+    config = on_patient_clock(spec.config, spec.scenario.spec.start_time_of_day_h)
+    core = build_core(config, spec.audit_path, spec.record_path, start, _truth_annotations(source))
     seen = _Observations(stim_channels=firmware.info.stim_channels)
     seen.timeline = Timeline(
         step_s=max(1.0, spec.duration_s / spec.timeline_points),
@@ -202,7 +213,7 @@ def run_sim(
         lower_threshold=spec.config.detector.lower_threshold,
     )
     core.listeners.append(seen.on_core)
-    loop_cfg = spec.config.loop
+    loop_cfg = config.loop
     peer = ControllerPeer(
         core,
         backoff=Backoff(loop_cfg.reconnect_backoff_initial_s, loop_cfg.reconnect_backoff_max_s),

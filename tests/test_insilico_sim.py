@@ -12,7 +12,14 @@ import pytest
 
 from controller.config import ControllerConfig
 from insilico.report import SimReport
-from insilico.runner import SimSpec, WallPacer, phase_spans, run_sim, with_policy
+from insilico.runner import (
+    SimSpec,
+    WallPacer,
+    on_patient_clock,
+    phase_spans,
+    run_sim,
+    with_policy,
+)
 from simulator.physiology.scenario import load_scenario, scenario_from_dict
 from simulator.signals import GroundTruthEvent
 
@@ -126,6 +133,14 @@ def test_closed_loop_alias_names_the_configured_closed_loop_policy() -> None:
     dual = with_policy(ControllerConfig(), "dual-threshold")
     assert with_policy(dual, "closed-loop").policy.name == "dual-threshold"
     assert with_policy(dual, "off").policy.name == "off"
+
+
+def test_open_loop_schedule_follows_the_patients_clock_unless_configured() -> None:
+    aligned = on_patient_clock(with_policy(ControllerConfig(), "open-loop"), 8.0)
+    assert aligned.policy.open_loop.day_start_offset_s == 8 * 3600.0
+    assert aligned.policy.name == "open-loop"
+    mine = ControllerConfig.model_validate({"policy": {"open_loop": {"day_start_offset_s": 60.0}}})
+    assert on_patient_clock(mine, 8.0).policy.open_loop.day_start_offset_s == 60.0
 
 
 def test_phase_spans_follow_the_phase_changes() -> None:

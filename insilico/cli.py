@@ -79,6 +79,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trial.set_defaults(handler=_trial_command)
 
 
+def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = bench_sub.add_parser(
+        "headless", help="real-time factor of whole lockstep sim runs (both signal models)"
+    )
+    parser.add_argument("--virtual-s", type=float, default=3600.0, help="virtual s per run")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per model (best is kept)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.set_defaults(handler=_bench_headless)
+
+
+def _bench_headless(args: argparse.Namespace) -> int:
+    from insilico.bench import main_bench_headless
+
+    return main_bench_headless(args.virtual_s, max(1, args.repeats), args.json)
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="controller configuration TOML")
     parser.add_argument("--json", type=Path, help="write the JSON report here ('-': stdout)")

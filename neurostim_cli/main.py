@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     insilico_cli.register(sub)
     controller_cli.register(sub)
     controller_cli.register_bench(bench_sub)
+    insilico_cli.register_bench(bench_sub)
     return parser
 
 

@@ -247,3 +247,16 @@ def test_sim_command_names_bad_input(tmp_path: Path) -> None:
         [*NEUROSTIM, "sim", "--duration", "ten minutes"], capture_output=True, text=True
     )
     assert bad_duration.returncode == 2 and "duration" in bad_duration.stderr
+
+
+def test_bench_headless_prints_a_realtime_factor_per_model() -> None:
+    done = subprocess.run(
+        [*NEUROSTIM, "bench", "headless", "--virtual-s", "30", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(done.stdout)
+    assert [r["model"] for r in rows] == ["spectral", "jansen-rit"]
+    assert all(r["realtime_factor"] > 0 and r["virtual_s"] == 30 for r in rows)

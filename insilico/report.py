@@ -148,6 +148,7 @@ class TrialEntry(_Model):
     days: float
     attacks: int
     attacks_per_30d: float
+    attacks_scored: int  # attacks late enough to be predicted (onset >= the horizon)
     predicted: int  # attacks with an alarm in their lead window
     false_alarms: int
     interictal_days: float
@@ -179,7 +180,7 @@ class TrialAggregate(_Model):
     reduction_vs_off: MeanCI | None  # per-patient relative reduction of attacks against `off`
     responder_rate: float | None  # share of patients with >= 50 % reduction against `off`
     teed_vs_open_loop: float | None  # sum of TEED / sum of TEED under open-loop
-    sensitivity: float | None  # pooled: predicted attacks / attacks
+    sensitivity: float | None  # pooled: predicted attacks / scored attacks
     chance_sensitivity: float | None  # mean over patients
     false_alarms_per_day: float | None  # pooled: false alarms / interictal days
 

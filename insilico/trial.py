@@ -75,6 +75,7 @@ def run_job(job: TrialJob) -> TrialEntry:
         days=therapy.days,
         attacks=therapy.attacks,
         attacks_per_30d=therapy.attacks_per_30d,
+        attacks_scored=prediction.attacks,
         predicted=prediction.predicted,
         false_alarms=prediction.false_alarms,
         interictal_days=prediction.interictal_days,
@@ -155,7 +156,7 @@ def _aggregate_one(
     if open_loop:
         reference = sum(e.teed_j for e in open_loop)
         teed_ratio = sum(e.teed_j for e in rows) / reference if reference > 0 else None
-    attacks = sum(e.attacks for e in rows)
+    scored = sum(e.attacks_scored for e in rows)
     interictal = sum(e.interictal_days for e in rows)
     return TrialAggregate(
         policy=policy,
@@ -165,7 +166,7 @@ def _aggregate_one(
         reduction_vs_off=reduction,
         responder_rate=responders,
         teed_vs_open_loop=teed_ratio,
-        sensitivity=sum(e.predicted for e in rows) / attacks if attacks else None,
+        sensitivity=sum(e.predicted for e in rows) / scored if scored else None,
         chance_sensitivity=float(np.mean([e.chance_sensitivity for e in rows])) if rows else None,
         false_alarms_per_day=(
             sum(e.false_alarms for e in rows) / interictal if interictal > 0 else None

@@ -25,6 +25,7 @@ def _entry(patient: int, policy: str, rate: float, teed: float, **extra: float) 
         "policy": policy,
         "days": 30.0,
         "attacks": int(rate),
+        "attacks_scored": int(rate),
         "attacks_per_30d": rate,
         "predicted": 0,
         "false_alarms": 0,
@@ -59,12 +60,12 @@ def test_cohort_is_paired_and_cycles_phenotypes() -> None:
 
 def test_aggregates_on_known_numbers() -> None:
     entries = [
-        _entry(0, "off", 4.0, 0.0, attacks=4, predicted=2, false_alarms=1),
+        _entry(0, "off", 4.0, 0.0, attacks_scored=4, predicted=2, false_alarms=1),
         _entry(0, "open-loop", 3.0, 10.0),
-        _entry(0, "closed-loop", 1.0, 2.0, attacks=1, predicted=1, false_alarms=3),
-        _entry(1, "off", 8.0, 0.0, attacks=8, predicted=2, false_alarms=1),
+        _entry(0, "closed-loop", 1.0, 2.0, attacks_scored=1, predicted=1, false_alarms=3),
+        _entry(1, "off", 8.0, 0.0, attacks_scored=8, predicted=2, false_alarms=1),
         _entry(1, "open-loop", 8.0, 10.0),
-        _entry(1, "closed-loop", 6.0, 3.0, attacks=6, predicted=3, false_alarms=1),
+        _entry(1, "closed-loop", 6.0, 3.0, attacks_scored=6, predicted=3, false_alarms=1),
     ]
     rows = {
         (a.phenotype, a.policy): a for a in aggregate(entries, ["off", "open-loop", "closed-loop"])

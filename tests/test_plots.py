@@ -255,6 +255,7 @@ def make_entry(patient: int, phenotype: str, policy: str, apm: float, teed: floa
         policy=policy,
         days=30.0,
         attacks=round(apm),
+        attacks_scored=round(apm),
         attacks_per_30d=apm,
         predicted=0,
         false_alarms=0,

@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from controller.detector.kernels import NUMBA_AVAILABLE, median_mad_step
+
 #: MAD -> SD for normal data: 1 / Phi^-1(3/4).
 MAD_TO_SD = 1.4826
 #: Location step per unit rate and scale: 1 / (2 phi(0)) = sqrt(pi / 2).
@@ -83,9 +85,35 @@ class StreamingMedianMad:
         self.location = np.array(location, dtype=np.float64)
         self.scale = np.array(scale, dtype=np.float64)
         self.floor_fraction = floor_fraction
+        self._everywhere = np.ones(self.location.shape, dtype=bool)
 
-    def update(self, values: np.ndarray, rate: float) -> None:
-        """Move towards ``values`` with relaxation ``rate`` (0..1) per the module docstring."""
+    def update(self, values: np.ndarray, rate: float, use: np.ndarray | None = None) -> None:
+        """Move towards ``values`` with relaxation ``rate`` (0..1) per the module docstring.
+
+        Only entries with ``use`` (default: all) and a finite value move.  With numba the
+        compiled kernel does it in place, with the same result bit for bit.
+        """
+        x = np.asarray(values, dtype=np.float64)
+        if NUMBA_AVAILABLE:
+            median_mad_step(
+                self.location,
+                self.scale,
+                x,
+                self._everywhere if use is None else use,
+                rate,
+                self.floor_fraction,
+                MIN_SCALE,
+                _MEDIAN_STEP,
+                _MAD_STEP_DIVISOR,
+                MAD_TO_SD,
+            )
+            return
+        if use is not None:
+            x = np.where(use, x, np.nan)
+        self.update_numpy(x, rate)
+
+    def update_numpy(self, values: np.ndarray, rate: float) -> None:
+        """The numpy formulation of :meth:`update` (the fallback, and its test reference)."""
         x = np.asarray(values, dtype=np.float64)
         seen = np.isfinite(x)
         if rate <= 0.0 or not seen.any():
@@ -173,6 +201,16 @@ class Baseline:
     def scale(self) -> np.ndarray:
         """Robust scale (1.4826 MAD) per feature, not floored (a copy)."""
         return self._require_tracker().scale.copy()
+
+    @property
+    def tracker_location(self) -> np.ndarray:
+        """The live location array (no copy: read-only use in the detector's hot path)."""
+        return self._require_tracker().location
+
+    @property
+    def tracker_scale(self) -> np.ndarray:
+        """The live, unfloored scale array (no copy: read-only use in the hot path)."""
+        return self._require_tracker().scale
 
     def effective_scale(self) -> np.ndarray:
         """The scale used for z-scores: floored per ``settings.scale_floor_fraction``."""

@@ -18,8 +18,16 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from controller.detector.baseline import relaxation_rate
+from controller.detector.baseline import MIN_SCALE, relaxation_rate
 from controller.detector.config import SignatureFeature, parse_summary_feature
+from controller.detector.kernels import (
+    KIND_CODES,
+    NUMBA_AVAILABLE,
+    alpha_variability_step,
+    alpha_variability_value,
+    signature_score,
+    summary_values,
+)
 from controller.features import FeatureFrame
 
 #: log10 floor for band powers (µV²) so a silent band gives a finite log power.
@@ -54,7 +62,26 @@ class AlphaPeakVariability:
         self._started = np.zeros(n_channels, dtype=bool)
 
     def update(self, alpha_peak_hz: np.ndarray, good: np.ndarray, dt_s: float) -> None:
-        """Add one window's peaks for the good channels (credited ``dt_s`` seconds)."""
+        """Add one window's peaks for the good channels (credited ``dt_s`` seconds).
+
+        With numba a compiled kernel does it in place, with the same result bit for bit.
+        """
+        if NUMBA_AVAILABLE:
+            alpha_variability_step(
+                self._mean,
+                self._var,
+                self._followed_s,
+                self._started,
+                np.asarray(alpha_peak_hz, dtype=np.float64),
+                good,
+                relaxation_rate(dt_s, self._tau_s),
+                dt_s,
+            )
+            return
+        self.update_numpy(alpha_peak_hz, good, dt_s)
+
+    def update_numpy(self, alpha_peak_hz: np.ndarray, good: np.ndarray, dt_s: float) -> None:
+        """The numpy formulation of :meth:`update` (the fallback, and its test reference)."""
         x = np.asarray(alpha_peak_hz, dtype=np.float64)
         use = good & np.isfinite(x) & (x > 0.0)
         fresh = use & ~self._started
@@ -66,6 +93,10 @@ class AlphaPeakVariability:
         self._mean = np.where(old, self._mean + a * delta, self._mean)
         self._var = np.where(old, (1.0 - a) * (self._var + a * delta * delta), self._var)
         self._followed_s = np.where(old, self._followed_s + max(dt_s, 0.0), self._followed_s)
+
+    def value_hz_compiled(self, good: np.ndarray) -> float:
+        """:meth:`value_hz` by the compiled kernel (same to rounding; needs numba)."""
+        return float(alpha_variability_value(self._var, self._followed_s, good, self._tau_s))
 
     def value_hz(self, good: np.ndarray) -> float:
         """Mean running SD over good channels followed long enough; NaN if there is none."""
@@ -80,14 +111,26 @@ class SummaryFeatures:
 
     Names are parsed once (config.SUMMARY_FEATURE_PATTERNS); bands are resolved against the
     first frame's band names (ValueError naming the feature if a band is missing).
+    ``use_numba`` (when numba is importable) computes all values in one compiled call
+    (kernels.summary_values) instead of one numpy getter each: the same values to rounding.
     """
 
-    def __init__(self, names: Sequence[str], n_channels: int, alpha_peak_variability_s: float):
+    def __init__(
+        self,
+        names: Sequence[str],
+        n_channels: int,
+        alpha_peak_variability_s: float,
+        use_numba: bool = True,
+    ):
         self.names = tuple(names)
         self._parsed = [parse_summary_feature(name) for name in self.names]
         self._variability = AlphaPeakVariability(n_channels, alpha_peak_variability_s)
         self._getters: list[_Getter] | None = None
         self._resolved_for: tuple[tuple[str, ...], str] | None = None
+        self._use_numba = use_numba and NUMBA_AVAILABLE
+        self._kinds = np.array([KIND_CODES[kind] for kind, _ in self._parsed], dtype=np.int64)
+        self._bands = np.full(len(self.names), -1, dtype=np.int64)
+        self._needs_variability = "alpha_peak_variability" in (kind for kind, _ in self._parsed)
 
     def values(self, frame: FeatureFrame, good: np.ndarray, dt_s: float, learn: bool) -> np.ndarray:
         """Feature values of ``frame`` (NaN where unavailable).
@@ -98,7 +141,26 @@ class SummaryFeatures:
         getters = self._resolve(frame)
         if learn:
             self._variability.update(frame.alpha_peak_hz, good, dt_s)
-        return np.array([get(frame, good) for get in getters], dtype=np.float64)
+        if not self._use_numba:
+            return np.array([get(frame, good) for get in getters], dtype=np.float64)
+        out = np.empty(len(self.names))
+        summary_values(
+            self._kinds,
+            self._bands,
+            good,
+            frame.band_power_uv2,
+            frame.relative_power,
+            frame.theta_alpha_ratio,
+            frame.alpha_peak_hz,
+            frame.line_length_uv,
+            frame.mean_coherence,
+            frame.mean_phase_sync,
+            frame.mean_connectivity,
+            self._variability.value_hz_compiled(good) if self._needs_variability else math.nan,
+            LOG_POWER_FLOOR_UV2,
+            out,
+        )
+        return out
 
     def _resolve(self, frame: FeatureFrame) -> list[_Getter]:
         key = (tuple(frame.band_names), frame.phase_measure)
@@ -106,6 +168,10 @@ class SummaryFeatures:
             self._getters = [
                 self._getter(name, kind, groups, frame)
                 for name, (kind, groups) in zip(self.names, self._parsed, strict=True)
+            ]
+            self._bands[:] = [
+                frame.band_names.index(groups["band"]) if "band" in groups else -1
+                for _, groups in self._parsed
             ]
             self._resolved_for = key
         return self._getters
@@ -189,6 +255,34 @@ class SignatureWeights:
             return None
         w = self.weights[available]
         return float(np.dot(w, signed[available]) / w.sum())
+
+    def score_compiled(
+        self,
+        values: np.ndarray,
+        location: np.ndarray,
+        scale: np.ndarray,
+        floor_fraction: float,
+        z_clip: float,
+        z_out: np.ndarray,
+    ) -> float | None:
+        """z_scores then :meth:`score` in one compiled call (same to rounding; needs numba).
+
+        ``scale`` is the raw (unfloored) scale; ``z_out`` receives the clipped z-scores.
+        """
+        score = signature_score(
+            values,
+            location,
+            scale,
+            floor_fraction,
+            MIN_SCALE,
+            z_clip,
+            self._sign,
+            self._both,
+            self.weights,
+            MEAN_ABS_NORMAL,
+            z_out,
+        )
+        return None if math.isnan(score) else float(score)
 
 
 class ScoreSmoother:

@@ -17,6 +17,10 @@ Both sides report the best of ``repeats`` runs, as timeit does, because the mach
 be shared.  ``max_abs_diff`` is the largest difference between the pipeline's frame and
 the full recomputation over relative power, coherence and phase synchrony (all in
 [0, 1]): it shows both computed the same thing.
+
+``detector_ms_per_update`` times a calibrated default Detector on the same frames
+(controller/detector/bench.py); ``combined_realtime_factor`` is hop / (features +
+detector time per hop), the controller core's share of a lockstep simulation.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from time import perf_counter
 import numpy as np
 import scipy.signal
 
+from controller.detector.bench import detector_ms_per_update
 from controller.features.config import FeaturesConfig
 from controller.features.extractor import FeatureExtractor
 from controller.features.frame import FeatureFrame
@@ -64,6 +69,8 @@ class FeatureBenchRow:
     scipy_full_ms_per_window: float
     speedup_vs_scipy_full: float
     max_abs_diff: float
+    detector_ms_per_update: float
+    combined_realtime_factor: float  # features + detector, one update per hop
 
     def as_dict(self) -> dict[str, float | int | str]:
         """Plain values for JSON output."""
@@ -215,6 +222,7 @@ def run_case(
     ms_per_hop = 1e3 * elapsed_s / len(frames)
     core_ms = 1e3 * core_s / len(picked)
     full_ms = 1e3 * full_s / len(picked)
+    detector_ms = detector_ms_per_update(frames, repeats=case.repeats, timer=timer)
     return FeatureBenchRow(
         label=case.label,
         n_channels=case.n_channels,
@@ -227,6 +235,8 @@ def run_case(
         scipy_full_ms_per_window=full_ms,
         speedup_vs_scipy_full=full_ms / ms_per_hop,
         max_abs_diff=max_diff,
+        detector_ms_per_update=detector_ms,
+        combined_realtime_factor=1e3 * config.hop_s / (ms_per_hop + detector_ms),
     )
 
 
@@ -244,6 +254,7 @@ def format_rows(rows: list[FeatureBenchRow]) -> str:
     header = (
         f"{'case':<15}{'frames':>7}{'ms/hop':>9}{'x realtime':>12}"
         f"{'core ms/win':>13}{'x core':>8}{'full ms/win':>13}{'x full':>8}{'max|diff|':>11}"
+        f"{'det ms':>8}{'x rt f+d':>10}"
     )
     lines = [header, "-" * len(header)]
     for row in rows:
@@ -252,5 +263,6 @@ def format_rows(rows: list[FeatureBenchRow]) -> str:
             f"{row.scipy_core_ms_per_window:>13.2f}{row.speedup_vs_scipy_core:>8.1f}"
             f"{row.scipy_full_ms_per_window:>13.2f}{row.speedup_vs_scipy_full:>8.1f}"
             f"{row.max_abs_diff:>11.1e}"
+            f"{row.detector_ms_per_update:>8.3f}{row.combined_realtime_factor:>10.1f}"
         )
     return "\n".join(lines)

@@ -1,0 +1,274 @@
+"""Compiled per-window kernels of the detector (numba), for its small-array arithmetic.
+
+Why: the detector works on a handful of values per window (8 channels, 8 features by
+default), so its numpy formulation costs ~150 small numpy calls, i.e. ~0.15 ms per window,
+almost all of it call overhead.  Each kernel below replaces one such sequence with one
+compiled call.  Without numba the numpy code in baseline.py / score.py / detector.py runs.
+
+Two kinds of kernels:
+
+- element-wise updates (:func:`median_mad_step`, :func:`alpha_variability_step`,
+  :func:`line_length_z`) repeat the numpy expressions operation by operation, so their
+  results are bit-identical to the numpy code (tests/test_detector_kernels.py checks it);
+- reductions (:func:`summary_values`, :func:`signature_score`) sum in a different order
+  than numpy's pairwise sums and BLAS dot, so they agree with the numpy path to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numpy as np
+
+try:  # numba is optional at import time; without it the numpy path is used.
+    from numba import njit
+
+    NUMBA_AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    NUMBA_AVAILABLE = False
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Summary feature kinds as kernel codes (config.SUMMARY_FEATURE_PATTERNS keys).
+KIND_CODES: dict[str, int] = {
+    "band_power": 0,
+    "band_log_power": 1,
+    "band_rel_power": 2,
+    "theta_alpha_ratio": 3,
+    "alpha_peak_mean": 4,
+    "alpha_peak_variability": 5,
+    "line_length": 6,
+    "coherence": 7,
+    "phase_sync": 8,
+    "mean_connectivity": 9,
+}
+
+
+def _jit(function: F) -> F:
+    """Compile with numba (cached on disk) when available; else leave as Python."""
+    if not NUMBA_AVAILABLE:
+        return function
+    return cast(F, njit(cache=True, nogil=True)(function))
+
+
+@_jit
+def _maximum(a: float, b: float) -> float:
+    """np.maximum for non-NaN floats, including which zero it returns (a if a >= b)."""
+    return a if a >= b else b
+
+
+@_jit
+def _sign(x: float) -> float:
+    """np.sign of a non-NaN float (+0.0 for either zero)."""
+    if x > 0.0:
+        return 1.0
+    if x < 0.0:
+        return -1.0
+    return 0.0
+
+
+@_jit
+def median_mad_step(
+    location: np.ndarray,
+    scale: np.ndarray,
+    values: np.ndarray,
+    use: np.ndarray,
+    rate: float,
+    floor_fraction: float,
+    min_scale: float,
+    median_step: float,
+    mad_step_divisor: float,
+    mad_to_sd: float,
+) -> None:
+    """baseline.StreamingMedianMad.update in place, for entries with ``use`` and finite values.
+
+    Same expressions in the same order as the numpy code (hence the same bits).
+    """
+    if rate <= 0.0:
+        return
+    for k in range(location.shape[0]):
+        x = values[k]
+        if not (use[k] and math.isfinite(x)):
+            continue
+        loc = location[k]
+        sc = scale[k]
+        step_scale = _maximum(_maximum(sc, floor_fraction * abs(loc)), min_scale)
+        deviation = x - loc
+        mad = sc / mad_to_sd
+        location_step = median_step * rate * step_scale * _sign(deviation)
+        mad_step = (rate * step_scale / mad_step_divisor) * _sign(abs(deviation) - mad)
+        location[k] = loc + location_step
+        scale[k] = mad_to_sd * _maximum(mad + mad_step, 0.0)
+
+
+@_jit
+def alpha_variability_step(
+    mean: np.ndarray,
+    var: np.ndarray,
+    followed_s: np.ndarray,
+    started: np.ndarray,
+    alpha_peak_hz: np.ndarray,
+    good: np.ndarray,
+    a: float,
+    dt_s: float,
+) -> None:
+    """score.AlphaPeakVariability.update in place (``a`` = relaxation rate of ``dt_s``)."""
+    credit = dt_s if dt_s > 0.0 else 0.0
+    for c in range(mean.shape[0]):
+        x = alpha_peak_hz[c]
+        if not (good[c] and math.isfinite(x) and x > 0.0):
+            continue
+        if not started[c]:
+            mean[c] = x
+            started[c] = True
+            continue
+        delta = x - mean[c]
+        mean[c] = mean[c] + a * delta
+        var[c] = (1.0 - a) * (var[c] + a * delta * delta)
+        followed_s[c] = followed_s[c] + credit
+
+
+@_jit
+def line_length_z(
+    line_length: np.ndarray,
+    judged: np.ndarray,
+    location: np.ndarray,
+    scale: np.ndarray,
+    floor_fraction: float,
+    min_scale: float,
+    z_limit: float,
+    z_out: np.ndarray,
+) -> int:
+    """Robust z of each judged channel's line length (detector.ArtifactGate.check).
+
+    Fills ``z_out`` (NaN where not judged) and returns how many judged channels exceed
+    ``z_limit``.
+    """
+    jumped = 0
+    for c in range(line_length.shape[0]):
+        if not judged[c]:
+            z_out[c] = np.nan
+            continue
+        sc = _maximum(_maximum(scale[c], floor_fraction * abs(location[c])), min_scale)
+        z = (line_length[c] - location[c]) / sc
+        z_out[c] = z
+        if z > z_limit:
+            jumped += 1
+    return jumped
+
+
+@_jit
+def _mean_over_good(values: np.ndarray, good: np.ndarray, positive_only: bool) -> float:
+    """Mean of values over good channels (and values > 0 if asked); NaN when none."""
+    total = 0.0
+    count = 0
+    for c in range(values.shape[0]):
+        if good[c] and (not positive_only or values[c] > 0.0):
+            total += values[c]
+            count += 1
+    return total / count if count > 0 else np.nan
+
+
+@_jit
+def summary_values(
+    kinds: np.ndarray,
+    bands: np.ndarray,
+    good: np.ndarray,
+    band_power_uv2: np.ndarray,
+    relative_power: np.ndarray,
+    theta_alpha_ratio: np.ndarray,
+    alpha_peak_hz: np.ndarray,
+    line_length_uv: np.ndarray,
+    mean_coherence: np.ndarray,
+    mean_phase_sync: np.ndarray,
+    mean_connectivity: np.ndarray,
+    variability_hz: float,
+    log_power_floor: float,
+    out: np.ndarray,
+) -> None:
+    """score.SummaryFeatures.values: feature i of kind ``kinds[i]`` (KIND_CODES), band
+    ``bands[i]``; channel means over good channels, pair summaries need two good ones."""
+    n_good = 0
+    for c in range(good.shape[0]):
+        if good[c]:
+            n_good += 1
+    log_power = np.empty(band_power_uv2.shape[0])
+    for i in range(kinds.shape[0]):
+        kind = kinds[i]
+        b = bands[i]
+        value = np.nan
+        if kind == 0:
+            value = _mean_over_good(band_power_uv2[:, b], good, False)
+        elif kind == 1:
+            for c in range(log_power.shape[0]):
+                log_power[c] = np.log10(_maximum(band_power_uv2[c, b], log_power_floor))
+            value = _mean_over_good(log_power, good, False)
+        elif kind == 2:
+            value = _mean_over_good(relative_power[:, b], good, False)
+        elif kind == 3:
+            value = _mean_over_good(theta_alpha_ratio, good, False)
+        elif kind == 4:
+            value = _mean_over_good(alpha_peak_hz, good, True)
+        elif kind == 5:
+            value = variability_hz
+        elif kind == 6:
+            value = _mean_over_good(line_length_uv, good, False)
+        elif n_good >= 2:
+            if kind == 7:
+                value = mean_coherence[b]
+            elif kind == 8:
+                value = mean_phase_sync[b]
+            else:
+                value = mean_connectivity[b]
+        out[i] = value
+
+
+@_jit
+def signature_score(
+    values: np.ndarray,
+    location: np.ndarray,
+    scale: np.ndarray,
+    floor_fraction: float,
+    min_scale: float,
+    z_clip: float,
+    sign: np.ndarray,
+    both: np.ndarray,
+    weights: np.ndarray,
+    mean_abs_normal: float,
+    z_out: np.ndarray,
+) -> float:
+    """score.z_scores and SignatureWeights.score in one pass; NaN when no term is finite.
+
+    ``z_out`` gets the clipped z-scores (NaN for missing features).
+    """
+    weighted = 0.0
+    weight_sum = 0.0
+    for i in range(values.shape[0]):
+        sc = _maximum(_maximum(scale[i], floor_fraction * abs(location[i])), min_scale)
+        z = (values[i] - location[i]) / sc
+        if z > z_clip:
+            z = z_clip
+        elif z < -z_clip:
+            z = -z_clip
+        z_out[i] = z
+        signed = abs(z) - mean_abs_normal if both[i] else sign[i] * z
+        if math.isfinite(signed):
+            weighted += weights[i] * signed
+            weight_sum += weights[i]
+    return weighted / weight_sum if weight_sum > 0.0 else np.nan
+
+
+@_jit
+def alpha_variability_value(
+    var: np.ndarray, followed_s: np.ndarray, good: np.ndarray, tau_s: float
+) -> float:
+    """score.AlphaPeakVariability.value_hz: mean SD over good channels followed >= tau."""
+    total = 0.0
+    count = 0
+    for c in range(var.shape[0]):
+        if good[c] and followed_s[c] >= tau_s:
+            total += math.sqrt(var[c])
+            count += 1
+    return total / count if count > 0 else np.nan

@@ -1,0 +1,267 @@
+"""The extractor's per-event work through the compiled kernels, with preallocated rings.
+
+Same role as the numpy path in extractor.py (block summaries, segment spectra, window
+assembly) and the same results to rounding; see kernels.py for why it exists.  Segment
+and block summaries live in ring buffers indexed by ``key % slots`` instead of dicts of
+small arrays, so an event allocates almost nothing and a window is one kernel call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import scipy.fft
+
+from controller.features.assemble import FrameContext
+from controller.features.connectivity import pairs_to_matrix
+from controller.features.frame import FeatureFrame, SignalQuality, WindowSpectra
+from controller.features.kernels import (
+    BLOCK_FIELDS,
+    CH_ALPHA_PEAK,
+    CH_CLIPPED_FRACTION,
+    CH_LINE_LENGTH,
+    CH_LINE_NOISE,
+    CH_STD,
+    CH_THETA_ALPHA,
+    FLAG_CLIPPED,
+    FLAG_FLATLINE,
+    FLAG_GOOD,
+    FLAG_INVALID,
+    block_stats_into,
+    segment_terms,
+    taper_segment,
+    window_features,
+)
+
+RfftRows = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _rfft_rows_function() -> RfftRows:
+    """``(x, out) -> scipy.fft.rfft(x, axis=1)`` for 2-D float64 ``x``, written into ``out``.
+
+    Why: for 8 x 250 samples scipy.fft.rfft spends about half its ~13 µs in backend
+    dispatch and argument checks, so when scipy's pocketfft binding (the function rfft
+    ends in) is importable and reproduces rfft exactly on a probe, it is called directly.
+    Otherwise (another scipy layout) rfft itself is used.  Same bits either way.
+    """
+
+    def public(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.asarray(scipy.fft.rfft(x, axis=1))
+
+    try:
+        from scipy.fft._pocketfft import pypocketfft  # private: checked below, else rfft
+
+        def direct(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+            return np.asarray(pypocketfft.r2c(x, (1,), True, 0, out, 1))
+
+        probe = np.random.default_rng(0).standard_normal((3, 250))
+        spectrum = direct(probe, np.empty((3, 126), dtype=np.complex128))
+        if np.array_equal(spectrum, public(probe, spectrum)):
+            return direct
+    except Exception:  # any import or call failure means: use the public function
+        pass
+    return public
+
+
+rfft_rows = _rfft_rows_function()
+
+
+def _index_ranges(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lo, hi) per row of a boolean (rows, bins) mask whose True entries are contiguous.
+
+    Bands are lo <= f < hi over increasing frequencies, so their bins are contiguous, also
+    inside the sorted union of all bands' bins (the connectivity bins).
+    """
+    lo = np.argmax(mask, axis=1).astype(np.int64)
+    hi = lo + mask.sum(axis=1).astype(np.int64)
+    for row, (start, stop) in enumerate(zip(lo, hi, strict=True)):
+        if not mask[row, start:stop].all():
+            raise ValueError(f"band {row} does not cover contiguous bins")
+    return lo, hi
+
+
+def _ring_slots(first_key: int, count: int, key_step: int, n_slots: int) -> np.ndarray:
+    """Ring positions of keys first_key, first_key + key_step, ... (count of them)."""
+    keys = first_key + key_step * np.arange(count, dtype=np.int64)
+    return np.ascontiguousarray(keys % n_slots)
+
+
+class CompiledWindows:
+    """Ring-buffered block and segment summaries, and window frames, via kernels.py."""
+
+    def __init__(self, context: FrameContext, clip_level_uv: np.ndarray | None) -> None:
+        self._context = context
+        layout = context.layout
+        config = context.config
+        pairs = context.pairs
+        n_channels = pairs.n_channels
+        n_bands = layout.n_bands
+        self._clip_level_uv = (
+            np.full(n_channels, np.inf) if clip_level_uv is None else clip_level_uv
+        )
+        # A window needs keys spanning (window - segment) / grid + 1 segments and
+        # window / block blocks; one more slot each keeps the newest from overwriting them.
+        grid = layout.segment_grid_samples
+        self._n_seg_slots = (layout.window_samples - layout.segment_samples) // grid + 2
+        self._n_blk_slots = layout.window_samples // layout.block_samples + 1
+        n_conn = layout.conn_bins.size
+        n_pairs = pairs.first.size
+        self._band_lo, self._band_hi = _index_ranges(layout.band_bin_mask)
+        self._band_conn_lo, self._band_conn_hi = _index_ranges(layout.band_conn_mask)
+        self._seg_psd = np.zeros((self._n_seg_slots, n_channels, layout.n_freqs))
+        self._seg_auto = np.zeros((self._n_seg_slots, n_conn, n_channels))
+        self._seg_cross = np.zeros((self._n_seg_slots, 2, n_conn, n_pairs))
+        self._seg_phase = np.zeros((self._n_seg_slots, 3, n_bands, n_pairs))
+        self._blocks = np.zeros((self._n_blk_slots, BLOCK_FIELDS, n_channels))
+        self._tapered = np.zeros((n_channels, layout.segment_samples))
+        self._spectrum = np.zeros((n_channels, layout.n_freqs), dtype=np.complex128)
+        self._plv = config.phase_measure == "plv"
+        self._summary_index = 0 if config.summary_measure == "coherence" else 1
+        self._thresholds = np.array(
+            [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
+        )
+        self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
+        self._seg_slot_cache: dict[int, np.ndarray] = {}
+        self._blk_slot_cache: dict[int, np.ndarray] = {}
+
+    def add_block(
+        self, key: int, buffer: np.ndarray, start: int, has_previous: bool, invalid: np.ndarray
+    ) -> None:
+        """Summarise block ``key`` = buffer[:, start:start + block]; clears ``invalid``."""
+        block_stats_into(
+            buffer,
+            start,
+            self._context.layout.block_samples,
+            has_previous,
+            self._clip_level_uv,
+            invalid,
+            self._blocks[key % self._n_blk_slots],
+        )
+
+    def add_segment(self, key: int, buffer: np.ndarray, start: int) -> None:
+        """Transform segment ``key`` = buffer[:, start:start + segment] once."""
+        layout = self._context.layout
+        pairs = self._context.pairs
+        taper_segment(buffer, start, layout.taper, self._tapered)
+        spectrum = rfft_rows(self._tapered, self._spectrum)
+        slot = key % self._n_seg_slots
+        segment_terms(
+            spectrum,
+            layout.psd_scale,
+            layout.conn_bins,
+            self._band_conn_lo,
+            self._band_conn_hi,
+            pairs.first,
+            pairs.second,
+            self._plv,
+            self._seg_psd[slot],
+            self._seg_auto[slot],
+            self._seg_cross[slot],
+            self._seg_phase[slot],
+        )
+
+    def frame(self, start: int, t_start_s: float, t_end_s: float) -> FeatureFrame:
+        """The frame of the window starting ``start`` samples into the stream."""
+        context = self._context
+        layout = context.layout
+        pairs = context.pairs
+        psd, band, per_channel, flags, coherence_bins, matrices, means, strength = window_features(
+            self._seg_psd,
+            self._seg_auto,
+            self._seg_cross,
+            self._seg_phase,
+            self._segment_slots(start),
+            self._blocks,
+            self._block_slots(start),
+            layout.block_samples,
+            self._band_lo,
+            self._band_hi,
+            self._band_conn_lo,
+            self._band_conn_hi,
+            layout.band_conn_mean_weights,
+            layout.alpha_peak_bins,
+            layout.line_bins,
+            layout.total_bins,
+            layout.freqs_hz,
+            layout.df_hz,
+            layout.theta_index,
+            layout.alpha_index,
+            pairs.first,
+            pairs.second,
+            self._plv,
+            self._summary_index,
+            self._thresholds,
+        )
+        spectra = None
+        if context.keep_spectra:
+            spectra = WindowSpectra(
+                freqs_hz=layout.freqs_hz,
+                psd_uv2_per_hz=psd,
+                conn_freqs_hz=self._conn_freqs_hz,
+                coherence=pairs_to_matrix(coherence_bins, pairs),
+            )
+        quality = SignalQuality(
+            flatline=flags[FLAG_FLATLINE],
+            clipped=flags[FLAG_CLIPPED],
+            line_noise_ratio=per_channel[CH_LINE_NOISE],
+            invalid=flags[FLAG_INVALID],
+            good=flags[FLAG_GOOD],
+            std_uv=per_channel[CH_STD],
+            clipped_fraction=per_channel[CH_CLIPPED_FRACTION],
+        )
+        mean_coherence, mean_phase_sync = means[0], means[1]
+        return FeatureFrame(
+            t_start_s=t_start_s,
+            t_end_s=t_end_s,
+            band_names=layout.band_names,
+            channel_names=context.channel_names,
+            band_power_uv2=band[0],
+            relative_power=band[1],
+            theta_alpha_ratio=per_channel[CH_THETA_ALPHA],
+            alpha_peak_hz=per_channel[CH_ALPHA_PEAK],
+            line_length_uv=per_channel[CH_LINE_LENGTH],
+            coherence=matrices[0],
+            phase_sync=matrices[1],
+            phase_measure=context.config.phase_measure,
+            summary_measure=context.config.summary_measure,
+            mean_coherence=mean_coherence,
+            mean_phase_sync=mean_phase_sync,
+            mean_connectivity=mean_coherence if self._summary_index == 0 else mean_phase_sync,
+            node_strength=strength,
+            quality=quality,
+            spectra=spectra,
+        )
+
+    def _segment_slots(self, start: int) -> np.ndarray:
+        """Ring slots of the window's segments, oldest first (cached per ring phase)."""
+        layout = self._context.layout
+        grid = layout.segment_grid_samples
+        first_key = start // grid
+        phase = first_key % self._n_seg_slots
+        slots = self._seg_slot_cache.get(phase)
+        if slots is None:
+            slots = _ring_slots(
+                phase,
+                layout.segments_per_window,
+                layout.segment_step_samples // grid,
+                self._n_seg_slots,
+            )
+            self._seg_slot_cache[phase] = slots
+        return slots
+
+    def _block_slots(self, start: int) -> np.ndarray:
+        """Ring slots of the window's blocks, oldest first (cached per ring phase)."""
+        layout = self._context.layout
+        first_key = start // layout.block_samples
+        phase = first_key % self._n_blk_slots
+        slots = self._blk_slot_cache.get(phase)
+        if slots is None:
+            slots = _ring_slots(
+                phase,
+                layout.window_samples // layout.block_samples,
+                1,
+                self._n_blk_slots,
+            )
+            self._blk_slot_cache[phase] = slots
+        return slots

@@ -1,0 +1,564 @@
+"""Compiled per-hop kernels of the streaming features (numba), one call per event.
+
+Why: with the default 8 channels and a 0.5 s hop, the arrays of one hop are tiny (8 x 125
+samples, 44 connectivity bins x 28 pairs), so the numpy formulation in spectra.py,
+timestats.py and connectivity.py spends almost all its time in the overhead of ~300 small
+numpy calls.  These kernels compute the same quantities with explicit loops, one compiled
+call per event (block, segment, window), and write into preallocated ring buffers
+(controller/features/compiled.py).  The FFT stays in scipy.
+
+The numpy functions remain the reference and the fallback when numba is missing;
+tests/test_features_compiled.py checks that both give the same frames (to rounding: the
+only differences are summation orders).  Conventions are those documented in the numpy
+modules and docs/features.md; the comments below only say how each loop maps onto them.
+
+Array layouts shared with compiled.py:
+
+- block ring ``blocks`` (slots, BLOCK_FIELDS, channels): mean, sum of squared deviations,
+  clipped count, invalid count, line length (incl. the step into the block), first step;
+- segment rings ``seg_psd`` (slots, channels, freqs); at the connectivity bins
+  ``seg_auto`` (slots, conn bins, channels) = |X|² and ``seg_cross`` (slots, 2, conn bins,
+  pairs) = real and imaginary part of conj(X_i) X_j; ``seg_phase`` (slots, 3, bands,
+  pairs): phase numerator real part, imaginary part (PLV only) and denominator.
+
+Bands are contiguous runs of bins (lo <= f < hi), also within the connectivity bins, so
+the kernels take them as index ranges ``lo[b]:hi[b]`` rather than masks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import numpy as np
+
+try:  # numba is optional at import time; without it the numpy path is used.
+    from numba import njit
+
+    NUMBA_AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    NUMBA_AVAILABLE = False
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+BLOCK_FIELDS = 6
+(
+    BLOCK_MEAN,
+    BLOCK_SQ_DEV,
+    BLOCK_CLIPPED,
+    BLOCK_INVALID,
+    BLOCK_LINE_LENGTH,
+    BLOCK_FIRST_STEP,
+) = range(BLOCK_FIELDS)
+
+#: Rows of the per-channel float output of :func:`window_features`.
+(
+    CH_THETA_ALPHA,
+    CH_ALPHA_PEAK,
+    CH_LINE_LENGTH,
+    CH_LINE_NOISE,
+    CH_STD,
+    CH_CLIPPED_FRACTION,
+) = range(6)
+CH_FIELDS = 6
+#: Rows of the per-channel flag output of :func:`window_features`.
+FLAG_FLATLINE, FLAG_CLIPPED, FLAG_INVALID, FLAG_GOOD = range(4)
+FLAG_FIELDS = 4
+
+
+def _jit(function: F) -> F:
+    """Compile with numba (cached on disk) when available; else leave as Python."""
+    if not NUMBA_AVAILABLE:
+        return function
+    return cast(F, njit(cache=True, nogil=True)(function))
+
+
+# -- samples in ------------------------------------------------------------------------
+
+
+@_jit
+def sanitize(
+    buffer: np.ndarray,
+    start: int,
+    stop: int,
+    max_abs_uv: float,
+    invalid_count: np.ndarray,
+) -> None:
+    """Zero-fill and count per channel the invalid samples of ``buffer[:, start:stop]``.
+
+    Invalid = not |x| <= max_abs_uv, which is also true of NaN and inf.
+    """
+    for c in range(buffer.shape[0]):
+        for k in range(start, stop):
+            if not abs(buffer[c, k]) <= max_abs_uv:
+                buffer[c, k] = 0.0
+                invalid_count[c] += 1
+
+
+@_jit
+def block_stats_into(
+    buffer: np.ndarray,
+    start: int,
+    length: int,
+    has_previous: bool,
+    clip_level_uv: np.ndarray,
+    invalid_count: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """timestats.block_stats of ``buffer[:, start:start+length]`` into ``out`` (FIELDS, ch).
+
+    The previous sample (for the first step of the line length) is ``buffer[:, start-1]``.
+    """
+    n_channels = buffer.shape[0]
+    for c in range(n_channels):
+        total = 0.0
+        for k in range(start, start + length):
+            total += buffer[c, k]
+        mean = total / length
+        sq_dev = 0.0
+        clipped = 0
+        level = clip_level_uv[c]
+        for k in range(start, start + length):
+            x = buffer[c, k]
+            d = x - mean
+            sq_dev += d * d
+            if abs(x) >= level:
+                clipped += 1
+        steps = 0.0
+        for k in range(start + 1, start + length):
+            steps += abs(buffer[c, k] - buffer[c, k - 1])
+        first = abs(buffer[c, start] - buffer[c, start - 1]) if has_previous else 0.0
+        out[BLOCK_MEAN, c] = mean
+        out[BLOCK_SQ_DEV, c] = sq_dev
+        out[BLOCK_CLIPPED, c] = clipped
+        out[BLOCK_INVALID, c] = invalid_count[c]
+        out[BLOCK_LINE_LENGTH, c] = steps + first
+        out[BLOCK_FIRST_STEP, c] = first
+        invalid_count[c] = 0
+
+
+# -- one Welch segment -------------------------------------------------------------------
+
+
+@_jit
+def taper_segment(buffer: np.ndarray, start: int, taper: np.ndarray, out: np.ndarray) -> None:
+    """Constant detrend and taper of ``buffer[:, start:start+len(taper)]`` into ``out``."""
+    n_channels = buffer.shape[0]
+    length = taper.shape[0]
+    for c in range(n_channels):
+        total = 0.0
+        for k in range(length):
+            total += buffer[c, start + k]
+        mean = total / length
+        for k in range(length):
+            out[c, k] = (buffer[c, start + k] - mean) * taper[k]
+
+
+@_jit
+def segment_terms(
+    spectrum: np.ndarray,
+    psd_scale: np.ndarray,
+    conn_bins: np.ndarray,
+    band_conn_lo: np.ndarray,
+    band_conn_hi: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    plv: bool,
+    psd_out: np.ndarray,
+    auto_out: np.ndarray,
+    cross_out: np.ndarray,
+    phase_out: np.ndarray,
+) -> None:
+    """What windows need of one segment's FFT ``spectrum`` (channels, freqs).
+
+    ``psd_out`` (channels, freqs) as spectra.segment_spectra; at the connectivity bins,
+    ``auto_out`` (conn bins, channels) = |X|² and ``cross_out`` (2, conn bins, pairs) =
+    real and imaginary parts of Sxy = conj(X_i) X_j; ``phase_out`` (3, bands, pairs) = the
+    band sums of spectra._phase_sums: sum Im Sxy, 0, sum |Im Sxy| (wPLI) or the real and
+    imaginary sums of Sxy/|Sxy| and the bin count (PLV).  Band b's connectivity bins are
+    ``band_conn_lo[b]:band_conn_hi[b]``.
+    """
+    n_channels, n_freqs = spectrum.shape
+    for c in range(n_channels):
+        for f in range(n_freqs):
+            z = spectrum[c, f]
+            psd_out[c, f] = (z.real * z.real + z.imag * z.imag) * psd_scale[f]
+    n_pairs = first.shape[0]
+    for q in range(conn_bins.shape[0]):
+        f = conn_bins[q]
+        for c in range(n_channels):
+            z = spectrum[c, f]
+            auto_out[q, c] = z.real * z.real + z.imag * z.imag
+        for p in range(n_pairs):
+            x = spectrum[first[p], f]
+            y = spectrum[second[p], f]
+            cross_out[0, q, p] = x.real * y.real + x.imag * y.imag
+            cross_out[1, q, p] = x.real * y.imag - x.imag * y.real
+    phase_out[:] = 0.0
+    for b in range(band_conn_lo.shape[0]):
+        for q in range(band_conn_lo[b], band_conn_hi[b]):
+            for p in range(n_pairs):
+                cross_imag = cross_out[1, q, p]
+                if plv:
+                    cross_real = cross_out[0, q, p]
+                    magnitude = math.hypot(cross_real, cross_imag)
+                    if magnitude > 0:
+                        phase_out[0, b, p] += cross_real / magnitude
+                        phase_out[1, b, p] += cross_imag / magnitude
+                    phase_out[2, b, p] += 1.0
+                else:
+                    phase_out[0, b, p] += cross_imag
+                    phase_out[2, b, p] += abs(cross_imag)
+
+
+# -- one window ----------------------------------------------------------------------------
+
+
+@_jit
+def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray) -> np.ndarray:
+    """Welch PSD: the mean over the window's segments (summed oldest first, as _sum)."""
+    n_seg = seg_slots.shape[0]
+    psd = seg_psd[seg_slots[0]].copy()
+    for s in range(1, n_seg):
+        psd += seg_psd[seg_slots[s]]
+    psd /= n_seg
+    return psd
+
+
+@_jit
+def _band_powers(
+    psd: np.ndarray, band_lo: np.ndarray, band_hi: np.ndarray, df_hz: float, out: np.ndarray
+) -> None:
+    """Band power (sum of bins band_lo[b]:band_hi[b], times df) and relative power.
+
+    ``out`` is (2, channels, bands).
+    """
+    n_bands = band_lo.shape[0]
+    for c in range(psd.shape[0]):
+        total = 0.0
+        for b in range(n_bands):
+            acc = 0.0
+            for f in range(band_lo[b], band_hi[b]):
+                acc += psd[c, f]
+            power = acc * df_hz
+            out[0, c, b] = power
+            total += power
+        for b in range(n_bands):
+            out[1, c, b] = out[0, c, b] / total if total > 0 else 0.0
+
+
+@_jit
+def _alpha_peak(
+    psd: np.ndarray, c: int, bins: np.ndarray, freqs_hz: np.ndarray, df_hz: float
+) -> float:
+    """spectra.alpha_peak_hz for channel ``c`` (first maximum, parabolic refinement)."""
+    n_freqs = psd.shape[1]
+    peak = bins[0]
+    for k in range(1, bins.shape[0]):
+        if psd[c, bins[k]] > psd[c, peak]:
+            peak = bins[k]
+    centre = psd[c, peak]
+    left = psd[c, max(peak - 1, 0)]
+    right = psd[c, min(peak + 1, n_freqs - 1)]
+    curvature = left - 2.0 * centre + right
+    offset = 0.0
+    if peak > 0 and peak < n_freqs - 1 and curvature < 0:
+        offset = min(max(0.5 * (left - right) / curvature, -0.5), 0.5)
+    peak_hz = min(max(freqs_hz[peak] + offset * df_hz, freqs_hz[bins[0]]), freqs_hz[bins[-1]])
+    return peak_hz if centre > 0 else 0.0
+
+
+@_jit
+def _channel_features(
+    psd: np.ndarray,
+    band_power: np.ndarray,
+    theta_index: int,
+    alpha_index: int,
+    alpha_bins: np.ndarray,
+    line_bins: np.ndarray,
+    total_bins: np.ndarray,
+    freqs_hz: np.ndarray,
+    df_hz: float,
+    out: np.ndarray,
+) -> None:
+    """theta/alpha ratio, alpha peak and line-noise ratio per channel into ``out`` rows."""
+    for c in range(psd.shape[0]):
+        alpha = band_power[c, alpha_index]
+        out[CH_THETA_ALPHA, c] = band_power[c, theta_index] / alpha if alpha > 0 else 0.0
+        out[CH_ALPHA_PEAK, c] = _alpha_peak(psd, c, alpha_bins, freqs_hz, df_hz)
+        ratio = 0.0
+        if line_bins.shape[0] > 0:
+            line = 0.0
+            for f in line_bins:
+                line += psd[c, f]
+            total = 0.0
+            for f in total_bins:
+                total += psd[c, f]
+            ratio = min(line / total, 1.0) if total > 0 else 0.0
+        out[CH_LINE_NOISE, c] = ratio
+
+
+@_jit
+def _time_stats_and_quality(
+    blocks: np.ndarray,
+    blk_slots: np.ndarray,
+    block_samples: int,
+    thresholds: np.ndarray,
+    out: np.ndarray,
+    flags: np.ndarray,
+) -> None:
+    """timestats.window_time_stats and quality.assess_quality for the window's blocks.
+
+    ``thresholds`` = (flatline_std_uv, clipped_fraction_max, line_noise_ratio_max);
+    ``out`` must already hold the line-noise ratio.
+    """
+    n_blocks = blk_slots.shape[0]
+    n_total = block_samples * n_blocks
+    for c in range(blocks.shape[2]):
+        mean = 0.0
+        for s in blk_slots:
+            mean += blocks[s, BLOCK_MEAN, c]
+        mean /= n_blocks
+        sq_dev = 0.0
+        spread = 0.0
+        clipped = 0.0
+        invalid = 0.0
+        line_length = 0.0
+        for s in blk_slots:
+            sq_dev += blocks[s, BLOCK_SQ_DEV, c]
+            d = blocks[s, BLOCK_MEAN, c] - mean
+            spread += d * d
+            clipped += blocks[s, BLOCK_CLIPPED, c]
+            invalid += blocks[s, BLOCK_INVALID, c]
+            line_length += blocks[s, BLOCK_LINE_LENGTH, c]
+        sq_dev += block_samples * spread
+        std = math.sqrt(max(sq_dev, 0.0) / n_total)
+        clipped_fraction = clipped / n_total
+        out[CH_STD, c] = std
+        out[CH_CLIPPED_FRACTION, c] = clipped_fraction
+        out[CH_LINE_LENGTH, c] = max(line_length - blocks[blk_slots[0], BLOCK_FIRST_STEP, c], 0.0)
+        flatline = std < thresholds[0]
+        is_clipped = clipped_fraction > thresholds[1]
+        noisy = out[CH_LINE_NOISE, c] > thresholds[2]
+        is_invalid = invalid > 0
+        flags[FLAG_FLATLINE, c] = flatline
+        flags[FLAG_CLIPPED, c] = is_clipped
+        flags[FLAG_INVALID, c] = is_invalid
+        flags[FLAG_GOOD, c] = not (flatline or is_clipped or noisy or is_invalid)
+
+
+@_jit
+def _coherence_bins(
+    seg_auto: np.ndarray,
+    seg_cross: np.ndarray,
+    seg_slots: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+) -> np.ndarray:
+    """Magnitude-squared coherence (conn bins, pairs) over the window's segments.
+
+    |sum_s Sxy|² / (sum_s Sxx * sum_s Syy), evaluated as |sum_s Sxy * r_x * r_y|² with
+    r = 1 / sqrt(sum_s |X|²) (0 where that sum is 0), the scaling of
+    spectra.window_spectra, so nothing overflows or underflows more than there.
+    """
+    n_seg = seg_slots.shape[0]
+    n_conn, n_channels = seg_auto.shape[1], seg_auto.shape[2]
+    n_pairs = first.shape[0]
+    inv_root = np.empty(n_channels)
+    real = np.empty(n_pairs)
+    imag = np.empty(n_pairs)
+    out = np.empty((n_conn, n_pairs))
+    for q in range(n_conn):
+        # segment sums, oldest first; the inner loops run along contiguous rows
+        slot = seg_slots[0]
+        for c in range(n_channels):
+            inv_root[c] = seg_auto[slot, q, c]
+        for p in range(n_pairs):
+            real[p] = seg_cross[slot, 0, q, p]
+            imag[p] = seg_cross[slot, 1, q, p]
+        for s in range(1, n_seg):
+            slot = seg_slots[s]
+            for c in range(n_channels):
+                inv_root[c] += seg_auto[slot, q, c]
+            for p in range(n_pairs):
+                real[p] += seg_cross[slot, 0, q, p]
+                imag[p] += seg_cross[slot, 1, q, p]
+        for c in range(n_channels):
+            auto = inv_root[c]
+            inv_root[c] = 1.0 / math.sqrt(auto) if auto > 0 else 0.0
+        for p in range(n_pairs):
+            r_x = inv_root[first[p]]
+            r_y = inv_root[second[p]]
+            re = real[p] * r_x * r_y
+            im = imag[p] * r_x * r_y
+            coherence = re * re + im * im
+            out[q, p] = coherence if coherence < 1.0 else 1.0
+    return out
+
+
+@_jit
+def _band_connectivity(
+    coherence_bins: np.ndarray,
+    band_conn_mean_weights: np.ndarray,
+    band_conn_lo: np.ndarray,
+    band_conn_hi: np.ndarray,
+    seg_phase: np.ndarray,
+    seg_slots: np.ndarray,
+    plv: bool,
+    out: np.ndarray,
+) -> None:
+    """Band coherence (mean over the band's bins) and phase synchrony, (2, bands, pairs)."""
+    n_bands = band_conn_lo.shape[0]
+    n_pairs = coherence_bins.shape[1]
+    n_seg = seg_slots.shape[0]
+    num_real = np.empty(n_pairs)
+    num_imag = np.empty(n_pairs)
+    den = np.empty(n_pairs)
+    for b in range(n_bands):
+        coherence = out[0, b]
+        coherence[:] = 0.0
+        for q in range(band_conn_lo[b], band_conn_hi[b]):
+            w = band_conn_mean_weights[b, q]
+            for p in range(n_pairs):
+                coherence[p] += w * coherence_bins[q, p]
+        first_slot = seg_slots[0]
+        num_real[:] = seg_phase[first_slot, 0, b]
+        num_imag[:] = seg_phase[first_slot, 1, b]
+        den[:] = seg_phase[first_slot, 2, b]
+        for s in range(1, n_seg):
+            num_real += seg_phase[seg_slots[s], 0, b]
+            num_imag += seg_phase[seg_slots[s], 1, b]
+            den += seg_phase[seg_slots[s], 2, b]
+        for p in range(n_pairs):
+            num = math.hypot(num_real[p], num_imag[p]) if plv else abs(num_real[p])
+            out[1, b, p] = min(num / den[p], 1.0) if den[p] > 0 else 0.0
+
+
+@_jit
+def _network_summaries(
+    pair_values: np.ndarray,
+    first: np.ndarray,
+    second: np.ndarray,
+    good: np.ndarray,
+    summary_index: int,
+    matrices: np.ndarray,
+    means: np.ndarray,
+    strength: np.ndarray,
+) -> None:
+    """connectivity.pairs_to_matrix, mean_over_good_pairs and node_strength.
+
+    ``pair_values`` (2, bands, pairs) -> ``matrices`` (2, bands, ch, ch), ``means``
+    (2, bands) over good pairs, ``strength`` (bands, ch) of measure ``summary_index``.
+    """
+    n_measures, n_bands, n_pairs = pair_values.shape
+    n_channels = good.shape[0]
+    matrices[:] = 0.0
+    n_good_pairs = 0
+    for p in range(n_pairs):
+        if good[first[p]] and good[second[p]]:
+            n_good_pairs += 1
+    for m in range(n_measures):
+        for b in range(n_bands):
+            total = 0.0
+            for p in range(n_pairs):
+                value = pair_values[m, b, p]
+                matrices[m, b, first[p], second[p]] = value
+                matrices[m, b, second[p], first[p]] = value
+                if good[first[p]] and good[second[p]]:
+                    total += value
+            means[m, b] = total / n_good_pairs if n_good_pairs > 0 else 0.0
+    n_good = 0
+    for c in range(n_channels):
+        if good[c]:
+            n_good += 1
+    strength[:] = 0.0
+    if n_good < 2:
+        return
+    for b in range(n_bands):
+        for i in range(n_channels):
+            if not good[i]:
+                continue
+            acc = 0.0
+            for j in range(n_channels):
+                if good[j]:
+                    acc += matrices[summary_index, b, i, j]
+            strength[b, i] = acc / (n_good - 1)
+
+
+@_jit
+def window_features(
+    seg_psd: np.ndarray,
+    seg_auto: np.ndarray,
+    seg_cross: np.ndarray,
+    seg_phase: np.ndarray,
+    seg_slots: np.ndarray,
+    blocks: np.ndarray,
+    blk_slots: np.ndarray,
+    block_samples: int,
+    band_lo: np.ndarray,
+    band_hi: np.ndarray,
+    band_conn_lo: np.ndarray,
+    band_conn_hi: np.ndarray,
+    band_conn_mean_weights: np.ndarray,
+    alpha_bins: np.ndarray,
+    line_bins: np.ndarray,
+    total_bins: np.ndarray,
+    freqs_hz: np.ndarray,
+    df_hz: float,
+    theta_index: int,
+    alpha_index: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    plv: bool,
+    summary_index: int,
+    thresholds: np.ndarray,
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]:
+    """All of one window's features from the stored segment and block summaries.
+
+    Returns (psd, band (2, ch, bands): power and relative power, per-channel floats
+    (CH_FIELDS, ch), flags (FLAG_FIELDS, ch), coherence bins (conn bins, pairs), matrices
+    (2, bands, ch, ch): coherence and phase synchrony, good-pair means (2, bands), node
+    strength (bands, ch)).
+    """
+    n_channels = seg_psd.shape[1]
+    n_bands = band_lo.shape[0]
+    psd = _window_psd(seg_psd, seg_slots)
+    band = np.empty((2, n_channels, n_bands))
+    _band_powers(psd, band_lo, band_hi, df_hz, band)
+    per_channel = np.empty((CH_FIELDS, n_channels))
+    _channel_features(
+        psd,
+        band[0],
+        theta_index,
+        alpha_index,
+        alpha_bins,
+        line_bins,
+        total_bins,
+        freqs_hz,
+        df_hz,
+        per_channel,
+    )
+    flags = np.empty((FLAG_FIELDS, n_channels), dtype=np.bool_)
+    _time_stats_and_quality(blocks, blk_slots, block_samples, thresholds, per_channel, flags)
+    coherence_bins = _coherence_bins(seg_auto, seg_cross, seg_slots, first, second)
+    pair_values = np.empty((2, n_bands, first.shape[0]))
+    _band_connectivity(
+        coherence_bins,
+        band_conn_mean_weights,
+        band_conn_lo,
+        band_conn_hi,
+        seg_phase,
+        seg_slots,
+        plv,
+        pair_values,
+    )
+    matrices = np.empty((2, n_bands, n_channels, n_channels))
+    means = np.empty((2, n_bands))
+    strength = np.empty((n_bands, n_channels))
+    _network_summaries(
+        pair_values, first, second, flags[FLAG_GOOD], summary_index, matrices, means, strength
+    )
+    return psd, band, per_channel, flags, coherence_bins, matrices, means, strength

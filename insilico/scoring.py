@@ -128,9 +128,10 @@ def score_prediction(
     * An alarm is true if it counts for some attack; otherwise it is *pending* when its
       occurrence window reaches past the end of the run (a + M > duration_s: an attack may
       still come), else *false*. Pending alarms count in ``alarms``, not in ``false_alarms``.
-    * Interictal time: the run minus the union of [o - M, end] over all attacks in the run
-      (pre-attack window plus the attack), clipped to the run. ``false_alarms_per_day`` =
-      false alarms / interictal days (None when there is no interictal time).
+    * Interictal time: [0, duration_s - M] (where an alarm can be judged) minus the union
+      of [o - M, end] over all attacks in the run (pre-attack window plus the attack).
+      ``false_alarms_per_day`` = false alarms / interictal days (None when there is no
+      interictal time, e.g. in runs no longer than M).
     * ``median_lead_h``: median over predicted attacks of o - (earliest counting alarm).
     * ``time_in_warning``: fraction of the run covered by the union of the alarms'
       occurrence windows [a + L, a + M].
@@ -153,8 +154,9 @@ def score_prediction(
     pending = ~true_alarm & (alarms + max_lead_s > duration_s)
     n_false = int((~true_alarm & ~pending).sum())
 
-    not_interictal_s = _union_length_s(onsets - max_lead_s, ends, 0.0, duration_s)
-    interictal_days = max(duration_s - not_interictal_s, 0.0) / SECONDS_PER_DAY
+    judged_until_s = max(duration_s - max_lead_s, 0.0)  # later alarms may still come true
+    not_interictal_s = _union_length_s(onsets - max_lead_s, ends, 0.0, judged_until_s)
+    interictal_days = max(judged_until_s - not_interictal_s, 0.0) / SECONDS_PER_DAY
 
     # alarms are sorted, so argmax over a row is the earliest counting alarm
     earliest = counts[hit].argmax(axis=1) if n_predicted else np.zeros(0, dtype=int)

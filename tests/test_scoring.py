@@ -34,8 +34,8 @@ def test_perfect_predictor() -> None:
     assert (s.attacks, s.predicted, s.sensitivity) == (3, 3, 1.0)
     assert (s.alarms, s.false_alarms) == (3, 0)
     assert s.median_lead_h == pytest.approx(6.0)
-    # not interictal: [24, 78] + [96, 150] + [168, 222] h = 162 h of 240 h
-    assert s.interictal_days == pytest.approx(78 / 24)
+    # judged until 240 - 48 = 192 h; not interictal: [24, 78] + [96, 150] + [168, 192] h
+    assert s.interictal_days == pytest.approx((192 - 54 - 54 - 24) / 24)
     assert s.false_alarms_per_day == 0.0
     # warnings [66.5, 114] + [138.5, 186] + [210.5, 240 (end of run)] h
     assert s.time_in_warning == pytest.approx((47.5 + 47.5 + 29.5) / 240)
@@ -65,13 +65,14 @@ def test_alarm_too_late_or_too_early_predicts_nothing_and_is_false(lead_s: float
 
 
 def test_false_alarms_per_interictal_day() -> None:
-    # 10-day run, one attack at day 8 lasting 2 h: 50 h not interictal, 190 h interictal
+    # 10-day run, one attack at day 8 lasting 2 h: judged until 192 h, of which [144, 192] h
+    # is the pre-attack window: 144 h interictal
     attacks = [(192 * H, 194 * H)]
     alarms = [10 * H, 50 * H, 100 * H, 186 * H]  # the last predicts, three are false
     s = score_prediction(alarms, attacks, 240 * H)
     assert (s.predicted, s.alarms, s.false_alarms) == (1, 4, 3)
-    assert s.interictal_days == pytest.approx(190 / 24)
-    assert s.false_alarms_per_day == pytest.approx(3 / (190 / 24))
+    assert s.interictal_days == pytest.approx(144 / 24)
+    assert s.false_alarms_per_day == pytest.approx(3 / (144 / 24))
 
 
 def test_pending_alarms_at_the_end_are_not_false() -> None:
@@ -102,8 +103,8 @@ def test_attacks_before_the_horizon_are_not_scored() -> None:
     s = score_prediction([], [(10 * MIN, 2 * H)], 100 * H)
     assert (s.attacks, s.predicted, s.sensitivity, s.p_value) == (0, 0, None, None)
     assert s.beats_chance is False
-    # its time is still not interictal: [0, 2 h]
-    assert s.interictal_days == pytest.approx(98 / 24)
+    # its time is still not interictal: [0, 2 h] of the judged [0, 52 h]
+    assert s.interictal_days == pytest.approx(50 / 24)
     # an onset exactly at the horizon is scored, and an alarm at t = 0 predicts it
     s = score_prediction([0.0], [(30 * MIN, H)], 100 * H)
     assert (s.attacks, s.predicted) == (1, 1)
@@ -113,8 +114,8 @@ def test_no_attacks() -> None:
     s = score_prediction([10 * H, 20 * H], [], 100 * H)
     assert (s.attacks, s.predicted, s.sensitivity, s.p_value) == (0, 0, None, None)
     assert s.false_alarms == 2
-    assert s.interictal_days == pytest.approx(100 / 24)
-    assert s.false_alarms_per_day == pytest.approx(2 / (100 / 24))
+    assert s.interictal_days == pytest.approx(52 / 24)  # judged until 100 - 48 h
+    assert s.false_alarms_per_day == pytest.approx(2 / (52 / 24))
     assert s.median_lead_h is None
     assert s.beats_chance is False
 
@@ -131,8 +132,8 @@ def test_no_alarms() -> None:
 def test_interictal_time_with_overlaps_clipping_and_running_attack() -> None:
     attacks = [(10 * H, 20 * H), (50 * H, 60 * H), (230 * H, None)]
     s = score_prediction([], attacks, 240 * H)
-    # [-38, 20] -> [0, 20]; [2, 60] merges -> [0, 60]; [182, 240 (still running)]
-    assert s.interictal_days == pytest.approx((240 - 60 - 58) / 24)
+    # judged until 192 h; [-38, 20] -> [0, 20]; [2, 60] merges -> [0, 60]; [182, 192]
+    assert s.interictal_days == pytest.approx((192 - 60 - 10) / 24)
     assert s.attacks == 3
     # attacks covering the whole run leave no interictal time
     s = score_prediction([5 * H], [(1 * H, None)], 100 * H)
@@ -345,3 +346,13 @@ def test_scores_are_bounded(run, max_lead_h, min_lead_min) -> None:
     assert t.attacks == len(attacks)
     assert 0 <= t.attack_free_days <= math.floor(duration / DAY + 1e-9)  # see score_therapy
     assert t.attacks_per_30d >= 0.0
+
+
+def test_runs_no_longer_than_the_occurrence_period_have_no_false_alarm_rate() -> None:
+    s = score_prediction([1 * H, 5 * H], [], 24 * H)
+    assert (s.alarms, s.false_alarms) == (2, 0)  # both still pending at the end
+    assert s.interictal_days == 0.0 and s.false_alarms_per_day is None
+    # one day longer than M: the first day is judged
+    s = score_prediction([1 * H, 30 * H], [], 72 * H)
+    assert (s.false_alarms, s.interictal_days) == (1, 1.0)
+    assert s.false_alarms_per_day == 1.0

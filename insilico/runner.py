@@ -156,6 +156,11 @@ class _Observations:
         self.stim_pulse_width_us.append(float(state.pulse_width_us))
         self.stim_impedance_ohm.append(self.impedance_ohm)
 
+    def output_stopped(self) -> bool:
+        """The device reports its output off and at zero."""
+        state = self.last_state
+        return state is not None and not state.enabled and state.amplitude_ma == 0.0
+
     def on_core(self, kind: str, payload: object) -> None:
         if kind != "detector" or not isinstance(payload, DetectorOutput):
             return
@@ -223,15 +228,28 @@ def run_sim(
     to_device, to_controller = _wires(spec)
     pump = LockstepPump(peer, firmware, clock, a_to_b=to_device, b_to_a=to_controller)
     peer.start(clock.now())
-    try:
-        chunk_s = 0.05 if pacer is not None else progress_every_s
-        while clock.now() < spec.duration_s:
-            pump.run_until(min(clock.now() + chunk_s, spec.duration_s))
+    chunk_s = 0.05 if pacer is not None else progress_every_s
+
+    def advance(until_s: float, stop: Callable[[], bool] | None = None) -> None:
+        """Run in chunks (progress, pacing) to ``until_s`` or until ``stop()``."""
+        while clock.now() < until_s:
+            pump.run_until(min(clock.now() + chunk_s, until_s), stop=stop)
             if pacer is not None:
                 pacer.wait_until(clock.now())
             if progress is not None:
-                progress(clock.now(), spec.duration_s)
-        _ramp_down(peer, pump, clock, seen)
+                progress(min(clock.now(), spec.duration_s), spec.duration_s)
+            if stop is not None and stop():
+                return
+
+    try:
+        if pacer is not None:
+            pacer.wait_until(clock.now())  # the wall clock starts with virtual t = 0
+        advance(spec.duration_s)
+        if peer.session.state is SessionState.READY:
+            # Stop at the envelope's ramp-down rate, as `neurostim run` does, and run until
+            # the device reports zero output (or the timeout).
+            peer.shut_down(clock.now())
+            advance(clock.now() + RAMP_DOWN_TIMEOUT_S, stop=seen.output_stopped)
     finally:
         core.close(clock.now())
     wall_s = time.perf_counter() - wall_start
@@ -250,23 +268,6 @@ def _wires(spec: SimSpec) -> tuple[Wire | None, Wire | None]:
     to_device = LinkFaultInjector(seed=spec.run_seed + 1, schedule=schedule)
     to_controller = LinkFaultInjector(seed=spec.run_seed, schedule=schedule)
     return to_device.process, to_controller.process
-
-
-def _ramp_down(
-    peer: ControllerPeer, pump: LockstepPump, clock: VirtualClock, seen: _Observations
-) -> None:
-    """Stop stimulation at the envelope's ramp-down rate, as ``neurostim run`` does, and run
-    until the device reports zero output (or the timeout)."""
-    if peer.session.state is not SessionState.READY:
-        return
-    peer.shut_down(clock.now())
-    deadline = clock.now() + RAMP_DOWN_TIMEOUT_S
-
-    def stopped() -> bool:
-        state = seen.last_state
-        return state is not None and not state.enabled and state.amplitude_ma == 0.0
-
-    pump.run_until(deadline, stop=stopped)
 
 
 def _truth_annotations(source: PatientSimulation) -> Callable[[], list[tuple[float, str]]]:

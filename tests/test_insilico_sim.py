@@ -260,3 +260,19 @@ def test_bench_headless_prints_a_realtime_factor_per_model() -> None:
     rows = json.loads(done.stdout)
     assert [r["model"] for r in rows] == ["spectral", "jansen-rit"]
     assert all(r["realtime_factor"] > 0 and r["virtual_s"] == 30 for r in rows)
+
+
+def test_realtime_flag_paces_the_run_to_the_wall_clock(tmp_path: Path) -> None:
+    report_path = tmp_path / "rt.json"
+    done = subprocess.run(
+        [*NEUROSTIM, "sim", "--duration", "3", "--realtime", "--report", str(report_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    # 3 s of virtual time (plus a ramp-down that has nothing to ramp) take about 3 s of wall
+    # time: never less, since the pacer only ever holds the run back.
+    assert report["virtual_s"] >= 3.0
+    assert report["wall_s"] >= 3.0 and report["realtime_factor"] <= 1.0

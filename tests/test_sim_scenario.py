@@ -42,6 +42,8 @@ def read_all(sim: PatientSimulation, seconds: float, block: int = 2500) -> np.nd
         ("500ms", 0.5),
         ("1.5h", 5400.0),
         (42, 42.0),
+        ("42", 42.0),
+        (" 2.5 ", 2.5),
         (2.5, 2.5),
     ],
 )

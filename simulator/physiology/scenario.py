@@ -43,6 +43,7 @@ from simulator.physiology.sensor_faults import ActiveSensorFault, SensorFaultKin
 from simulator.signals import DEFAULT_SITES, Site
 
 _UNIT_S = {"ms": 1e-3, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+_PLAIN_SECONDS = re.compile(r"\d+(?:\.\d*)?|\.\d+")
 _DURATION_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|sec|min|s|m|h|d)\s*")
 
 
@@ -51,10 +52,13 @@ class ScenarioError(ValueError):
 
 
 def parse_duration_s(value: str | float | int) -> float:
-    """Seconds from a number (seconds) or a string like "36h", "30min", "1h30min", "2d"."""
+    """Seconds from a number or a plain number string (seconds), or a string like "36h",
+    "30min", "1h30min", "2d"."""
     if isinstance(value, bool):
         raise ValueError(f"expected seconds or a duration string, got {value!r}")
     if isinstance(value, int | float):
+        seconds = float(value)
+    elif _PLAIN_SECONDS.fullmatch(value.strip()):
         seconds = float(value)
     else:
         text = value.strip().lower()

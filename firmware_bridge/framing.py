@@ -82,13 +82,28 @@ def encode_frame(
     ts = timestamp_us % TIMESTAMP_MODULO
     if key is not None:
         flags |= FLAG_SIGNED
-    message = (
-        HEADER.pack(version, msg_type, flags, seq % SEQ_MODULO, ts & 0xFFFFFFFF, ts >> 32) + payload
-    )
+    message = _pack_header(version, msg_type, flags, seq % SEQ_MODULO, ts & 0xFFFFFFFF, ts >> 32)
+    message += payload
     if key is not None:
         message += sign(key, message)
-    message += zlib.crc32(message).to_bytes(4, "little")
-    return cobs.encode(message) + b"\x00"
+    return _cobs_encode(message + _pack_crc(_crc32(message))) + b"\x00"
+
+
+_pack_header = HEADER.pack
+_unpack_header = HEADER.unpack_from
+_pack_crc = struct.Struct("<I").pack
+_crc32 = zlib.crc32
+_cobs_encode = cobs.encode
+_cobs_decode = cobs.decode
+_CobsDecodeError = cobs.DecodeError
+#: zlib.crc32 of any message followed by its own CRC-32 (little-endian) is this constant, and
+#: for a given message no other 4-byte trailer gives it (CRC-32 over the last 4 bytes is a
+#: bijection): checking it accepts exactly the frames whose stored CRC matches, without
+#: slicing the message first.
+_CRC_RESIDUE = 0x2144DF1C
+_MIN_MESSAGE = HEADER_SIZE + CRC_SIZE
+_PAYLOAD_END = -CRC_SIZE
+_SIGNED_PAYLOAD_END = -(CRC_SIZE + TAG_SIZE)
 
 
 @dataclass
@@ -123,70 +138,95 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame]:
-        self.stats.bytes_in += len(data)
-        if not data:
+        stats = self.stats
+        n = len(data)
+        stats.bytes_in += n
+        if not n:
             return []
+        if type(data) is bytes and data[-1] == 0 and not self._buf and not self._discarding:
+            # The common case: whole frames, nothing held from before. Same outcome as the
+            # general path below, where nothing would be buffered or discarded.
+            if data.find(0) == n - 1:  # exactly one frame
+                if n == 1:
+                    stats.empty_frames += 1
+                    return []
+                frame = self._decode_one(data[:-1])
+                return [] if frame is None else [frame]
+            parts = data.split(b"\x00")
+            parts.pop()  # the empty tail after the last delimiter
+            whole: list[Frame] = []
+            decode_one = self._decode_one
+            for part in parts:
+                if part:
+                    frame = decode_one(part)
+                    if frame is not None:
+                        whole.append(frame)
+                else:
+                    stats.empty_frames += 1
+            return whole
         chunk = self._buf + bytes(data) if self._buf else bytes(data)
         parts = chunk.split(b"\x00")
         tail = parts.pop()
         frames: list[Frame] = []
+        decode_one = self._decode_one
         for part in parts:
             if self._discarding:
                 # The rest of an oversize frame: drop it, resume after this delimiter.
                 self._discarding = False
-                self.stats.bytes_discarded += len(part)
+                stats.bytes_discarded += len(part)
                 continue
             if not part:
-                self.stats.empty_frames += 1
+                stats.empty_frames += 1
                 continue
-            frame = self._decode_one(part)
+            frame = decode_one(part)
             if frame is not None:
                 frames.append(frame)
         if self._discarding:
-            self.stats.bytes_discarded += len(tail)
+            stats.bytes_discarded += len(tail)
             tail = b""
         elif len(tail) > MAX_ENCODED:
-            self.stats.oversize += 1
-            self.stats.bytes_discarded += len(tail)
+            stats.oversize += 1
+            stats.bytes_discarded += len(tail)
             self._discarding = True
             tail = b""
         self._buf = tail
         return frames
 
     def _decode_one(self, encoded: bytes) -> Frame | None:
-        stats = self.stats
         if len(encoded) > MAX_ENCODED:
+            stats = self.stats
             stats.oversize += 1
             stats.bytes_discarded += len(encoded)
             return None
         try:
-            message = cobs.decode(encoded)
-        except cobs.DecodeError:
-            stats.cobs_errors += 1
+            message = _cobs_decode(encoded)
+        except _CobsDecodeError:
+            self.stats.cobs_errors += 1
             return None
-        if len(message) < HEADER_SIZE + CRC_SIZE:
-            stats.too_short += 1
+        if len(message) < _MIN_MESSAGE:
+            self.stats.too_short += 1
             return None
-        body = message[:-CRC_SIZE]
-        if zlib.crc32(body) != int.from_bytes(message[-CRC_SIZE:], "little"):
-            stats.crc_errors += 1
+        if _crc32(message) != _CRC_RESIDUE:
+            self.stats.crc_errors += 1
             return None
-        version, msg_type, flags, seq, ts_lo, ts_hi = HEADER.unpack_from(body)
-        tag: bytes | None = None
+        version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
         if flags & FLAG_SIGNED:
-            if len(body) < HEADER_SIZE + TAG_SIZE:
-                stats.too_short += 1
+            if len(message) < _MIN_MESSAGE + TAG_SIZE:
+                self.stats.too_short += 1
                 return None
-            tag = body[-TAG_SIZE:]
-            body = body[:-TAG_SIZE]
-        stats.frames_ok += 1
+            body = message[:_PAYLOAD_END]
+            self.stats.frames_ok += 1
+            return Frame(
+                version,
+                msg_type,
+                flags,
+                seq,
+                ts_lo | (ts_hi << 32),
+                message[HEADER_SIZE:_SIGNED_PAYLOAD_END],
+                body[-TAG_SIZE:],
+                body[:-TAG_SIZE],
+            )
+        self.stats.frames_ok += 1
         return Frame(
-            version,
-            msg_type,
-            flags,
-            seq,
-            ts_lo | (ts_hi << 32),
-            body[HEADER_SIZE:],
-            tag,
-            body if tag is not None else b"",
+            version, msg_type, flags, seq, ts_lo | (ts_hi << 32), message[HEADER_SIZE:_PAYLOAD_END]
         )

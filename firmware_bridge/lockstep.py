@@ -9,6 +9,7 @@ event loop. Used by tests, the HIL rig's self-test and the headless simulator.
 from __future__ import annotations
 
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any, Protocol
 
 from firmware_bridge.clock import VirtualClock
@@ -41,7 +42,10 @@ class LockstepPump:
         b_to_a: Wire | None = None,
     ) -> None:
         self.a, self.b, self.clock = a, b, clock
+        self._id_a, self._id_b = id(a), id(b)
+        # Looked up at every round: tests swap wires between runs.
         self._wires = {id(a): a_to_b, id(b): b_to_a}
+        #: Chunks waiting for delivery, a heap ordered by (deliver_at, posting order).
         self._in_flight: list[tuple[float, int, LockstepPeer, bytes]] = []
         self._order = 0
         self.bytes_a_to_b = 0
@@ -55,29 +59,68 @@ class LockstepPump:
             self.bytes_a_to_b += len(data)
         else:
             self.bytes_b_to_a += len(data)
-        wire = self._wires[id(sender)]
-        chunks = [(now, data)] if wire is None else wire(data, now)
-        for at, chunk in chunks:
-            self._order += 1
-            self._in_flight.append((at, self._order, receiver, chunk))
+        self._queue(self._wires[id(sender)], receiver, data, now)
         return True
 
+    def _queue(self, wire: Wire | None, receiver: LockstepPeer, data: bytes, now: float) -> None:
+        in_flight = self._in_flight
+        if wire is None:
+            self._order += 1
+            heappush(in_flight, (now, self._order, receiver, data))
+            return
+        for at, chunk in wire(data, now):
+            self._order += 1
+            heappush(in_flight, (at, self._order, receiver, chunk))
+
     def _exchange(self, now: float) -> None:
-        """Deliver everything due at ``now`` until both peers are quiet."""
+        """Deliver everything due at ``now`` until both peers are quiet.
+
+        Each round takes what both peers have to send (``a`` first), then delivers every
+        chunk due by ``now`` in (deliver_at, posting order).
+        """
+        a, b = self.a, self.b
+        wires = self._wires
+        in_flight = self._in_flight
         for _ in range(1000):
-            moved = self._post(self.a, self.b, now) | self._post(self.b, self.a, now)
-            due = sorted(m for m in self._in_flight if m[0] <= now)
-            if not due and not moved:
-                return
-            self._in_flight = [m for m in self._in_flight if m[0] > now]
+            if wires[self._id_a] is None and wires[self._id_b] is None and not in_flight:
+                # A clean link: chunks arrive at once, in posting order; nothing queues.
+                a_data = a.data_to_send()
+                b_data = b.data_to_send()
+                if a_data:
+                    self.bytes_a_to_b += len(a_data)
+                    if b_data:
+                        self.bytes_b_to_a += len(b_data)
+                    b.receive_data(a_data, now)
+                    if b_data:
+                        a.receive_data(b_data, now)
+                elif b_data:
+                    self.bytes_b_to_a += len(b_data)
+                    a.receive_data(b_data, now)
+                else:
+                    return
+                continue
+            moved = self._post(a, b, now) | self._post(b, a, now)
+            if not in_flight or in_flight[0][0] > now:
+                if not moved:
+                    return
+                continue
+            due = []
+            while in_flight and in_flight[0][0] <= now:
+                due.append(heappop(in_flight))
             for _, _, receiver, chunk in due:
                 receiver.receive_data(chunk, now)
         raise RuntimeError("peers kept talking at one instant for 1000 rounds")
 
     def next_time(self) -> float | None:
-        times = [t for t in (self.a.next_deadline(), self.b.next_deadline()) if t is not None]
-        times.extend(m[0] for m in self._in_flight)
-        return min(times) if times else None
+        t = self.a.next_deadline()
+        tb = self.b.next_deadline()
+        if tb is not None and (t is None or tb < t):
+            t = tb
+        if self._in_flight:
+            tf = self._in_flight[0][0]
+            if t is None or tf < t:
+                t = tf
+        return t
 
     def step(self, limit_s: float) -> float:
         """Advance to the next event (not past ``limit_s``); returns the new time."""
@@ -92,18 +135,32 @@ class LockstepPump:
 
     def run_until(self, t_s: float, stop: Callable[[], bool] | None = None) -> None:
         """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step)."""
-        self._exchange(self.clock.now())
+        clock = self.clock
+        a, b = self.a, self.b
+        exchange, next_time = self._exchange, self.next_time
+        exchange(clock.now())
         stalled = 0
-        while self.clock.now() < t_s:
-            before = self.clock.now()
-            self.step(t_s)
+        while True:
+            before = clock.now()
+            if not before < t_s:
+                return
+            # self.step(t_s), inlined:
+            nxt = next_time()
+            target = t_s if nxt is None else min(max(nxt, before), t_s)
+            clock.advance_to(target)
+            a.on_time(target)
+            b.on_time(target)
+            exchange(target)
             if stop is not None and stop():
                 return
-            stalled = stalled + 1 if self.clock.now() == before else 0
-            if stalled > 10_000:
-                raise RuntimeError(
-                    f"virtual time stuck at {before} s: a peer's deadline does not move"
-                )
+            if clock.now() == before:
+                stalled += 1
+                if stalled > 10_000:
+                    raise RuntimeError(
+                        f"virtual time stuck at {before} s: a peer's deadline does not move"
+                    )
+            else:
+                stalled = 0
 
 
 class RecordingPeer:

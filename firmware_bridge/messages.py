@@ -287,6 +287,7 @@ class DeviceInfo:
 
 
 _SAMPLES_HEAD = struct.Struct("<I")
+_INT16_LE = np.dtype("<i2")
 
 
 @dataclass(frozen=True, eq=False)
@@ -317,8 +318,8 @@ class Samples:
                 f"of {n_channels} channels"
             )
         (first,) = _SAMPLES_HEAD.unpack_from(payload)
-        counts = np.frombuffer(payload, dtype="<i2", offset=4).reshape(-1, n_channels).T
-        return cls(int(first), counts)
+        counts = np.frombuffer(payload, dtype=_INT16_LE, offset=4).reshape(-1, n_channels).T
+        return cls(first, counts)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Samples):
@@ -331,6 +332,13 @@ def encode_samples_payload(first_index: int, counts: np.ndarray) -> bytes:
     return (
         _SAMPLES_HEAD.pack(first_index & 0xFFFFFFFF) + counts.astype("<i2", copy=False).T.tobytes()
     )
+
+
+def encode_samples_payload_interleaved(first_index: int, interleaved: bytes) -> bytes:
+    """Payload of SAMPLES from the sample bytes already in wire order (little-endian int16,
+    sample-major: all channels of sample 0, then of sample 1, ...), as
+    ``counts.astype("<i2").T.tobytes()`` gives them."""
+    return _SAMPLES_HEAD.pack(first_index & 0xFFFFFFFF) + interleaved
 
 
 @dataclass(frozen=True)
@@ -499,7 +507,25 @@ class Heartbeat:
         return cls(*_HEARTBEAT.unpack(payload))
 
 
+#: Payload size of HEARTBEAT: any payload of this size decodes (no field is range-checked).
+HEARTBEAT_PAYLOAD_SIZE = _HEARTBEAT.size
+_pack_heartbeat = _HEARTBEAT.pack
+
+
+def encode_heartbeat_payload(counter: int, state: int = 0) -> bytes:
+    """``Heartbeat(counter, state).encode()`` without building the message object."""
+    return _pack_heartbeat(counter & 0xFFFFFFFF, state)
+
+
 _STATUS_HEAD = struct.Struct("<BIB")
+_IMPEDANCE_STRUCTS: dict[int, struct.Struct] = {}
+
+
+def _impedance_struct(n: int) -> struct.Struct:
+    fmt = _IMPEDANCE_STRUCTS.get(n)
+    if fmt is None:
+        fmt = _IMPEDANCE_STRUCTS[n] = struct.Struct(f"<{n}I")
+    return fmt
 
 
 @dataclass(frozen=True)
@@ -513,18 +539,28 @@ class Status:
         return [code for code in FaultCode if self.fault_flags & (1 << code)]
 
     def encode(self) -> bytes:
-        head = _STATUS_HEAD.pack(self.battery_pct, self.fault_flags, len(self.impedance_ohm))
-        return head + struct.pack(f"<{len(self.impedance_ohm)}I", *self.impedance_ohm)
+        n = len(self.impedance_ohm)
+        head = _STATUS_HEAD.pack(self.battery_pct, self.fault_flags, n)
+        return head + _impedance_struct(n).pack(*self.impedance_ohm)
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
-        r = _Reader(payload)
-        battery, flags, n = r.take(_STATUS_HEAD)
-        imp = r.take(struct.Struct(f"<{n}I"))
-        r.done()
-        if not 0 <= int(battery) <= 100:  # type: ignore[call-overload]
+        # What _Reader.take/take/done would do (same errors), without the reader.
+        size = len(payload)
+        end = _STATUS_HEAD.size
+        if end > size:
+            raise MalformedPayload(f"payload too short: need {end} bytes, have {size}")
+        battery, flags, n = _STATUS_HEAD.unpack_from(payload)
+        imp_struct = _impedance_struct(n)
+        start, end = end, end + imp_struct.size
+        if end > size:
+            raise MalformedPayload(f"payload too short: need {end} bytes, have {size}")
+        imp = imp_struct.unpack_from(payload, start)
+        if end != size:
+            raise MalformedPayload(f"{size - end} unexpected trailing bytes")
+        if not 0 <= battery <= 100:
             raise MalformedPayload(f"battery_pct {battery} outside 0-100")
-        return cls(int(battery), int(flags), tuple(int(v) for v in imp))  # type: ignore[call-overload]
+        return cls(battery, flags, imp)  # struct gives ints, in a tuple
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ from firmware_bridge.framing import (
     encode_frame,
 )
 from firmware_bridge.messages import (
+    HEARTBEAT_PAYLOAD_SIZE,
     Ack,
     DeviceInfo,
     Estop,
@@ -67,12 +68,20 @@ from firmware_bridge.messages import (
     StimSetting,
     StimState,
     UnknownMessageType,
+    encode_heartbeat_payload,
     encode_samples_payload,
+    encode_samples_payload_interleaved,
     parse_payload,
 )
 
 _INDEX_MODULO = 1 << 32
 _HALF_INDEX = 1 << 31
+# Plain ints: comparing a frame's type byte with them skips the enum attribute lookups.
+_HELLO = int(MsgType.HELLO)
+_HELLO_REJECT = int(MsgType.HELLO_REJECT)
+_SAMPLES = int(MsgType.SAMPLES)
+_HEARTBEAT = int(MsgType.HEARTBEAT)
+_SEQ_HALF = SEQ_MODULO // 2
 
 
 @dataclass
@@ -133,29 +142,27 @@ class _Endpoint:
     def _emit(
         self, msg_type: int, payload: bytes, now: float, flags: int = 0, sign: bool = False
     ) -> None:
+        seq = self._seq
         wire = encode_frame(
-            msg_type,
-            payload,
-            self._seq,
-            int(now * 1e6),
-            flags,
-            self._key if sign else None,
+            msg_type, payload, seq, int(now * 1e6), flags, self._key if sign else None
         )
-        self._seq = (self._seq + 1) % SEQ_MODULO
+        self._seq = (seq + 1) % SEQ_MODULO
         self._out.append(wire)
-        self.stats.frames_tx += 1
-        self.stats.bytes_tx += len(wire)
+        stats = self.stats
+        stats.frames_tx += 1
+        stats.bytes_tx += len(wire)
 
     def _send(self, msg: Message, now: float, flags: int = 0, sign: bool = False) -> None:
         self._emit(msg.MSG_TYPE, msg.encode(), now, flags, sign)
 
     def _note_rx(self, frame: Frame, now: float) -> None:
         self._last_rx_s = now
+        seq = frame.seq
         if self._rx_seq is not None:
-            skipped = (frame.seq - self._rx_seq) % SEQ_MODULO
-            if skipped < SEQ_MODULO // 2:
+            skipped = (seq - self._rx_seq) % SEQ_MODULO
+            if skipped and skipped < _SEQ_HALF:
                 self.stats.frames_lost += skipped
-        self._rx_seq = (frame.seq + 1) % SEQ_MODULO
+        self._rx_seq = (seq + 1) % SEQ_MODULO
 
     def _parse(self, frame: Frame, n_channels: int | None = None) -> Message | None:
         try:
@@ -247,12 +254,21 @@ class ControllerSession(_Endpoint):
     # -- timers ------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        candidates = [self._hello_deadline, self._next_heartbeat]
+        # The first smallest of: hello, heartbeat, peer timeout, pending commands (as min()).
+        due = self._hello_deadline
+        c = self._next_heartbeat
+        if c is not None and (due is None or c < due):
+            due = c
         if self.state is SessionState.READY and self._last_rx_s is not None:
-            candidates.append(self._last_rx_s + self._peer_timeout_s)
-        candidates.extend(p.deadline_s for p in self._pending.values())
-        due = [c for c in candidates if c is not None]
-        return min(due) if due else None
+            c = self._last_rx_s + self._peer_timeout_s
+            if due is None or c < due:
+                due = c
+        if self._pending:
+            for p in self._pending.values():
+                c = p.deadline_s
+                if due is None or c < due:
+                    due = c
+        return due
 
     def handle_timeout(self, now: float) -> list[Event]:
         events: list[Event] = []
@@ -275,10 +291,12 @@ class ControllerSession(_Endpoint):
                 return events
             if self._next_heartbeat is not None and now >= self._next_heartbeat:
                 self._heartbeats_sent += 1
-                self._send(Heartbeat(self._heartbeats_sent, 0), now)
+                self._emit(_HEARTBEAT, encode_heartbeat_payload(self._heartbeats_sent, 0), now)
                 self._next_heartbeat += self._heartbeat_interval_s
                 if self._next_heartbeat <= now:  # fell behind: do not burst
                     self._next_heartbeat = now + self._heartbeat_interval_s
+        if not self._pending:
+            return events
         for pending in list(self._pending.values()):
             if now < pending.deadline_s:
                 continue
@@ -299,16 +317,20 @@ class ControllerSession(_Endpoint):
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         events: list[Event] = []
+        note_rx = self._note_rx
         for frame in self._decoder.feed(data):
-            self._note_rx(frame, now)
-            if frame.version != PROTOCOL_MAJOR and frame.msg_type != MsgType.HELLO_REJECT:
+            note_rx(frame, now)
+            msg_type = frame.msg_type
+            if frame.version != PROTOCOL_MAJOR and msg_type != _HELLO_REJECT:
                 self.stats.wrong_version += 1
                 continue
-            if frame.msg_type == MsgType.SAMPLES:
+            if msg_type == _SAMPLES:
                 event = self._on_samples(frame)
                 if event is not None:
                     events.append(event)
                 continue
+            if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
+                continue  # a well-formed HEARTBEAT: nothing to do beyond _note_rx
             msg = self._parse(frame)
             if msg is not None:
                 events.extend(self._on_message(msg, now))
@@ -349,10 +371,11 @@ class ControllerSession(_Endpoint):
         if self.state is not SessionState.READY or self.info is None:
             self.stats.unexpected += 1
             return None
-        msg = self._parse(frame, self.info.n_channels)
-        if msg is None:
+        try:
+            msg = Samples.decode_with(frame.payload, len(self.info.channels))
+        except MalformedPayload:
+            self.stats.malformed += 1
             return None
-        assert isinstance(msg, Samples)
         n = msg.n_samples
         missing = 0
         if self._expected_index is None:
@@ -370,12 +393,13 @@ class ControllerSession(_Endpoint):
                 index = self._expected_index + delta
                 missing = delta
         self._reanchor = False
+        stats = self.stats
         if missing:
-            self.stats.sample_gaps += 1
-            self.stats.samples_missing += missing
+            stats.sample_gaps += 1
+            stats.samples_missing += missing
         self._expected_index = index + n
-        self.stats.samples_rx += n
-        self.stats.sample_frames_rx += 1
+        stats.samples_rx += n
+        stats.sample_frames_rx += 1
         return SamplesReceived(index, msg.counts, frame.timestamp_us, missing)
 
     def _on_message(self, msg: Message, now: float) -> list[Event]:
@@ -460,7 +484,12 @@ class DeviceSession(_Endpoint):
 
     def send_samples(self, first_index: int, counts: np.ndarray, now: float) -> None:
         """Queue SAMPLES: ``counts`` int16 shaped (channels, samples)."""
-        self._emit(MsgType.SAMPLES, encode_samples_payload(first_index, counts), now)
+        self._emit(_SAMPLES, encode_samples_payload(first_index, counts), now)
+
+    def send_samples_interleaved(self, first_index: int, interleaved: bytes, now: float) -> None:
+        """Queue SAMPLES from sample bytes already in wire order (see
+        ``messages.encode_samples_payload_interleaved``); same frame as ``send_samples``."""
+        self._emit(_SAMPLES, encode_samples_payload_interleaved(first_index, interleaved), now)
 
     def send_stim_state(self, state: StimState, now: float) -> None:
         self._send(state, now)
@@ -485,11 +514,12 @@ class DeviceSession(_Endpoint):
     def next_deadline(self) -> float | None:
         if not self.handshaken:
             return None
-        deadlines = [self._next_heartbeat]
+        due = self._next_heartbeat
         if not self.watchdog_expired and self._last_rx_s is not None:
-            deadlines.append(self._last_rx_s + self._watchdog_s)
-        due = [d for d in deadlines if d is not None]
-        return min(due) if due else None
+            watchdog = self._last_rx_s + self._watchdog_s
+            if due is None or watchdog < due:
+                due = watchdog
+        return due
 
     def handle_timeout(self, now: float) -> list[Event]:
         events: list[Event] = []
@@ -504,7 +534,9 @@ class DeviceSession(_Endpoint):
             events.append(WatchdogExpired(now - self._last_rx_s))
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
             self._heartbeats_sent += 1
-            self._send(Heartbeat(self._heartbeats_sent, self.device_state), now)
+            self._emit(
+                _HEARTBEAT, encode_heartbeat_payload(self._heartbeats_sent, self.device_state), now
+            )
             self._next_heartbeat += self._heartbeat_s
             if self._next_heartbeat <= now:
                 self._next_heartbeat = now + self._heartbeat_s
@@ -515,13 +547,19 @@ class DeviceSession(_Endpoint):
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         events: list[Event] = []
         for frame in self._decoder.feed(data):
-            if frame.msg_type == MsgType.HELLO:
+            msg_type = frame.msg_type
+            if msg_type == _HELLO:
                 events.extend(self._on_hello(frame, now))
                 continue
             if frame.version != PROTOCOL_MAJOR:
                 self.stats.wrong_version += 1
                 continue
-            self._heard(frame, now, events)
+            self._note_rx(frame, now)
+            if self.watchdog_expired:
+                self.watchdog_expired = False
+                events.append(ControllerReturned())
+            if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
+                continue  # a well-formed HEARTBEAT only feeds the watchdog
             msg = self._parse(frame)
             if msg is None:
                 continue

@@ -63,6 +63,18 @@ def default_limits() -> DeviceLimits:
     )
 
 
+_FORBIDDING_FAULTS = frozenset({FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY})
+_STATE_FAULTS = frozenset({FaultCode.WATCHDOG, FaultCode.ESTOP, FaultCode.BATTERY_EMPTY})
+
+
+_NOTHING = object()  # cache key of an empty cache
+
+
+def _status_impedances(impedances: np.ndarray) -> tuple[int, ...]:
+    """Impedances as STATUS carries them: whole ohms, clamped to the u32 field."""
+    return tuple(int(min(max(v, 0.0), 0xFFFFFFFF)) for v in impedances.tolist())
+
+
 @dataclass(frozen=True)
 class FirmwareConfig:
     device_id: str = "SIM-0001"
@@ -126,12 +138,23 @@ class VirtualFirmware:
         rng = np.random.default_rng(config.seed)
         # Lead impedance 500-1500 Ω (REFERENCES.md section 7).
         self._nominal_impedance_ohm = rng.uniform(500.0, 1500.0, len(source.sites))
+        self._stim_index = list(config.stim_channels)
+        # What is derived from the impedances (stim electrodes' mean, a stim electrode outside
+        # the window, STATUS values), each cached with the reading it came from: impedances
+        # only change when the source's sensor faults do.
+        self._mean_cache: tuple[object, float] = (_NOTHING, 0.0)
+        self._bad_cache: tuple[object, bool] = (_NOTHING, False)
+        self._status_cache: tuple[object, tuple[int, ...]] = (_NOTHING, ())
+        lo, hi = config.impedance_window_ohm
+        self._impedance_fault_text = f"stim electrode impedance outside {lo:.0f}-{hi:.0f} Ω"
+        self._sample_bytes = 2 * len(source.sites)  # one sample of every channel, int16
         self.battery_pct = config.battery_start_pct
         self._battery_t = start_s
         self._battery_j = config.battery_capacity_j * config.battery_start_pct / 100.0
         self.now_s = start_s
         self.samples_acquired = 0  # sample index of the next sample (counts from power-up)
         self._block = np.zeros((len(source.sites), 0), dtype=np.int16)
+        self._block_wire = b""  # _block in SAMPLES wire order (little-endian, sample-major)
         self._block_first = 0
         self._next_status_s: float | None = None
         self._next_state_report_s: float | None = None
@@ -154,30 +177,48 @@ class VirtualFirmware:
         """The next instant the firmware has something to do (a frame is always due)."""
         spf = self.config.samples_per_frame
         frame_end_index = (self.samples_acquired // spf + 1) * spf
-        deadlines = [self._index_time(frame_end_index)]
-        for d in (self.session.next_deadline(), self._next_status_s, self._next_state_report_s):
-            if d is not None:
-                deadlines.append(d)
-        ramp_end = self.output.ramp_end_s()
-        if ramp_end is not None:
-            deadlines.append(ramp_end)
-        return min(deadlines)
+        # The first smallest of: frame end, session, status, state report, ramp end.
+        due = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
+        d = self.session.next_deadline()
+        if d is not None and d < due:
+            due = d
+        d = self._next_status_s
+        if d is not None and d < due:
+            due = d
+        d = self._next_state_report_s
+        if d is not None and d < due:
+            due = d
+        d = self.output.ramp_end_s()
+        if d is not None and d < due:
+            due = d
+        return due
 
     def advance_to(self, now: float) -> None:
         """Run the device up to ``now``: acquire and send samples, ramps, timers."""
         if now < self.now_s:
             return
-        spf = self.config.samples_per_frame
-        while True:
-            frame_end_index = (self.samples_acquired // spf + 1) * spf
-            t_frame = self._index_time(frame_end_index)
-            if t_frame > now:
-                break
-            self._step_output(t_frame)
-            self._acquire_frame(t_frame)
-        self._step_output(now)
-        for event in self.session.handle_timeout(now):
-            self._on_event(event, now)
+        out = self.output
+        if (
+            now != self.now_s
+            or out.t_s != now
+            or self._battery_t != now
+            or out.amplitude_ma != out.target_ma
+        ):
+            # Otherwise (called again at the same instant, output not ramping) no frame can be
+            # due and _step_output(now) would change nothing: skip both.
+            spf = self.config.samples_per_frame
+            while True:
+                frame_end_index = (self.samples_acquired // spf + 1) * spf
+                t_frame = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
+                if t_frame > now:
+                    break
+                self._step_output(t_frame)
+                self._acquire_frame(t_frame)
+            self._step_output(now)
+        events = self.session.handle_timeout(now)
+        if events:
+            for event in events:
+                self._on_event(event, now)
         if self._next_status_s is not None and now >= self._next_status_s:
             self._send_status(now)
         if self._next_state_report_s is not None and now >= self._next_state_report_s:
@@ -190,9 +231,13 @@ class VirtualFirmware:
         return self.start_s + index / self.sampling_rate_hz
 
     def _step_output(self, t: float) -> None:
-        before = self.output.amplitude_ma
-        finished = self.output.advance_to(t)
-        self._drain_battery(t, before)
+        out = self.output
+        before = out.amplitude_ma
+        finished = out.advance_to(t)
+        if t - self._battery_t <= 0:
+            self._battery_t = t  # what _drain_battery does when no time passed
+        else:
+            self._drain_battery(t, before)
         if finished:
             self._report_state(t)
 
@@ -205,24 +250,56 @@ class VirtualFirmware:
         amp = 0.5 * (amplitude_before_ma + out.amplitude_ma)
         teed_w = 0.0
         if amp > 0.0:
-            imp = float(np.mean(self._impedances()[list(self.config.stim_channels)]))
+            override = self.source.impedance_ohm()
+            cached_key, imp = self._mean_cache
+            if override is not None or cached_key is not None:  # else: the nominal mean
+                key, impedances = self._impedance_reading(override)
+                if cached_key != key:
+                    imp = self._stim_mean_ohm(impedances)
+                    self._mean_cache = (key, imp)
             # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
             teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
-        self._battery_j = max(0.0, self._battery_j - (self.config.idle_power_w + teed_w) * dt)
-        self.battery_pct = 100.0 * self._battery_j / self.config.battery_capacity_j
+        config = self.config
+        self._battery_j = max(0.0, self._battery_j - (config.idle_power_w + teed_w) * dt)
+        self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
+
+    def _impedance_reading(self, override: np.ndarray | None) -> tuple[bytes | None, np.ndarray]:
+        """What ``_impedances()`` gives for this ``source.impedance_ohm()`` value, and a key
+        that is equal for equal readings (None: the nominal impedances)."""
+        if override is None:
+            return None, self._nominal_impedance_ohm
+        impedances = np.asarray(override, float)
+        return impedances.tobytes(), impedances
+
+    def _stim_mean_ohm(self, impedances: np.ndarray) -> float:
+        """Mean impedance of the stimulation electrodes."""
+        if len(self._stim_index) == 1:
+            return float(impedances[self._stim_index[0]])  # what np.mean of one value gives
+        return float(np.mean(impedances[self._stim_index]))
+
+    def _stim_impedance_bad(self, impedances: np.ndarray) -> bool:
+        """True when a stimulation electrode's impedance is outside the window."""
+        lo, hi = self.config.impedance_window_ohm
+        stim_imp = impedances[self._stim_index]
+        return bool(np.any((stim_imp < lo) | (stim_imp > hi)))
 
     def _acquire_frame(self, t_frame: float) -> None:
         spf = self.config.samples_per_frame
-        offset = self.samples_acquired - self._block_first
+        first = self.samples_acquired
+        offset = first - self._block_first
         if offset >= self._block.shape[1]:
             self._block = self._read_block()
-            self._block_first = self.samples_acquired
+            # Wire order once per block: each frame is then a slice of it, byte for byte what
+            # session.send_samples(first, self._block[:, offset : offset + spf]) would send.
+            self._block_wire = self._block.astype("<i2", copy=False).T.tobytes()
+            self._block_first = first
             offset = 0
-        counts = self._block[:, offset : offset + spf]
-        first = self.samples_acquired
-        self.samples_acquired += spf
+        self.samples_acquired = first + spf
         if self.session.handshaken:
-            self.session.send_samples(first, counts, t_frame)
+            step = self._sample_bytes
+            self.session.send_samples_interleaved(
+                first, self._block_wire[offset * step : (offset + spf) * step], t_frame
+            )
 
     def _read_block(self) -> np.ndarray:
         out = self.output
@@ -256,12 +333,16 @@ class VirtualFirmware:
         self.session.send_fault(Fault(int(code), active, text), now)
 
     def _update_condition_faults(self, now: float) -> None:
-        lo, hi = self.config.impedance_window_ohm
-        stim_imp = self._impedances()[list(self.config.stim_channels)]
-        bad = bool(np.any((stim_imp < lo) | (stim_imp > hi)))
-        self._set_fault(
-            FaultCode.IMPEDANCE, bad, f"stim electrode impedance outside {lo:.0f}-{hi:.0f} Ω", now
-        )
+        self._condition_faults(now, self.source.impedance_ohm())
+
+    def _condition_faults(self, now: float, override: np.ndarray | None) -> None:
+        """``override``: what ``source.impedance_ohm()`` returned."""
+        key, impedances = self._impedance_reading(override)
+        cached_key, bad = self._bad_cache
+        if cached_key != key:
+            bad = self._stim_impedance_bad(impedances)
+            self._bad_cache = (key, bad)
+        self._set_fault(FaultCode.IMPEDANCE, bad, self._impedance_fault_text, now)
         self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
         self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
         if self._forbids_stimulation() and (self.output.enabled or self.output.amplitude_ma > 0):
@@ -270,11 +351,16 @@ class VirtualFirmware:
             self._report_state(now)
 
     def _forbids_stimulation(self) -> bool:
-        return bool(self._faults_active & {FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY})
+        return not self._faults_active.isdisjoint(_FORBIDDING_FAULTS)
 
     def _send_status(self, now: float) -> None:
-        self._update_condition_faults(now)
-        imp = tuple(int(min(max(v, 0.0), 0xFFFFFFFF)) for v in self._impedances())
+        override = self.source.impedance_ohm()
+        self._condition_faults(now, override)
+        key, impedances = self._impedance_reading(override)
+        cached_key, imp = self._status_cache
+        if cached_key != key:
+            imp = _status_impedances(impedances)
+            self._status_cache = (key, imp)
         self.session.send_status(
             Status(math.floor(self.battery_pct), self._fault_flags(), imp), now
         )
@@ -288,7 +374,7 @@ class VirtualFirmware:
         self._next_state_report_s = now + self.config.stim_state_interval_s if periodic else None
 
     def _device_state(self) -> int:
-        if self._faults_active & {FaultCode.WATCHDOG, FaultCode.ESTOP, FaultCode.BATTERY_EMPTY}:
+        if not self._faults_active.isdisjoint(_STATE_FAULTS):
             return int(DeviceState.FAULT)
         if self.output.delivering:
             return int(DeviceState.STIMULATING)

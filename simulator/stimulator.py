@@ -64,13 +64,23 @@ class OutputStage:
 
     def ramp_end_s(self) -> float | None:
         """When the current ramp reaches its target (None if not ramping)."""
-        if not self.ramping or self.ramp_rate_ma_per_s <= 0:
+        if self.amplitude_ma == self.target_ma or self.ramp_rate_ma_per_s <= 0:  # not ramping
             return None
         return self.t_s + abs(self.target_ma - self.amplitude_ma) / self.ramp_rate_ma_per_s
 
     def advance_to(self, t_s: float) -> bool:
         """Move time forward; returns True when a ramp finished in this step."""
         dt = t_s - self.t_s
+        if self.amplitude_ma == self.target_ma:
+            # Not ramping (the common case): nothing to snap or slew, only charge to count.
+            if dt <= 0:
+                return False
+            if self.frequency_hz > 0 and self.pulse_width_us > 0:
+                self.delivered_charge_uc += (
+                    self.amplitude_ma * self.pulse_width_us * 1e-3 * self.frequency_hz * dt
+                )
+            self.t_s = t_s
+            return False
         snapped = False
         if self.ramping and abs(self.target_ma - self.amplitude_ma) <= 1e-9:
             # A remaining step below a nanoamp would give a ramp end equal to now in float.

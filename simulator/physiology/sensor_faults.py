@@ -116,6 +116,8 @@ class SensorFaultInjector:
         )
         self._active: dict[int, _Activation] = {}
         self._noise_rms_cache: np.ndarray | None = None  # depends only on the active faults
+        self._impedance_cache: np.ndarray | None = None  # likewise
+        self._ordered: list[_Activation] | None = None  # active faults in application order
         self._handles = itertools.count(1)
         self._sample = 0
         self._last_uv = np.zeros(n_channels)
@@ -142,27 +144,36 @@ class SensorFaultInjector:
                 else np.full(len(idx), float(fault.flat_value_uv))
             )
         self._active[handle] = _Activation(fault, self._sample, held)
-        self._noise_rms_cache = None
+        self._changed()
         return handle
 
     def deactivate(self, handle: int) -> None:
         if handle not in self._active:
             raise KeyError(f"no active sensor fault with handle {handle}")
         del self._active[handle]
-        self._noise_rms_cache = None
+        self._changed()
 
     def clear(self) -> None:
         self._active.clear()
+        self._changed()
+
+    def _changed(self) -> None:
+        """The active faults changed: drop everything derived from them."""
         self._noise_rms_cache = None
+        self._impedance_cache = None
+        self._ordered = None
 
     def impedance_ohm(self) -> np.ndarray:
         """Per-electrode impedance now (Ω): nominal, raised where an impedance fault is active."""
-        z = self._nominal_ohm.copy()
-        for act in self._active.values():
-            if act.fault.kind is SensorFaultKind.IMPEDANCE_RISE:
-                idx = list(act.fault.channels)
-                z[idx] = np.maximum(z[idx], act.fault.impedance_ohm)
-        return z
+        z = self._impedance_cache
+        if z is None:
+            z = self._nominal_ohm.copy()
+            for act in self._active.values():
+                if act.fault.kind is SensorFaultKind.IMPEDANCE_RISE:
+                    idx = list(act.fault.channels)
+                    z[idx] = np.maximum(z[idx], act.fault.impedance_ohm)
+            self._impedance_cache = z
+        return z.copy()  # the caller's own array, as before the cache
 
     def apply(self, block_uv: np.ndarray) -> np.ndarray:
         """Return the block as recorded (new array, µV) and advance the sample clock."""
@@ -174,11 +185,18 @@ class SensorFaultInjector:
             return x
         noise_rms = self._noise_rms()
         if self._any_noise:
-            x += noise_rms[:, None] * self._rng.standard_normal((self._n, n))
-        t_index = self._sample + np.arange(n)
-        ordered = sorted(self._active.values(), key=lambda a: _ORDER[a.fault.kind])
-        for act in ordered:
-            self._apply_one(x, act, t_index)
+            noise = self._rng.standard_normal((self._n, n))
+            noise *= noise_rms[:, None]  # the same products as noise_rms[:, None] * noise
+            x += noise
+        ordered = self._ordered
+        if ordered is None:
+            ordered = self._ordered = sorted(
+                self._active.values(), key=lambda a: _ORDER[a.fault.kind]
+            )
+        if ordered:
+            t_index = self._sample + np.arange(n)
+            for act in ordered:
+                self._apply_one(x, act, t_index)
         self._sample += n
         self._last_uv = x[:, -1].copy()
         return x

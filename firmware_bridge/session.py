@@ -234,6 +234,7 @@ class ControllerSession(_Endpoint):
         """Start (or restart after a loss) the handshake."""
         self.state = SessionState.HANDSHAKING
         self._hello_attempts = 0
+        self._next_heartbeat = None  # heartbeats resume when the handshake completes
         self._reanchor = self._expected_index is not None
         self._send_hello(now)
 

@@ -245,3 +245,23 @@ def test_stim_state_reports_what_the_device_delivers() -> None:
     pump.run_until(4.0)
     final = ctl.of_type(StimStateReceived)[-1].state  # type: ignore[attr-defined]
     assert not final.ramping and final.amplitude_ma == 2.0 and final.enabled
+
+
+def test_handshake_restarted_while_ready_over_a_slow_link_does_not_stall_time() -> None:
+    """A heartbeat deadline left over from READY must not stay due through the handshake
+    (virtual time would stop at it)."""
+    clock = VirtualClock()
+    fw = VirtualFirmware(NoiseSource(seed=3), FirmwareConfig(seed=3))
+    ctl = RecordingPeer(ControllerSession())
+
+    def slow(data: bytes, now: float) -> list[tuple[float, bytes]]:
+        return [(now + 0.3, data)]
+
+    pump = LockstepPump(ctl, fw, clock, a_to_b=slow, b_to_a=slow)
+    ctl.session.connect(0.0)
+    pump.run_until(5.0)
+    assert ctl.session.state is SessionState.READY
+    ctl.session.connect(clock.now())
+    pump.run_until(10.0)
+    assert ctl.session.state is SessionState.READY
+    assert len(ctl.of_type(Connected)) == 2

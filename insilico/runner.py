@@ -64,10 +64,11 @@ class SimSpec:
     config: ControllerConfig
     seed: int | None = None  # run seed; None: the scenario's
     model: str | None = None  # None: the scenario's
-    #: SAMPLES frame size of the simulated device: 50 samples = 200 ms at 250 Hz
-    #: (docs/insilico.md explains the choice; every sample still crosses the codec).
-    samples_per_frame: int = 50
-    source_block_samples: int = 250
+    #: SAMPLES frame size of the simulated device: 125 samples = 500 ms at 250 Hz, the
+    #: controller's feature hop (docs/insilico.md; every sample still crosses the codec).
+    samples_per_frame: int = 125
+    #: Samples per signal-model read: 2 s (stimulation changes reach the signal within 2 s).
+    source_block_samples: int = 500
     record_path: Path | None = None
     audit_path: Path | None = None
     max_lead_h: float = 48.0

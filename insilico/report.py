@@ -45,7 +45,8 @@ class PhaseSpan(_Model):
 
 
 class Timeline(_Model):
-    """Decimated traces for plots: one point per ``step_s`` (the last value in the step)."""
+    """Decimated traces for plots: one point per ``step_s`` of virtual time, the detector's
+    last output in that step (``t_s`` is that output's time)."""
 
     step_s: float
     t_s: list[float] = Field(default_factory=list)

@@ -41,7 +41,7 @@ from insilico.report import (
     StimulationReport,
     Timeline,
 )
-from insilico.stimulation import stimulation_time_and_teed
+from insilico.stimulation import StimulationMeter
 from simulator.firmware import FirmwareConfig, VirtualFirmware
 from simulator.link_faults import LinkFaultInjector, LinkFaultSettings
 from simulator.physiology.patient import PatientSimulation
@@ -122,12 +122,7 @@ class _Observations:
     """What the controller side saw, kept for the report (device-reported, never assumed)."""
 
     stim_channels: tuple[int, ...]
-    impedance_ohm: float = math.nan
-    stim_t_s: list[float] = field(default_factory=list)
-    stim_amplitude_ma: list[float] = field(default_factory=list)
-    stim_frequency_hz: list[float] = field(default_factory=list)
-    stim_pulse_width_us: list[float] = field(default_factory=list)
-    stim_impedance_ohm: list[float] = field(default_factory=list)
+    meter: StimulationMeter = field(default_factory=StimulationMeter)
     delivered_charge_uc: float = 0.0
     sessions: int = 0
     last_state: StimState | None = None
@@ -140,7 +135,7 @@ class _Observations:
             impedances = event.status.impedance_ohm
             values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
             if values:
-                self.impedance_ohm = sum(values) / len(values)
+                self.meter.impedance(sum(values) / len(values))
         elif isinstance(event, StimStateReceived):
             self._on_stim_state(event.state, now)
 
@@ -151,11 +146,7 @@ class _Observations:
             self.sessions += 1
         self.last_state = state
         self.delivered_charge_uc = state.delivered_charge_uc
-        self.stim_t_s.append(now)
-        self.stim_amplitude_ma.append(state.amplitude_ma)
-        self.stim_frequency_hz.append(state.frequency_hz)
-        self.stim_pulse_width_us.append(float(state.pulse_width_us))
-        self.stim_impedance_ohm.append(self.impedance_ohm)
+        self.meter.report(now, state.amplitude_ma, state.frequency_hz, state.pulse_width_us)
 
     def output_stopped(self) -> bool:
         """The device reports its output off and at zero."""
@@ -170,12 +161,17 @@ class _Observations:
         if output.changed and output.state is DetectorState.PRODROME:
             self.detections.append(output.t_s)
         line = self.timeline
-        if line.t_s and output.t_s < line.t_s[-1] + line.step_s:
+        amplitude = self.last_state.amplitude_ma if self.last_state is not None else 0.0
+        same_step = bool(line.t_s) and (
+            math.floor(output.t_s / line.step_s) == math.floor(line.t_s[-1] / line.step_s)
+        )
+        if same_step:  # keep the last value of each step
+            line.t_s[-1], line.score[-1] = output.t_s, output.score
+            line.state[-1], line.amplitude_ma[-1] = output.state.value, amplitude
             return
         line.t_s.append(output.t_s)
         line.score.append(output.score)
         line.state.append(output.state.value)
-        amplitude = self.last_state.amplitude_ma if self.last_state is not None else 0.0
         line.amplitude_ma.append(amplitude)
 
 
@@ -316,14 +312,8 @@ def _report(
     spans = phase_spans(truth, duration_s)
     attacks = attacks_from(truth, spans)
     attack_periods = [(a.t_s, a.end_s) for a in attacks if a.t_s < duration_s]
-    stim_time_s, teed_j = stimulation_time_and_teed(
-        seen.stim_t_s,
-        seen.stim_amplitude_ma,
-        seen.stim_frequency_hz,
-        seen.stim_pulse_width_us,
-        seen.stim_impedance_ohm,
-        end_s,
-    )
+    seen.meter.finish(end_s)
+    stim_time_s, teed_j = seen.meter.on_s, seen.meter.teed_j
     stats = peer.core.stats
     session, device = peer.session.stats, firmware.session.stats
     prediction = scoring.score_prediction(

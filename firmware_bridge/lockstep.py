@@ -136,31 +136,18 @@ class LockstepPump:
     def run_until(self, t_s: float, stop: Callable[[], bool] | None = None) -> None:
         """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step)."""
         clock = self.clock
-        a, b = self.a, self.b
-        exchange, next_time = self._exchange, self.next_time
-        exchange(clock.now())
+        self._exchange(clock.now())
         stalled = 0
-        while True:
+        while clock.now() < t_s:
             before = clock.now()
-            if not before < t_s:
-                return
-            # self.step(t_s), inlined:
-            nxt = next_time()
-            target = t_s if nxt is None else min(max(nxt, before), t_s)
-            clock.advance_to(target)
-            a.on_time(target)
-            b.on_time(target)
-            exchange(target)
+            self.step(t_s)
             if stop is not None and stop():
                 return
-            if clock.now() == before:
-                stalled += 1
-                if stalled > 10_000:
-                    raise RuntimeError(
-                        f"virtual time stuck at {before} s: a peer's deadline does not move"
-                    )
-            else:
-                stalled = 0
+            stalled = stalled + 1 if clock.now() == before else 0
+            if stalled > 10_000:
+                raise RuntimeError(
+                    f"virtual time stuck at {before} s: a peer's deadline does not move"
+                )
 
 
 class RecordingPeer:

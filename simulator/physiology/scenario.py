@@ -56,9 +56,7 @@ def parse_duration_s(value: str | float | int) -> float:
     "30min", "1h30min", "2d"."""
     if isinstance(value, bool):
         raise ValueError(f"expected seconds or a duration string, got {value!r}")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif _PLAIN_SECONDS.fullmatch(value.strip()):
+    if isinstance(value, int | float) or _PLAIN_SECONDS.fullmatch(value.strip()):
         seconds = float(value)
     else:
         text = value.strip().lower()

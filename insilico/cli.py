@@ -138,16 +138,14 @@ def _sim_command(args: argparse.Namespace) -> int:
         record_path=args.record,
         audit_path=args.audit,
     )
-    console = Console(stderr=True)
     try:
-        with _progress(console) as bar:
-            task = bar.add_task("sim", total=duration_s, rate="")
+        with _ProgressDisplay("sim", duration_s) as display:
             wall_start = time.perf_counter()
 
             def progress(done_s: float, total_s: float) -> None:
                 factor = done_s / max(time.perf_counter() - wall_start, 1e-9)
                 info = f"{_hours(done_s)} / {_hours(total_s)}  {factor:,.0f}x real time"
-                bar.update(task, completed=done_s, rate=info)
+                display.update(done_s, info)
 
             report = run_sim(spec, progress, WallPacer() if args.realtime else None)
     except EnvelopeConflict as exc:
@@ -268,22 +266,16 @@ def _trial_command(args: argparse.Namespace) -> int:
     jobs = cohort_jobs(
         args.patients, args.days, policies, phenotypes, args.seed, args.model, config
     )
-    console = Console(stderr=True)
     wall_start = time.perf_counter()
     try:
-        with _progress(console) as bar:
-            task = bar.add_task("trial", total=len(jobs), rate="")
+        with _ProgressDisplay("trial", len(jobs)) as display:
             done: list[int] = []
 
             def on_done(_: object) -> None:
                 done.append(1)
-                elapsed = time.perf_counter() - wall_start
                 virtual = len(done) * args.days * 86400.0
-                bar.update(
-                    task,
-                    completed=len(done),
-                    rate=f"{len(done)}/{len(jobs)} runs, {virtual / elapsed:,.0f}x real time",
-                )
+                factor = virtual / (time.perf_counter() - wall_start)
+                display.update(len(done), f"{len(done)}/{len(jobs)} runs, {factor:,.0f}x real time")
 
             entries = run_trial(jobs, min(args.workers, len(jobs)), on_done)
     except EnvelopeConflict as exc:
@@ -347,14 +339,39 @@ def _stdout_console() -> Console:
     return console if console.is_terminal else Console(width=140)
 
 
-def _progress(console: Console) -> Progress:
-    """A progress bar on stderr; quiet when stderr is not a terminal (CI logs)."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.percentage:>5.1f} %"),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=not console.is_terminal,
-    )
+class _ProgressDisplay:
+    """Progress on stderr: a live bar on a terminal; otherwise (CI logs, files) one plain
+    line each time another tenth is done."""
+
+    def __init__(self, name: str, total: float) -> None:
+        self._name, self._total = name, total
+        self._console = Console(stderr=True)
+        self._bar: Progress | None = None
+        self._tenths_shown = 0
+
+    def __enter__(self) -> _ProgressDisplay:
+        if self._console.is_terminal:
+            self._bar = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                TextColumn("{task.percentage:>5.1f} %"),
+                TextColumn("{task.fields[info]}"),
+                TimeElapsedColumn(),
+                console=self._console,
+            )
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self._name, total=self._total, info="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+
+    def update(self, done: float, info: str) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=done, info=info)
+            return
+        tenths = int(10 * done / self._total) if self._total > 0 else 10
+        if tenths > self._tenths_shown:
+            self._tenths_shown = tenths
+            print(f"{self._name}: {100 * done / self._total:3.0f} %  {info}", file=sys.stderr)

@@ -203,6 +203,7 @@ def test_sim_command_writes_report_and_plot(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "neurostim sim" in done.stdout and "real time" in done.stdout
+    assert "sim: 100 %" in done.stderr  # plain progress lines when stderr is not a terminal
     report = json.loads(report_path.read_text())
     for key in (
         "scenario",

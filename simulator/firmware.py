@@ -67,12 +67,15 @@ _FORBIDDING_FAULTS = frozenset({FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY})
 _STATE_FAULTS = frozenset({FaultCode.WATCHDOG, FaultCode.ESTOP, FaultCode.BATTERY_EMPTY})
 
 
-_NOTHING = object()  # cache key of an empty cache
+@dataclass(frozen=True)
+class _ImpedanceView:
+    """What the firmware derives from one impedance reading (recomputed only when the
+    reading changes: impedances move only when the source's sensor faults do)."""
 
-
-def _status_impedances(impedances: np.ndarray) -> tuple[int, ...]:
-    """Impedances as STATUS carries them: whole ohms, clamped to the u32 field."""
-    return tuple(int(min(max(v, 0.0), 0xFFFFFFFF)) for v in impedances.tolist())
+    reading: bytes | None  # the source's override as bytes; None: the nominal impedances
+    stim_mean_ohm: float  # mean over the stimulation electrodes
+    stim_out_of_window: bool  # a stimulation electrode outside the impedance window
+    status_ohm: tuple[int, ...]  # as STATUS carries them: whole ohms, clamped to u32
 
 
 @dataclass(frozen=True)
@@ -139,12 +142,7 @@ class VirtualFirmware:
         # Lead impedance 500-1500 Ω (REFERENCES.md section 7).
         self._nominal_impedance_ohm = rng.uniform(500.0, 1500.0, len(source.sites))
         self._stim_index = list(config.stim_channels)
-        # What is derived from the impedances (stim electrodes' mean, a stim electrode outside
-        # the window, STATUS values), each cached with the reading it came from: impedances
-        # only change when the source's sensor faults do.
-        self._mean_cache: tuple[object, float] = (_NOTHING, 0.0)
-        self._bad_cache: tuple[object, bool] = (_NOTHING, False)
-        self._status_cache: tuple[object, tuple[int, ...]] = (_NOTHING, ())
+        self._impedance_view: _ImpedanceView | None = None
         lo, hi = config.impedance_window_ohm
         self._impedance_fault_text = f"stim electrode impedance outside {lo:.0f}-{hi:.0f} Ω"
         self._sample_bytes = 2 * len(source.sites)  # one sample of every channel, int16
@@ -250,38 +248,12 @@ class VirtualFirmware:
         amp = 0.5 * (amplitude_before_ma + out.amplitude_ma)
         teed_w = 0.0
         if amp > 0.0:
-            override = self.source.impedance_ohm()
-            cached_key, imp = self._mean_cache
-            if override is not None or cached_key is not None:  # else: the nominal mean
-                key, impedances = self._impedance_reading(override)
-                if cached_key != key:
-                    imp = self._stim_mean_ohm(impedances)
-                    self._mean_cache = (key, imp)
+            imp = self._impedances().stim_mean_ohm
             # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
             teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
         config = self.config
         self._battery_j = max(0.0, self._battery_j - (config.idle_power_w + teed_w) * dt)
         self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
-
-    def _impedance_reading(self, override: np.ndarray | None) -> tuple[bytes | None, np.ndarray]:
-        """What ``_impedances()`` gives for this ``source.impedance_ohm()`` value, and a key
-        that is equal for equal readings (None: the nominal impedances)."""
-        if override is None:
-            return None, self._nominal_impedance_ohm
-        impedances = np.asarray(override, float)
-        return impedances.tobytes(), impedances
-
-    def _stim_mean_ohm(self, impedances: np.ndarray) -> float:
-        """Mean impedance of the stimulation electrodes."""
-        if len(self._stim_index) == 1:
-            return float(impedances[self._stim_index[0]])  # what np.mean of one value gives
-        return float(np.mean(impedances[self._stim_index]))
-
-    def _stim_impedance_bad(self, impedances: np.ndarray) -> bool:
-        """True when a stimulation electrode's impedance is outside the window."""
-        lo, hi = self.config.impedance_window_ohm
-        stim_imp = impedances[self._stim_index]
-        return bool(np.any((stim_imp < lo) | (stim_imp > hi)))
 
     def _acquire_frame(self, t_frame: float) -> None:
         spf = self.config.samples_per_frame
@@ -313,9 +285,23 @@ class VirtualFirmware:
         np.clip(counts, -32768, 32767, out=counts)
         return counts.astype(np.int16)
 
-    def _impedances(self) -> np.ndarray:
+    def _impedances(self) -> _ImpedanceView:
         override = self.source.impedance_ohm()
-        return self._nominal_impedance_ohm if override is None else np.asarray(override, float)
+        impedances = (
+            self._nominal_impedance_ohm if override is None else np.asarray(override, float)
+        )
+        reading = None if override is None else impedances.tobytes()
+        view = self._impedance_view
+        if view is None or view.reading != reading:
+            lo, hi = self.config.impedance_window_ohm
+            stim = impedances[self._stim_index]
+            view = self._impedance_view = _ImpedanceView(
+                reading,
+                float(np.mean(stim)),
+                bool(np.any((stim < lo) | (stim > hi))),
+                tuple(int(min(max(v, 0.0), 0xFFFFFFFF)) for v in impedances.tolist()),
+            )
+        return view
 
     def _fault_flags(self) -> int:
         flags = 0
@@ -333,15 +319,7 @@ class VirtualFirmware:
         self.session.send_fault(Fault(int(code), active, text), now)
 
     def _update_condition_faults(self, now: float) -> None:
-        self._condition_faults(now, self.source.impedance_ohm())
-
-    def _condition_faults(self, now: float, override: np.ndarray | None) -> None:
-        """``override``: what ``source.impedance_ohm()`` returned."""
-        key, impedances = self._impedance_reading(override)
-        cached_key, bad = self._bad_cache
-        if cached_key != key:
-            bad = self._stim_impedance_bad(impedances)
-            self._bad_cache = (key, bad)
+        bad = self._impedances().stim_out_of_window
         self._set_fault(FaultCode.IMPEDANCE, bad, self._impedance_fault_text, now)
         self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
         self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
@@ -354,13 +332,8 @@ class VirtualFirmware:
         return not self._faults_active.isdisjoint(_FORBIDDING_FAULTS)
 
     def _send_status(self, now: float) -> None:
-        override = self.source.impedance_ohm()
-        self._condition_faults(now, override)
-        key, impedances = self._impedance_reading(override)
-        cached_key, imp = self._status_cache
-        if cached_key != key:
-            imp = _status_impedances(impedances)
-            self._status_cache = (key, imp)
+        self._update_condition_faults(now)
+        imp = self._impedances().status_ohm
         self.session.send_status(
             Status(math.floor(self.battery_pct), self._fault_flags(), imp), now
         )

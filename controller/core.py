@@ -21,8 +21,9 @@ from controller.config import ControllerConfig
 from controller.detector import Detector
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.envelope import EnvelopeDecision, SafetyEnvelope
+from controller.envelope.limits import within_envelope
 from controller.features import FeatureExtractor, FeatureFrame
-from controller.policy import Policy, StimRequest, build_policy
+from controller.policy import POLICY_NAMES, Policy, StimRequest, build_policy
 from firmware_bridge.events import (
     FaultReceived,
     MarkerReceived,
@@ -314,6 +315,13 @@ class ControllerCore:
                 "answered the previous command yet: try again"
             )
             return out.result()
+        current_ma = None if self.delivered is None else self.delivered.amplitude_ma
+        violations = within_envelope(setting, self.envelope.effective, current_ma)
+        if violations:
+            # An operator is told which rule stops the request; nothing is clamped behind
+            # the operator's back and nothing is sent.
+            self._refuse(out, now, violations[0], "operator", "operator", "; ".join(violations))
+            return out.result()
         self.manual = True
         request = StimRequest(setting, "operator")
         self._apply(self.envelope.review(request, now), now, "operator", "operator", out)
@@ -345,6 +353,8 @@ class ControllerCore:
 
     def set_policy(self, name: str, now: float) -> CoreResult:
         """Switch policy (ValueError for an unknown name); ends a manual setting."""
+        if name not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
         document = self.config.policy.model_dump()
         document["name"] = name
         policy_config = type(self.config.policy).model_validate(document)

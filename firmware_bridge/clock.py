@@ -144,7 +144,17 @@ class AsyncioClock:
             return time.monotonic()
 
     async def sleep_until(self, deadline_s: float) -> None:
+        """Return once ``now() >= deadline_s``, also on a loop whose clock has a coarse tick
+        (looptime's 1 µs): a wake rounded down to just before the deadline sleeps one more
+        tick instead of returning early, which would make a caller waiting for that
+        deadline spin without time moving."""
         await asyncio.sleep(max(0.0, deadline_s - self.now()))
+        while self.now() < deadline_s:
+            await asyncio.sleep(max(deadline_s - self.now(), _MIN_TICK_S))
 
     async def sleep(self, delay_s: float) -> None:
-        await asyncio.sleep(max(0.0, delay_s))
+        await self.sleep_until(self.now() + max(0.0, delay_s))
+
+
+#: The shortest extra sleep when a wake came before the deadline.
+_MIN_TICK_S = 1e-6

@@ -21,7 +21,7 @@ from controller.core import ControllerCore
 from controller.envelope import EnvelopeConflict
 from controller.node import ControllerNode
 from controller.run import run_controller
-from firmware_bridge.clock import MonotonicClock, VirtualClock
+from firmware_bridge.clock import AsyncioClock, MonotonicClock, VirtualClock
 from firmware_bridge.lockstep import LockstepPump
 from firmware_bridge.transports.memory import memory_link_pair
 from firmware_bridge.transports.registry import transports
@@ -105,13 +105,16 @@ async def test_configuration_beyond_the_device_is_refused_at_connect(tmp_path: P
         )
 
 
+@pytest.mark.looptime
 async def test_loop_reconnects_after_the_link_drops() -> None:
+    """In fast-forwarded virtual time (looptime): the loop's clock jumps whenever every
+    task waits, so the 1.5 s cut and the 4 s run take no wall time and always line up."""
     opened: list[int] = []
     tasks: list[asyncio.Task[None]] = []
 
     async def flaky_device(url: DeviceURL) -> object:
         """First link dies after 1.5 s; the second one stays."""
-        clock = MonotonicClock()
+        clock = AsyncioClock()
         fw = VirtualFirmware(NoiseSource(seed=3), FirmwareConfig(seed=3), start_s=clock.now())
         ctl_end, dev_end = memory_link_pair()
         tasks.append(asyncio.create_task(serve_firmware(fw, dev_end, clock)))
@@ -129,7 +132,7 @@ async def test_loop_reconnects_after_the_link_drops() -> None:
         result = await run_controller(
             "sim://flaky",
             _open_loop_config(),
-            MonotonicClock(),
+            AsyncioClock(),
             start=datetime.now(UTC),
             duration_s=4.0,
         )
@@ -198,3 +201,20 @@ def test_sim_ground_truth_lands_in_the_recording_as_annotations(tmp_path: Path) 
     texts = [t for _, t in truth]
     assert any("attack_onset" in t or "aura_onset" in t for t in texts), texts
     assert all(0.0 <= onset <= 3.5 for onset, _ in truth)
+
+
+@pytest.mark.looptime
+async def test_the_async_shell_runs_ten_virtual_minutes_and_stops_cleanly() -> None:
+    transports.register("sim", open_embedded_url)
+    result = await run_controller(
+        "sim://noise?seed=4",
+        _open_loop_config(),
+        AsyncioClock(),
+        start=datetime(2026, 11, 22, tzinfo=UTC),
+        duration_s=600.0,
+    )
+    loop = result.loop
+    assert loop.connects == 1 and loop.link_losses == 0
+    assert loop.stopped_by == "duration" and loop.ramped_down
+    assert loop.link["samples"] >= 600 * 250 and loop.link["sample_gaps"] == 0
+    assert result.core.commands >= 2 and result.core.acks == result.core.commands

@@ -82,7 +82,10 @@ class ControllerLoop:
             stop_requested = False
             while not node.finished:
                 now = clock.now()
-                if not stop_requested and (stop.is_set() or (end is not None and now >= end)):
+                # The duration counts once connected: the first handshake ends in a device
+                # or in a clear failure, never in a silent stop.
+                timed_out = end is not None and now >= end and node.connects > 0
+                if not stop_requested and (stop.is_set() or timed_out):
                     stop_requested = True
                     node.request_stop(now, "signal" if stop.is_set() else "duration")
                 if self._link is None and node.wants_link:
@@ -95,7 +98,7 @@ class ControllerLoop:
                     raise node.failure
                 if node.finished:
                     break
-                if not stop_requested and end is not None:
+                if not stop_requested and end is not None and node.connects > 0:
                     deadline = end if deadline is None else min(deadline, end)
                 await self._wait(deadline, None if stop_requested else stop)
         finally:

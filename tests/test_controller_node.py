@@ -95,7 +95,7 @@ def test_a_block_completing_several_windows_keeps_every_decision(windows: int) -
 
 
 def test_blanking_follows_the_device_reported_change_not_the_command(tmp_path: Path) -> None:
-    node, fw, pump, clock, events, _ = _lockstep(tmp_path)
+    node, fw, pump, clock, _events, _ = _lockstep(tmp_path)
     pump.run_until(120.0)  # calibrated, stimulating, and the change long reported
     detector = node.core.detector
     assert detector is not None and fw.output.enabled
@@ -126,7 +126,7 @@ def test_operator_setting_beyond_the_envelope_is_refused_with_its_rule(tmp_path:
 def test_operator_setting_within_the_envelope_is_sent_and_holds_the_policy(
     tmp_path: Path,
 ) -> None:
-    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path)
+    node, fw, pump, clock, _events, audit_path = _lockstep(tmp_path)
     pump.run_until(30.0)
     result = node.manual_setting(StimSetting(True, 1.0, 200, 40.0, 0.01), clock.now())
     assert result.refused_rule is None and result.sent is not None
@@ -173,7 +173,7 @@ def test_clearing_an_estop_never_resumes_stimulation_by_itself(tmp_path: Path) -
 
 
 def test_markers_and_policy_switches_are_audited_and_sent(tmp_path: Path) -> None:
-    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path)
+    node, fw, pump, clock, _events, audit_path = _lockstep(tmp_path)
     pump.run_until(70.0)
     node.marker("patient yawns", clock.now())
     node.set_policy("off", clock.now())
@@ -202,7 +202,7 @@ def test_request_stop_ramps_down_and_finishes_on_the_device_report(tmp_path: Pat
 
 def test_a_stop_not_confirmed_in_time_ends_in_estop(tmp_path: Path) -> None:
     # A 3 mA output at the default 0.12 mA/s ramp takes 25 s to reach zero: more than 2 s.
-    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path, stop_timeout_s=2.0)
+    node, fw, pump, clock, _events, audit_path = _lockstep(tmp_path, stop_timeout_s=2.0)
     pump.run_until(60.0)
     assert fw.output.enabled
     node.request_stop(clock.now(), "operator")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 
@@ -19,6 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="neurostim",
         description="Closed-loop neuromodulation controller and device simulator.",
     )
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
+        "-v", "--verbose", action="store_true", help="log connects, losses, retries at INFO"
+    )
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="log errors only")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     bench = sub.add_parser("bench", help="print performance numbers (not asserted)")
     bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
@@ -38,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     transports.register("sim", truth.open_url)
     parser = build_parser()
     args = parser.parse_args(argv)
+    level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     args.annotation_source = truth.drain  # ground truth of sim:// devices into recordings
     code: int = args.handler(args)
     return code

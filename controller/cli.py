@@ -18,13 +18,9 @@ from controller.records_cli import register_records
 from controller.run import RunResult, run_controller
 from firmware_bridge.clock import AsyncioClock
 from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
+from firmware_bridge.exit_codes import ExitCode
 from firmware_bridge.transports.base import LinkClosed
 from firmware_bridge.url import DeviceURLError
-
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_PROTOCOL = 4
-EXIT_ENVELOPE = 5
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,26 +59,26 @@ def _bench_controller(args: argparse.Namespace) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         print("neurostim run: --duration must be > 0 seconds", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         config = load_config(args.config) if args.config else ControllerConfig()
     except ConfigError as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         result = asyncio.run(_run(args, config))
     except DeviceURLError as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except ProtocolMismatch as exc:
         print(f"neurostim run: protocol version mismatch: {exc}", file=sys.stderr)
-        return EXIT_PROTOCOL
+        return ExitCode.PROTOCOL
     except EnvelopeConflict as exc:
         print(f"neurostim run: configuration exceeds the device: {exc}", file=sys.stderr)
-        return EXIT_ENVELOPE
+        return ExitCode.ENVELOPE
     except (DeviceUnreachable, LinkClosed) as exc:
         print(f"neurostim run: cannot reach the device: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return ExitCode.UNREACHABLE
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:

@@ -1,4 +1,5 @@
-"""Device URLs (DESIGN.md): one string picks the transport everywhere.
+"""Device URLs: one string picks the transport everywhere (command line, configuration,
+console, rig), so a new transport is a new scheme and nothing else changes.
 
 - ``sim://`` or ``sim://SCENARIO?seed=N&model=spectral`` — the embedded simulated device
 - ``serial:///dev/ttyUSB0?baud=921600``, a bare path (``/dev/ttyUSB0``, ``COM3``), or a

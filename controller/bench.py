@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from controller.audit import AuditLog
+from controller.bench_async import format_async_rows, measure_async_latency
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.features.bench import bench_features_rows, format_rows
@@ -125,15 +126,17 @@ def measure_latency(
     )
 
 
-def main_bench_controller(json_out: bool = False) -> int:
+def main_bench_controller(json_out: bool = False, async_seconds: float = 20.0) -> int:
     feature_rows = bench_features_rows()
     latency_rows = [measure_latency(8, 250), measure_latency(64, 1000, triggers=100)]
+    async_rows = measure_async_latency(async_seconds) if async_seconds > 0 else []
     if json_out:
         print(
             json.dumps(
                 {
                     "features": [asdict(r) for r in feature_rows],
                     "latency": [asdict(r) for r in latency_rows],
+                    "async_shell": [asdict(r) for r in async_rows],
                 },
                 indent=2,
             )
@@ -152,4 +155,11 @@ def main_bench_controller(json_out: bool = False) -> int:
             f"{r.config:<18}{r.triggers:>9}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.max_ms:>9.3f}"
             f"{r.frame_p50_ms:>18.3f}"
         )
+    if async_rows:
+        print()
+        print(
+            f"Async shell, real time, {async_seconds:g} s each: chunk = handling one received "
+            "chunk on the event loop; lag = lateness of a 1 ms timer in the same loop"
+        )
+        print(format_async_rows(async_rows))
     return 0

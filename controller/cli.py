@@ -47,13 +47,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = bench_sub.add_parser("controller", help="feature pipeline speed and loop latency")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--async-seconds",
+        type=float,
+        default=20.0,
+        help="real-time seconds per async-shell latency case (0 skips them)",
+    )
     parser.set_defaults(handler=_bench_controller)
 
 
 def _bench_controller(args: argparse.Namespace) -> int:
     from controller.bench import main_bench_controller
 
-    return main_bench_controller(json_out=args.json)
+    return main_bench_controller(json_out=args.json, async_seconds=args.async_seconds)
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -348,7 +348,10 @@ class VirtualFirmware:
         self.session.send_status(
             Status(math.floor(self.battery_pct), self._fault_flags(), imp), now
         )
-        self._next_status_s = now + self.config.status_interval_s
+        # Scheduled STATUS only within a session (none before a handshake or after BYE).
+        self._next_status_s = (
+            now + self.config.status_interval_s if self.session.handshaken else None
+        )
 
     def _report_state(self, now: float) -> None:
         self.session.device_state = self._device_state()
@@ -384,6 +387,7 @@ class VirtualFirmware:
             self._report_state(now)
         elif isinstance(event, ByeRequested):
             self.goodbyes += 1
+            self._next_status_s = None  # the session is over: nothing scheduled
             if self.output.enabled or self.output.amplitude_ma > 0:
                 self.output.ramp_down(watchdog=False)  # "already off" was not true
             self.session.ack(event.command_id, MsgType.BYE, now)

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from firmware_bridge.messages import DeviceLimits, NackReason, StimSetting, StimState
 
-
 #: A value breaks a limit only by more than this relative margin (docs/protocol.md section
 #: 4): the fields travel as float32, so a setting exactly at a limit can land a few float32
 #: ulps (~6e-8 each) past it, and 1e-6 of a limit is clinically nothing.

@@ -32,10 +32,10 @@ from firmware_bridge.messages import (
     MsgType,
     Nack,
     NackReason,
+    Status,
     StimSet,
     StimSetting,
     StimState,
-    Status,
     parse_payload,
 )
 from firmware_bridge.session import ControllerSession, SessionState, UnsupportedByDevice
@@ -182,9 +182,10 @@ def test_estop_before_the_first_handshake_is_executed_and_reported() -> None:
 
 def _literal_reading(setting: StimSetting, limits: DeviceLimits, area_cm2: float) -> bool:
     """A device that range-checks every field of every STIM_SET, off or not."""
-    return check_hard_limits(
-        StimSetting(True, *list(vars(setting).values())[1:]), limits, area_cm2
-    ) is None
+    return (
+        check_hard_limits(StimSetting(True, *list(vars(setting).values())[1:]), limits, area_cm2)
+        is None
+    )
 
 
 def test_the_controller_sends_an_off_that_every_reading_of_the_document_accepts() -> None:
@@ -341,7 +342,7 @@ def test_a_stim_set_with_enabled_other_than_0_or_1_is_nacked_and_changes_nothing
 
 
 def test_exactly_30_uc_per_cm2_at_4_ma_450_us_on_0_06_cm2_is_accepted() -> None:
-    ctl, fw, pump, clock = _rig(FirmwareConfig(seed=5, electrode_area_cm2=0.06))
+    ctl, _fw, pump, clock = _rig(FirmwareConfig(seed=5, electrode_area_cm2=0.06))
     ctl.session.send_stim_set(StimSetting(True, 4.0, 450, 130.0), clock.now())
     pump.run_until(clock.now() + 0.1)
     assert ctl.of_type(CommandAcked) and not ctl.of_type(CommandNacked)

@@ -328,6 +328,7 @@ class VirtualFirmware:
             self._faults_active.discard(code)
         self.session.send_fault(Fault(int(code), active, text), now)
         self._status_due = True  # STATUS follows every change of the fault flags
+        self.session.device_state = self._device_state()  # and the heartbeat's state
 
     def _update_condition_faults(self, now: float) -> None:
         bad = self._impedances().stim_out_of_window

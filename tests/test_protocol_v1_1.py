@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import numpy as np
 import pytest
 
 from firmware_bridge.clock import VirtualClock
@@ -23,6 +24,7 @@ from firmware_bridge.messages import (
     STIM_OFF,
     Ack,
     DeviceLimits,
+    DeviceState,
     Estop,
     EstopClear,
     Fault,
@@ -428,3 +430,110 @@ def test_a_1_0_device_skips_the_new_messages_as_unknown_types() -> None:
     for msg_type in (MsgType.BYE, MsgType.ESTOP_CLEAR):
         frame = FrameDecoder().feed(encode_frame(msg_type, struct.pack("<I", 1), 0, 0))[0]
         assert frame.msg_type == msg_type and len(frame.payload) == 4
+
+
+# -- statements made explicit (they hold for the simulated device) ---------------------------
+
+
+def test_documented_size_limits_follow_from_the_4096_byte_message() -> None:
+    from firmware_bridge.framing import MAX_PAYLOAD
+    from firmware_bridge.messages import ChannelInfo, DeviceInfo, encode_samples_payload
+
+    def info_size(n: int, label_len: int) -> int:
+        channels = tuple(ChannelInfo("l" * label_len, 1.0, 0.0, 0.0) for _ in range(n))
+        info = DeviceInfo(
+            1, 1, "i" * 16, "f" * 16, 250, 10, 250, 1000, channels, (0,), n, 0.06, INFO.limits
+        )
+        size = len(info.encode())
+        assert size == 47 + 16 + 16 + 1 + n * (13 + label_len)  # the documented formula
+        return size
+
+    assert MAX_PAYLOAD == 4073
+    assert info_size(255, 2) <= MAX_PAYLOAD < info_size(255, 3)
+    assert info_size(200, 6) <= MAX_PAYLOAD
+    assert len(encode_samples_payload(0, np.zeros((64, 31), np.int16))) <= MAX_PAYLOAD
+    assert len(encode_samples_payload(0, np.zeros((64, 32), np.int16))) > MAX_PAYLOAD
+    assert len(encode_samples_payload(0, np.zeros((1, 2034), np.int16))) <= MAX_PAYLOAD
+
+
+def test_the_watchdog_runs_while_the_output_is_off_and_its_bit_clears_when_heard() -> None:
+    ctl, fw, pump, _clock = _rig()
+    pump._wires[id(ctl)] = lambda data, now: []  # never stimulated; controller goes silent
+    pump.run_until(2.0)
+    assert fw.output.watchdog_tripped
+    faults = [(e.fault.code, e.fault.active) for e in ctl.of_type(FaultReceived)]  # type: ignore[attr-defined]
+    assert faults == [(FaultCode.WATCHDOG, True)]
+    assert ctl.of_type(StimStateReceived)[-1].state.watchdog_tripped  # type: ignore[attr-defined]
+    pump._wires[id(ctl)] = None
+    pump.run_until(2.5)
+    assert not fw.output.watchdog_tripped
+    assert not ctl.of_type(StimStateReceived)[-1].state.watchdog_tripped  # type: ignore[attr-defined]
+
+
+def test_a_hello_of_another_major_mid_session_leaves_the_session_running() -> None:
+    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    raw = _RawController(fw)
+    raw.hello(0.0)
+    raw.send(MsgType.STIM_SET, StimSet(1, ON).encode(), 0.1)
+    reply = raw.send(MsgType.HELLO, Hello(2, 0, "future").encode(), 0.2)
+    assert [type(m).__name__ for m in reply] == ["HelloReject"]
+    assert fw.session.handshaken and fw.output.target_ma == ON.amplitude_ma
+
+
+def test_the_sample_index_runs_from_power_up_before_any_handshake() -> None:
+    from firmware_bridge.events import SamplesReceived
+
+    clock = VirtualClock()
+    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    ctl = RecordingPeer(ControllerSession())
+    pump = LockstepPump(ctl, fw, clock)
+    pump.run_until(2.0)  # no HELLO yet: nothing is sent
+    assert fw.session.stats.frames_tx == 0
+    ctl.session.connect(clock.now())
+    pump.run_until(2.5)
+    first = ctl.of_type(SamplesReceived)[0]
+    assert first.first_index >= 500  # type: ignore[attr-defined]  # 2 s at 250 Hz
+
+
+def test_stim_state_reports_zero_pulse_width_and_rate_once_off_at_zero() -> None:
+    ctl, _fw, pump, clock = _rig()
+    ctl.session.send_stim_set(StimSetting(True, 1.0, 100, 130.0, 0.0), clock.now())
+    pump.run_until(1.5)
+    ctl.session.send_stim_set(StimSetting.off(1.0), clock.now())
+    pump.run_until(1.8)
+    ramping = ctl.of_type(StimStateReceived)[-1].state  # type: ignore[attr-defined]
+    assert ramping.amplitude_ma > 0 and (ramping.pulse_width_us, ramping.frequency_hz) == (
+        100,
+        130.0,
+    )
+    pump.run_until(3.0)
+    off = ctl.of_type(StimStateReceived)[-1].state  # type: ignore[attr-defined]
+    assert (off.amplitude_ma, off.pulse_width_us, off.frequency_hz) == (0.0, 0, 0.0)
+
+
+class _BadContacts(NoiseSource):
+    def impedance_ohm(self) -> np.ndarray | None:
+        return np.full(8, 9000.0)  # outside the 250-4000 ohm window
+
+
+def test_heartbeat_says_fault_while_an_impedance_fault_forbids_stimulation() -> None:
+    fw = VirtualFirmware(_BadContacts(seed=1), FirmwareConfig(seed=1))
+    raw = _RawController(fw)
+    raw.hello(0.0)
+    fw.advance_to(0.3)
+    beats = [
+        f.payload[4]
+        for f in FrameDecoder().feed(fw.data_to_send())
+        if f.msg_type == MsgType.HEARTBEAT
+    ]
+    assert beats == [DeviceState.FAULT]
+
+
+def test_a_bye_that_is_never_answered_ends_the_session_when_it_times_out() -> None:
+    from firmware_bridge.events import CommandTimedOut
+
+    ctl, _fw, pump, clock = _rig()
+    pump._wires[id(ctl)] = lambda data, now: []
+    assert ctl.session.send_bye(clock.now()) is not None
+    pump.run_until(clock.now() + 0.9)
+    assert ctl.of_type(CommandTimedOut) and ctl.session.state is SessionState.IDLE

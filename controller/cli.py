@@ -16,8 +16,8 @@ from controller.config_cli import register_config
 from controller.envelope import EnvelopeConflict
 from controller.records_cli import register_records
 from controller.run import RunResult, run_controller
-from firmware_bridge.clock import MonotonicClock
-from firmware_bridge.connection import DeviceUnreachable, ProtocolMismatch
+from firmware_bridge.clock import AsyncioClock
+from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.transports.base import LinkClosed
 from firmware_bridge.url import DeviceURLError
 
@@ -98,7 +98,7 @@ async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
     return await run_controller(
         args.device,
         config,
-        MonotonicClock(),
+        AsyncioClock(),
         start=datetime.now(UTC),
         duration_s=args.duration,
         audit_path=args.audit or _optional_path(config.recording.audit_path),

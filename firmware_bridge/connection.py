@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import dataclass
 
 from firmware_bridge.clock import Clock
+from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.events import (
     CommandAcked,
     CommandNacked,
@@ -30,14 +31,6 @@ from firmware_bridge.session import ControllerSession, SessionState
 from firmware_bridge.transports.base import Link, LinkClosed
 
 CommandResult = CommandAcked | CommandNacked | CommandTimedOut
-
-
-class DeviceUnreachable(ConnectionError):
-    """Nothing answered the handshake, or the link failed."""
-
-
-class ProtocolMismatch(ConnectionError):
-    """The device answered but speaks another major protocol version."""
 
 
 @dataclass

@@ -17,7 +17,7 @@ from controller.config import ConfigError, ControllerConfig, load_config
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
 from insilico.report import SimReport, TrialReport
-from insilico.runner import SimSpec, WallPacer, run_sim, with_policy
+from insilico.runner import SimSpec, run_sim, with_policy
 from insilico.trial import ALL_PHENOTYPES, DEFAULT_POLICIES, cohort_jobs, run_trial, trial_report
 from simulator.physiology.scenario import ScenarioError, load_scenario, parse_duration_s
 
@@ -147,7 +147,7 @@ def _sim_command(args: argparse.Namespace) -> int:
                 info = f"{_hours(done_s)} / {_hours(total_s)}  {factor:,.0f}x real time"
                 display.update(done_s, info)
 
-            report = run_sim(spec, progress, WallPacer() if args.realtime else None)
+            report = run_sim(spec, progress, rate=1.0 if args.realtime else None)
     except EnvelopeConflict as exc:
         return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
     _write_outputs(report, args.report, args.json, args.plot)

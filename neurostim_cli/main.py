@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from controller import cli as controller_cli
 from firmware_bridge import cli as bridge_cli
-from firmware_bridge.url import register_sim_factory
+from firmware_bridge.transports.registry import transports
 from insilico import cli as insilico_cli
 from simulator import cli as simulator_cli
 from simulator.embedded import GroundTruthFeed
@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     truth = GroundTruthFeed()
-    register_sim_factory(truth.open)
+    transports.register("sim", truth.open_url)
     parser = build_parser()
     args = parser.parse_args(argv)
     args.annotation_source = truth.drain  # ground truth of sim:// devices into recordings

@@ -13,12 +13,12 @@ from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import StimSetting
 from firmware_bridge.session import ControllerSession
 from firmware_bridge.transports import LinkClosed, memory_link_pair
+from firmware_bridge.transports.registry import open_link
 from firmware_bridge.url import (
     DeviceURLError,
     MqttURL,
     SerialURL,
     SimURL,
-    open_link,
     parse_device_url,
 )
 from simulator.firmware import FirmwareConfig, VirtualFirmware

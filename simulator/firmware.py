@@ -392,6 +392,7 @@ class VirtualFirmware:
             if self.output.enabled or self.output.amplitude_ma > 0:
                 self.output.ramp_down(watchdog=False)  # "already off" was not true
             self.session.ack(event.command_id, MsgType.BYE, now)
+            self.output.watchdog_tripped = False
             self._set_fault(FaultCode.WATCHDOG, False, "controller said goodbye", now)
             self._report_state(now)
         elif isinstance(event, WatchdogExpired):

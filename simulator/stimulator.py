@@ -160,7 +160,8 @@ class OutputStage:
         self.enabled = False
         self.target_ma = 0.0
         self.ramp_rate_ma_per_s = self.max_ramp_rate_ma_per_s
-        self.watchdog_tripped = watchdog
+        if watchdog:
+            self.watchdog_tripped = True  # a fault's ramp-down leaves the bit as it is
         self._settle_if_idle()
 
     def stop_now(self, command_id: int) -> None:

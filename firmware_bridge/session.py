@@ -138,6 +138,7 @@ class _Endpoint:
         self.stats = LinkStats(self._decoder.stats)
         self._rx_seq: int | None = None
         self._last_rx_s: float | None = None
+        self._last_signed_us = -1  # signed timestamps strictly increase (the replay rule)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call."""
@@ -151,8 +152,14 @@ class _Endpoint:
         self, msg_type: int, payload: bytes, now: float, flags: int = 0, sign: bool = False
     ) -> None:
         seq = self._seq
+        timestamp_us = int(now * 1e6)
+        if sign and self._key is not None:
+            # Two signed commands in one microsecond (one core step) must not share a
+            # timestamp: the device refuses the second as a replay.
+            timestamp_us = max(timestamp_us, self._last_signed_us + 1)
+            self._last_signed_us = timestamp_us
         wire = encode_frame(
-            msg_type, payload, seq, int(now * 1e6), flags, self._key if sign else None
+            msg_type, payload, seq, timestamp_us, flags, self._key if sign else None
         )
         self._seq = (seq + 1) % SEQ_MODULO
         self._out.append(wire)

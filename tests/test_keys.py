@@ -93,3 +93,53 @@ def test_a_controller_and_a_device_keyed_from_one_file_talk_signed(tmp_path: Pat
     pump.run_until(1.0)
     assert ctl.of_type(CommandAcked) and not ctl.of_type(CommandNacked)
     assert fw.session.stats.auth_failures == 0
+
+
+def test_run_refuses_a_key_file_others_can_read_before_connecting(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    add_key(path, "SIM-0001")
+    path.chmod(0o640)
+    assert main(["run", "--device", "sim://", "--duration", "1", "--key-file", str(path)]) == 2
+
+
+def test_device_serve_and_run_keyed_from_one_file_complete_a_signed_session(
+    tmp_path: Path,
+) -> None:
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    path = tmp_path / "keys"
+    add_key(path, "SIM-0001")
+    neurostim = [sys.executable, "-m", "neurostim_cli.main"]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    serve = [*neurostim, "device", "serve", "--pty", "--scenario", "noise"]
+    server = subprocess.Popen(
+        [*serve, "--key-file", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert server.stdout is not None
+        url = server.stdout.readline().strip()
+        run = subprocess.run(
+            [*neurostim, "run", "--device", url, "--duration", "2", "--json"]
+            + ["--key-file", str(path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=env,
+        )
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["loop"]["ramped_down"] is True  # its off was accepted
+        server.send_signal(signal.SIGTERM)
+        _, err = server.communicate(timeout=10)
+        assert server.returncode == 0
+        assert " 0 commands applied" not in err, err
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()

@@ -537,3 +537,14 @@ def test_a_bye_that_is_never_answered_ends_the_session_when_it_times_out() -> No
     assert ctl.session.send_bye(clock.now()) is not None
     pump.run_until(clock.now() + 0.9)
     assert ctl.of_type(CommandTimedOut) and ctl.session.state is SessionState.IDLE
+
+
+def test_signed_commands_sent_in_one_instant_are_all_accepted() -> None:
+    key = b"q" * 32
+    ctl, fw, pump, clock = _rig(key=key)
+    now = clock.now()
+    for amplitude in (1.0, 1.5, 2.0):  # one core step can issue several commands
+        ctl.session.send_stim_set(StimSetting(True, amplitude, 100, 130.0), now)
+    pump.run_until(now + 0.1)
+    assert len(ctl.of_type(CommandAcked)) == 3 and not ctl.of_type(CommandNacked)
+    assert fw.session.stats.auth_failures == 0

@@ -19,6 +19,7 @@ from controller.run import RunResult, run_controller
 from firmware_bridge.clock import AsyncioClock
 from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.exit_codes import ExitCode
+from firmware_bridge.keys import KeyFileError, load_key
 from firmware_bridge.transports.base import LinkClosed
 from firmware_bridge.url import DeviceURLError
 
@@ -39,6 +40,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--record", type=Path, help="write an EDF+ recording here")
     run.add_argument("--audit", type=Path, help="append the hash-chained audit log (JSONL) here")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        "--key-file",
+        help=(
+            "sign STIM_SET, ESTOP_CLEAR and HELLO with the key from this key file "
+            "(`neurostim keygen`; mode 0600); keys are never taken from the command line "
+            "or the configuration"
+        ),
+    )
+    run.add_argument(
+        "--device-id",
+        help="which key of the key file to use (default: the file's only key)",
+    )
     run.set_defaults(handler=_run_command)
     register_config(sub)
     register_records(sub)
@@ -68,11 +81,12 @@ def _run_command(args: argparse.Namespace) -> int:
         return ExitCode.USAGE
     try:
         config = load_config(args.config) if args.config else ControllerConfig()
-    except ConfigError as exc:
+        key = load_key(args.key_file, args.device_id) if args.key_file else None
+    except (ConfigError, KeyFileError) as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     try:
-        result = asyncio.run(_run(args, config))
+        result = asyncio.run(_run(args, config, key))
     except DeviceURLError as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
         return ExitCode.USAGE
@@ -92,7 +106,9 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
+async def _run(
+    args: argparse.Namespace, config: ControllerConfig, key: bytes | None = None
+) -> RunResult:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -107,6 +123,7 @@ async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
         record_path=args.record or _optional_path(config.recording.edf_path),
         stop=stop,
         annotation_source=getattr(args, "annotation_source", None),
+        key=key,
     )
 
 

@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="print performance numbers (not asserted)")
     bench_sub = bench.add_subparsers(dest="target", required=True, metavar="TARGET")
     bridge_cli.register_bench(bench_sub)
+    bridge_cli.register(sub)
     simulator_cli.register(sub)
     if simulator_cli.bench_available():
         simulator_cli.register_bench(bench_sub)

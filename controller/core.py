@@ -188,6 +188,9 @@ class ControllerCore:
         self.manual = False
         #: After the shutdown command the policy decides nothing more.
         self.stopping = False
+        #: A device that did not do what it was told gets the safe program and no more
+        #: policy decisions until the operator resumes.
+        self.device_hold = False
         self._tokens = itertools.count(1)
         self._last_refusal: tuple[str, str] | None = None
 
@@ -348,6 +351,7 @@ class ControllerCore:
         out = _Collect()
         self.estop_hold = False
         self.manual = False
+        self.device_hold = False
         out.audit("resume", now, True, policy=self.policy.name)
         return out.result()
 
@@ -374,6 +378,20 @@ class ControllerCore:
         out.annotate(f"marker {text}")
         return out.result()
 
+    def on_device_finding(
+        self, kind: str, severity: str, now: float, **detail: object
+    ) -> CoreResult:
+        """The device did not do what it was told: record it, hold the policy and send the
+        safe program (unless a command is in flight; the hold keeps the policy out)."""
+        out = _Collect()
+        self.device_hold = True
+        out.audit("device_fault", now, True, finding=kind, severity=severity, **detail)
+        out.annotate(f"device fault {kind}")
+        if self.envelope is not None and self.in_flight is None:
+            decision = self.envelope.fallback_decision(now, f"device {kind}")
+            self._apply(decision, now, f"device {kind}", "supervision", out)
+        return out.result()
+
     def shutdown(self, now: float) -> CoreResult:
         """The ramped stop (always sent, even if the envelope thinks the output is off
         already: the device's report is what counts)."""
@@ -383,7 +401,8 @@ class ControllerCore:
         if self.envelope is not None:
             self.envelope.off_decision(now, "shutdown")
         out.audit("shutdown", now, True, ramp_rate_ma_per_s=ramp)
-        self._issue(StimSetting(False, 0.0, 0, 0.0, ramp), "shutdown", "shutdown", out)
+        limits = None if self.info is None else self.info.limits
+        self._issue(StimSetting.off(ramp, limits), "shutdown", "shutdown", out)
         return out.result()
 
     def closing(self, now: float) -> CoreResult:
@@ -427,7 +446,7 @@ class ControllerCore:
         if supervised is not None:
             self._apply(supervised, now, "supervision", "supervision", out)
             return
-        if self.estop_hold or self.manual or self.stopping:
+        if self.estop_hold or self.manual or self.stopping or self.device_hold:
             return
         request = self.policy.decide(now, output, self.delivered)
         if request is None:
@@ -508,6 +527,11 @@ class ControllerCore:
         ) != (state.estop_latched, state.watchdog_tripped)
         if setting_changed and previous is not None:
             self._blank_for_change()
+        if state.estop_latched and not self.estop_hold:
+            # A latch the device reports (set by another controller, or before a
+            # reconnect) holds therapy here too until an operator clears and resumes.
+            self.estop_hold = True
+            out.audit("estop_reported", now, True)
         if setting_changed or flags_changed:
             out.audit(
                 "stim_state",

@@ -16,6 +16,7 @@ from controller.core import ControllerCore
 from controller.node import ControllerNode
 from controller.observations import (
     CommandIssued,
+    DeviceMisbehaved,
     EstopChanged,
     LinkState,
     NodeEvent,
@@ -163,8 +164,10 @@ def test_clearing_an_estop_never_resumes_stimulation_by_itself(tmp_path: Path) -
     node.resume(clock.now())
     pump.run_until(240.0)
     assert fw.output.enabled  # only the operator's resume lets the policy stimulate again
-    latch = [e.latched for e in events if isinstance(e, EstopChanged)]
-    assert latch == [True, False]
+    latch = [(e.by, e.latched) for e in events if isinstance(e, EstopChanged)]
+    assert [x for x in latch if x[0] == "operator"] == [("operator", True), ("operator", False)]
+    # The device reported its latch set, then cleared by the explicit ESTOP_CLEAR.
+    assert [x for x in latch if x[0] == "device"] == [("device", True), ("device", False)]
     node.close(clock.now())
     kinds = [r["kind"] for r in _records(audit_path)]
     for kind in ("estop", "estop_clear", "resume"):
@@ -220,3 +223,78 @@ def test_connected_events_are_never_passed_to_the_core() -> None:
     core = ControllerCore(_config())
     result = core.on_event(Connected(INFO), 0.0)
     assert result.empty
+
+
+class _JumpingFirmware(VirtualFirmware):
+    """A realistic firmware bug: the slew limiter is skipped, the output jumps to the
+    commanded amplitude at once."""
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        super().receive_data(data, now)
+        if self.output.enabled and self.output.target_ma > 0.0:
+            self.output.amplitude_ma = self.output.target_ma
+
+
+def test_a_device_that_jumps_instead_of_ramping_is_caught_and_stopped(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    node = ControllerNode(ControllerCore(_config()), AuditLog(audit_path))
+    events: list[NodeEvent] = []
+    node.subscribe(events.append)
+    fw = _JumpingFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    node.start(0.0)
+    pump.run_until(90.0)
+    findings = [e for e in events if isinstance(e, DeviceMisbehaved)]
+    assert findings and findings[0].kind == "ramp_too_fast"
+    # A first fault: the safe program (off) and the policy held, no ESTOP yet.
+    assert fw.output.amplitude_ma == 0.0 and not fw.output.estop_latched
+    assert node.core.device_hold and not node.snapshot().estop_latched
+    # The operator resumes; the device jumps again: a repeated fault ends in ESTOP.
+    node.resume(clock.now())
+    pump.run_until(clock.now() + 60.0)
+    assert len([e for e in events if isinstance(e, DeviceMisbehaved)]) >= 2
+    assert fw.output.estop_latched and fw.output.amplitude_ma == 0.0
+    assert node.snapshot().estop_latched
+    node.close(clock.now())
+    kinds = [r["kind"] for r in _records(audit_path)]
+    assert "device_fault" in kinds and "estop" in kinds
+
+
+def test_a_device_that_follows_its_commands_raises_no_finding(tmp_path: Path) -> None:
+    node, fw, pump, clock, events, _ = _lockstep(tmp_path)
+    pump.run_until(600.0)
+    node.request_stop(clock.now(), "operator")
+    pump.run_until(clock.now() + 120.0, stop=lambda: node.finished)
+    assert not [e for e in events if isinstance(e, DeviceMisbehaved)]
+    assert node.stop_outcome is not None and node.stop_outcome.ramped_down
+
+
+def test_a_clean_stop_says_goodbye_so_the_device_logs_no_watchdog_fault(tmp_path: Path) -> None:
+    node, fw, pump, clock, events, _ = _lockstep(tmp_path)
+    pump.run_until(60.0)
+    node.request_stop(clock.now(), "operator")
+    pump.run_until(clock.now() + 120.0, stop=lambda: node.finished)
+    pump.run_until(clock.now() + 5.0)  # well past the device's watchdog time
+    assert fw.goodbyes == 1
+    assert not fw.output.watchdog_tripped
+
+
+def test_a_reconnect_neither_clears_nor_forgets_the_devices_estop_latch(tmp_path: Path) -> None:
+    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path)
+    pump.run_until(60.0)
+    node.estop(clock.now())
+    pump.run_until(62.0)
+    silence = pump._wires  # both directions go quiet: the device and the node lose each other
+    saved = dict(silence)
+    for key in silence:
+        silence[key] = lambda data, now: []
+    pump.run_until(70.0)
+    assert node.state is LinkState.BACKOFF
+    silence.update(saved)
+    pump.run_until(120.0)
+    assert node.state is LinkState.READY and node.connects == 2
+    assert fw.output.estop_latched  # the handshake did not clear it
+    snapshot = node.snapshot()
+    assert snapshot.estop_latched and snapshot.estop_hold
+    assert not fw.output.enabled

@@ -262,7 +262,7 @@ def test_a_device_that_jumps_instead_of_ramping_is_caught_and_stopped(tmp_path: 
 
 
 def test_a_device_that_follows_its_commands_raises_no_finding(tmp_path: Path) -> None:
-    node, fw, pump, clock, events, _ = _lockstep(tmp_path)
+    node, _fw, pump, clock, events, _ = _lockstep(tmp_path)
     pump.run_until(600.0)
     node.request_stop(clock.now(), "operator")
     pump.run_until(clock.now() + 120.0, stop=lambda: node.finished)
@@ -271,7 +271,7 @@ def test_a_device_that_follows_its_commands_raises_no_finding(tmp_path: Path) ->
 
 
 def test_a_clean_stop_says_goodbye_so_the_device_logs_no_watchdog_fault(tmp_path: Path) -> None:
-    node, fw, pump, clock, events, _ = _lockstep(tmp_path)
+    node, fw, pump, clock, _events, _ = _lockstep(tmp_path)
     pump.run_until(60.0)
     node.request_stop(clock.now(), "operator")
     pump.run_until(clock.now() + 120.0, stop=lambda: node.finished)
@@ -281,7 +281,7 @@ def test_a_clean_stop_says_goodbye_so_the_device_logs_no_watchdog_fault(tmp_path
 
 
 def test_a_reconnect_neither_clears_nor_forgets_the_devices_estop_latch(tmp_path: Path) -> None:
-    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path)
+    node, fw, pump, clock, _events, _audit_path = _lockstep(tmp_path)
     pump.run_until(60.0)
     node.estop(clock.now())
     pump.run_until(62.0)

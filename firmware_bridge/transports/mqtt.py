@@ -447,9 +447,9 @@ class MqttDeviceLink(_MqttEnd):
 
     async def _before_close(self, client: aiomqtt.Client) -> None:
         if self.birth is not None:
-            await client.publish(
-                self._presence_topic, self.birth.offline().encode(), qos=1, retain=True
-            )
+            b = self.birth
+            goodbye = Presence(b.device_id, b.firmware, b.session, False, self._wall_clock())
+            await client.publish(self._presence_topic, goodbye.encode(), qos=1, retain=True)
 
     async def wait_connected(self, timeout_s: float) -> bool:
         """True once the first connect succeeded within ``timeout_s``."""

@@ -3,9 +3,6 @@ signed stimulation with ACK and STIM_STATE, the confirmed ramp-down, broker secu
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 from controller.config import ControllerConfig
@@ -16,45 +13,14 @@ from controller.run import build_node
 from firmware_bridge.clock import AsyncioClock
 from firmware_bridge.transports.mqtt import MqttTransport
 from firmware_bridge.transports.registry import TransportRegistry
-from firmware_bridge.url import parse_broker_url
-from simulator.mqtt_serve import BrokerDevice, build_broker_devices, serve_broker_devices
 from tests.mosquitto import Mosquitto
-
-KEY = bytes(range(32))
-FAST_KEEPALIVE_S = 2
+from tests.mqtt_helpers import FAST_KEEPALIVE_S, KEY, served
 
 
 def open_loop_config() -> ControllerConfig:
     return ControllerConfig.model_validate(
         {"policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}}}
     )
-
-
-@asynccontextmanager
-async def served(
-    broker_url: str, device_ids: list[str], state_dir: Path, key: bytes | None = KEY
-) -> AsyncIterator[list[BrokerDevice]]:
-    """Simulated devices on the broker (same event loop) for the block."""
-    clock = AsyncioClock()
-    keys = None if key is None else dict.fromkeys(device_ids, key)
-    fleet = build_broker_devices(
-        parse_broker_url(broker_url),
-        device_ids,
-        clock,
-        state_dir,
-        scenario="noise",
-        keys=keys,
-        keepalive_s=FAST_KEEPALIVE_S,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve_broker_devices(fleet, clock, stop))
-    try:
-        for member in fleet:
-            assert await member.link.wait_connected(5.0), member.link.stats.errors
-        yield fleet
-    finally:
-        stop.set()
-        await task
 
 
 def mqtt_registry() -> tuple[TransportRegistry, MqttTransport]:

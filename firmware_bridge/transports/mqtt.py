@@ -48,6 +48,8 @@ KEEPALIVE_S = 5
 MAX_FRAME_PAYLOAD = MAX_ENCODED + 1
 #: Seconds to wait for a broker answer (connect, subscribe, a QoS 1 publish).
 BROKER_TIMEOUT_S = 5.0
+#: Longest pause between the device's reconnect attempts (doubling from 50 ms).
+RECONNECT_MAX_S = 1.0
 #: Seconds ``close`` waits for frames still being published and for the last words.
 CLOSE_FLUSH_S = 1.0
 _SAMPLES = int(MsgType.SAMPLES)
@@ -58,6 +60,15 @@ def frame_qos(frame: bytes) -> int:
     leaves it at offset 2 when the first code byte spans at least two data bytes (a
     shorter first block means a zero version or type byte: not SAMPLES)."""
     return 0 if len(frame) > 2 and frame[0] >= 3 and frame[2] == _SAMPLES else 1
+
+
+def inbound_bytes(payload: bytes) -> bytes | None:
+    """What the decoder gets for one publish; None when it is dropped undecoded (empty or
+    longer than any frame). Each publish stands alone: a delimiter after it ends whatever
+    it held, so garbage in one publish cannot spoil the next."""
+    if not payload or len(payload) > MAX_FRAME_PAYLOAD:
+        return None
+    return payload if payload[-1] == 0 else payload + b"\x00"
 
 
 class FrameSplitter:
@@ -244,7 +255,7 @@ class _MqttEnd(LinkContext):
                 self._inbox.put_nowait(LinkClosed(reason or f"broker {self.broker} closed"))
                 return
             await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, 2.0)
+            delay_s = min(delay_s * 2, RECONNECT_MAX_S)
 
     def _on_message(self, message: aiomqtt.Message) -> None:
         name = message.topic.value
@@ -257,14 +268,14 @@ class _MqttEnd(LinkContext):
             if not self._on_other(name, payload):
                 self.stats.foreign_dropped += 1
             return
-        if not payload:
-            self.stats.empty_dropped += 1
+        data = inbound_bytes(payload)
+        if data is None:
+            if payload:
+                self.stats.oversize_dropped += 1
+            else:
+                self.stats.empty_dropped += 1
             return
-        if len(payload) > MAX_FRAME_PAYLOAD:
-            self.stats.oversize_dropped += 1
-            return
-        # Each publish stands alone: a delimiter after it ends whatever it held.
-        self._inbox.put_nowait(payload if payload[-1] == 0 else payload + b"\x00")
+        self._inbox.put_nowait(data)
 
     # -- Link --------------------------------------------------------------------------
 

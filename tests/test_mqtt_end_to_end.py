@@ -14,7 +14,7 @@ from firmware_bridge.clock import AsyncioClock
 from firmware_bridge.transports.mqtt import MqttTransport
 from firmware_bridge.transports.registry import TransportRegistry
 from tests.mosquitto import Mosquitto
-from tests.mqtt_helpers import FAST_KEEPALIVE_S, KEY, served
+from tests.mqtt_helpers import FAST_KEEPALIVE_S, KEY, eventually, served
 
 
 def open_loop_config() -> ControllerConfig:
@@ -57,7 +57,8 @@ async def test_controller_and_device_over_the_broker_stimulate_and_stop_cleanly(
         )
         registry, _ = mqtt_registry()
         loop = ControllerLoop(mosquitto.url("stim-1"), node, AsyncioClock(), registry)
-        report = await loop.run(duration_s=6.0)
+        report = await loop.run(duration_s=5.0)
+        await eventually(lambda: device.goodbyes == 1, 3.0)  # the BYE is on its way
     assert report.connects == 1 and report.device["device_id"] == "stim-1"
     assert report.link["samples"] > 100 and report.link["sample_gaps"] == 0
     assert report.link["crc_errors"] == 0

@@ -94,6 +94,9 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     parser = bench_sub.add_parser("sim", help="real-time factor of the signal models")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(handler=lambda a: physiology_bench.main_bench_sim(json_out=a.json))
+    from simulator import mqtt_bench
+
+    mqtt_bench.register(bench_sub)
 
 
 def _serve_command(args: argparse.Namespace) -> int:

@@ -40,6 +40,7 @@ class LocalBroker:
             # read our private directory).
             f"user {getpass.getuser()}",
             f"listener {self.port} 127.0.0.1",
+            "set_tcp_nodelay true",  # frames are small and latency matters (docs/protocol.md)
             "log_dest stderr",
             "log_type error",
             "log_type warning",

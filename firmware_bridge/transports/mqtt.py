@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -150,6 +151,8 @@ def client_for(
         timeout=BROKER_TIMEOUT_S,
         tls_context=tls_context(broker),
         logger=log,
+        # One small frame per publish: Nagle's algorithm would hold each behind the last.
+        socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
     )
     # Publishes are not awaited one by one (a session sends several frames at once), so
     # many in flight is the normal state, not a reason to warn.

@@ -26,7 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from firmware_bridge.clock import AsyncioClock
-from firmware_bridge.events import CommandAcked, Connected, Event, SamplesReceived
+from firmware_bridge.events import (
+    CommandAcked,
+    Connected,
+    Event,
+    HandshakeFailed,
+    SamplesReceived,
+)
 from firmware_bridge.messages import StimSetting
 from firmware_bridge.session import ControllerSession
 from firmware_bridge.transports.base import LinkClosed
@@ -87,6 +93,8 @@ class ControllerEnd:
                 self.samples += event.counts.shape[1]
             elif isinstance(event, Connected):
                 self.connected.set()
+            elif isinstance(event, HandshakeFailed):
+                self.session.connect(now)  # a loaded device answers late: ask again
 
     async def flush(self) -> None:
         data = self.session.data_to_send()
@@ -253,7 +261,7 @@ async def _fleet(
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    ends: list[ControllerEnd] = []
+    opened: list[ControllerEnd] = []
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -264,9 +272,13 @@ async def _fleet(
             device_id = url_text.strip().rsplit("/", 1)[-1]
             link = await open_controller_link(MqttURL(broker.host, device_id, broker.port))
             end = ControllerEnd(link, ControllerSession())
-            ends.append(end)
+            opened.append(end)
             tasks.append(asyncio.create_task(end.run(stop)))
-        await asyncio.wait_for(asyncio.gather(*(e.connected.wait() for e in ends)), 30.0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.gather(*(e.connected.wait() for e in opened)), 60.0)
+        ends = [e for e in opened if e.connected.is_set()]
+        if not ends:
+            raise RuntimeError("no device answered a handshake within 60 s")
         loop = asyncio.get_running_loop()
         tx0 = sum(e.link.stats.publishes_tx for e in ends)
         rx0 = sum(e.link.stats.publishes_rx for e in ends)
@@ -274,7 +286,7 @@ async def _fleet(
         start = loop.time() + 0.1
         per_device = max(1, int(seconds * 2))  # two commands per second per device
         sends = [
-            asyncio.create_task(e.command_at(start + k / 2 + i * 0.5 / count, SETTINGS[k % 2]))
+            asyncio.create_task(e.command_at(start + k / 2 + i * 0.5 / len(ends), SETTINGS[k % 2]))
             for i, e in enumerate(ends)
             for k in range(per_device)
         ]
@@ -286,12 +298,13 @@ async def _fleet(
         p99s = [_percentiles_ms(e.latencies_s).get("p99_ms", float("nan")) for e in ends]
         return {
             "devices": count,
+            "handshaken": len(ends),
             # Each message crosses the broker once each way: the devices' publishes arrive
             # here (rx), ours go to the devices (tx); both pass through the broker.
             "broker_messages_per_s": round((tx + rx) / elapsed),
             "to_controllers_per_s": round(rx / elapsed),
             "samples_per_s_per_device": round(
-                (sum(e.samples for e in ends) - samples0) / elapsed / count, 1
+                (sum(e.samples for e in ends) - samples0) / elapsed / len(ends), 1
             ),
             "sample_gaps": sum(e.session.stats.sample_gaps for e in ends),
             "commands": sum(len(e.latencies_s) for e in ends),
@@ -304,7 +317,7 @@ async def _fleet(
         for task in tasks:
             with contextlib.suppress(Exception):
                 await task
-        for e in ends:
+        for e in opened:
             await e.link.close()
         serve.terminate()
         with contextlib.suppress(subprocess.TimeoutExpired):

@@ -268,6 +268,7 @@ async def _fleet(
         assert serve.stdout is not None
         urls = [await asyncio.to_thread(serve.stdout.readline) for _ in range(count)]
         await asyncio.sleep(1.0)  # the devices connect
+        _progress(f"{len(urls)} devices serving; connecting the controllers")
         for url_text in urls:
             device_id = url_text.strip().rsplit("/", 1)[-1]
             link = await open_controller_link(MqttURL(broker.host, device_id, broker.port))
@@ -277,6 +278,7 @@ async def _fleet(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.gather(*(e.connected.wait() for e in opened)), 60.0)
         ends = [e for e in opened if e.connected.is_set()]
+        _progress(f"{len(ends)} of {len(opened)} handshaken; timing commands")
         if not ends:
             raise RuntimeError("no device answered a handshake within 60 s")
         loop = asyncio.get_running_loop()
@@ -328,14 +330,21 @@ async def _bench(
     args: argparse.Namespace, broker: MqttBroker, state_dir: Path
 ) -> dict[str, object]:
     results: dict[str, object] = {"broker": str(broker)}
+    _progress(f"round trip: {args.commands} STIM_SETs at {args.rate:g}/s")
     results["round_trip"] = await _round_trip(broker, args.commands, args.rate, state_dir)
+    _progress("SAMPLES throughput: 8 ch @ 250 Hz, 64 ch @ 1 kHz")
     results["throughput"] = [
         await _throughput(broker, 8, 250, args.seconds, state_dir),
         await _throughput(broker, 64, 1000, args.seconds, state_dir),
     ]
     if args.count:
+        _progress(f"{args.count} devices on one broker")
         results["fleet"] = await _fleet(broker, args.count, args.seconds, state_dir)
     return results
+
+
+def _progress(text: str) -> None:
+    print(f"bench mqtt: {text}", file=sys.stderr, flush=True)
 
 
 def main_bench_mqtt(args: argparse.Namespace) -> int:

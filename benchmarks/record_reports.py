@@ -89,8 +89,10 @@ def main() -> int:
         report_path(run).write_text(
             json.dumps(comparable(report), indent=1, sort_keys=True) + "\n", encoding="utf-8"
         )
-        print(f"{report_path(run).relative_to(REPO)}: {report.virtual_s:.0f} virtual s, "
-              f"{report.wall_s:.1f} s wall")
+        print(
+            f"{report_path(run).relative_to(REPO)}: {report.virtual_s:.0f} virtual s, "
+            f"{report.wall_s:.1f} s wall"
+        )
     return 0
 
 

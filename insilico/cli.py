@@ -86,13 +86,16 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--virtual-s", type=float, default=3600.0, help="virtual s per run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per model (best is kept)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--profile", action="store_true", help="also a profiled run: time per stage"
+    )
     parser.set_defaults(handler=_bench_headless)
 
 
 def _bench_headless(args: argparse.Namespace) -> int:
     from insilico.bench import main_bench_headless
 
-    return main_bench_headless(args.virtual_s, max(1, args.repeats), args.json)
+    return main_bench_headless(args.virtual_s, max(1, args.repeats), args.json, args.profile)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:

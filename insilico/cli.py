@@ -122,6 +122,26 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
         "--profile", action="store_true", help="also a profiled run: time per stage"
     )
     parser.set_defaults(handler=_bench_headless)
+    trial = bench_sub.add_parser(
+        "trial", help="trial jobs per hour, 1 -> 2 worker scaling, Dask against local processes"
+    )
+    trial.add_argument("--jobs", type=int, default=4, help="jobs per backend")
+    trial.add_argument(
+        "--job-days", type=float, default=0.25, help="patient-days per job (~10 s each)"
+    )
+    trial.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster run")
+    trial.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    trial.set_defaults(handler=_bench_trial)
+
+
+def _bench_trial(args: argparse.Namespace) -> int:
+    from insilico.backends import DaskUnavailable
+    from insilico.bench import main_bench_trial
+
+    try:
+        return main_bench_trial(max(1, args.jobs), args.job_days, not args.no_dask, args.json)
+    except DaskUnavailable as exc:
+        return _fail(f"{exc} (or pass --no-dask)")
 
 
 def _bench_headless(args: argparse.Namespace) -> int:

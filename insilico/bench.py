@@ -1,10 +1,9 @@
 """``neurostim bench headless`` and ``bench trial`` (numbers, no asserts).
 
-``bench headless``: real-time factor of whole lockstep runs (numbers, no asserts).
-
-The default scenario (8 sites @ 250 Hz, default controller) for each signal model, every
-sample through the real codec and sessions, best of ``repeats`` runs; with ``--profile``
-one more profiled run per model, its time split into the loop's stages (insilico/profile.py).
+``bench headless``: real-time factor of whole lockstep runs of the default scenario
+(8 sites @ 250 Hz, default controller) for each signal model, every sample through the
+real codec and sessions, best of ``repeats`` runs after a warm-up; with ``--profile`` one
+more profiled run per model, its time split into the loop's stages (insilico/profile.py).
 
 ``bench trial``: throughput of trial jobs on local worker processes and on Dask.
 """
@@ -29,6 +28,8 @@ def bench_headless(virtual_s: float, repeats: int) -> list[dict[str, float | str
     scenario = load_scenario("default")
     rows: list[dict[str, float | str]] = []
     for model in MODELS:
+        # Warm-up: load the compiled kernels (numba's cache) outside the timed runs.
+        run_sim(SimSpec(scenario, 60.0, ControllerConfig(), model=model))
         best_wall_s = min(
             run_sim(SimSpec(scenario, virtual_s, ControllerConfig(), model=model)).wall_s
             for _ in range(repeats)

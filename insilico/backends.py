@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import traceback
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -150,8 +151,9 @@ class DaskCluster:
     def run(self, run: Callable[[J], R], jobs: Sequence[J]) -> Iterator[Outcome[R]]:
         if self._client is None:
             raise RuntimeError("DaskCluster.run outside its `with` block")
+        batch = uuid.uuid4().hex  # keys unique across runs on a shared scheduler
         futures = [
-            self._client.submit(attempt, run, job, pure=False, key=f"trial-job-{i}-{id(self)}")
+            self._client.submit(attempt, run, job, pure=False, key=f"trial-job-{batch}-{i}")
             for i, job in enumerate(jobs)
         ]
         index_of = {future.key: i for i, future in enumerate(futures)}

@@ -18,9 +18,10 @@ from rich.table import Table
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
+from firmware_bridge.exit_codes import ExitCode
 from insilico.backends import Backend, DaskCluster, DaskUnavailable, InProcess, LocalProcesses
 from insilico.report import SimReport, TrialReport
-from insilico.runner import SimSpec, WallPacer, run_sim, with_policy
+from insilico.runner import SimSpec, run_sim, with_policy
 from insilico.store import ResultStore
 from insilico.trial import (
     ALL_PHENOTYPES,
@@ -32,9 +33,6 @@ from insilico.trial import (
 )
 from simulator.physiology.scenario import ScenarioError, load_scenario, parse_duration_s
 
-EXIT_USAGE = 2
-EXIT_ENVELOPE = 5
-EXIT_JOBS_FAILED = 1  # the report is written; the failed jobs are named on stderr
 POLICY_NAMES: tuple[str, ...] = ("closed-loop", *get_args(PolicyName))
 
 
@@ -156,7 +154,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG plot here")
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
+def _fail(message: str, code: int = ExitCode.USAGE) -> int:
     print(f"neurostim: {message}", file=sys.stderr)
     return code
 
@@ -202,9 +200,9 @@ def _sim_command(args: argparse.Namespace) -> int:
                 info = f"{_hours(done_s)} / {_hours(total_s)}  {factor:,.0f}x real time"
                 display.update(done_s, info)
 
-            report = run_sim(spec, progress, WallPacer() if args.realtime else None)
+            report = run_sim(spec, progress, rate=1.0 if args.realtime else None)
     except EnvelopeConflict as exc:
-        return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
+        return _fail(f"configuration exceeds the device: {exc}", ExitCode.ENVELOPE)
     _write_outputs(report, args.report, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
         _stdout_console().print(sim_table(report))
@@ -339,7 +337,7 @@ def _trial_command(args: argparse.Namespace) -> int:
         return _fail(f"cannot reach the Dask scheduler {args.scheduler}: {exc}")
     conflicts = [f for f in run.failures if f.error.startswith("EnvelopeConflict")]
     if conflicts:
-        return _fail(f"configuration exceeds the device: {conflicts[0].error}", EXIT_ENVELOPE)
+        return _fail(f"configuration exceeds the device: {conflicts[0].error}", ExitCode.ENVELOPE)
     report = trial_report(
         run,
         patients=args.patients,
@@ -360,7 +358,8 @@ def _trial_command(args: argparse.Namespace) -> int:
             f"{failure.policy} failed: {failure.error}",
             file=sys.stderr,
         )
-    return EXIT_JOBS_FAILED if report.failures else 0
+    # The report is written; the failed jobs are named on stderr.
+    return ExitCode.FAILED if report.failures else ExitCode.OK
 
 
 def progress_line(p: TrialProgress) -> str:

@@ -27,6 +27,10 @@ from simulator.physiology.scenario import load_scenario  # noqa: E402
 
 REPORTS_DIR = REPO / "tests" / "data" / "reports"
 
+#: Points of the report's decimated timeline (score, state, amplitude): enough to compare
+#: the traces, small enough to review a re-recorded file.
+TIMELINE_POINTS = 600
+
 #: Fields that depend on the machine, not on the run.
 WALL_TIME_FIELDS = ("wall_s", "realtime_factor")
 
@@ -67,7 +71,14 @@ RUNS = (
 
 def run_recorded(run: RecordedRun) -> SimReport:
     scenario = load_scenario(run.scenario)
-    return run_sim(SimSpec(scenario, run.duration_s, run.controller_config(), model=run.model))
+    spec = SimSpec(
+        scenario,
+        run.duration_s,
+        run.controller_config(),
+        model=run.model,
+        timeline_points=TIMELINE_POINTS,
+    )
+    return run_sim(spec)
 
 
 def comparable(report: SimReport) -> dict[str, object]:

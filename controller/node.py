@@ -37,7 +37,6 @@ from controller.core import (
 )
 from controller.device_check import DeviceCheck, DeviceFinding, Severity
 from controller.observations import (
-    Clamped,
     CommandAnswered,
     CommandIssued,
     DetectorUpdated,
@@ -53,7 +52,6 @@ from controller.observations import (
     MarkerAdded,
     NodeEvent,
     NodeSnapshot,
-    Refused,
     StopOutcome,
     Stopped,
 )
@@ -571,11 +569,9 @@ class ControllerNode:
             for output in result.outputs:
                 self._emit(DetectorUpdated(output.t_s, output))
             for clamp in result.clamps:
-                self._emit(Clamped(now, clamp.rule, clamp.field, clamp.requested, clamp.allowed))
+                self._emit(clamp)
             for refusal in result.refusals:
-                self._emit(
-                    Refused(now, refusal.rule, refusal.reason, refusal.detail, refusal.origin)
-                )
+                self._emit(refusal)
         for command in result.commands:
             if self.state not in (LinkState.READY, LinkState.STOPPING):
                 self._carry(self.core.on_command_outcome(command.token, "lost", now), now)

@@ -298,3 +298,39 @@ def test_a_reconnect_neither_clears_nor_forgets_the_devices_estop_latch(tmp_path
     snapshot = node.snapshot()
     assert snapshot.estop_latched and snapshot.estop_hold
     assert not fw.output.enabled
+
+
+def test_no_command_leaves_before_the_earlier_stimulation_records_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    """With the audit log on a writer thread, a stalled disk holds commands back (the
+    record of a stimulation change is durable before the next command is sent)."""
+    import threading
+    import time
+
+    from controller.writer_thread import WriterThread
+
+    writer = WriterThread("audit-test")
+    audit = AuditLog(tmp_path / "audit.jsonl", writer=writer)
+    node = ControllerNode(ControllerCore(_config()), audit)
+    issued: list[NodeEvent] = []
+    node.subscribe(lambda e: issued.append(e) if isinstance(e, CommandIssued) else None)
+    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    disk = threading.Event()
+    writer.submit(disk.wait)  # the disk stalls: nothing queued after this is written
+    node.start(0.0)
+    pump.run_until(30.0)
+    assert node.holding and not issued and not audit.durable
+    assert not fw.output.enabled
+    disk.set()
+    deadline = time.monotonic() + 10.0
+    while not audit.durable and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert audit.durable
+    pump.run_until(40.0)  # the next wake sends what was held
+    assert issued and not node.holding
+    assert fw.output.enabled
+    node.close(clock.now())
+    assert verify_audit(tmp_path / "audit.jsonl").ok

@@ -13,6 +13,7 @@ from firmware_bridge.transports.registry import transports
 from insilico import cli as insilico_cli
 from simulator import cli as simulator_cli
 from simulator.embedded import GroundTruthFeed
+from tui import cli as console_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     controller_cli.register(sub)
     controller_cli.register_bench(bench_sub)
     insilico_cli.register_bench(bench_sub)
+    console_cli.register(sub)
     return parser
 
 
@@ -48,6 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     args.annotation_source = truth.drain  # ground truth of sim:// devices into recordings
+    args.use_sim_clock = truth.use_clock  # the console paces simulated devices
     code: int = args.handler(args)
     return code
 

@@ -1,0 +1,170 @@
+"""The bench console on the embedded simulated device, headless (``App.run_test`` + Pilot),
+in virtual time: the shared ``ScaledClock`` starts paused and the tests jump it forward,
+so a minute of the closed loop takes a second and every run sees the same samples."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from textual.widgets import Input
+
+from controller.audit import verify_audit
+from controller.config import ControllerConfig
+from controller.run import build_node
+from firmware_bridge.clock import ScaledClock
+from firmware_bridge.transports.registry import TransportRegistry
+from simulator.embedded import GroundTruthFeed
+from tui.app import ConsoleApp
+from tui.forms import SettingForm
+from tui.session import ConsoleSession
+from tui.widgets import DetectorPanel, EstopBanner, StatusLine, StimulationPanel, TracesPanel
+
+SIZE = (160, 50)
+URL = "sim://console-demo?seed=3"
+
+
+def console_config(policy: str = "open-loop") -> ControllerConfig:
+    """A short calibration (the default half hour is for patients, not for tests) and
+    open-loop stimulation, so that the output is on within seconds."""
+    return ControllerConfig.model_validate(
+        {
+            "detector": {"calibration_s": 30.0},
+            "policy": {"name": policy, "open_loop": {"mode": "continuous"}},
+        }
+    )
+
+
+def make_console(
+    audit_path: Path | None, config: ControllerConfig | None = None
+) -> tuple[ConsoleApp, ConsoleSession, ScaledClock]:
+    clock = ScaledClock()
+    clock.pause()  # time moves only when a test jumps it
+    registry = TransportRegistry()
+    registry.register("sim", GroundTruthFeed(clock).open_url)
+    node = build_node(
+        config or console_config(), audit_path, None, datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    session = ConsoleSession(URL, node, clock, registry, clock)
+    return ConsoleApp(session, fast_forward_calibration=False), session, clock
+
+
+async def advance(app: ConsoleApp, clock: ScaledClock, seconds: float) -> None:
+    await clock.jump_to(clock.now() + seconds)
+    app.redraw()
+
+
+async def advance_until_calibrated(app: ConsoleApp, clock: ScaledClock, limit_s: float) -> None:
+    """Calibration needs its credited seconds and enough finite values of every feature."""
+    end = clock.now() + limit_s
+    while clock.now() < end:
+        await advance(app, clock, 10.0)
+        out = app.session.snapshot().detector
+        if out is not None and out.state.value != "CALIBRATING":
+            return
+    raise AssertionError(f"still calibrating after {limit_s} s")
+
+
+def audit_kinds(path: Path) -> list[str]:
+    return [json.loads(line)["kind"] for line in path.read_text().splitlines()]
+
+
+async def test_shows_channel_labels_and_the_detector_state(tmp_path: Path) -> None:
+    app, session, clock = make_console(tmp_path / "audit.jsonl")
+    async with app.run_test(size=SIZE):
+        await advance_until_calibrated(app, clock, 300.0)
+        info = session.snapshot().device
+        assert info is not None
+        traces = app.query_one(TracesPanel).plain
+        for channel in info.channels:
+            assert channel.label in traces
+        assert "µV" in traces
+        detector = app.query_one(DetectorPanel).plain
+        assert session.snapshot().detector is not None
+        assert session.snapshot().detector.state.value in detector
+        assert "NORMAL" in detector or "SUSPECT" in detector
+        assert "calibration ████" in detector and "30/30 s" in detector
+
+
+async def test_estop_latches_zeroes_the_output_and_is_audited(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app, session, clock = make_console(audit_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 40.0)
+        before = session.snapshot().reported
+        assert before is not None and before.enabled and before.amplitude_ma > 0.0
+        await pilot.press("e")
+        await advance(app, clock, 1.0)
+        snap = session.snapshot()
+        assert snap.estop_latched
+        assert snap.reported is not None and snap.reported.amplitude_ma == 0.0
+        assert snap.reported.estop_latched  # the device says so, not only the console
+        assert "E-STOP LATCHED" in app.query_one(EstopBanner).plain
+        assert "reported  E-STOP off, 0.00 mA" in app.query_one(StimulationPanel).plain
+        # The latch stays on screen: time passing does not clear it...
+        await advance(app, clock, 10.0)
+        assert "E-STOP LATCHED" in app.query_one(EstopBanner).plain
+        # ...nor does the first step of clearing, nor a key other than the confirmation.
+        await pilot.press("R")
+        await pilot.press("x")
+        await advance(app, clock, 1.0)
+        assert session.snapshot().estop_latched
+        # Two steps clear the latch; stimulation stays off until the operator resumes.
+        await pilot.press("R")
+        await pilot.press("y")
+        await advance(app, clock, 5.0)
+        snap = session.snapshot()
+        assert not snap.estop_latched and snap.estop_hold
+        assert snap.reported is not None and snap.reported.amplitude_ma == 0.0
+        assert "therapy held" in app.query_one(EstopBanner).plain
+    kinds = audit_kinds(audit_path)
+    assert "estop" in kinds
+    estop = next(json.loads(line) for line in audit_path.read_text().splitlines()
+                 if json.loads(line)["kind"] == "estop")
+    assert estop["t"] == pytest.approx(40.0)
+
+
+async def test_a_manual_setting_above_the_envelope_is_refused_with_its_rule(
+    tmp_path: Path,
+) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app, session, clock = make_console(audit_path, console_config("off"))
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 10.0)
+        limit_ma = session.snapshot().budgets.max_amplitude_ma  # type: ignore[union-attr]
+        await pilot.press("a")
+        form = app.screen
+        assert isinstance(form, SettingForm)
+        form.query_one("#amplitude", Input).value = f"{limit_ma * 2:g}"
+        form.query_one("#frequency", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        await advance(app, clock, 1.0)
+        snap = session.snapshot()
+        assert snap.refusals, "the envelope refused nothing"
+        (rule,) = snap.refusals
+        assert f"REFUSED by {rule}" in app.query_one(StatusLine).plain
+        assert rule in app.query_one(StimulationPanel).plain
+        assert snap.reported is not None and snap.reported.amplitude_ma == 0.0
+    assert "refusal" in audit_kinds(audit_path) or "refused" in " ".join(audit_kinds(audit_path))
+
+
+async def test_quit_ramps_down_and_the_device_confirms(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app, session, clock = make_console(audit_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 40.0)
+        assert session.snapshot().reported.amplitude_ma > 0.0  # type: ignore[union-attr]
+        await pilot.press("q")
+        await clock.jump_to(clock.now() + 120.0)
+        await pilot.pause()
+    outcome = session.node.stop_outcome
+    assert outcome is not None and outcome.ramped_down, outcome
+    assert outcome.reason == "operator"
+    assert app.return_code == 0
+    kinds = audit_kinds(audit_path)
+    assert kinds.index("shutdown") < kinds.index("stop")
+    assert "estop" not in kinds  # confirmed by the device: no E-stop needed
+    assert verify_audit(audit_path).ok

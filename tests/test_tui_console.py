@@ -13,6 +13,7 @@ from textual.widgets import Input
 
 from controller.audit import verify_audit
 from controller.config import ControllerConfig
+from controller.policy import POLICY_NAMES
 from controller.run import build_node
 from firmware_bridge.clock import ScaledClock
 from firmware_bridge.transports.registry import TransportRegistry
@@ -20,7 +21,6 @@ from simulator.embedded import GroundTruthFeed
 from tui.app import ConsoleApp
 from tui.forms import SettingForm
 from tui.session import ConsoleSession
-from tui.widgets import DetectorPanel, EstopBanner, StatusLine, StimulationPanel, TracesPanel
 
 SIZE = (160, 50)
 URL = "sim://console-demo?seed=3"
@@ -31,7 +31,7 @@ def console_config(policy: str = "open-loop") -> ControllerConfig:
     open-loop stimulation, so that the output is on within seconds."""
     return ControllerConfig.model_validate(
         {
-            "detector": {"calibration_s": 30.0},
+            "detector": {"calibration_s": 20.0},
             "policy": {"name": policy, "open_loop": {"mode": "continuous"}},
         }
     )
@@ -48,7 +48,7 @@ def make_console(
         config or console_config(), audit_path, None, datetime(2026, 1, 1, tzinfo=UTC)
     )
     session = ConsoleSession(URL, node, clock, registry, clock)
-    return ConsoleApp(session, fast_forward_calibration=False), session, clock
+    return ConsoleApp(session, fast_forward_calibration=False, refresh_hz=None), session, clock
 
 
 async def advance(app: ConsoleApp, clock: ScaledClock, seconds: float) -> None:
@@ -77,15 +77,15 @@ async def test_shows_channel_labels_and_the_detector_state(tmp_path: Path) -> No
         await advance_until_calibrated(app, clock, 300.0)
         info = session.snapshot().device
         assert info is not None
-        traces = app.query_one(TracesPanel).plain
+        traces = app.traces_panel.plain
         for channel in info.channels:
             assert channel.label in traces
         assert "µV" in traces
-        detector = app.query_one(DetectorPanel).plain
+        detector = app.detector_panel.plain
         assert session.snapshot().detector is not None
         assert session.snapshot().detector.state.value in detector
         assert "NORMAL" in detector or "SUSPECT" in detector
-        assert "calibration ████" in detector and "30/30 s" in detector
+        assert "calibration ████" in detector and "20/20 s" in detector
 
 
 async def test_estop_latches_zeroes_the_output_and_is_audited(tmp_path: Path) -> None:
@@ -101,11 +101,11 @@ async def test_estop_latches_zeroes_the_output_and_is_audited(tmp_path: Path) ->
         assert snap.estop_latched
         assert snap.reported is not None and snap.reported.amplitude_ma == 0.0
         assert snap.reported.estop_latched  # the device says so, not only the console
-        assert "E-STOP LATCHED" in app.query_one(EstopBanner).plain
-        assert "reported  E-STOP off, 0.00 mA" in app.query_one(StimulationPanel).plain
+        assert "E-STOP LATCHED" in app.estop_banner.plain
+        assert "reported  E-STOP off, 0.00 mA" in app.stim_panel.plain
         # The latch stays on screen: time passing does not clear it...
         await advance(app, clock, 10.0)
-        assert "E-STOP LATCHED" in app.query_one(EstopBanner).plain
+        assert "E-STOP LATCHED" in app.estop_banner.plain
         # ...nor does the first step of clearing, nor a key other than the confirmation.
         await pilot.press("R")
         await pilot.press("x")
@@ -118,11 +118,14 @@ async def test_estop_latches_zeroes_the_output_and_is_audited(tmp_path: Path) ->
         snap = session.snapshot()
         assert not snap.estop_latched and snap.estop_hold
         assert snap.reported is not None and snap.reported.amplitude_ma == 0.0
-        assert "therapy held" in app.query_one(EstopBanner).plain
+        assert "therapy held" in app.estop_banner.plain
     kinds = audit_kinds(audit_path)
     assert "estop" in kinds
-    estop = next(json.loads(line) for line in audit_path.read_text().splitlines()
-                 if json.loads(line)["kind"] == "estop")
+    estop = next(
+        json.loads(line)
+        for line in audit_path.read_text().splitlines()
+        if json.loads(line)["kind"] == "estop"
+    )
     assert estop["t"] == pytest.approx(40.0)
 
 
@@ -138,17 +141,24 @@ async def test_a_manual_setting_above_the_envelope_is_refused_with_its_rule(
         form = app.screen
         assert isinstance(form, SettingForm)
         form.query_one("#amplitude", Input).value = f"{limit_ma * 2:g}"
-        form.query_one("#frequency", Input).focus()
+        form.query_one("#ramp", Input).focus()
         await pilot.press("enter")
         await pilot.pause()
         await advance(app, clock, 1.0)
         snap = session.snapshot()
         assert snap.refusals, "the envelope refused nothing"
-        (rule,) = snap.refusals
-        assert f"REFUSED by {rule}" in app.query_one(StatusLine).plain
-        assert rule in app.query_one(StimulationPanel).plain
+        assert set(snap.refusals) == {"amplitude_range"}  # the ramp and the rest are fine
+        rule = "amplitude_range"
+        assert f"REFUSED by {rule}" in app.status_line.plain
+        assert rule in app.stim_panel.plain
         assert snap.reported is not None and snap.reported.amplitude_ma == 0.0
-    assert "refusal" in audit_kinds(audit_path) or "refused" in " ".join(audit_kinds(audit_path))
+    refusals = [
+        json.loads(line)
+        for line in audit_path.read_text().splitlines()
+        if json.loads(line)["kind"] == "refusal"
+    ]
+    assert [r["rule"] for r in refusals] == ["amplitude_range"]
+    assert "command" not in audit_kinds(audit_path)  # nothing was sent
 
 
 async def test_quit_ramps_down_and_the_device_confirms(tmp_path: Path) -> None:
@@ -168,3 +178,53 @@ async def test_quit_ramps_down_and_the_device_confirms(tmp_path: Path) -> None:
     assert kinds.index("shutdown") < kinds.index("stop")
     assert "estop" not in kinds  # confirmed by the device: no E-stop needed
     assert verify_audit(audit_path).ok
+
+
+async def test_stop_therapy_ramps_the_output_off_and_resume_lets_the_policy_back(
+    tmp_path: Path,
+) -> None:
+    app, session, clock = make_console(tmp_path / "audit.jsonl")
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 40.0)
+        assert session.snapshot().reported.amplitude_ma > 0.0  # type: ignore[union-attr]
+        await pilot.press("s")
+        await advance(app, clock, 60.0)
+        snap = session.snapshot()
+        assert snap.manual and snap.requested is not None and not snap.requested.enabled
+        assert snap.reported is not None and not snap.reported.enabled
+        assert not snap.estop_latched  # a ramped stop, not an E-stop
+        await pilot.press("u")
+        await advance(app, clock, 10.0)
+        snap = session.snapshot()
+        assert not snap.manual
+        assert snap.reported is not None and snap.reported.amplitude_ma > 0.0
+
+
+async def test_marker_policy_and_pace_go_through_the_node(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app, session, clock = make_console(audit_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 5.0)
+        await pilot.press("m")
+        app.screen.query_one("#marker", Input).value = "patient reports aura"
+        await pilot.press("enter")
+        await pilot.press("p")
+        await pilot.press("down", "down", "enter")  # the third policy of the list
+        await pilot.pause()
+        await advance(app, clock, 1.0)
+        assert session.snapshot().policy == POLICY_NAMES[2]
+        assert f"policy {POLICY_NAMES[2]}" in app.status_line.plain
+        await pilot.press("space")
+        assert not clock.paused  # the tests' clock starts paused: space lets it run
+        await pilot.press("space")
+        assert clock.paused
+        rate = clock.rate
+        await pilot.press("plus")
+        assert clock.rate > rate
+        await pilot.press("minus", "minus")
+        assert clock.rate < rate
+    records = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    markers = [r for r in records if r["kind"] == "operator_marker"]
+    assert markers and markers[0]["text"] == "patient reports aura"
+    switched = [r for r in records if r["kind"] == "policy"]
+    assert [(r["previous"], r["policy"]) for r in switched] == [("open-loop", POLICY_NAMES[2])]

@@ -18,6 +18,7 @@ from textual.widgets import Footer, Input
 
 from controller.loop import LoopReport
 from controller.policy import POLICY_NAMES
+from firmware_bridge.clock import ScaledClock
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.messages import StimSetting
 from tui.forms import MarkerForm, PolicyForm, SettingForm, SettingInput
@@ -40,6 +41,9 @@ REFRESH_HZ = 10.0
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 #: Extra virtual seconds after the calibration when fast-forwarding it.
 FAST_FORWARD_MARGIN_S = 5.0
+#: Further jumps while the detector still calibrates (blanked windows are not credited).
+FAST_FORWARD_STEP_S = 30.0
+FAST_FORWARD_EXTENSIONS = 120
 _CLEAR_KEYS = frozenset({"y", "R", "shift+r"})
 
 
@@ -70,8 +74,12 @@ class ConsoleApp(App[int]):
         session: ConsoleSession,
         *,
         fast_forward_calibration: bool = True,
+        refresh_hz: float | None = REFRESH_HZ,
     ) -> None:
+        """``refresh_hz`` None: redraw only after operator actions and ``redraw`` calls
+        (tests that move time themselves)."""
         super().__init__()
+        self.refresh_hz = refresh_hz
         self.session = session
         self.fast_forward_calibration = fast_forward_calibration
         self.span_s = 10.0
@@ -80,36 +88,43 @@ class ConsoleApp(App[int]):
         self.failure: BaseException | None = None
         self.report: LoopReport | None = None
         self.quitting = False
+        self.estop_banner = EstopBanner(id="estop")
+        self.device_panel = DevicePanel(id="device")
+        self.detector_panel = DetectorPanel(id="detector")
+        self.stim_panel = StimulationPanel(id="stim")
+        self.traces_panel = TracesPanel(id="traces")
+        self.features_panel = FeaturesPanel(id="features")
+        self.audit_tail = AuditTail(id="audit")
+        self.status_line = StatusLine(id="status")
 
     def compose(self) -> ComposeResult:
-        yield EstopBanner(id="estop")
+        yield self.estop_banner
         with Horizontal(id="top"):
-            yield DevicePanel(id="device")
-            yield DetectorPanel(id="detector")
-            yield StimulationPanel(id="stim")
-        yield TracesPanel(id="traces")
+            yield self.device_panel
+            yield self.detector_panel
+            yield self.stim_panel
+        yield self.traces_panel
         with Horizontal(id="bottom"):
-            yield FeaturesPanel(id="features")
-            yield AuditTail(id="audit")
-        yield StatusLine(id="status")
+            yield self.features_panel
+            yield self.audit_tail
+        yield self.status_line
         yield Footer()
 
     def on_mount(self) -> None:
-        for widget_id, title in (
-            ("device", "Device & link"),
-            ("detector", "Detector"),
-            ("stim", "Stimulation & envelope"),
-            ("traces", "Traces"),
-            ("features", "Features"),
-            ("audit", "Audit log"),
+        for panel, title in (
+            (self.device_panel, "Device & link"),
+            (self.detector_panel, "Detector"),
+            (self.stim_panel, "Stimulation & envelope"),
+            (self.traces_panel, "Traces"),
+            (self.features_panel, "Features"),
+            (self.audit_tail, "Audit log"),
         ):
-            self.query_one(f"#{widget_id}").border_title = title
-        clock = self.session.sim_clock
-        if self.fast_forward_calibration and clock is not None:
-            calibration_s = self.session.node.snapshot().calibration_s
-            clock.jump_to(clock.now() + calibration_s + FAST_FORWARD_MARGIN_S)
+            panel.border_title = title
         self.run_worker(self._run_loop(), name="controller loop", exit_on_error=False)
-        self.set_interval(1.0 / REFRESH_HZ, self.redraw)
+        if self.fast_forward_calibration and self.session.sim_clock is not None:
+            self.run_worker(self._fast_forward(self.session.sim_clock), name="fast-forward")
+        if self.refresh_hz is not None:
+            self.set_interval(1.0 / self.refresh_hz, self.redraw)
         self.redraw()
 
     async def _run_loop(self) -> None:
@@ -122,24 +137,34 @@ class ConsoleApp(App[int]):
         else:
             self.note = "the loop has stopped; q quits"
 
+    async def _fast_forward(self, clock: ScaledClock) -> None:
+        """Jump through the detector's calibration (its credited seconds, which blanking
+        can stretch beyond the configured time), then hand over to the clock's rate."""
+        calibration_s = self.session.node.snapshot().calibration_s
+        await clock.jump_to(clock.now() + calibration_s + FAST_FORWARD_MARGIN_S)
+        for _ in range(FAST_FORWARD_EXTENSIONS):
+            out = self.session.node.snapshot().detector
+            if out is not None and out.state.value != "CALIBRATING":
+                break
+            await clock.jump_to(clock.now() + FAST_FORWARD_STEP_S)
+
     # -- drawing ---------------------------------------------------------------------------
 
     def redraw(self) -> None:
+        if not self.estop_banner.is_mounted:
+            return  # before the first layout or while leaving
         session = self.session
         snap = session.snapshot()
-        self.query_one(EstopBanner).show(snap, self.clearing)
-        self.query_one(DevicePanel).show(snap, session)
-        detector = self.query_one(DetectorPanel)
-        detector.show(snap, session, detector.content_size.width)
-        stim = self.query_one(StimulationPanel)
-        stim.show(snap, session, stim.content_size.width)
-        traces = self.query_one(TracesPanel)
+        self.estop_banner.show(snap, self.clearing)
+        self.device_panel.show(snap, session)
+        self.detector_panel.show(snap, session, self.detector_panel.content_size.width)
+        self.stim_panel.show(snap, session, self.stim_panel.content_size.width)
+        traces = self.traces_panel
         traces.show(session.tap, self.span_s, traces.content_size.width, traces.content_size.height)
-        features = self.query_one(FeaturesPanel)
-        features.show(snap, features.content_size.height)
-        audit = self.query_one(AuditTail)
+        self.features_panel.show(snap, self.features_panel.content_size.height)
+        audit = self.audit_tail
         audit.show(session.node, audit.content_size.height, audit.content_size.width)
-        self.query_one(StatusLine).show(snap, session, self._status_note())
+        self.status_line.show(snap, session, self._status_note())
 
     def _status_note(self) -> str:
         if self.failure is not None:
@@ -205,6 +230,7 @@ class ConsoleApp(App[int]):
             current.amplitude_ma if current else 0.5,
             current.pulse_width_us if current else 200,
             current.frequency_hz if current else 10.0,
+            self.session.ramp_limit(self.session.ramp_up_ma_per_s),
         )
         self.push_screen(form, self._manual_submitted)
 
@@ -215,7 +241,11 @@ class ConsoleApp(App[int]):
 
     async def send_manual(self, value: SettingInput) -> None:
         setting = StimSetting(
-            value.amplitude_ma > 0.0, value.amplitude_ma, value.pulse_width_us, value.frequency_hz
+            value.amplitude_ma > 0.0,
+            value.amplitude_ma,
+            value.pulse_width_us,
+            value.frequency_hz,
+            value.ramp_rate_ma_per_s,
         )
         result = await self.session.manual_setting(setting)
         if result.refused_rule is not None:

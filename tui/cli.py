@@ -93,7 +93,15 @@ def _console_command(args: argparse.Namespace) -> int:
         key=key,
         client_name="neurostim console",
     )
-    session = ConsoleSession(str(url), node, clock, transports, sim_clock)
+    session = ConsoleSession(
+        str(url),
+        node,
+        clock,
+        transports,
+        sim_clock,
+        ramp_up_ma_per_s=config.envelope.ramp_up_ma_per_s,
+        ramp_down_ma_per_s=config.envelope.ramp_down_ma_per_s,
+    )
     app = ConsoleApp(session, fast_forward_calibration=simulated and not args.no_fast_forward)
     app.run()
     return _exit_report(app.failure, session)

@@ -18,6 +18,7 @@ class SettingInput:
     amplitude_ma: float
     pulse_width_us: int
     frequency_hz: float
+    ramp_rate_ma_per_s: float
 
 
 class SettingForm(ModalScreen[SettingInput | None]):
@@ -25,12 +26,14 @@ class SettingForm(ModalScreen[SettingInput | None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
-    def __init__(self, amplitude_ma: float, pulse_width_us: int, frequency_hz: float) -> None:
+    def __init__(
+        self, amplitude_ma: float, pulse_width_us: int, frequency_hz: float, ramp_ma_per_s: float
+    ) -> None:
         super().__init__()
-        self._defaults = (amplitude_ma, pulse_width_us, frequency_hz)
+        self._defaults = (amplitude_ma, pulse_width_us, frequency_hz, ramp_ma_per_s)
 
     def compose(self) -> ComposeResult:
-        amp, pw, freq = self._defaults
+        amp, pw, freq, ramp = self._defaults
         with Vertical(classes="form"):
             yield Label("Manual setting (enter in the last field sends, escape cancels)")
             yield Label("amplitude mA")
@@ -39,10 +42,12 @@ class SettingForm(ModalScreen[SettingInput | None]):
             yield Input(str(pw), id="pulse_width", type="integer")
             yield Label("frequency Hz")
             yield Input(f"{freq:g}", id="frequency", type="number")
+            yield Label("ramp mA/s")
+            yield Input(f"{ramp:g}", id="ramp", type="number")
             yield Label("", id="form-error")
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id != "frequency":
+        if event.input.id != "ramp":
             self.focus_next()
             return
         try:
@@ -50,6 +55,7 @@ class SettingForm(ModalScreen[SettingInput | None]):
                 float(self.query_one("#amplitude", Input).value),
                 int(self.query_one("#pulse_width", Input).value),
                 float(self.query_one("#frequency", Input).value),
+                float(self.query_one("#ramp", Input).value),
             )
         except ValueError as exc:
             self.query_one("#form-error", Label).update(f"not a number: {exc}")

@@ -26,7 +26,7 @@ from controller.observations import (
 )
 from firmware_bridge.clock import Clock, ScaledClock
 from firmware_bridge.errors import LinkClosed
-from firmware_bridge.messages import StimSetting
+from firmware_bridge.messages import DeviceLimits, StimSetting
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.registry import TransportRegistry
 from firmware_bridge.url import DeviceURL
@@ -60,8 +60,15 @@ class ConsoleSession:
         clock: Clock,
         registry: TransportRegistry,
         sim_clock: ScaledClock | None = None,
+        *,
+        ramp_up_ma_per_s: float = 0.03,
+        ramp_down_ma_per_s: float = 0.12,
     ) -> None:
+        """The ramps are the configured envelope's (an operator's setting must name one
+        within it; the device's own maximum applies as well)."""
         self.url = url
+        self.ramp_up_ma_per_s = ramp_up_ma_per_s
+        self.ramp_down_ma_per_s = ramp_down_ma_per_s
         self.node = node
         self.clock = clock
         self.sim_clock = sim_clock
@@ -126,9 +133,20 @@ class ConsoleSession:
     async def stop_therapy(self) -> ManualResult:
         """Stimulation off, ramped down as the envelope allows; the policy stays suspended
         until ``resume`` like after any manual setting."""
+        return await self.manual_setting(
+            StimSetting.off(self.ramp_limit(self.ramp_down_ma_per_s), self._limits())
+        )
+
+    def ramp_limit(self, configured_ma_per_s: float) -> float:
+        """A configured ramp, no faster than the device allows."""
+        limits = self._limits()
+        if limits is None:
+            return configured_ma_per_s
+        return min(configured_ma_per_s, limits.max_ramp_rate_ma_per_s)
+
+    def _limits(self) -> DeviceLimits | None:
         device = self.node.snapshot().device
-        limits = None if device is None else device.limits
-        return await self.manual_setting(StimSetting.off(0.0, limits))
+        return None if device is None else device.limits
 
     async def marker(self, text: str) -> None:
         self.node.marker(text, self.now())

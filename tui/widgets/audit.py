@@ -44,5 +44,7 @@ class AuditTail(Panel):
         for i, record in enumerate(records[-max(1, lines) :]):
             if i:
                 text.append("\n")
-            text.append(describe_record(record)[: max(20, width)], _STYLE.get(str(record.get("kind")), ""))
+            text.append(
+                describe_record(record)[: max(20, width)], _STYLE.get(str(record.get("kind")), "")
+            )
         self.draw(text if records else Text("no records yet", "dim"))

@@ -39,7 +39,7 @@ class DetectorPanel(Panel):
         text.append(gauge(calibrated, snap.calibration_s, max(10, width - 34)))
         text.append(f" {min(calibrated, snap.calibration_s):.0f}/{snap.calibration_s:.0f} s")
         text.append("\n")
-        text.append(_score_trace(session, lower, upper, max(10, width - 4)))
+        text.append(_score_trace(session, lower, upper, max(10, width - 8)))
         self.draw(text)
 
 

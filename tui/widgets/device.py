@@ -21,8 +21,7 @@ class DevicePanel(Panel):
             rows += [
                 (
                     "device",
-                    f"{info.device_id}  fw {info.firmware_version}  "
-                    f"v{info.major}.{info.minor}",
+                    f"{info.device_id}  fw {info.firmware_version}  v{info.major}.{info.minor}",
                 ),
                 (
                     "channels",

@@ -23,7 +23,7 @@ class FeaturesPanel(Panel):
             f"relative band power, window {frame.t_start_s:.0f}-{frame.t_end_s:.0f} s\n", "bold"
         )
         text.append(" " * 7 + "".join(f"{b[:5]:>6}" for b in bands))
-        shown = min(len(frame.channel_names), max(1, max_rows - 4))
+        shown = min(len(frame.channel_names), max(1, max_rows - 3))
         for ch in range(shown):
             text.append(f"\n{frame.channel_names[ch][:6]:<6} ")
             for b in range(len(bands)):

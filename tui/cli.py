@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.run import build_node
@@ -18,11 +19,17 @@ from firmware_bridge.keys import KeyFileError, load_key
 from firmware_bridge.transports.registry import transports
 from firmware_bridge.url import DeviceURLError, SimURL, parse_device_url
 
+if TYPE_CHECKING:
+    from tui.fleet import PresenceListener
+
 #: A scenario whose prodrome starts a minute after the default calibration.
 DEFAULT_DEVICE = "sim://console-demo?seed=1"
 
 #: Set by the composition root: hands the clock to the simulated devices behind sim://.
 SimClockSetter = Callable[[Clock], None]
+#: Set by the composition root once MQTT presence exists: broker URL -> the listener
+#: that feeds a fleet view's board.
+PresenceListenerFactory = Callable[[str], "PresenceListener"]
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,6 +44,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         ),
     )
     parser.add_argument("--device", default=DEFAULT_DEVICE, help="device URL (sim://, serial://…)")
+    parser.add_argument(
+        "--broker",
+        help="open on the fleet view: devices announcing presence on this MQTT broker "
+        "(mqtt://HOST:PORT); enter opens one",
+    )
     parser.add_argument(
         "--speed",
         type=float,
@@ -67,6 +79,16 @@ def _console_command(args: argparse.Namespace) -> int:
     except (ConfigError, KeyFileError, DeviceURLError) as exc:
         print(f"neurostim console: {exc}", file=sys.stderr)
         return ExitCode.USAGE
+    if args.broker:
+        listener_for: PresenceListenerFactory | None = getattr(args, "presence_listener", None)
+        if listener_for is None:
+            print(
+                "neurostim console: --broker needs the MQTT presence reader, which this "
+                "build does not register",
+                file=sys.stderr,
+            )
+            return ExitCode.USAGE
+        return _fleet(args, listener_for)
     if not args.speed > 0:
         print("neurostim console: --speed must be > 0", file=sys.stderr)
         return ExitCode.USAGE
@@ -105,6 +127,21 @@ def _console_command(args: argparse.Namespace) -> int:
     app = ConsoleApp(session, fast_forward_calibration=simulated and not args.no_fast_forward)
     app.run()
     return _exit_report(app.failure, session)
+
+
+def _fleet(args: argparse.Namespace, listener_for: PresenceListenerFactory) -> int:
+    """The fleet view; each device opened runs in the console, then back to the fleet."""
+    from tui.fleet import FleetApp, PresenceBoard
+
+    board = PresenceBoard()
+    while True:
+        chosen = FleetApp(board, args.broker, listener=listener_for(args.broker)).run()
+        if chosen is None:
+            return 0
+        args.device, args.broker = chosen, None
+        code = _console_command(args)
+        if code:
+            return code
 
 
 def _exit_report(failure: BaseException | None, session: object) -> int:

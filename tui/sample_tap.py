@@ -66,8 +66,10 @@ class SampleBuffer:
         self._pending = np.zeros((n, 0))
         self._pending_first = 0
         self.stimulating = False
+        self.samples_seen = 0
 
     def push(self, first_index: int, counts: np.ndarray) -> None:
+        self.samples_seen += counts.shape[1]
         if self._pending.shape[1] == 0:
             self._pending_first = first_index
         block = np.concatenate([self._pending, counts * self._scale], axis=1)

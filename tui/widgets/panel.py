@@ -10,6 +10,8 @@ class Panel(Static):
     text: Text = Text()
 
     def draw(self, text: Text) -> None:
+        if text == self.text:
+            return  # unchanged: no new layout, no repaint
         self.text = text
         self.update(text)
 

@@ -18,11 +18,17 @@ LABEL_WIDTH = 7
 SCALE_WIDTH = 9
 
 
-def nice_scale_uv(window_uv: np.ndarray) -> float:
-    """A round µV half-range that holds 98 % of the window (1, 2, 5 × 10^n)."""
-    if window_uv.size == 0:
-        return 1.0
-    peak = float(np.percentile(np.abs(window_uv), 98))
+def peaks_uv(window_uv: np.ndarray) -> np.ndarray:
+    """The 98th percentile of |µV| per channel (one pass over all channels)."""
+    if window_uv.shape[-1] == 0:
+        return np.ones(window_uv.shape[0])
+    magnitude = np.abs(window_uv)
+    k = min(magnitude.shape[1] - 1, int(0.98 * magnitude.shape[1]))
+    return np.partition(magnitude, k, axis=1)[:, k]
+
+
+def nice_scale_uv(peak: float) -> float:
+    """A round µV half-range at or above ``peak`` (1, 2, 5 × 10^n)."""
     if not peak > 0 or not math.isfinite(peak):
         return 1.0
     exponent = math.floor(math.log10(peak))
@@ -43,9 +49,11 @@ class TracesPanel(Panel):
         rows = max(1, height - 2)
         n = len(window.labels)
         shown = n if n <= rows else rows - 1
+        traces = columns(window.uv[:shown], plot_width)
+        peaks = peaks_uv(window.uv[:shown])
         for ch in range(shown):
-            trace = columns(window.uv[ch], plot_width)
-            scale = nice_scale_uv(window.uv[ch])
+            trace = traces[ch]
+            scale = nice_scale_uv(float(peaks[ch]))
             text.append(f"{window.labels[ch][: LABEL_WIDTH - 1]:<{LABEL_WIDTH}}", "bold")
             text.append(f"±{scale:>5g} µV ", "dim")
             text.append(sparkline(trace, -scale, scale), "green")

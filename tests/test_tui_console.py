@@ -38,7 +38,7 @@ def console_config(policy: str = "open-loop") -> ControllerConfig:
 
 
 def make_console(
-    audit_path: Path | None, config: ControllerConfig | None = None
+    audit_path: Path | None, config: ControllerConfig | None = None, url: str = URL
 ) -> tuple[ConsoleApp, ConsoleSession, ScaledClock]:
     clock = ScaledClock()
     clock.pause()  # time moves only when a test jumps it
@@ -47,7 +47,7 @@ def make_console(
     node = build_node(
         config or console_config(), audit_path, None, datetime(2026, 1, 1, tzinfo=UTC)
     )
-    session = ConsoleSession(URL, node, clock, registry, clock)
+    session = ConsoleSession(url, node, clock, registry, clock)
     return ConsoleApp(session, fast_forward_calibration=False, refresh_hz=None), session, clock
 
 
@@ -228,3 +228,27 @@ async def test_marker_policy_and_pace_go_through_the_node(tmp_path: Path) -> Non
     assert markers and markers[0]["text"] == "patient reports aura"
     switched = [r for r in records if r["kind"] == "policy"]
     assert [(r["previous"], r["policy"]) for r in switched] == [("open-loop", POLICY_NAMES[2])]
+
+
+async def test_a_device_that_goes_silent_shows_lost_and_comes_back(tmp_path: Path) -> None:
+    scenario = tmp_path / "cut.toml"
+    scenario.write_text(
+        'name = "cut"\nduration_s = "10min"\nmodel = "spectral"\nseed = 0\n'
+        '[patient]\nphenotype = "episodic-without-aura"\nseed = 3\n'
+        '[[events]]\nkind = "link_fault"\nfault = "disconnect"\nat_s = "20s"\n'
+        'duration_s = "10s"\n'
+    )
+    app, session, clock = make_console(None, url=f"sim://{scenario}")
+    async with app.run_test(size=SIZE):
+        await advance(app, clock, 19.0)
+        assert session.snapshot().link.value == "ready"
+        watchdog_s = session.snapshot().device.watchdog_ms / 1000.0  # type: ignore[union-attr]
+        await advance(app, clock, 1.0 + watchdog_s + 0.5)
+        snap = session.snapshot()
+        assert snap.link.value in ("backoff", "connecting"), snap.link
+        assert snap.counters.link_losses == 1
+        assert snap.link.value.upper() in app.device_panel.plain
+        await advance(app, clock, 20.0)
+        snap = session.snapshot()
+        assert snap.link.value == "ready"
+        assert "READY" in app.device_panel.plain and "1 losses" in app.device_panel.plain

@@ -321,6 +321,10 @@ class ConsoleApp(App[int]):
             return
         await self.session.quit()
 
+    async def action_quit(self) -> None:
+        """Textual's own quit (ctrl+q) takes the same ramped stop as ``q``."""
+        await self.action_quit_console()
+
     async def on_unmount(self) -> None:
         with contextlib.suppress(Exception):
             self.session.node.close(self.session.now())

@@ -4,6 +4,7 @@ patient, fast-forwarded through the detector's calibration, then in real time)."
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from firmware_bridge.transports.registry import transports
 from firmware_bridge.url import DeviceURLError, SimURL, parse_device_url
 
 if TYPE_CHECKING:
+    from tui.app import ConsoleApp
     from tui.fleet import PresenceListener
 
 #: A scenario whose prodrome starts a minute after the default calibration.
@@ -125,8 +127,26 @@ def _console_command(args: argparse.Namespace) -> int:
         ramp_down_ma_per_s=config.envelope.ramp_down_ma_per_s,
     )
     app = ConsoleApp(session, fast_forward_calibration=simulated and not args.no_fast_forward)
-    app.run()
+    root = logging.getLogger()
+    saved = root.handlers[:]
+    # The terminal belongs to the console: log lines go to its status line instead.
+    root.handlers = [ConsoleLogHandler(app)]
+    try:
+        app.run()
+    finally:
+        root.handlers = saved
     return _exit_report(app.failure, session)
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Warnings (link lost, reconnect failed, device misbehaves) as the console's note."""
+
+    def __init__(self, app: ConsoleApp) -> None:
+        super().__init__(logging.WARNING)
+        self.app = app
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.app.note = f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 def _fleet(args: argparse.Namespace, listener_for: PresenceListenerFactory) -> int:

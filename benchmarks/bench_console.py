@@ -26,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.bench_async import _info, _lag_probe, _scripted_device, _TimedLink
+from controller.bench_async import _lag_probe, _scripted_device, _TimedLink
+from controller.bench_device import bench_device
 from controller.config import ControllerConfig
 from controller.run import build_node
 from firmware_bridge.clock import AsyncioClock, ScaledClock
@@ -53,7 +54,7 @@ async def latency(
     n_channels: int, rate_hz: int, seconds: float, console: bool
 ) -> dict[str, object]:
     clock = AsyncioClock()
-    info = _info(n_channels, rate_hz, samples_per_frame=max(1, rate_hz // 100))
+    info = bench_device(n_channels, rate_hz, samples_per_frame=max(1, rate_hz // 100))
     config = ControllerConfig.model_validate(
         {"policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}}}
     )

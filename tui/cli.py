@@ -125,6 +125,7 @@ def _console_command(args: argparse.Namespace) -> int:
         sim_clock,
         ramp_up_ma_per_s=config.envelope.ramp_up_ma_per_s,
         ramp_down_ma_per_s=config.envelope.ramp_down_ma_per_s,
+        impedance_window_ohm=(config.envelope.impedance_min_ohm, config.envelope.impedance_max_ohm),
     )
     app = ConsoleApp(session, fast_forward_calibration=simulated and not args.no_fast_forward)
     root = logging.getLogger()

@@ -63,9 +63,11 @@ class ConsoleSession:
         *,
         ramp_up_ma_per_s: float = 0.03,
         ramp_down_ma_per_s: float = 0.12,
+        impedance_window_ohm: tuple[float, float] = (250.0, 3000.0),
     ) -> None:
-        """The ramps are the configured envelope's (an operator's setting must name one
-        within it; the device's own maximum applies as well)."""
+        """The ramps and the impedance window are the configured envelope's (an operator's
+        setting must name a ramp within it; the device's own maximum applies as well)."""
+        self.impedance_window_ohm = impedance_window_ohm
         self.url = url
         self.ramp_up_ma_per_s = ramp_up_ma_per_s
         self.ramp_down_ma_per_s = ramp_down_ma_per_s

@@ -45,7 +45,19 @@ class DevicePanel(Panel):
             rows.append(("battery", f"{status.status.battery_pct} %  (at {status.t_s:.0f} s)"))
             imp = status.status.impedance_ohm
             if imp:
-                shown = " ".join(f"{ohm / 1000:.1f}" for ohm in imp[:8])
-                more = f" +{len(imp) - 8}" if len(imp) > 8 else ""
-                rows.append(("impedance", f"{shown}{more} kΩ"))
+                low, high = session.impedance_window_ohm
+                rows.append(("impedance", _impedances(imp, session.impedance_window_ohm)))
+                rows.append(("window", f"{low / 1000:g}-{high / 1000:g} kΩ (red: outside)"))
         self.draw(labelled(rows))
+
+
+def _impedances(impedance_ohm: tuple[int, ...], window_ohm: tuple[float, float]) -> Text:
+    """kΩ per electrode (the first 8), red outside the envelope's window."""
+    low, high = window_ohm
+    text = Text()
+    for ohm in impedance_ohm[:8]:
+        text.append(f"{ohm / 1000:.1f} ", "" if low <= ohm <= high else "bold red")
+    if len(impedance_ohm) > 8:
+        text.append(f"+{len(impedance_ohm) - 8} ")
+    text.append("kΩ")
+    return text

@@ -252,3 +252,17 @@ async def test_a_device_that_goes_silent_shows_lost_and_comes_back(tmp_path: Pat
         snap = session.snapshot()
         assert snap.link.value == "ready"
         assert "READY" in app.device_panel.plain and "1 losses" in app.device_panel.plain
+
+
+async def test_e_types_in_a_text_field_and_ctrl_e_still_stops(tmp_path: Path) -> None:
+    app, session, clock = make_console(tmp_path / "audit.jsonl")
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 5.0)
+        await pilot.press("m")
+        field = app.screen.query_one("#marker", Input)
+        await pilot.press("e", "e", "g")
+        assert field.value == "eeg"
+        assert not session.snapshot().estop_latched
+        await pilot.press("ctrl+e")
+        await advance(app, clock, 1.0)
+        assert session.snapshot().estop_latched

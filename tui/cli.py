@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from controller.config import ConfigError, ControllerConfig, load_config
+from controller.envelope import EnvelopeConflict
 from controller.run import build_node
 from firmware_bridge.clock import AsyncioClock, Clock, ScaledClock
 from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
@@ -178,9 +179,12 @@ def _exit_report(failure: BaseException | None, session: object) -> int:
     if isinstance(failure, DeviceUnreachable):
         print(f"neurostim console: cannot reach the device: {failure}", file=sys.stderr)
         return ExitCode.UNREACHABLE
+    if isinstance(failure, EnvelopeConflict):
+        print(f"neurostim console: configuration exceeds the device: {failure}", file=sys.stderr)
+        return ExitCode.ENVELOPE
     if failure is not None:
         print(f"neurostim console: {failure}", file=sys.stderr)
-        return ExitCode.ENVELOPE
+        return ExitCode.FAILED
     outcome = session.node.stop_outcome
     if outcome is not None:
         print(

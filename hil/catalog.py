@@ -58,8 +58,24 @@ def case(
 
 
 #: Catalog order: by suite, then by topic, then by number.
-_TOPICS = ("HS", "DI", "SS", "HB", "ST", "NK", "LM", "RP", "CH", "ID", "WD", "ES", "RB", "SG",
-           "LT", "FT")
+_TOPICS = (
+    "HS",
+    "DI",
+    "SS",
+    "HB",
+    "ST",
+    "NK",
+    "LM",
+    "RP",
+    "CH",
+    "ID",
+    "WD",
+    "ES",
+    "RB",
+    "SG",
+    "LT",
+    "FT",
+)
 
 
 def _order(c: Case) -> tuple[int, int, str]:

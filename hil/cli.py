@@ -135,7 +135,8 @@ async def _run(
         print(table(results), end="")
         counts = {v: sum(r.verdict is v for r in results) for v in Verdict}
         print(
-            "hil: " + ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
+            "hil: "
+            + ", ".join(f"{n} {v.value}" for v, n in counts.items() if n)
             + (" (interrupted)" if interrupted else ""),
             file=sys.stderr,
         )

@@ -29,9 +29,12 @@ async def _main(url: str, amplitude_ma: float, pulse_width_us: int, frequency_hz
             return 1
         while True:
             event = await conn.next_event()
-            if isinstance(event, StimStateReceived) and not event.state.ramping:
-                if abs(event.state.amplitude_ma - amplitude_ma) < 1e-4:
-                    break
+            if (
+                isinstance(event, StimStateReceived)
+                and not event.state.ramping
+                and abs(event.state.amplitude_ma - amplitude_ma) < 1e-4
+            ):
+                break
         print("STIMULATING", flush=True)
         while True:  # the connection's tasks send heartbeats until this process is killed
             await conn.next_event()

@@ -294,8 +294,10 @@ class Probe:
     async def _heartbeats(self) -> None:
         while True:
             info = self.info
-            interval = 0.25 if info is None else min(
-                info.heartbeat_interval_ms / 1000.0, info.watchdog_ms / 4000.0
+            interval = (
+                0.25
+                if info is None
+                else min(info.heartbeat_interval_ms / 1000.0, info.watchdog_ms / 4000.0)
             )
             await self.clock.sleep(interval)
             if self.keepalive and info is not None and self.closed is None:

@@ -40,8 +40,12 @@ def suite_properties(run: RunInfo) -> dict[str, str]:
 
 
 def _case_properties(result: CaseResult) -> list[tuple[str, str]]:
-    props = [("id", result.case.id), ("section", result.case.section),
-             ("suite", result.case.suite), ("verdict", result.verdict.value)]
+    props = [
+        ("id", result.case.id),
+        ("section", result.case.section),
+        ("suite", result.case.suite),
+        ("verdict", result.verdict.value),
+    ]
     for m in result.measurements:
         props.append((f"{m.name}.value", f"{m.value:.9g}"))
         props.append((f"{m.name}.unit", m.unit))
@@ -77,7 +81,11 @@ def junit_xml(run: RunInfo, results: list[CaseResult]) -> bytes:
         tc = ET.SubElement(
             suite,
             "testcase",
-            {"name": r.case.title, "classname": f"hil.{r.case.suite}", "time": f"{r.duration_s:.3f}"},
+            {
+                "name": r.case.title,
+                "classname": f"hil.{r.case.suite}",
+                "time": f"{r.duration_s:.3f}",
+            },
         )
         cprops = ET.SubElement(tc, "properties")
         for name, value in _case_properties(r):
@@ -88,8 +96,10 @@ def junit_xml(run: RunInfo, results: list[CaseResult]) -> bytes:
             ET.SubElement(tc, "error", {"message": r.message, "type": "ERROR"}).text = r.message
         elif r.verdict is Verdict.SKIP:
             ET.SubElement(tc, "skipped", {"message": r.message})
-        lines = [f"{m.name} = {m.value:g} {m.unit} {m.limits_text()} {m.verdict.value}"
-                 for m in r.measurements]
+        lines = [
+            f"{m.name} = {m.value:g} {m.unit} {m.limits_text()} {m.verdict.value}"
+            for m in r.measurements
+        ]
         lines += [f"note: {n}" for n in r.notes] + [f"teardown: {r.teardown}"]
         ET.SubElement(tc, "system-out").text = "\n".join(lines)
     ET.indent(root)
@@ -147,15 +157,25 @@ def table(results: list[CaseResult]) -> str:
     for r in results:
         first = True
         for m in r.measurements or []:
-            rows.append((r.case.id if first else "", r.verdict.value if first else "",
-                         m.name, f"{m.value:.6g} {m.unit}".strip(), m.limits_text()))
+            rows.append(
+                (
+                    r.case.id if first else "",
+                    r.verdict.value if first else "",
+                    m.name,
+                    f"{m.value:.6g} {m.unit}".strip(),
+                    m.limits_text(),
+                )
+            )
             first = False
         if first:
             rows.append((r.case.id, r.verdict.value, r.message or "-", "", ""))
         elif r.verdict in (Verdict.ERROR, Verdict.SKIP) and r.message:
             rows.append(("", "", r.message, "", ""))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in rows
-    ) + "\n"
+    return (
+        "\n".join(
+            "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in rows
+        )
+        + "\n"
+    )

@@ -99,8 +99,15 @@ async def run_case(rig: Rig, case: Case) -> CaseResult:
         teardown = await _teardown(rig)
         ctx.measurements.append(Measurement("interrupted", float("nan"), ""))
         raise _Interrupted(
-            CaseResult(case, Verdict.ERROR, ctx.measurements, time.monotonic() - started,
-                       "interrupted", teardown, ctx.notes)
+            CaseResult(
+                case,
+                Verdict.ERROR,
+                ctx.measurements,
+                time.monotonic() - started,
+                "interrupted",
+                teardown,
+                ctx.notes,
+            )
         ) from None
     except (LinkClosed, OSError) as exc:
         verdict, message = Verdict.ERROR, f"link: {exc}"
@@ -110,8 +117,9 @@ async def run_case(rig: Rig, case: Case) -> CaseResult:
     if verdict is None:
         verdict = worst([m.verdict for m in ctx.measurements])
         failed = [m for m in ctx.measurements if m.verdict is Verdict.FAIL]
-        message = "; ".join(f"{m.name} = {m.value:g} {m.unit} not in {m.limits_text()}"
-                            for m in failed)
+        message = "; ".join(
+            f"{m.name} = {m.value:g} {m.unit} not in {m.limits_text()}" for m in failed
+        )
     return CaseResult(
         case, verdict, ctx.measurements, time.monotonic() - started, message, teardown, ctx.notes
     )
@@ -131,6 +139,7 @@ async def _setup_and_run(rig: Rig, case: Case, ctx: CaseContext) -> None:
 
 async def _teardown(rig: Rig) -> str:
     """Shielded from cancellation: an interrupted rig still stops the output."""
+
     async def safe() -> str:
         probe = rig.probe
         if probe is None:

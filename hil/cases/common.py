@@ -37,15 +37,21 @@ def reason_name(code: int | None) -> str:
 def expect_answer(ctx: CaseContext, name: str, r: Received | None, want: int) -> bool:
     """Check the answer (0 = ACK, else the NACK reason); the code is the measurement."""
     got = reason_of(r)
-    ctx.measure(f"{name} answer ({reason_name(want)} expected)", -1 if got is None else got,
-                "code", want, want)
+    ctx.measure(
+        f"{name} answer ({reason_name(want)} expected)",
+        -1 if got is None else got,
+        "code",
+        want,
+        want,
+    )
     return got == want
 
 
 def answer_time(ctx: CaseContext, name: str, sent_s: float, r: Received | None) -> None:
     ms = float("inf") if r is None else (r.t_s - sent_s) * 1000.0
-    ctx.measure(f"{name} answer time", ms, "ms", 0.0, ANSWER_LIMIT_MS,
-                marginal_high=0.6 * ANSWER_LIMIT_MS)
+    ctx.measure(
+        f"{name} answer time", ms, "ms", 0.0, ANSWER_LIMIT_MS, marginal_high=0.6 * ANSWER_LIMIT_MS
+    )
 
 
 def same_output(a: StimState, b: StimState) -> bool:
@@ -62,8 +68,10 @@ def same_output(a: StimState, b: StimState) -> bool:
 async def check_unchanged(ctx: CaseContext, name: str, before: StimState | None) -> None:
     """After a refused command: the STIM_STATE a new handshake brings equals the one before."""
     after = await ctx.probe.stim_state_now()
-    ctx.check(f"{name}: output unchanged", before is not None and after is not None
-              and same_output(before, after))
+    ctx.check(
+        f"{name}: output unchanged",
+        before is not None and after is not None and same_output(before, after),
+    )
 
 
 async def start_output(ctx: CaseContext, amplitude_ma: float = 0.5) -> StimSetting:

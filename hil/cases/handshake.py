@@ -6,27 +6,27 @@ from firmware_bridge.framing import PROTOCOL_MAJOR
 from firmware_bridge.messages import (
     DeviceInfo,
     EstopClear,
+    Hello,
     HelloReject,
     MsgType,
-    Status,
     StimSet,
-    StimState,
 )
-from hil.cases.common import ANSWER_WAIT_S, expect_answer, reason_of, start_output
+from hil.cases.common import ANSWER_WAIT_S, expect_answer, start_output
 from hil.catalog import case
 from hil.context import CaseContext
-from hil.probe import answers, is_type
+from hil.probe import Received, answers, is_type
 
 S3 = "3 Handshake"
 
 
-async def _hello_answer(ctx: CaseContext, major: int, minor: int, header_version: int = 1):
+async def _hello_answer(
+    ctx: CaseContext, major: int, minor: int, header_version: int = 1
+) -> Received | None:
     p = ctx.probe
     mark = p.mark()
-    from firmware_bridge.messages import Hello
-
-    await p.send(MsgType.HELLO, Hello(major, minor, "neurostim-hil").encode(),
-                 version=header_version)
+    await p.send(
+        MsgType.HELLO, Hello(major, minor, "neurostim-hil").encode(), version=header_version
+    )
     return await p.wait_for(
         lambda r: isinstance(r.msg, DeviceInfo | HelloReject), ANSWER_WAIT_S * 2, mark
     )
@@ -69,8 +69,9 @@ async def state_after_info(ctx: CaseContext) -> None:
     ctx.check("STATUS after DEVICE_INFO", status is not None)
     if state is not None and status is not None:
         ctx.check("STIM_STATE before STATUS", p.log.index(state) < p.log.index(status))
-        ctx.measure("STATUS delay after DEVICE_INFO", (status.t_s - info.t_s) * 1e3, "ms",
-                    0.0, 50.0)
+        ctx.measure(
+            "STATUS delay after DEVICE_INFO", (status.t_s - info.t_s) * 1e3, "ms", 0.0, 50.0
+        )
 
 
 @case("HS-005", "outside a session (after BYE) a device streams nothing", "3 Handshake, step 4")
@@ -81,16 +82,26 @@ async def silent_outside_session(ctx: CaseContext) -> None:
         return
     await p.quiet(0.1)  # frames already on their way
     beat_s = ctx.info.heartbeat_interval_ms / 1000.0
-    got = await p.quiet(max(2.5 * beat_s, 4 * ctx.info.samples_per_frame
-                            / ctx.info.sampling_rate_hz))
-    ctx.measure("SAMPLES outside a session", sum(r.msg_type == MsgType.SAMPLES for r in got),
-                "frames", 0, 0)
-    ctx.measure("HEARTBEAT outside a session",
-                sum(r.msg_type == MsgType.HEARTBEAT for r in got), "frames", 0, 0)
+    got = await p.quiet(
+        max(2.5 * beat_s, 4 * ctx.info.samples_per_frame / ctx.info.sampling_rate_hz)
+    )
+    ctx.measure(
+        "SAMPLES outside a session", sum(r.msg_type == MsgType.SAMPLES for r in got), "frames", 0, 0
+    )
+    ctx.measure(
+        "HEARTBEAT outside a session",
+        sum(r.msg_type == MsgType.HEARTBEAT for r in got),
+        "frames",
+        0,
+        0,
+    )
 
 
-@case("HS-006", "STIM_SET and ESTOP_CLEAR outside a session get NACK NOT_READY, not remembered",
-      "3 Handshake, step 4")
+@case(
+    "HS-006",
+    "STIM_SET and ESTOP_CLEAR outside a session get NACK NOT_READY, not remembered",
+    "3 Handshake, step 4",
+)
 async def not_ready(ctx: CaseContext) -> None:
     p = ctx.probe
     await p.bye()
@@ -112,20 +123,31 @@ async def not_ready(ctx: CaseContext) -> None:
     expect_answer(ctx, "same id in a session", r, 0)
 
 
-@case("HS-007", "a HELLO of another major mid-session is rejected and the session goes on",
-      "3 Handshake, step 3")
+@case(
+    "HS-007",
+    "a HELLO of another major mid-session is rejected and the session goes on",
+    "3 Handshake, step 3",
+)
 async def other_major_mid_session(ctx: CaseContext) -> None:
     r = await _hello_answer(ctx, PROTOCOL_MAJOR + 1, 0)
     ctx.check("HELLO_REJECT", r is not None and isinstance(r.msg, HelloReject))
     got = await ctx.probe.quiet(0.3)
-    ctx.measure("SAMPLES frames in the next 0.3 s",
-                sum(x.msg_type == MsgType.SAMPLES for x in got), "frames", 1, None)
+    ctx.measure(
+        "SAMPLES frames in the next 0.3 s",
+        sum(x.msg_type == MsgType.SAMPLES for x in got),
+        "frames",
+        1,
+        None,
+    )
     _, ans = await ctx.probe.stim(ctx.off_setting())
     expect_answer(ctx, "a command after it", ans, 0)
 
 
-@case("HS-008", "a new HELLO resets the command-id memory: a used id is applied again",
-      "3 Handshake, step 3")
+@case(
+    "HS-008",
+    "a new HELLO resets the command-id memory: a used id is applied again",
+    "3 Handshake, step 3",
+)
 async def hello_resets_memory(ctx: CaseContext) -> None:
     p = ctx.probe
     cid, r = await p.stim(ctx.off_setting())
@@ -144,8 +166,12 @@ async def hello_resets_memory(ctx: CaseContext) -> None:
 async def hello_keeps_output(ctx: CaseContext) -> None:
     setting = await start_output(ctx, 0.4)
     _, state = await ctx.probe.handshake()
-    ctx.check("output still on after HELLO", state is not None and state.enabled
-              and abs(state.amplitude_ma - setting.amplitude_ma) < 1e-4)
+    ctx.check(
+        "output still on after HELLO",
+        state is not None
+        and state.enabled
+        and abs(state.amplitude_ma - setting.amplitude_ma) < 1e-4,
+    )
     p = ctx.probe
     await p.send_estop()
     await p.quiet(0.1)
@@ -158,23 +184,27 @@ async def wrong_header_version(ctx: CaseContext) -> None:
     p = ctx.probe
     cid = p.new_id()
     mark = p.mark()
-    await p.send(MsgType.STIM_SET, StimSet(cid, ctx.on_setting()).encode(),
-                 version=PROTOCOL_MAJOR + 1, sign=True)
+    await p.send(
+        MsgType.STIM_SET,
+        StimSet(cid, ctx.on_setting()).encode(),
+        version=PROTOCOL_MAJOR + 1,
+        sign=True,
+    )
     r = await p.wait_for(answers(cid, MsgType.STIM_SET), 0.3, mark)
     ctx.check("no answer to a STIM_SET of header version 2", r is None)
     state = await p.stim_state_now()
     ctx.check("not applied", state is not None and state.last_command_id != cid)
 
 
-@case("HS-011", "a HELLO is decided by its payload major, whatever the header says",
-      "1.2 Header")
+@case("HS-011", "a HELLO is decided by its payload major, whatever the header says", "1.2 Header")
 async def hello_by_payload(ctx: CaseContext) -> None:
     r = await _hello_answer(ctx, PROTOCOL_MAJOR, 1, header_version=PROTOCOL_MAJOR + 1)
-    ctx.check("DEVICE_INFO to HELLO major 1 in a version-2 header",
-              r is not None and isinstance(r.msg, DeviceInfo))
+    ctx.check(
+        "DEVICE_INFO to HELLO major 1 in a version-2 header",
+        r is not None and isinstance(r.msg, DeviceInfo),
+    )
     r = await _hello_answer(ctx, PROTOCOL_MAJOR + 1, 0, header_version=PROTOCOL_MAJOR)
-    ctx.check("HELLO_REJECT to HELLO major 2 in a version-1 header",
-              r is not None and isinstance(r.msg, HelloReject))
-
-
-__all__ = ["Status", "StimState", "reason_of"]
+    ctx.check(
+        "HELLO_REJECT to HELLO major 2 in a version-1 header",
+        r is not None and isinstance(r.msg, HelloReject),
+    )

@@ -24,20 +24,25 @@ async def duplicate(ctx: CaseContext) -> None:
     mark = p.mark()
     cid, r = await p.stim(ctx.on_setting(0.25))
     expect_answer(ctx, "original", r, 0)
-    await p.wait_state(lambda s: not s.ramping and s.last_command_id == cid,
-                       ctx.ramp_s(0.25) + 0.5, mark)
+    await p.wait_state(
+        lambda s: not s.ramping and s.last_command_id == cid, ctx.ramp_s(0.25) + 0.5, mark
+    )
     mark = p.mark()
-    await p.send(MsgType.STIM_SET, StimSet(cid, ctx.on_setting(0.35)).encode(),
-                 FLAG_RETRANSMIT, sign=True)
+    await p.send(
+        MsgType.STIM_SET, StimSet(cid, ctx.on_setting(0.35)).encode(), FLAG_RETRANSMIT, sign=True
+    )
     dup = await p.wait_for(answers(cid, MsgType.STIM_SET), ANSWER_WAIT_S, mark)
     expect_answer(ctx, "duplicate", dup, 0)
     await p.quiet(0.15)
-    applied = p.since(mark, lambda x: isinstance(x.msg, StimState)
-                      and x.msg.target_amplitude_ma > 0.3)
+    applied = p.since(
+        mark, lambda x: isinstance(x.msg, StimState) and x.msg.target_amplitude_ma > 0.3
+    )
     ctx.measure("STIM_STATE heading to the duplicate's amplitude", len(applied), "", 0, 0)
     after = await p.stim_state_now()
-    ctx.check("output still the original's", after is not None
-              and abs(after.target_amplitude_ma - 0.25) < 1e-4)
+    ctx.check(
+        "output still the original's",
+        after is not None and abs(after.target_amplitude_ma - 0.25) < 1e-4,
+    )
 
 
 @case("ID-002", "an old id gets its remembered answer unchanged (a NACK stays a NACK)", S3)
@@ -93,6 +98,4 @@ async def answer_bound(ctx: CaseContext) -> None:
         cid, sent = await p.send_stim_set(setting)
         r = await p.wait_for(answers(cid, MsgType.STIM_SET), ANSWER_WAIT_S, mark)
         times.append(float("inf") if r is None else (r.t_s - sent) * 1e3)
-    ctx.measure("slowest answer", max(times), "ms", 0, ANSWER_LIMIT_MS, None,
-                0.6 * ANSWER_LIMIT_MS)
-
+    ctx.measure("slowest answer", max(times), "ms", 0, ANSWER_LIMIT_MS, None, 0.6 * ANSWER_LIMIT_MS)

@@ -23,20 +23,39 @@ def _report(ctx: CaseContext, rec: LatencyRecorder, limit_ms: float | None) -> N
     ctx.measure(f"{name} count", pc.count, "", 1, None)
     ctx.measure(f"{name} lost", rec.lost, "", 0, 0)
     ctx.measure(f"{name} p50", pc.p50_ms, "ms", 0, limit_ms)
-    ctx.measure(f"{name} p99", pc.p99_ms, "ms", 0, limit_ms,
-                None, None if limit_ms is None else 0.5 * limit_ms)
+    ctx.measure(
+        f"{name} p99",
+        pc.p99_ms,
+        "ms",
+        0,
+        limit_ms,
+        None,
+        None if limit_ms is None else 0.5 * limit_ms,
+    )
     ctx.measure(f"{name} p99.9", pc.p999_ms, "ms", 0, None)
-    ctx.measure(f"{name} max", pc.max_ms, "ms", 0, None if limit_ms is None else 2 * limit_ms,
-                None, limit_ms)
+    ctx.measure(
+        f"{name} max",
+        pc.max_ms,
+        "ms",
+        0,
+        None if limit_ms is None else 2 * limit_ms,
+        None,
+        limit_ms,
+    )
     if ctx.options.histogram_dir:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ctx.info.device_id) or "device"
         path = rec.write(ctx.options.histogram_dir, stem)
         ctx.note(f"histogram {path}")
 
 
-@case("LT-001", "scheduled stimuli: STIM_SET -> ACK and -> first STIM_STATE showing it "
-      "(--iterations of them, every 10 ms)", "3 Commands (50 ms answer bound)", suite="latency",
-      timeout_s=3600.0)
+@case(
+    "LT-001",
+    "scheduled stimuli: STIM_SET -> ACK and -> first STIM_STATE showing it "
+    "(--iterations of them, every 10 ms)",
+    "3 Commands (50 ms answer bound)",
+    suite="latency",
+    timeout_s=3600.0,
+)
 async def scheduled_stimuli(ctx: CaseContext) -> None:
     p = ctx.probe
     n = ctx.options.iterations
@@ -58,9 +77,12 @@ async def scheduled_stimuli(ctx: CaseContext) -> None:
         m = r.msg
         if isinstance(m, Ack) and m.command_type == MsgType.STIM_SET and m.command_id in schedule:
             ack_at.setdefault(m.command_id, r.t_s)
-        elif isinstance(m, StimState) and m.last_command_id in schedule:
-            if abs(m.target_amplitude_ma - schedule[m.last_command_id][1]) < 1e-4:
-                state_at.setdefault(m.last_command_id, r.t_s)
+        elif (
+            isinstance(m, StimState)
+            and m.last_command_id in schedule
+            and abs(m.target_amplitude_ma - schedule[m.last_command_id][1]) < 1e-4
+        ):
+            state_at.setdefault(m.last_command_id, r.t_s)
     ack = LatencyRecorder("stim_set_to_ack")
     state = LatencyRecorder("stim_set_to_stim_state")
     for cid, (t, _) in schedule.items():
@@ -70,8 +92,13 @@ async def scheduled_stimuli(ctx: CaseContext) -> None:
     _report(ctx, state, ANSWER_LIMIT_MS)
 
 
-@case("LT-002", "ESTOP -> STIM_STATE at 0 mA, from the scheduled send time", "2 ESTOP",
-      suite="latency", timeout_s=3600.0)
+@case(
+    "LT-002",
+    "ESTOP -> STIM_STATE at 0 mA, from the scheduled send time",
+    "2 ESTOP",
+    suite="latency",
+    timeout_s=3600.0,
+)
 async def estop_latency(ctx: CaseContext) -> None:
     p = ctx.probe
     rec = LatencyRecorder("estop_to_zero")
@@ -87,8 +114,13 @@ async def estop_latency(ctx: CaseContext) -> None:
     _report(ctx, rec, ANSWER_LIMIT_MS)
 
 
-@case("LT-003", "device HEARTBEAT lateness against its own schedule (host clock)",
-      "3 Heartbeats", suite="latency", timeout_s=3600.0)
+@case(
+    "LT-003",
+    "device HEARTBEAT lateness against its own schedule (host clock)",
+    "3 Heartbeats",
+    suite="latency",
+    timeout_s=3600.0,
+)
 async def heartbeat_lateness(ctx: CaseContext) -> None:
     p = ctx.probe
     interval_s = ctx.info.heartbeat_interval_ms / 1000.0

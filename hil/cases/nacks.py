@@ -13,7 +13,6 @@ from hil.cases.common import (
     answer_time,
     check_unchanged,
     expect_answer,
-    reason_of,
 )
 from hil.catalog import case
 from hil.context import CaseContext, Skip
@@ -40,8 +39,11 @@ def _charge_room_pw(ctx: CaseContext, amplitude_ma: float) -> int:
 @case("NK-001", "amplitude above max_amplitude_ma: NACK AMPLITUDE_RANGE, nothing changes", S4)
 async def amplitude_high(ctx: CaseContext) -> None:
     lim = ctx.info.limits
-    s = replace(ctx.on_setting(), amplitude_ma=lim.max_amplitude_ma * 1.01,
-                pulse_width_us=lim.min_pulse_width_us)
+    s = replace(
+        ctx.on_setting(),
+        amplitude_ma=lim.max_amplitude_ma * 1.01,
+        pulse_width_us=lim.min_pulse_width_us,
+    )
     await _refused(ctx, "over max amplitude", s, NackReason.AMPLITUDE_RANGE)
 
 
@@ -71,10 +73,18 @@ async def frequency(ctx: CaseContext) -> None:
 
 @case("NK-005", "negative ramp rate: NACK RAMP_RATE_RANGE (on and off commands)", S4)
 async def ramp_rate(ctx: CaseContext) -> None:
-    await _refused(ctx, "on, ramp -1", replace(ctx.on_setting(), ramp_rate_ma_per_s=-1.0),
-                   NackReason.RAMP_RATE_RANGE)
-    await _refused(ctx, "off, ramp -1", replace(ctx.off_setting(), ramp_rate_ma_per_s=-1.0),
-                   NackReason.RAMP_RATE_RANGE)
+    await _refused(
+        ctx,
+        "on, ramp -1",
+        replace(ctx.on_setting(), ramp_rate_ma_per_s=-1.0),
+        NackReason.RAMP_RATE_RANGE,
+    )
+    await _refused(
+        ctx,
+        "off, ramp -1",
+        replace(ctx.off_setting(), ramp_rate_ma_per_s=-1.0),
+        NackReason.RAMP_RATE_RANGE,
+    )
 
 
 def _charge_setting(ctx: CaseContext, charge_uc: float) -> StimSetting | None:
@@ -100,8 +110,7 @@ async def charge_per_phase(ctx: CaseContext) -> None:
     await _refused(ctx, "charge per phase", s, want)
 
 
-@case("NK-007", "charge density above its limit (charge per phase within): NACK CHARGE_DENSITY",
-      S4)
+@case("NK-007", "charge density above its limit (charge per phase within): NACK CHARGE_DENSITY", S4)
 async def charge_density(ctx: CaseContext) -> None:
     lim = ctx.info.limits
     area = ctx.info.electrode_area_cm2
@@ -116,10 +125,18 @@ async def charge_density(ctx: CaseContext) -> None:
 
 @case("NK-008", "NaN or infinity in an on command: NACK INVALID_VALUE", S4)
 async def invalid_value(ctx: CaseContext) -> None:
-    await _refused(ctx, "NaN amplitude", replace(ctx.on_setting(), amplitude_ma=math.nan),
-                   NackReason.INVALID_VALUE)
-    await _refused(ctx, "infinite frequency", replace(ctx.on_setting(), frequency_hz=math.inf),
-                   NackReason.INVALID_VALUE)
+    await _refused(
+        ctx,
+        "NaN amplitude",
+        replace(ctx.on_setting(), amplitude_ma=math.nan),
+        NackReason.INVALID_VALUE,
+    )
+    await _refused(
+        ctx,
+        "infinite frequency",
+        replace(ctx.on_setting(), frequency_hz=math.inf),
+        NackReason.INVALID_VALUE,
+    )
 
 
 @case("NK-009", "enabled neither 0 nor 1: NACK INVALID_ENABLED", "2 STIM_SET")
@@ -147,8 +164,11 @@ async def estop_latched(ctx: CaseContext) -> None:
 @case("NK-011", "several limits broken: the first reason of section 4's order wins", S4)
 async def order(ctx: CaseContext) -> None:
     lim = ctx.info.limits
-    both = replace(ctx.on_setting(), amplitude_ma=lim.max_amplitude_ma * 2,
-                   pulse_width_us=lim.max_pulse_width_us + 1)
+    both = replace(
+        ctx.on_setting(),
+        amplitude_ma=lim.max_amplitude_ma * 2,
+        pulse_width_us=lim.max_pulse_width_us + 1,
+    )
     await _refused(ctx, "amplitude and pulse width", both, NackReason.AMPLITUDE_RANGE)
     nan_and_ramp = replace(ctx.on_setting(), amplitude_ma=math.nan, ramp_rate_ma_per_s=-1.0)
     await _refused(ctx, "NaN and negative ramp", nan_and_ramp, NackReason.INVALID_VALUE)
@@ -158,8 +178,11 @@ async def order(ctx: CaseContext) -> None:
     await _refused(ctx, "out of range while latched", over, NackReason.FREQUENCY_RANGE)
 
 
-@case("NK-012", "an on command while IMPEDANCE or BATTERY_EMPTY is active: NACK FAULT_ACTIVE",
-      "3 Faults and the output")
+@case(
+    "NK-012",
+    "an on command while IMPEDANCE or BATTERY_EMPTY is active: NACK FAULT_ACTIVE",
+    "3 Faults and the output",
+)
 async def fault_active(ctx: CaseContext) -> None:
     p = ctx.probe
     mark = p.mark()
@@ -171,8 +194,11 @@ async def fault_active(ctx: CaseContext) -> None:
     await _refused(ctx, "on with a forbidding fault", ctx.on_setting(), NackReason.FAULT_ACTIVE)
 
 
-@case("LM-001", "hard limits are inclusive: settings exactly at each limit are accepted",
-      "4 How limits are compared")
+@case(
+    "LM-001",
+    "hard limits are inclusive: settings exactly at each limit are accepted",
+    "4 How limits are compared",
+)
 async def inclusive(ctx: CaseContext) -> None:
     lim = ctx.info.limits
     area = ctx.info.electrode_area_cm2
@@ -181,16 +207,21 @@ async def inclusive(ctx: CaseContext) -> None:
     amp_at_min_pw = min(lim.max_amplitude_ma, q_max * 1000.0 / lim.min_pulse_width_us)
     settings = {
         "max amplitude (or charge-limited)": replace(
-            base, amplitude_ma=amp_at_min_pw, pulse_width_us=lim.min_pulse_width_us),
+            base, amplitude_ma=amp_at_min_pw, pulse_width_us=lim.min_pulse_width_us
+        ),
         "min pulse width": replace(base, pulse_width_us=lim.min_pulse_width_us),
-        "max pulse width": replace(base, amplitude_ma=min(0.1, q_max * 1000.0
-                                                         / lim.max_pulse_width_us),
-                                   pulse_width_us=lim.max_pulse_width_us),
+        "max pulse width": replace(
+            base,
+            amplitude_ma=min(0.1, q_max * 1000.0 / lim.max_pulse_width_us),
+            pulse_width_us=lim.max_pulse_width_us,
+        ),
         "min frequency": replace(base, frequency_hz=lim.min_frequency_hz),
         "max frequency": replace(base, frequency_hz=lim.max_frequency_hz),
         "charge exactly at its limit": replace(
-            base, amplitude_ma=q_max * 1000.0 / lim.max_pulse_width_us,
-            pulse_width_us=lim.max_pulse_width_us),
+            base,
+            amplitude_ma=q_max * 1000.0 / lim.max_pulse_width_us,
+            pulse_width_us=lim.max_pulse_width_us,
+        ),
     }
     for name, s in settings.items():
         _, r = await ctx.probe.stim(s)
@@ -199,6 +230,3 @@ async def inclusive(ctx: CaseContext) -> None:
         await ctx.probe.stim(ctx.off_setting())
         await ctx.probe.quiet(0.05)
     ctx.note("limits compared after float32 rounding, as docs/protocol.md section 4 says")
-
-
-__all__ = ["reason_of"]

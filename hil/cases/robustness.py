@@ -38,8 +38,9 @@ async def unknown_type(ctx: CaseContext) -> None:
     await _still_answers(ctx, "an unknown type", unknown)
 
 
-@case("RB-002", "a payload of the wrong length is skipped (no answer, nothing applied)",
-      "2 Messages")
+@case(
+    "RB-002", "a payload of the wrong length is skipped (no answer, nothing applied)", "2 Messages"
+)
 async def malformed(ctx: CaseContext) -> None:
     p = ctx.probe
     cid = p.new_id()
@@ -65,8 +66,9 @@ async def empty(ctx: CaseContext) -> None:
 
 @case("RB-005", "oversize input (no delimiter for 4114+ bytes) is discarded, then resync", S1)
 async def oversize(ctx: CaseContext) -> None:
-    await _still_answers(ctx, "5000 bytes without a delimiter",
-                         _garbage(ctx, MAX_ENCODED + 900) + b"\x00")
+    await _still_answers(
+        ctx, "5000 bytes without a delimiter", _garbage(ctx, MAX_ENCODED + 900) + b"\x00"
+    )
 
 
 @case("RB-006", "a frame with a wrong CRC is dropped: not answered, not applied", "1.3 CRC")
@@ -87,8 +89,11 @@ async def bad_crc(ctx: CaseContext) -> None:
     ctx.check("not applied", state is not None and state.last_command_id != cid)
 
 
-@case("RB-007", "the device's own frames carry correct CRCs and consecutive seq numbers",
-      "1.2 Header, 1.3 CRC")
+@case(
+    "RB-007",
+    "the device's own frames carry correct CRCs and consecutive seq numbers",
+    "1.2 Header, 1.3 CRC",
+)
 async def device_frames(ctx: CaseContext) -> None:
     p = ctx.probe
     before = p.decoder.stats.crc_errors + p.decoder.stats.cobs_errors

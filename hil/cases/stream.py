@@ -12,15 +12,18 @@ from hil.catalog import case
 from hil.context import CaseContext
 from hil.probe import Received
 
-STREAM_S = 2.5
+STREAM_S = 2.0
 
 
 def _samples(frames: list[Received]) -> list[tuple[Received, Samples]]:
     return [(r, r.msg) for r in frames if isinstance(r.msg, Samples)]
 
 
-@case("SS-001", "SAMPLES are contiguous: no gap, no overlap, samples_per_frame per frame",
-      "3 Sample stream")
+@case(
+    "SS-001",
+    "SAMPLES are contiguous: no gap, no overlap, samples_per_frame per frame",
+    "3 Sample stream",
+)
 async def contiguous(ctx: CaseContext) -> None:
     frames = _samples(await ctx.probe.quiet(STREAM_S))
     if not ctx.check("SAMPLES arrive", len(frames) >= 2):
@@ -41,8 +44,11 @@ async def contiguous(ctx: CaseContext) -> None:
     ctx.measure("frames not of samples_per_frame", odd, "", 0, 0)
 
 
-@case("SS-002", "the sample rate matches sampling_rate_hz on the device clock and the host clock",
-      "3 Sample stream")
+@case(
+    "SS-002",
+    "the sample rate matches sampling_rate_hz on the device clock and the host clock",
+    "3 Sample stream",
+)
 async def rate(ctx: CaseContext) -> None:
     frames = _samples(await ctx.probe.quiet(STREAM_S))
     if not ctx.check("SAMPLES arrive", len(frames) >= 3):
@@ -56,16 +62,27 @@ async def rate(ctx: CaseContext) -> None:
     # Least-squares slopes (samples per second): arrival jitter averages out.
     device_rate = float(np.polyfit(device_s, index, 1)[0])
     host_rate = float(np.polyfit(host_s - host_s[0], index, 1)[0])
-    ctx.measure("rate on the device clock", device_rate, "Hz", fs * 0.995, fs * 1.005,
-                fs * 0.999, fs * 1.001)
+    ctx.measure(
+        "rate on the device clock",
+        device_rate,
+        "Hz",
+        fs * 0.995,
+        fs * 1.005,
+        fs * 0.999,
+        fs * 1.001,
+    )
     # The host clock sees transport jitter at both ends: wider limits, drift reported.
-    ctx.measure("rate on the host clock", host_rate, "Hz", fs * 0.98, fs * 1.02,
-                fs * 0.995, fs * 1.005)
+    ctx.measure(
+        "rate on the host clock", host_rate, "Hz", fs * 0.98, fs * 1.02, fs * 0.995, fs * 1.005
+    )
     ctx.measure("device clock drift against host", (host_rate / device_rate - 1.0) * 1e6, "ppm")
 
 
-@case("SS-003", "the sample index runs outside a session too (from power-up, not from HELLO)",
-      "2 SAMPLES")
+@case(
+    "SS-003",
+    "the sample index runs outside a session too (from power-up, not from HELLO)",
+    "2 SAMPLES",
+)
 async def index_runs(ctx: CaseContext) -> None:
     p = ctx.probe
     before = _samples(await p.quiet(0.2))
@@ -85,18 +102,30 @@ async def index_runs(ctx: CaseContext) -> None:
     ctx.measure("index advance / elapsed x rate", advanced / expected, "", 0.8, 1.2, 0.9, 1.1)
 
 
-@case("HB-001", "the device sends HEARTBEAT every heartbeat_interval_ms, counter +1 each",
-      "3 Heartbeats")
+@case(
+    "HB-001",
+    "the device sends HEARTBEAT every heartbeat_interval_ms, counter +1 each",
+    "3 Heartbeats",
+)
 async def heartbeat_cadence(ctx: CaseContext) -> None:
     got = [r for r in await ctx.probe.quiet(STREAM_S) if isinstance(r.msg, Heartbeat)]
     beat_s = ctx.info.heartbeat_interval_ms / 1000.0
     if not ctx.check("heartbeats arrive", len(got) >= 3):
         return
     gaps = [(b.t_s - a.t_s) for a, b in itertools.pairwise(got)]
-    ctx.measure("longest heartbeat interval", max(gaps) * 1e3, "ms", 0.0,
-                1.5 * beat_s * 1e3, None, 1.2 * beat_s * 1e3)
-    steps = {(b.msg.counter - a.msg.counter) % (1 << 32)  # type: ignore[union-attr]
-             for a, b in itertools.pairwise(got)}
+    ctx.measure(
+        "longest heartbeat interval",
+        max(gaps) * 1e3,
+        "ms",
+        0.0,
+        1.5 * beat_s * 1e3,
+        None,
+        1.2 * beat_s * 1e3,
+    )
+    steps = {
+        (b.msg.counter - a.msg.counter) % (1 << 32)  # type: ignore[union-attr]
+        for a, b in itertools.pairwise(got)
+    }
     ctx.check("counter +1 per heartbeat", steps == {1})
 
 
@@ -121,14 +150,18 @@ async def heartbeat_state(ctx: CaseContext) -> None:
 
 @case("ST-001", "STATUS arrives every 4 x heartbeat_interval_ms during a session", "2 STATUS")
 async def status_cadence(ctx: CaseContext) -> None:
-    got = [r for r in await ctx.probe.quiet(2.6 * ctx.info.heartbeat_interval_ms * 4 / 1000)
-           if isinstance(r.msg, Status)]
+    got = [
+        r
+        for r in await ctx.probe.quiet(2.6 * ctx.info.heartbeat_interval_ms * 4 / 1000)
+        if isinstance(r.msg, Status)
+    ]
     period_ms = 4 * ctx.info.heartbeat_interval_ms
     if not ctx.check("STATUS arrives (at least 2)", len(got) >= 2):
         return
     gaps = [(b.t_s - a.t_s) * 1e3 for a, b in itertools.pairwise(got)]
-    ctx.measure("longest STATUS interval", max(gaps), "ms", 0.0, 1.25 * period_ms,
-                None, 1.1 * period_ms)
+    ctx.measure(
+        "longest STATUS interval", max(gaps), "ms", 0.0, 1.25 * period_ms, None, 1.1 * period_ms
+    )
 
 
 @case("ST-002", "a change of fault flags is followed at once by FAULT then STATUS", "2 STATUS")
@@ -142,8 +175,9 @@ async def status_on_fault(ctx: CaseContext) -> None:
     )
     ctx.check("FAULT ESTOP raised", fault is not None)
     if ctx.check("STATUS with the ESTOP flag", status is not None) and status is not None:
-        ctx.measure("STATUS delay after the change", (status.t_s - sent) * 1e3, "ms", 0, 100,
-                    None, 50)
+        ctx.measure(
+            "STATUS delay after the change", (status.t_s - sent) * 1e3, "ms", 0, 100, None, 50
+        )
         if fault is not None:
             ctx.check("FAULT before STATUS", p.log.index(fault) < p.log.index(status))
     mark = p.mark()
@@ -161,6 +195,12 @@ async def state_cadence(ctx: CaseContext) -> None:
     times = [r.t_s for r in got]
     ctx.check("STIM_STATE arrives", len(times) >= 2)
     if len(times) >= 2:
-        ctx.measure("longest STIM_STATE interval", max(
-            b - a for a, b in itertools.pairwise(times)) * 1e3, "ms", 0, 1100,
-            None, 1050)
+        ctx.measure(
+            "longest STIM_STATE interval",
+            max(b - a for a, b in itertools.pairwise(times)) * 1e3,
+            "ms",
+            0,
+            1100,
+            None,
+            1050,
+        )

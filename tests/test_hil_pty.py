@@ -1,0 +1,138 @@
+"""``neurostim hil`` end to end against ``neurostim device serve --pty``: the full suite
+passes, SIGTERM mid-run leaves a valid JUnit file and the device off, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import tty
+from collections.abc import Iterator
+from pathlib import Path
+
+import junitparser
+import pytest
+
+from tests.hil_support import assert_valid_junit
+
+NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
+
+
+@pytest.fixture
+def pty_device() -> Iterator[str]:
+    proc = subprocess.Popen(
+        [*NEUROSTIM, "device", "serve", "--pty", "--scenario", "noise", "--seed", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        assert url.startswith("serial://"), url
+        yield url
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _hil(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*NEUROSTIM, "hil", *args], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_the_full_suite_passes_against_the_simulated_device_on_a_pty(
+    pty_device: str, tmp_path: Path
+) -> None:
+    junit, out_json, hist = tmp_path / "hil.xml", tmp_path / "hil.json", tmp_path / "hist"
+    done = _hil("--device", pty_device, "--iterations", "50", "--junit", str(junit),
+                "--json", str(out_json), "--histograms", str(hist))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert_valid_junit(junit)
+    doc = json.loads(out_json.read_text())
+    verdicts = {c["id"]: c["verdict"] for c in doc["cases"]}
+    assert set(verdicts.values()) <= {"PASS", "MARGINAL", "SKIP"}
+    # Skipped only what needs a key or a device-side fault.
+    assert {i for i, v in verdicts.items() if v == "SKIP"} == {
+        "NK-012", "SG-001", "SG-002", "SG-003", "SG-004", "SG-005"}
+    assert doc["properties"]["device_id"] == "SIM-0001"
+    assert doc["properties"]["protocol_version"] == "1.1"
+    assert {p.name for p in hist.iterdir()} == {
+        f"SIM-0001-{n}.hgrm" for n in
+        ("stim_set_to_ack", "stim_set_to_stim_state", "estop_to_zero", "heartbeat_lateness")}
+    assert "HS-001" in done.stdout and "verdict" in done.stdout
+
+
+def test_sigterm_mid_run_leaves_a_valid_junit_and_the_device_off(
+    pty_device: str, tmp_path: Path
+) -> None:
+    junit = tmp_path / "hil.xml"
+    rig = subprocess.Popen(
+        [*NEUROSTIM, "hil", "--device", pty_device, "--junit", str(junit),
+         "--case", "HS-001", "--case", "RP-001", "--case", "ST-003", "--case", "ES-001"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    # ST-003 stimulates for over 2 s: wait until it has started, then stop the rig.
+    assert rig.stderr is not None
+    deadline = time.monotonic() + 60
+    for line in rig.stderr:
+        if "ST-003" in line:
+            break
+        assert time.monotonic() < deadline
+    time.sleep(0.8)
+    rig.send_signal(signal.SIGTERM)
+    rig.wait(30)
+    assert rig.returncode == 1
+    assert_valid_junit(junit)
+    suite = next(iter(junitparser.JUnitXml.fromfile(str(junit))))
+    names = [c.name.split()[0] for c in suite]
+    assert names == ["HS-001", "ST-003"]  # catalog order; RP-001 and ES-001 never ran
+    last = list(suite)[-1]
+    assert isinstance(last.result[0], junitparser.Error)
+    # The device: a fresh look at its output (a handshake changes nothing).
+    state = subprocess.run(
+        [sys.executable, "-c", _STATE_SCRIPT, pty_device], capture_output=True, text=True,
+        timeout=30,
+    )
+    assert state.stdout.strip() == "amplitude 0.0 enabled False", state.stdout + state.stderr
+
+
+_STATE_SCRIPT = """
+import asyncio, sys
+from firmware_bridge.clock import MonotonicClock
+from firmware_bridge.transports.registry import open_link
+from hil.probe import Probe
+
+async def main():
+    async with Probe(await open_link(sys.argv[1]), MonotonicClock()) as p:
+        _, s = await p.handshake()
+        print(f"amplitude {s.amplitude_ma} enabled {s.enabled}")
+
+asyncio.run(main())
+"""
+
+
+def test_exit_codes_for_bad_arguments_and_an_unreachable_device(tmp_path: Path) -> None:
+    assert _hil("--device", "sim://", "--case", "XX-999").returncode == 2
+    assert _hil("--device", "sim://", "--suite", "nonsense").returncode == 2
+    assert _hil("--device", "bogus").returncode == 2
+    master, slave = os.openpty()  # a port where nothing answers
+    tty.setraw(slave)
+    try:
+        done = _hil("--device", f"serial://{os.ttyname(slave)}", "--case", "HS-001")
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert done.returncode == 3, done.stderr
+
+
+def test_a_failing_case_exits_1_on_sim() -> None:
+    # sim:// has no link to reopen: the reconnect case skips, which is not a failure.
+    done = _hil("--device", "sim://noise?seed=2", "--case", "FT-004", "--case", "HS-002")
+    assert done.returncode == 0, done.stderr
+    assert "SKIP" in done.stdout

@@ -3,11 +3,14 @@ passes, SIGTERM mid-run leaves a valid JUnit file and the device off, exit codes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import tty
 from collections.abc import Iterator
@@ -16,7 +19,10 @@ from pathlib import Path
 import junitparser
 import pytest
 
-from tests.hil_support import assert_valid_junit
+from firmware_bridge.clock import MonotonicClock
+from neurostim_cli.main import main
+from tests.hil_broken_devices import EstopIgnored, build
+from tests.hil_support import assert_valid_junit, served_on_pty
 
 NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
 
@@ -25,7 +31,9 @@ NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
 def pty_device() -> Iterator[str]:
     proc = subprocess.Popen(
         [*NEUROSTIM, "device", "serve", "--pty", "--scenario", "noise", "--seed", "4"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None
@@ -42,16 +50,27 @@ def pty_device() -> Iterator[str]:
 
 
 def _hil(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*NEUROSTIM, "hil", *args], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        [*NEUROSTIM, "hil", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def test_the_full_suite_passes_against_the_simulated_device_on_a_pty(
     pty_device: str, tmp_path: Path
 ) -> None:
     junit, out_json, hist = tmp_path / "hil.xml", tmp_path / "hil.json", tmp_path / "hist"
-    done = _hil("--device", pty_device, "--iterations", "50", "--junit", str(junit),
-                "--json", str(out_json), "--histograms", str(hist))
+    done = _hil(
+        "--device",
+        pty_device,
+        "--iterations",
+        "50",
+        "--junit",
+        str(junit),
+        "--json",
+        str(out_json),
+        "--histograms",
+        str(hist),
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert_valid_junit(junit)
     doc = json.loads(out_json.read_text())
@@ -59,12 +78,24 @@ def test_the_full_suite_passes_against_the_simulated_device_on_a_pty(
     assert set(verdicts.values()) <= {"PASS", "MARGINAL", "SKIP"}
     # Skipped only what needs a key or a device-side fault.
     assert {i for i, v in verdicts.items() if v == "SKIP"} == {
-        "NK-012", "SG-001", "SG-002", "SG-003", "SG-004", "SG-005"}
+        "NK-012",
+        "SG-001",
+        "SG-002",
+        "SG-003",
+        "SG-004",
+        "SG-005",
+    }
     assert doc["properties"]["device_id"] == "SIM-0001"
     assert doc["properties"]["protocol_version"] == "1.1"
     assert {p.name for p in hist.iterdir()} == {
-        f"SIM-0001-{n}.hgrm" for n in
-        ("stim_set_to_ack", "stim_set_to_stim_state", "estop_to_zero", "heartbeat_lateness")}
+        f"SIM-0001-{n}.hgrm"
+        for n in (
+            "stim_set_to_ack",
+            "stim_set_to_stim_state",
+            "estop_to_zero",
+            "heartbeat_lateness",
+        )
+    }
     assert "HS-001" in done.stdout and "verdict" in done.stdout
 
 
@@ -73,9 +104,25 @@ def test_sigterm_mid_run_leaves_a_valid_junit_and_the_device_off(
 ) -> None:
     junit = tmp_path / "hil.xml"
     rig = subprocess.Popen(
-        [*NEUROSTIM, "hil", "--device", pty_device, "--junit", str(junit),
-         "--case", "HS-001", "--case", "RP-001", "--case", "ST-003", "--case", "ES-001"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            *NEUROSTIM,
+            "hil",
+            "--device",
+            pty_device,
+            "--junit",
+            str(junit),
+            "--case",
+            "HS-001",
+            "--case",
+            "RP-001",
+            "--case",
+            "ST-003",
+            "--case",
+            "ES-001",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     # ST-003 stimulates for over 2 s: wait until it has started, then stop the rig.
     assert rig.stderr is not None
@@ -96,7 +143,9 @@ def test_sigterm_mid_run_leaves_a_valid_junit_and_the_device_off(
     assert isinstance(last.result[0], junitparser.Error)
     # The device: a fresh look at its output (a handshake changes nothing).
     state = subprocess.run(
-        [sys.executable, "-c", _STATE_SCRIPT, pty_device], capture_output=True, text=True,
+        [sys.executable, "-c", _STATE_SCRIPT, pty_device],
+        capture_output=True,
+        text=True,
         timeout=30,
     )
     assert state.stdout.strip() == "amplitude 0.0 enabled False", state.stdout + state.stderr
@@ -117,22 +166,43 @@ asyncio.run(main())
 """
 
 
-def test_exit_codes_for_bad_arguments_and_an_unreachable_device(tmp_path: Path) -> None:
-    assert _hil("--device", "sim://", "--case", "XX-999").returncode == 2
-    assert _hil("--device", "sim://", "--suite", "nonsense").returncode == 2
-    assert _hil("--device", "bogus").returncode == 2
+def test_exit_codes_for_bad_arguments_and_an_unreachable_device(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["hil", "--device", "sim://", "--case", "XX-999"]) == 2
+    assert main(["hil", "--device", "sim://", "--suite", "nonsense"]) == 2
+    assert main(["hil", "--device", "bogus"]) == 2
     master, slave = os.openpty()  # a port where nothing answers
     tty.setraw(slave)
     try:
-        done = _hil("--device", f"serial://{os.ttyname(slave)}", "--case", "HS-001")
+        code = main(["hil", "--device", f"serial://{os.ttyname(slave)}", "--case", "HS-001"])
     finally:
         os.close(master)
         os.close(slave)
-    assert done.returncode == 3, done.stderr
+    assert code == 3, capsys.readouterr().err
 
 
-def test_a_failing_case_exits_1_on_sim() -> None:
-    # sim:// has no link to reopen: the reconnect case skips, which is not a failure.
-    done = _hil("--device", "sim://noise?seed=2", "--case", "FT-004", "--case", "HS-002")
-    assert done.returncode == 0, done.stderr
-    assert "SKIP" in done.stdout
+def test_a_failing_case_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """Against a device that ignores ESTOP (served from a thread with its own event loop)."""
+    url: list[str] = []
+    ready, stop = threading.Event(), threading.Event()
+
+    async def serve() -> None:
+        firmware = build(EstopIgnored, MonotonicClock().now())
+        async with served_on_pty(firmware) as pty_url:
+            url.append(pty_url)
+            ready.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    server = threading.Thread(target=lambda: asyncio.run(serve()))
+    server.start()
+    try:
+        assert ready.wait(10)
+        code = main(["hil", "--device", url[0], "--case", "ES-001", "--case", "HS-002"])
+    finally:
+        stop.set()
+        server.join(10)
+    out = capsys.readouterr().out
+    assert code == 1
+    assert re.search(r"^ES-001 +FAIL", out, re.M) and re.search(r"^HS-002 +PASS", out, re.M)

@@ -200,9 +200,14 @@ def test_a_failing_case_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     try:
         assert ready.wait(10)
         code = main(["hil", "--device", url[0], "--case", "ES-001", "--case", "HS-002"])
+        out = capsys.readouterr().out
+        aborted = main(
+            ["hil", "--device", url[0], "--abort-early", "--case", "ES-001", "--case", "RB-001"]
+        )
     finally:
         stop.set()
         server.join(10)
-    out = capsys.readouterr().out
     assert code == 1
     assert re.search(r"^ES-001 +FAIL", out, re.M) and re.search(r"^HS-002 +PASS", out, re.M)
+    # --abort-early: nothing runs after the first failure.
+    assert aborted == 1 and "RB-001" not in capsys.readouterr().out

@@ -12,7 +12,7 @@ import asyncio
 import signal
 import sys
 
-from firmware_bridge.errors import DeviceURLError, LinkClosed
+from firmware_bridge.errors import DeviceURLError, LinkClosed, ProtocolMismatch
 from firmware_bridge.exit_codes import ExitCode
 from firmware_bridge.framing import PROTOCOL_MAJOR
 from firmware_bridge.keys import KeyFileError, load_key, load_keys
@@ -93,6 +93,11 @@ async def _run(
     try:
         try:
             run.info = await asyncio.wait_for(rig.open(), 10.0)
+        except ProtocolMismatch as exc:
+            print(f"neurostim hil: {options.url}: {exc}", file=sys.stderr)
+            return int(ExitCode.PROTOCOL)
+        except asyncio.CancelledError:
+            return int(ExitCode.FAILED)  # interrupted before any case ran
         except (LinkClosed, OSError, TimeoutError) as exc:
             print(f"neurostim hil: {options.url} unreachable: {exc}", file=sys.stderr)
             return int(ExitCode.UNREACHABLE)

@@ -12,10 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from firmware_bridge.clock import MonotonicClock
-from firmware_bridge.errors import LinkClosed
-from firmware_bridge.messages import DeviceInfo
+from firmware_bridge.errors import LinkClosed, ProtocolMismatch
+from firmware_bridge.messages import DeviceInfo, HelloReject
 from firmware_bridge.transports.registry import open_link
-from firmware_bridge.url import parse_device_url
 from hil.catalog import Case
 from hil.context import CaseContext, RigOptions, Skip
 from hil.measurement import Measurement, Verdict, worst
@@ -57,7 +56,15 @@ class Rig:
         link = await open_link(self.options.url)
         self.probe = Probe(link, self.clock, self.options.key)
         await self.probe.__aenter__()
-        self.info, _ = await self.probe.handshake()
+        try:
+            self.info, _ = await self.probe.handshake()
+        except LinkClosed:
+            reject = next((r.msg for r in self.probe.log if isinstance(r.msg, HelloReject)), None)
+            if reject is not None:
+                raise ProtocolMismatch(
+                    f"the device speaks {reject.major}.{reject.minor}: {reject.text}"
+                ) from None
+            raise
         return self.info
 
     async def reopen(self) -> Probe:
@@ -178,9 +185,3 @@ async def run_all(
         if abort_early and not result.verdict.ok:
             break
     return results, False
-
-
-def scheme(url: str) -> str:
-    from firmware_bridge.url import scheme_of
-
-    return scheme_of(parse_device_url(url))

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -20,6 +21,8 @@ import junitparser
 import pytest
 
 from firmware_bridge.clock import MonotonicClock
+from firmware_bridge.framing import FrameDecoder, encode_frame
+from firmware_bridge.messages import HelloReject, MsgType
 from neurostim_cli.main import main
 from tests.hil_broken_devices import EstopIgnored, build
 from tests.hil_support import assert_valid_junit, served_on_pty
@@ -211,3 +214,33 @@ def test_a_failing_case_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     assert re.search(r"^ES-001 +FAIL", out, re.M) and re.search(r"^HS-002 +PASS", out, re.M)
     # --abort-early: nothing runs after the first failure.
     assert aborted == 1 and "RB-001" not in capsys.readouterr().out
+
+
+def test_a_device_of_another_major_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    done = threading.Event()
+
+    def device_of_major_2() -> None:
+        decoder = FrameDecoder()
+        while not done.is_set():
+            ready, _, _ = select.select([master], [], [], 0.05)
+            if not ready:
+                continue
+            for frame in decoder.feed(os.read(master, 4096)):
+                if frame.msg_type == MsgType.HELLO:
+                    reject = HelloReject(2, 0, 1, "this device speaks 2.0")
+                    os.write(
+                        master, encode_frame(MsgType.HELLO_REJECT, reject.encode(), 0, 0, version=2)
+                    )
+
+    answer = threading.Thread(target=device_of_major_2)
+    answer.start()
+    try:
+        code = main(["hil", "--device", f"serial://{os.ttyname(slave)}", "--case", "HS-001"])
+    finally:
+        done.set()
+        answer.join(5)
+        os.close(master)
+        os.close(slave)
+    assert code == 4, capsys.readouterr().err

@@ -32,10 +32,6 @@ async def _refused(ctx: CaseContext, name: str, setting: StimSetting, want: Nack
     await check_unchanged(ctx, name, before)
 
 
-def _charge_room_pw(ctx: CaseContext, amplitude_ma: float) -> int:
-    return ctx.info.limits.min_pulse_width_us if amplitude_ma > 0 else 90
-
-
 @case("NK-001", "amplitude above max_amplitude_ma: NACK AMPLITUDE_RANGE, nothing changes", S4)
 async def amplitude_high(ctx: CaseContext) -> None:
     lim = ctx.info.limits

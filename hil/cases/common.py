@@ -82,9 +82,10 @@ async def start_output(ctx: CaseContext, amplitude_ma: float = 0.5) -> StimSetti
     if reason_of(r) != 0:
         ctx.check(f"on command accepted (got {reason_name(reason_of(r))})", False)
         return setting
-    await ctx.probe.wait_state(
-        lambda s: s.amplitude_ma == setting.amplitude_ma and not s.ramping,
+    reached = await ctx.probe.wait_state(
+        lambda s: abs(s.amplitude_ma - setting.amplitude_ma) < 1e-4 and not s.ramping,
         ctx.ramp_s(setting.amplitude_ma) + 1.0,
         mark,
     )
+    ctx.check(f"output reached {setting.amplitude_ma:g} mA", reached is not None)
     return setting

@@ -33,15 +33,9 @@ def _report(ctx: CaseContext, rec: LatencyRecorder, limit_ms: float | None) -> N
         None if limit_ms is None else 0.5 * limit_ms,
     )
     ctx.measure(f"{name} p99.9", pc.p999_ms, "ms", 0, None)
-    ctx.measure(
-        f"{name} max",
-        pc.max_ms,
-        "ms",
-        0,
-        None if limit_ms is None else 2 * limit_ms,
-        None,
-        limit_ms,
-    )
+    # The max carries the host's own stalls (measured from the schedule): beyond the bound it
+    # is MARGINAL, not a verdict on the device; p99 within the bound is the requirement.
+    ctx.measure(f"{name} max", pc.max_ms, "ms", 0, None, None, limit_ms)
     if ctx.options.histogram_dir:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", ctx.info.device_id) or "device"
         path = rec.write(ctx.options.histogram_dir, stem)

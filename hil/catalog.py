@@ -111,3 +111,7 @@ def catalog_markdown() -> str:
         key = " (with `--key-file`)" if c.needs_key else ""
         lines.append(f"| `{c.id}` | {c.suite} | {c.statement}{key} | {c.section} |")
     return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":  # python -m hil.catalog: the table for docs/hil.md
+    print(catalog_markdown(), end="")

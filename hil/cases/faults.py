@@ -109,7 +109,7 @@ async def silent(ctx: CaseContext) -> None:
 
 @case(
     "FT-004",
-    "the link closed and reopened: the device answers, output and latch as left",
+    "the link closed and reopened: the device answers, output as left",
     "3 Handshake, step 3",
     suite="faults",
 )

@@ -23,6 +23,7 @@ from controller.detector.types import DetectorOutput, DetectorState
 from controller.envelope import EnvelopeDecision, SafetyEnvelope
 from controller.envelope.limits import within_envelope
 from controller.features import FeatureExtractor, FeatureFrame
+from controller.observations import Clamped, Refused
 from controller.policy import POLICY_NAMES, Policy, StimRequest, build_policy
 from firmware_bridge.events import (
     FaultReceived,
@@ -68,24 +69,6 @@ class Command:
 
 
 @dataclass(frozen=True)
-class Clamp:
-    t_s: float
-    rule: str
-    field: str
-    requested: float
-    allowed: float
-
-
-@dataclass(frozen=True)
-class Refusal:
-    t_s: float
-    rule: str
-    reason: str
-    detail: str
-    origin: Origin
-
-
-@dataclass(frozen=True)
 class CoreResult:
     """Everything the core decided for one input, in order of decision."""
 
@@ -93,8 +76,8 @@ class CoreResult:
     records: tuple[AuditEntry, ...] = ()
     annotations: tuple[Annotation, ...] = ()
     outputs: tuple[DetectorOutput, ...] = ()
-    clamps: tuple[Clamp, ...] = ()
-    refusals: tuple[Refusal, ...] = ()
+    clamps: tuple[Clamped, ...] = ()
+    refusals: tuple[Refused, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -124,8 +107,8 @@ class _Collect:
         self.records: list[AuditEntry] = []
         self.annotations: list[Annotation] = []
         self.outputs: list[DetectorOutput] = []
-        self.clamps: list[Clamp] = []
-        self.refusals: list[Refusal] = []
+        self.clamps: list[Clamped] = []
+        self.refusals: list[Refused] = []
 
     def audit(self, kind: str, t_s: float, sync: bool = False, /, **fields: object) -> None:
         self.records.append(AuditEntry(kind, t_s, sync, MappingProxyType(fields)))
@@ -468,7 +451,7 @@ class ControllerCore:
         for clamp in decision.clamps:
             self.stats.clamps[clamp.rule] = self.stats.clamps.get(clamp.rule, 0) + 1
             out.clamps.append(
-                Clamp(now, str(clamp.rule), clamp.field, clamp.requested, clamp.allowed)
+                Clamped(now, str(clamp.rule), clamp.field, clamp.requested, clamp.allowed)
             )
             out.audit(
                 "clamp",
@@ -502,7 +485,7 @@ class ControllerCore:
         fallback: bool = False,
     ) -> None:
         self.stats.refusals[rule] = self.stats.refusals.get(rule, 0) + 1
-        out.refusals.append(Refusal(now, rule, reason, detail, origin))
+        out.refusals.append(Refused(now, rule, reason, detail, origin))
         out.audit("refusal", now, rule=rule, reason=reason, fallback=fallback, detail=detail)
 
     def _issue(self, setting: StimSetting, reason: str, origin: Origin, out: _Collect) -> None:

@@ -37,7 +37,6 @@ from controller.core import (
 )
 from controller.device_check import DeviceCheck, DeviceFinding, Severity
 from controller.observations import (
-    Clamped,
     CommandAnswered,
     CommandIssued,
     DetectorUpdated,
@@ -53,7 +52,6 @@ from controller.observations import (
     MarkerAdded,
     NodeEvent,
     NodeSnapshot,
-    Refused,
     StopOutcome,
     Stopped,
 )
@@ -185,7 +183,19 @@ class ControllerNode:
     @property
     def wants_link(self) -> bool:
         """The link is closed and the backoff is over: the shell should open a new one."""
-        return not self._link_open and self._reconnect_at is None and not self.finished
+        return (
+            not self._link_open
+            and self._reconnect_at is None
+            and not self.finished
+            and not self._reconnect_would_clear_latch
+        )
+
+    @property
+    def _reconnect_would_clear_latch(self) -> bool:
+        """A 1.0 device clears its E-stop latch on any handshake: while an E-stop sent from
+        here stands, only the operator's ``clear_estop`` may reconnect to it."""
+        info = self.core.info
+        return self._estop_sent and info is not None and info.minor < 1
 
     def snapshot(self, now: float | None = None) -> NodeSnapshot:
         t_s = self._now if now is None else now
@@ -252,7 +262,9 @@ class ControllerNode:
         self._send_held(now)
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
-            if self._link_open:
+            if self._reconnect_would_clear_latch:
+                self._set_state(LinkState.BACKOFF, now, "E-stop held: reconnect on clear")
+            elif self._link_open:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
@@ -335,6 +347,8 @@ class ControllerNode:
         if self.check is not None:
             self.check.latch_cleared(now)
         if self.state is not LinkState.READY:
+            if self._link_open and self._reconnect_at is None and not self.finished:
+                self._handshake(now)  # a reconnect held back for the latch's sake
             return
         info = self.session.info
         if info is not None and info.minor >= 1:
@@ -571,11 +585,9 @@ class ControllerNode:
             for output in result.outputs:
                 self._emit(DetectorUpdated(output.t_s, output))
             for clamp in result.clamps:
-                self._emit(Clamped(now, clamp.rule, clamp.field, clamp.requested, clamp.allowed))
+                self._emit(clamp)
             for refusal in result.refusals:
-                self._emit(
-                    Refused(now, refusal.rule, refusal.reason, refusal.detail, refusal.origin)
-                )
+                self._emit(refusal)
         for command in result.commands:
             if self.state not in (LinkState.READY, LinkState.STOPPING):
                 self._carry(self.core.on_command_outcome(command.token, "lost", now), now)

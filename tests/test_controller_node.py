@@ -23,7 +23,12 @@ from controller.observations import (
     Refused,
 )
 from firmware_bridge.clock import VirtualClock
-from firmware_bridge.events import Connected, SamplesReceived, StatusReceived
+from firmware_bridge.events import (
+    Connected,
+    HandshakeCompleted,
+    SamplesReceived,
+    StatusReceived,
+)
 from firmware_bridge.framing import FrameDecoder
 from firmware_bridge.lockstep import LockstepPump
 from firmware_bridge.messages import MsgType, Status, StimSetting
@@ -298,3 +303,81 @@ def test_a_reconnect_neither_clears_nor_forgets_the_devices_estop_latch(tmp_path
     snapshot = node.snapshot()
     assert snapshot.estop_latched and snapshot.estop_hold
     assert not fw.output.enabled
+
+
+def test_no_command_leaves_before_the_earlier_stimulation_records_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    """With the audit log on a writer thread, a stalled disk holds commands back (the
+    record of a stimulation change is durable before the next command is sent)."""
+    import threading
+    import time
+
+    from controller.writer_thread import WriterThread
+
+    writer = WriterThread("audit-test")
+    audit = AuditLog(tmp_path / "audit.jsonl", writer=writer)
+    node = ControllerNode(ControllerCore(_config()), audit)
+    issued: list[NodeEvent] = []
+    node.subscribe(lambda e: issued.append(e) if isinstance(e, CommandIssued) else None)
+    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    disk = threading.Event()
+    writer.submit(disk.wait)  # the disk stalls: nothing queued after this is written
+    node.start(0.0)
+    pump.run_until(30.0)
+    assert node.holding and not issued and not audit.durable
+    assert not fw.output.enabled
+    disk.set()
+    deadline = time.monotonic() + 10.0
+    while not audit.durable and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert audit.durable
+    pump.run_until(40.0)  # the next wake sends what was held
+    assert issued and not node.holding
+    assert fw.output.enabled
+    node.close(clock.now())
+    assert verify_audit(tmp_path / "audit.jsonl").ok
+
+
+class _Protocol10Firmware(VirtualFirmware):
+    """A protocol-1.0 device: it says minor 0, and any handshake clears its E-stop latch."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.info = replace(self.info, minor=0)
+        self.session.info = self.info
+        self.handshakes = 0
+
+    def _on_event(self, event: object, now: float) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.handshakes += 1
+            self.output.estop_latched = False  # what 1.0 said a handshake does
+        super()._on_event(event, now)  # type: ignore[arg-type]
+
+
+def test_a_1_0_device_is_not_reconnected_while_an_estop_stands(tmp_path: Path) -> None:
+    node = ControllerNode(ControllerCore(_config()), AuditLog(tmp_path / "a.jsonl"))
+    fw = _Protocol10Firmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    node.start(0.0)
+    pump.run_until(60.0)
+    assert node.core.info is not None and node.core.info.minor == 0
+    node.estop(clock.now())
+    pump.run_until(62.0)
+    assert fw.output.estop_latched
+    saved = dict(pump._wires)
+    for key in pump._wires:
+        pump._wires[key] = lambda data, now: []
+    pump.run_until(70.0)  # silence: the node loses the device
+    pump._wires.update(saved)
+    handshakes = fw.handshakes
+    pump.run_until(200.0)
+    assert node.state is LinkState.BACKOFF  # no automatic handshake...
+    assert fw.handshakes == handshakes and fw.output.estop_latched  # ...so the latch stands
+    node.clear_estop(clock.now())  # the operator's clear is the reconnect
+    pump.run_until(210.0)
+    assert node.state is LinkState.READY and not fw.output.estop_latched
+    assert not fw.output.enabled  # and nothing resumed by itself

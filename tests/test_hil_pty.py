@@ -4,6 +4,8 @@ passes, SIGTERM mid-run leaves a valid JUnit file and the device off, exit codes
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -14,7 +16,7 @@ import sys
 import threading
 import time
 import tty
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import junitparser
@@ -22,8 +24,11 @@ import pytest
 
 from firmware_bridge.clock import MonotonicClock
 from firmware_bridge.framing import FrameDecoder, encode_frame
+from firmware_bridge.keys import add_key
 from firmware_bridge.messages import HelloReject, MsgType
 from neurostim_cli.main import main
+from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.signals import NoiseSource
 from tests.hil_broken_devices import EstopIgnored, build
 from tests.hil_support import assert_valid_junit, served_on_pty
 
@@ -185,14 +190,14 @@ def test_exit_codes_for_bad_arguments_and_an_unreachable_device(
     assert code == 3, capsys.readouterr().err
 
 
-def test_a_failing_case_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
-    """Against a device that ignores ESTOP (served from a thread with its own event loop)."""
+@contextlib.contextmanager
+def _served_in_a_thread(firmware_factory: Callable[[], VirtualFirmware]) -> Iterator[str]:
+    """A device on a pty, served by its own event loop in a thread (the CLI runs its own)."""
     url: list[str] = []
     ready, stop = threading.Event(), threading.Event()
 
     async def serve() -> None:
-        firmware = build(EstopIgnored, MonotonicClock().now())
-        async with served_on_pty(firmware) as pty_url:
+        async with served_on_pty(firmware_factory()) as pty_url:
             url.append(pty_url)
             ready.set()
             while not stop.is_set():
@@ -202,18 +207,55 @@ def test_a_failing_case_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
     server.start()
     try:
         assert ready.wait(10)
-        code = main(["hil", "--device", url[0], "--case", "ES-001", "--case", "HS-002"])
-        out = capsys.readouterr().out
-        aborted = main(
-            ["hil", "--device", url[0], "--abort-early", "--case", "ES-001", "--case", "RB-001"]
-        )
+        yield url[0]
     finally:
         stop.set()
         server.join(10)
+
+
+def test_a_failing_case_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """Against a device that ignores ESTOP."""
+    with _served_in_a_thread(lambda: build(EstopIgnored, MonotonicClock().now())) as url:
+        code = main(["hil", "--device", url, "--case", "ES-001", "--case", "HS-002"])
+        out = capsys.readouterr().out
+        aborted = main(
+            ["hil", "--device", url, "--abort-early", "--case", "ES-001", "--case", "RB-001"]
+        )
     assert code == 1
     assert re.search(r"^ES-001 +FAIL", out, re.M) and re.search(r"^HS-002 +PASS", out, re.M)
     # --abort-early: nothing runs after the first failure.
     assert aborted == 1 and "RB-001" not in capsys.readouterr().out
+
+
+def test_key_file_enables_the_signing_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "bench.keys"
+    key = add_key(keys, "SIM-0001")
+
+    def keyed() -> VirtualFirmware:
+        config = dataclasses.replace(FirmwareConfig(seed=2), signing_key=key)
+        return VirtualFirmware(NoiseSource(seed=2), config, MonotonicClock().now())
+
+    with _served_in_a_thread(keyed) as url:
+        code = main(
+            [
+                "hil",
+                "--device",
+                url,
+                "--key-file",
+                str(keys),
+                "--case",
+                "SG-001",
+                "--case",
+                "SG-003",
+            ]
+        )
+        out = capsys.readouterr().out
+    assert code == 0, out
+    assert re.search(r"^SG-001 +PASS", out, re.M) and re.search(r"^SG-003 +PASS", out, re.M)
+    keys.chmod(0o644)  # readable by others: refused before anything is opened
+    assert main(["hil", "--device", "sim://", "--key-file", str(keys)]) == 2
 
 
 def test_a_device_of_another_major_exits_4(capsys: pytest.CaptureFixture[str]) -> None:

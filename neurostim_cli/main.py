@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from controller import cli as controller_cli
 from firmware_bridge import cli as bridge_cli
 from firmware_bridge.transports.registry import transports
+from hil import cli as hil_cli
 from insilico import cli as insilico_cli
 from simulator import cli as simulator_cli
 from simulator.embedded import GroundTruthFeed
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         simulator_cli.register_bench(bench_sub)
     insilico_cli.register(sub)
     controller_cli.register(sub)
+    hil_cli.register(sub)
     controller_cli.register_bench(bench_sub)
     insilico_cli.register_bench(bench_sub)
     console_cli.register(sub)

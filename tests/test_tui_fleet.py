@@ -3,8 +3,11 @@ clock keeps "last seen" exact."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from textual.pilot import Pilot
 
+from tests.mosquitto import Mosquitto
 from tui.fleet import FleetApp, PresenceBoard, describe_age
 
 
@@ -81,3 +84,34 @@ def test_fleet_view_snapshot(snap_compare) -> None:  # type: ignore[no-untyped-d
         await pilot.pause()
 
     assert snap_compare(app, terminal_size=(120, 20), run_before=run_before)
+
+
+async def test_the_fleet_view_lists_two_devices_on_a_real_broker(
+    mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    """Two simulated devices announce themselves on Mosquitto; the fleet view shows both
+    online with their mqtt:// URLs, and one that leaves turns offline."""
+    from tests.mqtt_helpers import served
+    from tui.fleet import FleetApp
+    from tui.presence import mqtt_presence_listener
+
+    broker_url = mosquitto.url().rstrip("/")
+    board = PresenceBoard(stale_after_s=None)
+    async with served(broker_url, ["BENCH-A", "BENCH-B"], tmp_path, key=None) as fleet:
+        app = FleetApp(board, broker_url, listener=mqtt_presence_listener(broker_url))
+        async with app.run_test(size=(120, 30)) as pilot:
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if len([d for d in board.devices() if d.online]) == 2:
+                    break
+            devices = board.devices()
+            assert [d.device_id for d in devices] == ["BENCH-A", "BENCH-B"]
+            assert all(d.online for d in devices)
+            assert devices[0].url == f"{broker_url}/BENCH-A"
+            await fleet[0].link.close()  # the device leaves: its offline record
+            for _ in range(100):
+                await pilot.pause(0.05)
+                if not board.devices()[-1].online:
+                    break
+            shown = {d.device_id: d.online for d in board.devices()}
+            assert shown == {"BENCH-A": False, "BENCH-B": True}

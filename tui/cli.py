@@ -19,7 +19,7 @@ from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.exit_codes import ExitCode
 from firmware_bridge.keys import KeyFileError, load_key
 from firmware_bridge.transports.registry import transports
-from firmware_bridge.url import DeviceURLError, SimURL, parse_device_url
+from firmware_bridge.url import DeviceURLError, SimURL, parse_broker_url, parse_device_url
 
 if TYPE_CHECKING:
     from tui.app import ConsoleApp
@@ -30,8 +30,7 @@ DEFAULT_DEVICE = "sim://console-demo?seed=1"
 
 #: Set by the composition root: hands the clock to the simulated devices behind sim://.
 SimClockSetter = Callable[[Clock], None]
-#: Set by the composition root once MQTT presence exists: broker URL -> the listener
-#: that feeds a fleet view's board.
+#: Broker URL -> the listener that feeds a fleet view's board.
 PresenceListenerFactory = Callable[[str], "PresenceListener"]
 
 
@@ -83,15 +82,14 @@ def _console_command(args: argparse.Namespace) -> int:
         print(f"neurostim console: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     if args.broker:
-        listener_for: PresenceListenerFactory | None = getattr(args, "presence_listener", None)
-        if listener_for is None:
-            print(
-                "neurostim console: --broker needs the MQTT presence reader, which this "
-                "build does not register",
-                file=sys.stderr,
-            )
+        from tui.presence import mqtt_presence_listener
+
+        try:
+            parse_broker_url(args.broker)
+        except DeviceURLError as exc:
+            print(f"neurostim console: {exc}", file=sys.stderr)
             return ExitCode.USAGE
-        return _fleet(args, listener_for)
+        return _fleet(args, mqtt_presence_listener)
     if not args.speed > 0:
         print("neurostim console: --speed must be > 0", file=sys.stderr)
         return ExitCode.USAGE
@@ -155,7 +153,7 @@ def _fleet(args: argparse.Namespace, listener_for: PresenceListenerFactory) -> i
     """The fleet view; each device opened runs in the console, then back to the fleet."""
     from tui.fleet import FleetApp, PresenceBoard
 
-    board = PresenceBoard()
+    board = PresenceBoard(stale_after_s=None)  # the broker's Last Will says offline
     while True:
         chosen = FleetApp(board, args.broker, listener=listener_for(args.broker)).run()
         if chosen is None:

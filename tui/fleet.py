@@ -39,8 +39,12 @@ class PresenceBoard:
     """Latest presence per device, as reported; the view's only source."""
 
     def __init__(
-        self, stale_after_s: float = STALE_AFTER_S, wall: Callable[[], float] = time.time
+        self,
+        stale_after_s: float | None = STALE_AFTER_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``stale_after_s``: a device not heard from for that long shows offline; None
+        trusts the records (MQTT presence: the broker's Last Will says offline)."""
         self.stale_after_s = stale_after_s
         self._wall = wall
         self._devices: dict[str, DevicePresence] = {}
@@ -65,8 +69,9 @@ class PresenceBoard:
     def devices(self) -> list[DevicePresence]:
         """Every device, online first, each one offline when stale."""
         now = self._wall()
+        stale = self.stale_after_s
         shown = [
-            d if now - d.last_seen_s <= self.stale_after_s else replace(d, online=False)
+            d if stale is None or now - d.last_seen_s <= stale else replace(d, online=False)
             for d in self._devices.values()
         ]
         return sorted(shown, key=lambda d: (not d.online, d.device_id))

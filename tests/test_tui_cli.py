@@ -14,7 +14,7 @@ from neurostim_cli.main import main
         (["--device", "serial:///dev/ttyNOPE", "--speed", "3"], "paces a simulated device only"),
         (["--speed", "0"], "--speed must be > 0"),
         (["--device", "nonsense://x"], "nonsense"),
-        (["--broker", "mqtt://localhost:1883"], "MQTT presence reader"),
+        (["--broker", "ftp://localhost:1883"], "ftp"),
     ],
 )
 def test_bad_arguments_exit_2_with_the_reason(

@@ -12,7 +12,8 @@ at most 16 mA, 20-min prevention sessions. Its numbers:
   maximum outputs (above 10 mA / 10 V) are stated here, as the standard requires.
 * Limits: amplitude 0-16 mA (Cefaly maximum), pulse width 30-250 µs, rate 1-120 Hz
   (sham settings of trials use 1 Hz, 30 µs, 1 mA: PREMICE sham; Cefaly acute uses
-  100 Hz), 4 µC/phase, 1 µC/cm²/phase (engineering limit far above what 16 mA reaches).
+  100 Hz), 4 µC/phase, 30 µC/cm²/phase (the DBS warning level, kept as an engineering cap;
+  16 mA on this electrode reaches 0.14).
   The 5 mA/s slew keeps the old choice (the envelope ramps far slower).
 * Skin-electrode impedance: starts at ``impedance_start_ohm`` (2 kΩ) when a fresh
   electrode is applied and rises towards ``impedance_dry_ohm`` (8 kΩ) as the gel dries,
@@ -102,7 +103,7 @@ ETNS_SUPRAORBITAL = DevicePreset(
         max_frequency_hz=120.0,
         max_ramp_rate_ma_per_s=5.0,
         max_charge_per_phase_uc=4.0,
-        max_charge_density_uc_per_cm2=1.0,
+        max_charge_density_uc_per_cm2=30.0,
     ),
     electrode_area_cm2=3.0 * 9.4,
     labelled=LabelledSetting(16.0, 250, 60.0, 1200.0),

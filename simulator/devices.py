@@ -32,6 +32,11 @@ dose-response exists for an implanted contact, so the session-equivalent convers
 (1 SE = a 20-min session at its labelled 3 mA, 60 Hz, 250 µs) is an ASSUMPTION and every
 report of a run with it says so.
 
+The ``nvns-cervical`` preset (gammaCore-like: 5 kHz bursts at 25 Hz, <= 60 mA, 2-min
+stimulations) exists only to run a trial the model was not calibrated on (PREMIUM II)
+in the physiology tier; its limits, electrode and battery are ASSUMPTIONS and its
+therapy response is UNCALIBRATED.
+
 Dose conversion: 1 labelled-session equivalent (SE) = one session of ``session_s`` at
 the labelled amplitude, pulse width and rate; ``session_charge_uc`` is its charge.
 """
@@ -146,7 +151,39 @@ IMPLANT = DevicePreset(
     recharge_interval_h=None,
 )
 
-DEVICE_PRESETS: dict[str, DevicePreset] = {p.name: p for p in (ETNS_SUPRAORBITAL, IMPLANT)}
+NVNS_CERVICAL = DevicePreset(
+    name="nvns-cervical",
+    description="non-invasive cervical vagus nerve stimulator (gammaCore-like; therapy "
+    "UNCALIBRATED; physiology tier only)",
+    limits=DeviceLimits(
+        max_amplitude_ma=60.0,
+        min_pulse_width_us=30,
+        max_pulse_width_us=1000,
+        min_frequency_hz=1.0,
+        max_frequency_hz=25.0,
+        max_ramp_rate_ma_per_s=5.0,
+        max_charge_per_phase_uc=60.0,
+        max_charge_density_uc_per_cm2=30.0,
+    ),
+    electrode_area_cm2=2.0,
+    # 5 kHz bursts (1 ms) at 25 Hz, <= 60 mA (REFERENCES section 6); one labelled session =
+    # two 120-s stimulations (both sides of the neck), the PREMIUM regimen's unit.
+    labelled=LabelledSetting(60.0, 1000, 25.0, 240.0),
+    sham=LabelledSetting(1.0, 30, 1.0, 240.0),
+    therapy_calibrated=False,
+    impedance_start_ohm=1000.0,
+    impedance_dry_ohm=1000.0,
+    gel_drying_tau_days=1.0,
+    electrode_life_days=1e6,
+    impedance_window_ohm=(250.0, 10_000.0),
+    battery_capacity_j=3.7 * 0.5 * 3600.0,
+    idle_power_w=0.0,
+    recharge_interval_h=None,
+)
+
+DEVICE_PRESETS: dict[str, DevicePreset] = {
+    p.name: p for p in (ETNS_SUPRAORBITAL, IMPLANT, NVNS_CERVICAL)
+}
 DEFAULT_DEVICE = ETNS_SUPRAORBITAL.name
 
 

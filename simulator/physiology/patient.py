@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from scipy import stats
 
 from simulator.physiology.artifact import ArtifactParams, StimulationArtifact
 from simulator.physiology.course import PatientCourse, patient_streams
@@ -103,8 +104,8 @@ class PhenotypePreset:
 
 #: Calibrated to PREMICE (Schoenen et al. 2013) with ``neurostim trial --preset premice``
 #: (docs/insilico.md); never to the detector.
-PROPHYLACTIC_EFFICACY_BETA: Range = (2.0, 3.0)
-PLACEBO_EFFICACY_BETA: Range = (1.0, 9.0)
+PROPHYLACTIC_EFFICACY_BETA: Range = (1.0, 1.15)
+PLACEBO_EFFICACY_BETA: Range = (0.13, 0.87)
 
 
 def _adult_episodic(aura_probability: Range) -> PhenotypePreset:
@@ -254,11 +255,19 @@ def draw_patient_values(preset: PhenotypePreset, rng: np.random.Generator) -> di
         "dc_shift_uv": uniform(preset.csd_dc_shift_uv),
         "suppression_duration_s": uniform(preset.csd_suppression_s),
     }
-    efficacy = float(rng.beta(*preset.prophylactic_efficacy_beta))
+    # Each efficacy is a quantile (uniform) of the patient's responsiveness mapped through
+    # the calibrated Beta. The quantiles are drawn through fixed Beta(2, 3) and Beta(1, 9)
+    # variates (their own CDF makes them uniform), so the random stream - and with it every
+    # later draw, e.g. the sleep times - does not depend on the calibrated values.
+    efficacy_quantile = float(stats.beta.cdf(rng.beta(2.0, 3.0), 2.0, 3.0))
+    placebo_quantile = float(stats.beta.cdf(rng.beta(1.0, 9.0), 1.0, 9.0))
+    efficacy = float(stats.beta.ppf(efficacy_quantile, *preset.prophylactic_efficacy_beta))
     response = {
         "prophylactic_efficacy": efficacy,
         "acute_efficacy": efficacy,  # one responsiveness to the stimulation per patient
-        "placebo_efficacy": float(rng.beta(*preset.placebo_efficacy_beta)),
+        "placebo_efficacy": float(
+            stats.beta.ppf(placebo_quantile, *preset.placebo_efficacy_beta)
+        ),
     }
     variability = {
         "sleep_onset_h": uniform(preset.sleep_onset_h) % 24.0,

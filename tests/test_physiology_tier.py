@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.config import ControllerConfig
 from controller.envelope import EnvelopeConfig
 from insilico.physiology_tier import Schedule, SessionPlan, migraine_days, run_course
-from insilico.runner import SimSpec, run_sim, with_policy
 from simulator.physiology.patient import VirtualPatient
 from simulator.physiology.scenario import scenario_from_dict
 from simulator.signals import StimulationInput

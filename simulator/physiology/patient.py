@@ -265,9 +265,7 @@ def draw_patient_values(preset: PhenotypePreset, rng: np.random.Generator) -> di
     response = {
         "prophylactic_efficacy": efficacy,
         "acute_efficacy": efficacy,  # one responsiveness to the stimulation per patient
-        "placebo_efficacy": float(
-            stats.beta.ppf(placebo_quantile, *preset.placebo_efficacy_beta)
-        ),
+        "placebo_efficacy": float(stats.beta.ppf(placebo_quantile, *preset.placebo_efficacy_beta)),
     }
     variability = {
         "sleep_onset_h": uniform(preset.sleep_onset_h) % 24.0,

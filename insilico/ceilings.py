@@ -27,6 +27,8 @@ from simulator.devices import DEFAULT_DEVICE, device_preset
 from simulator.physiology.patient import VirtualPatient
 
 CEILING_STEP_S = 60.0
+#: The trial's scenarios start the patient's clock at 08:00 (the scenario default).
+START_TIME_OF_DAY_H = 8.0
 TIER = "physiology"
 
 
@@ -41,8 +43,13 @@ def ceiling_schedules(config: ControllerConfig) -> dict[str, Schedule]:
         env.ramp_up_ma_per_s,
         env.ramp_down_ma_per_s,
     )
-    offset = policy.open_loop.day_start_offset_s
-    times = tuple((t - offset) % 86_400.0 for t in policy.open_loop.session_times_of_day_s)
+    # The runner aligns the open-loop day to the patient's clock unless the configuration
+    # sets the offset; the tier's times are the patient's.
+    open_loop = policy.open_loop
+    shift = 0.0
+    if "day_start_offset_s" in open_loop.model_fields_set:
+        shift = START_TIME_OF_DAY_H * 3600.0 - open_loop.day_start_offset_s
+    times = tuple((t + shift) % 86_400.0 for t in open_loop.session_times_of_day_s)
     return {
         "ceiling: open-loop": Schedule("daily", plan, times_of_day_s=times),
         "ceiling: perfect detector": Schedule(

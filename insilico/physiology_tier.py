@@ -9,8 +9,9 @@ agreement test (tests/test_physiology_tier.py) bounds what that does to the atta
 
 Schedules:
 
-* ``daily``: sessions at fixed times of the device clock (t = 0 at power-up), as the
-  ``open-loop`` and ``sham`` policies run them, from ``treatment_start_s`` on. Each session
+* ``daily``: sessions at fixed times of the patient's day, as the ``open-loop`` and
+  ``sham`` policies run them (the runner aligns their day to the patient's clock), from
+  ``treatment_start_s`` on. Each session
   ramps up at the envelope's ramp-up rate, holds, and ramps down at its ramp-down rate
   after ``session_s`` (the envelope and the device slew the same way).
 * ``prodrome``: a perfect detector - one session at every true prodrome onset (ground
@@ -90,7 +91,9 @@ class SessionPlan:
 
 @dataclass(frozen=True)
 class Schedule:
-    """When sessions happen. ``times_of_day_s``: device clock, for ``daily``."""
+    """When sessions happen. ``times_of_day_s``: the patient's clock, for ``daily`` (the
+    runner aligns the open-loop schedule's day to it: device t = 0 is the start time of
+    day, 08:00 by default)."""
 
     mode: ScheduleMode
     plan: SessionPlan | None = None
@@ -138,7 +141,8 @@ def run_course(
     result = CourseResult()
     n_steps = round(days * SECONDS_PER_DAY / step_s)
     starts: list[float] = []  # session starts still delivering
-    next_daily = _next_daily_start(schedule, 0.0)
+    start_tod_s = start_time_of_day_h * 3600.0
+    next_daily = _next_daily_start(schedule, 0.0, start_tod_s)
     lockout_until = -math.inf
     attack_onset: float | None = None
     charge_per_ma_s = 0.0 if plan is None else plan.pulse_width_us * 1e-3 * plan.frequency_hz
@@ -148,7 +152,7 @@ def run_course(
             while next_daily < t1:
                 starts.append(next_daily)
                 result.sessions += 1
-                next_daily = _next_daily_start(schedule, next_daily + 1e-6)
+                next_daily = _next_daily_start(schedule, next_daily + 1e-6, start_tod_s)
         ma_s = on_s = ma2_s = 0.0
         if plan is not None:
             for start in starts:
@@ -188,8 +192,9 @@ def run_course(
     return result
 
 
-def _next_daily_start(schedule: Schedule, after_s: float) -> float:
-    """The first daily session start at or after ``after_s`` and the treatment start."""
+def _next_daily_start(schedule: Schedule, after_s: float, start_tod_s: float) -> float:
+    """The first daily session start (device time) at or after ``after_s`` and the
+    treatment start; ``start_tod_s`` is the patient's time of day at device t = 0."""
     if schedule.mode != "daily" or not schedule.times_of_day_s:
         return math.inf
     t = max(after_s, schedule.treatment_start_s)
@@ -197,7 +202,7 @@ def _next_daily_start(schedule: Schedule, after_s: float) -> float:
     best = math.inf
     for d in (day, day + 1):
         for tod in schedule.times_of_day_s:
-            candidate = d * SECONDS_PER_DAY + tod
+            candidate = d * SECONDS_PER_DAY + (tod - start_tod_s) % SECONDS_PER_DAY
             if candidate >= t:
                 best = min(best, candidate)
     return best

@@ -104,8 +104,8 @@ class PhenotypePreset:
 
 #: Calibrated to PREMICE (Schoenen et al. 2013) with ``neurostim trial --preset premice``
 #: (docs/insilico.md); never to the detector.
-PROPHYLACTIC_EFFICACY_BETA: Range = (1.0, 1.15)
-PLACEBO_EFFICACY_BETA: Range = (0.13, 0.87)
+PROPHYLACTIC_EFFICACY_BETA: Range = (1.0, 1.3)
+PLACEBO_EFFICACY_BETA: Range = (0.1, 0.9)
 
 
 def _adult_episodic(aura_probability: Range) -> PhenotypePreset:

@@ -193,6 +193,15 @@ class TrialAggregate(_Model):
     teed_j_per_patient: float | None = None
 
 
+class TrialFailure(_Model):
+    """A job that raised: who, and the error (the other jobs are kept)."""
+
+    patient: int
+    phenotype: str
+    policy: str
+    error: str
+
+
 class TrialReport(_Model):
     patients: int
     days: float
@@ -202,7 +211,10 @@ class TrialReport(_Model):
     workers: int
     wall_s: float
     entries: list[TrialEntry]
-    aggregates: list[TrialAggregate]
+    aggregates: list[TrialAggregate]  # over the patients with every policy finished
+    backend: str = "local processes"
+    from_store: int = 0  # entries taken from --store instead of being run
+    failures: list[TrialFailure] = []
     #: Open loop at the labelled dose and a perfect detector, physiology tier, same patients.
     ceilings: list[TrialAggregate] = Field(default_factory=list)
     device: str = "etns-supraorbital"

@@ -159,6 +159,7 @@ class VirtualFirmware:
         self._stim_index = list(config.stim_channels)
         self._preset: DevicePreset = device_preset(config.device)
         self._skin_update = -1
+        self._skin_ohm = 0.0
         self._update_skin_impedance(start_s)
         recharge_h = self._preset.recharge_interval_h
         self._recharge_every_s = None if recharge_h is None else recharge_h * 3600.0
@@ -321,6 +322,12 @@ class VirtualFirmware:
         impedances = (
             self._nominal_impedance_ohm if override is None else np.asarray(override, float)
         )
+        if override is not None and self._skin_update >= 0:
+            # The source reports its recording electrodes; the stimulation electrode is the
+            # skin electrode, never below its drying impedance (a sensor fault may raise it).
+            impedances = impedances.copy()
+            stim = impedances[self._stim_index]
+            impedances[self._stim_index] = np.maximum(stim, self._skin_ohm)
         reading = None if override is None else impedances.tobytes()
         view = self._impedance_view
         if view is None or view.reading != reading:
@@ -374,7 +381,8 @@ class VirtualFirmware:
             return
         self._skin_update = update
         t_s = update * _SKIN_IMPEDANCE_UPDATE_S
-        self._nominal_impedance_ohm[self._stim_index] = skin_impedance_ohm(preset, t_s)
+        self._skin_ohm = skin_impedance_ohm(preset, t_s)
+        self._nominal_impedance_ohm[self._stim_index] = self._skin_ohm
         self._impedance_view = None
 
     def _send_status(self, now: float) -> None:

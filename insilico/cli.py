@@ -464,7 +464,7 @@ def trial_table(report: TrialReport) -> Table:
 def _stdout_console() -> Console:
     """Tables on stdout; not squeezed to 80 columns when piped (CI logs, files)."""
     console = Console()
-    return console if console.is_terminal else Console(width=140)
+    return console if console.is_terminal else Console(width=220)
 
 
 class _ProgressDisplay:

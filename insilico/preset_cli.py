@@ -78,7 +78,7 @@ def run_preset_command(
         else:
             json_path.write_text(text + "\n", encoding="utf-8")
     if json_path is None or str(json_path) != "-":
-        console = Console() if Console().is_terminal else Console(width=140)
+        console = Console() if Console().is_terminal else Console(width=220)
         console.print(preset_table(preset.name, preset.citation, summaries, preset.published))
         console.print(
             f"tier: physiology for every arm; device {device.calibration_note}; "

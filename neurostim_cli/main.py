@@ -14,6 +14,7 @@ from hil import cli as hil_cli
 from insilico import cli as insilico_cli
 from simulator import cli as simulator_cli
 from simulator.embedded import GroundTruthFeed
+from tui import cli as console_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     hil_cli.register(sub)
     controller_cli.register_bench(bench_sub)
     insilico_cli.register_bench(bench_sub)
+    console_cli.register(sub)
     return parser
 
 
@@ -50,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     args.annotation_source = truth.drain  # ground truth of sim:// devices into recordings
+    args.use_sim_clock = truth.use_clock  # the console paces simulated devices
     code: int = args.handler(args)
     return code
 

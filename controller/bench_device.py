@@ -1,4 +1,6 @@
-"""The device the controller benchmarks talk to: DBS-like limits, as the simulated device."""
+"""The device the controller benchmarks talk to: the default simulated device's limits
+(external supraorbital e-TNS: 16 mA, 30-250 µs, 1-120 Hz, 4 µC/phase, 28.2 cm² skin
+electrode), so the default configuration connects to it."""
 
 from __future__ import annotations
 
@@ -18,6 +20,6 @@ def bench_device(n_channels: int, rate_hz: int, samples_per_frame: int = 10) -> 
         channels=tuple(ChannelInfo(f"ch{i}", 0.5, float(i), 0.0) for i in range(n_channels)),
         stim_channels=(0,),
         n_electrodes=n_channels,
-        electrode_area_cm2=0.06,
-        limits=DeviceLimits(12.7, 10, 450, 2.0, 255.0, 5.0, 3.0, 30.0),
+        electrode_area_cm2=28.2,
+        limits=DeviceLimits(16.0, 30, 250, 1.0, 120.0, 5.0, 4.0, 30.0),
     )

@@ -54,7 +54,7 @@ class LoopConfig(BaseModel):
         default=30.0, gt=0.0, le=3600.0, description="longest wait between reconnect attempts"
     )
     shutdown_ramp_down_timeout_s: float = Field(
-        default=120.0,
+        default=180.0,
         gt=0.0,
         le=3600.0,
         description="wait this long for the device to confirm the ramp down at shutdown",

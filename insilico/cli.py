@@ -20,6 +20,7 @@ from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
 from firmware_bridge.exit_codes import ExitCode
 from insilico.backends import Backend, DaskCluster, DaskUnavailable, InProcess, LocalProcesses
+from insilico.premice import TRIAL_PRESETS
 from insilico.report import SimReport, TrialReport
 from insilico.runner import SimSpec, run_sim, with_policy
 from insilico.store import ResultStore
@@ -70,7 +71,17 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "the same seed (paired), in worker processes; tables per policy and phenotype."
         ),
     )
-    trial.add_argument("--patients", type=int, default=6, help="number of virtual patients")
+    trial.add_argument(
+        "--patients",
+        type=int,
+        help="number of virtual patients (default 6; with --preset: per arm, default 300)",
+    )
+    trial.add_argument(
+        "--preset",
+        choices=sorted(TRIAL_PRESETS),
+        help="an in-silico copy of a published trial, run in the physiology tier "
+        "(premice: the calibration target; premium-ii: not calibrated on)",
+    )
     trial.add_argument("--days", type=float, default=30.0, help="virtual days per run")
     trial.add_argument(
         "--policies",
@@ -297,6 +308,14 @@ def sim_table(report: SimReport) -> Table:
 
 
 def _trial_command(args: argparse.Namespace) -> int:
+    if args.preset is not None:
+        from insilico.preset_cli import run_preset_command
+
+        if args.patients is not None and args.patients < 1:
+            return _fail("--patients must be >= 1")
+        return run_preset_command(args.preset, args.seed, args.json, args.patients, args.workers)
+    if args.patients is None:
+        args.patients = 6
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     phenotypes = [p.strip() for p in args.phenotypes.split(",") if p.strip()]
     problems = [f"unknown policy {p!r}" for p in policies if p not in POLICY_NAMES]
@@ -348,10 +367,17 @@ def _trial_command(args: argparse.Namespace) -> int:
         workers=args.workers,
         backend=backend.name,
         wall_start=wall_start,
+        config=config,
     )
     _write_outputs(report, None, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
-        _stdout_console().print(trial_table(report))
+        console = _stdout_console()
+        console.print(trial_table(report))
+        console.print(f"device: {report.therapy_calibration}")
+        console.print(
+            "detector prospective scores (per-patient calibration on a run-in, scored after): "
+            + ("see the JSON report" if report.detector_prospective else "not run in this trial")
+        )
     for failure in report.failures:
         print(
             f"neurostim: patient {failure.patient} ({failure.phenotype}) under "
@@ -395,25 +421,39 @@ def trial_table(report: TrialReport) -> Table:
     for header in (
         "phenotype",
         "policy",
+        "tier",
         "n",
         "attacks/30 d (95 % CI)",
         "reduction vs off",
         "responders",
+        "MMD change vs off",
+        "MMD 50 % resp. (95 % CI)",
+        "stim h",
+        "TEED J",
         "TEED vs open loop",
         "sensitivity (chance)",
         "false alarms/day",
     ):
         table.add_column(header)
-    for a in report.aggregates:
+    for a in [*report.aggregates, *report.ceilings]:
         rate = a.attacks_per_30d
         reduction = a.reduction_vs_off
+        change = a.change_mmd_vs_off
+        ci = a.mmd_responder_ci95
         table.add_row(
             a.phenotype,
             a.policy,
+            a.tier,
             str(a.patients),
             f"{rate.mean:.2f} ({rate.ci95_low:.2f}-{rate.ci95_high:.2f})",
             "n/a" if reduction is None else f"{100 * reduction.mean:.0f} %",
             "n/a" if a.responder_rate is None else f"{100 * a.responder_rate:.0f} %",
+            "n/a" if change is None else f"{change.mean:+.2f}",
+            "n/a"
+            if a.mmd_responder_rate is None or ci is None
+            else f"{100 * a.mmd_responder_rate:.0f} % ({100 * ci[0]:.0f}-{100 * ci[1]:.0f})",
+            _fmt(a.stim_time_h_per_patient, ".1f"),
+            _fmt(a.teed_j_per_patient, ".1f"),
             _fmt(a.teed_vs_open_loop),
             f"{_fmt(a.sensitivity)} ({_fmt(a.chance_sensitivity)})",
             _fmt(a.false_alarms_per_day),
@@ -424,7 +464,7 @@ def trial_table(report: TrialReport) -> Table:
 def _stdout_console() -> Console:
     """Tables on stdout; not squeezed to 80 columns when piped (CI logs, files)."""
     console = Console()
-    return console if console.is_terminal else Console(width=140)
+    return console if console.is_terminal else Console(width=220)
 
 
 class _ProgressDisplay:

@@ -162,6 +162,7 @@ class TrialEntry(_Model):
     median_lead_h: float | None
     wall_s: float
     realtime_factor: float
+    migraine_days: int = 0  # calendar days (patient clock) with any part of an attack
 
 
 class MeanCI(_Model):
@@ -184,6 +185,12 @@ class TrialAggregate(_Model):
     sensitivity: float | None  # pooled: predicted attacks / scored attacks
     chance_sensitivity: float | None  # mean over patients
     false_alarms_per_day: float | None  # pooled: false alarms / interictal days
+    tier: str = "full closed loop"  # or "physiology" (cycle + therapy only, fixed schedule)
+    change_mmd_vs_off: MeanCI | None = None  # migraine days per 30 d minus the paired `off`
+    mmd_responder_rate: float | None = None  # >= 50 % fewer migraine days than paired `off`
+    mmd_responder_ci95: tuple[float, float] | None = None  # Wilson 95 % interval
+    stim_time_h_per_patient: float | None = None
+    teed_j_per_patient: float | None = None
 
 
 class TrialFailure(_Model):
@@ -208,3 +215,12 @@ class TrialReport(_Model):
     backend: str = "local processes"
     from_store: int = 0  # entries taken from --store instead of being run
     failures: list[TrialFailure] = []
+    #: Open loop at the labelled dose and a perfect detector, physiology tier, same patients.
+    ceilings: list[TrialAggregate] = Field(default_factory=list)
+    device: str = "etns-supraorbital"
+    therapy_calibration: str = ""
+    #: The detector's prospective scores per phenotype (calibrated per patient on a run-in,
+    #: scored on the later period: sensitivity, time in warning, false alarms per
+    #: interictal day, improvement over chance, p-value). Filled by the per-patient
+    #: detector evaluation; empty when the trial did not run it.
+    detector_prospective: list[dict[str, float | str | None]] = Field(default_factory=list)

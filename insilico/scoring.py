@@ -368,3 +368,15 @@ def responder_rate(reductions: Sequence[float | None], threshold: float = 0.5) -
     if not defined:
         return None
     return sum(r >= threshold for r in defined) / len(defined)
+
+
+def wilson_ci95(successes: int, n: int) -> tuple[float, float]:
+    """Wilson score 95 % interval of a proportion (good at small n and near 0 or 1)."""
+    if n <= 0:
+        raise ValueError("wilson_ci95 needs n >= 1")
+    z = float(stats.norm.ppf(0.975))
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)

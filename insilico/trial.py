@@ -13,6 +13,7 @@ import numpy as np
 from controller.config import ControllerConfig
 from insilico import scoring
 from insilico.backends import Backend
+from insilico.physiology_tier import migraine_days
 from insilico.report import MeanCI, TrialAggregate, TrialEntry, TrialFailure, TrialReport
 from insilico.runner import SimSpec, run_sim, with_policy
 from insilico.seeds import patient_seed
@@ -93,6 +94,11 @@ def run_job(job: TrialJob) -> TrialEntry:
         median_lead_h=prediction.median_lead_h,
         wall_s=report.wall_s,
         realtime_factor=report.realtime_factor,
+        migraine_days=migraine_days(
+            [(a.t_s, a.end_s if a.end_s is not None else report.virtual_s) for a in report.attacks],
+            0.0,
+            job.days * 86400.0,
+        ),
     )
 
 
@@ -239,6 +245,7 @@ def _aggregate_one(
     if open_loop:
         reference = sum(e.teed_j for e in open_loop)
         teed_ratio = sum(e.teed_j for e in rows) / reference if reference > 0 else None
+    mmd = mmd_versus_off(rows, off if policy != "off" else None)
     scored = sum(e.attacks_scored for e in rows)
     interictal = sum(e.interictal_days for e in rows)
     return TrialAggregate(
@@ -254,7 +261,27 @@ def _aggregate_one(
         false_alarms_per_day=(
             sum(e.false_alarms for e in rows) / interictal if interictal > 0 else None
         ),
-    )
+    ).model_copy(update=mmd)
+
+
+def mmd_versus_off(rows: list[TrialEntry], off: list[TrialEntry] | None) -> dict[str, object]:
+    """Migraine-day change and 50 % responders against the paired `off` run, stimulation
+    time and TEED per patient (the section the trial report shows next to the ceilings)."""
+    out: dict[str, object] = {}
+    if rows:
+        out["stim_time_h_per_patient"] = float(np.mean([e.stim_time_s for e in rows])) / 3600
+        out["teed_j_per_patient"] = float(np.mean([e.teed_j for e in rows]))
+    if not off or not rows:
+        return out
+    per_30 = [
+        (e.migraine_days * 30.0 / e.days, o.migraine_days * 30.0 / o.days)
+        for e, o in zip(rows, off, strict=True)
+    ]
+    out["change_mmd_vs_off"] = _mean_ci([a - b for a, b in per_30])
+    responders = sum(1 for a, b in per_30 if b > 0 and a <= 0.5 * b)
+    out["mmd_responder_rate"] = responders / len(per_30)
+    out["mmd_responder_ci95"] = scoring.wilson_ci95(responders, len(per_30))
+    return out
 
 
 def _mean_ci(values: Sequence[float]) -> MeanCI:
@@ -273,8 +300,17 @@ def trial_report(
     workers: int,
     backend: str,
     wall_start: float,
+    config: ControllerConfig | None = None,
 ) -> TrialReport:
+    from insilico.ceilings import ceiling_aggregates
+    from simulator.devices import DEFAULT_DEVICE, device_preset
+
+    complete = complete_patients(run.entries, policies)
+    ceilings = ceiling_aggregates(complete, config) if config is not None and complete else []
     return TrialReport(
+        ceilings=ceilings,
+        device=DEFAULT_DEVICE,
+        therapy_calibration=device_preset(DEFAULT_DEVICE).calibration_note,
         patients=patients,
         days=days,
         policies=list(policies),
@@ -283,7 +319,7 @@ def trial_report(
         workers=workers,
         wall_s=time.perf_counter() - wall_start,
         entries=run.entries,
-        aggregates=aggregate(complete_patients(run.entries, policies), policies),
+        aggregates=aggregate(complete, policies),
         backend=backend,
         from_store=run.from_store,
         failures=run.failures,

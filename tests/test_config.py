@@ -63,7 +63,7 @@ def test_default_toml_is_complete_and_every_field_has_a_comment() -> None:
     for i in assignments:
         assert lines[i - 1].startswith("# "), f"no comment above {lines[i]!r}"
     assert "# max_amplitude_ma" not in text
-    assert "# highest amplitude (Vercise per contact) (mA; 0.0 <= value <= 100.0)" in text
+    assert "# highest amplitude (Cefaly maximum) (mA; 0.0 <= value <= 100.0)" in text
     assert "shannon_k_max = 1.5" in text and "value <= 1.85" in text
     assert "# edf_path =" in text  # unset optional fields are shown commented out
 
@@ -98,11 +98,11 @@ def test_missing_sections_and_fields_take_their_defaults(tmp_path: Path) -> None
         ),
         (
             "[policy.stimulation]\namplitude_ma = 20.0\n",
-            ["policy.stimulation.amplitude_ma=20.0 is outside envelope 0.0-12.7 mA"],
+            ["policy.stimulation.amplitude_ma=20.0 is outside envelope 0.0-16.0 mA"],
         ),
         (
             "[loop]\nshutdown_ramp_down_timeout_s = 10\n",
-            ["loop.shutdown_ramp_down_timeout_s=10.0 is shorter", "105.8 s"],
+            ["loop.shutdown_ramp_down_timeout_s=10.0 is shorter", "133.3 s"],
         ),
         (
             '[envelope]\nmax_amplitude_ma = "lots"\n',

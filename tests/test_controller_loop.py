@@ -51,7 +51,7 @@ def test_core_in_lockstep_stimulates_within_the_envelope_and_audits_everything(
     clock = VirtualClock()
     pump = LockstepPump(node, fw, clock)
     node.start(0.0)
-    pump.run_until(120.0)
+    pump.run_until(600.0)  # 16 mA at the envelope's 0.03 mA/s ramp: 533 s
     therapy = config.policy.stimulation
     assert fw.output.enabled
     assert fw.output.amplitude_ma == pytest.approx(therapy.amplitude_ma, rel=1e-6)
@@ -97,7 +97,7 @@ async def test_run_against_the_embedded_device_records_edf_and_audit(tmp_path: P
 async def test_configuration_beyond_the_device_is_refused_at_connect(tmp_path: Path) -> None:
     transports.register("sim", open_embedded_url)
     config = ControllerConfig.model_validate(
-        {"envelope": {"max_amplitude_ma": 14.0}, "loop": {"shutdown_ramp_down_timeout_s": 200.0}}
+        {"envelope": {"max_amplitude_ma": 20.0}, "loop": {"shutdown_ramp_down_timeout_s": 200.0}}
     )
     with pytest.raises(EnvelopeConflict, match="max_amplitude_ma"):
         await run_controller(

@@ -32,18 +32,25 @@ from firmware_bridge.events import (
 from firmware_bridge.framing import FrameDecoder
 from firmware_bridge.lockstep import LockstepPump
 from firmware_bridge.messages import MsgType, Status, StimSetting
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import FirmwareConfig, VirtualFirmware, default_limits
 from simulator.signals import NoiseSource
 from tests.protocol_fixtures import INFO as FIXTURE_INFO
 
-#: The fixture device with the simulated device's amplitude limit (the default envelope's).
-INFO = replace(FIXTURE_INFO, limits=replace(FIXTURE_INFO.limits, max_amplitude_ma=12.7))
+#: The fixture device with the default simulated device's limits and electrode (the
+#: default envelope fits them: external supraorbital e-TNS).
+INFO = replace(FIXTURE_INFO, limits=default_limits(), electrode_area_cm2=28.2)
 
 
 def _config(**detector: object) -> ControllerConfig:
     return ControllerConfig.model_validate(
         {
-            "policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}},
+            # 3 mA: a jump to it stays within the device's own 5 mA/s slew (a fault, not
+            # dangerous) and a stop ramps down in 25 s, as these tests were written for.
+            "policy": {
+                "name": "open-loop",
+                "open_loop": {"mode": "continuous"},
+                "stimulation": {"amplitude_ma": 3.0},
+            },
             "detector": {"calibration_s": 60.0, **detector},
         }
     )

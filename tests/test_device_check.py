@@ -19,10 +19,17 @@ from firmware_bridge.events import StatusReceived, StimStateReceived
 from firmware_bridge.lockstep import LockstepPump
 from firmware_bridge.messages import Status, StimSetting, StimState
 from firmware_bridge.session import ControllerSession
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import FirmwareConfig, VirtualFirmware, firmware_config_for
 from simulator.signals import NoiseSource
 
-FW = VirtualFirmware(NoiseSource(seed=0), FirmwareConfig(seed=0))
+
+def implant_config(seed: int) -> FirmwareConfig:
+    """The implant bench device (3 µC/phase, 0.06 cm²): the checks' hard-limit cases need
+    limits a few mA reach; the checks themselves do not depend on the device."""
+    return firmware_config_for("implant", seed=seed)
+
+
+FW = VirtualFirmware(NoiseSource(seed=0), implant_config(seed=0))
 INFO = FW.info  # max ramp 5 mA/s, 3 µC/phase, 30 µC/cm² on 0.06 cm²
 
 
@@ -210,7 +217,7 @@ def test_a_device_that_follows_the_commands_never_produces_a_finding(
     steps: list[tuple[float, tuple[str, StimSetting | None]]], delay_s: float
 ) -> None:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), implant_config(seed=1))
     check = DeviceCheck(fw.info)
     ctl = _CheckedController(check)
 
@@ -255,9 +262,9 @@ def _run_against(fw: VirtualFirmware, commands: list[StimSetting]) -> list[Devic
 def test_the_same_harness_finds_a_simulated_device_that_ignores_the_ramp_rate() -> None:
     commands = [StimSetting(True, 3.0, 100, 130.0, 0.03)]
     assert (
-        _run_against(VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1)), commands) == []
+        _run_against(VirtualFirmware(NoiseSource(seed=1), implant_config(seed=1)), commands) == []
     )
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), implant_config(seed=1))
     apply = fw.output.apply
 
     def too_fast(command_id: int, setting: StimSetting) -> None:
@@ -270,7 +277,7 @@ def test_the_same_harness_finds_a_simulated_device_that_ignores_the_ramp_rate() 
 
 
 def test_the_same_harness_finds_a_simulated_device_that_does_not_stop() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), implant_config(seed=1))
     fw.output.ramp_down = lambda watchdog=True: None  # type: ignore[method-assign]
     apply = fw.output.apply
 

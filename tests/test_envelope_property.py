@@ -26,7 +26,7 @@ from controller.envelope import (
 )
 from controller.policy import StimRequest
 from firmware_bridge.messages import FaultCode, Status, StimSet, StimSetting, StimState
-from tests.test_envelope_rules import sim_device
+from tests.test_envelope_rules import implant_envelope, sim_device
 
 SECONDS_PER_DAY = 86_400.0
 IMPEDANCE_WINDOW = (250.0, 3000.0)
@@ -317,7 +317,7 @@ def test_no_sequence_sends_a_command_outside_the_envelope(
     fallback = FallbackProgramConfig(
         enabled=fallback_on, amplitude_ma=1.0, pulse_width_us=120, frequency_hz=130.0
     )
-    config = EnvelopeConfig(
+    config = implant_envelope(
         max_session_s=300.0,
         max_sessions_per_24h=max_sessions,
         daily_on_time_budget_s=on_time_budget_s,
@@ -396,7 +396,7 @@ def observe(model: Model, env: SafetyEnvelope, state: StimState) -> None:
 
 def test_the_property_test_can_fail() -> None:
     """The model's checks reject a setting outside the envelope (guards against a vacuous test)."""
-    config = EnvelopeConfig()
+    config = implant_envelope()
     env = SafetyEnvelope(config, sim_device())
     model = Model(config, closed_loop=True, impedance_ok=True)
     too_much = EnvelopeDecision(StimSetting(True, 12.0, 250, 60.0, 0.03))

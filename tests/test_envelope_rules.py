@@ -62,6 +62,49 @@ def sim_device(electrode_area_cm2: float = 0.06, **limit_overrides: float) -> De
     return DeviceInfo.decode(info.encode())
 
 
+#: These rule tests run on the implant bench device (a 0.06 cm² DBS-like contact), where
+#: the density and Shannon rules bind (the default device's 28 cm² skin electrode never
+#: gets near them). This is the envelope that fits that device (docs/configuration.md).
+IMPLANT_ENVELOPE: dict[str, float] = {
+    "max_amplitude_ma": 12.7,
+    "min_pulse_width_us": 10,
+    "max_pulse_width_us": 450,
+    "min_frequency_hz": 2.0,
+    "max_frequency_hz": 255.0,
+    "max_charge_per_phase_uc": 3.0,
+    "daily_charge_budget_uc": 324_000.0,
+    "impedance_min_ohm": 250.0,
+    "impedance_max_ohm": 3000.0,
+}
+
+
+def implant_envelope(**overrides: object) -> EnvelopeConfig:
+    return EnvelopeConfig(**{**IMPLANT_ENVELOPE, **overrides})  # type: ignore[arg-type]
+
+
+def etns_device() -> DeviceInfo:
+    """The default simulated device: external supraorbital e-TNS, 28.2 cm² skin electrode."""
+    return sim_device(
+        28.2,
+        max_amplitude_ma=16.0,
+        min_pulse_width_us=30,
+        max_pulse_width_us=250,
+        min_frequency_hz=1.0,
+        max_frequency_hz=120.0,
+        max_charge_per_phase_uc=4.0,
+    )
+
+
+def test_default_envelope_fits_the_default_device_and_its_labelled_therapy() -> None:
+    env = SafetyEnvelope(EnvelopeConfig(), etns_device())
+    ramp = env.effective.ramp_up_ma_per_s
+    cefaly = StimSetting(True, 16.0, 250, 60.0, ramp)
+    sham = StimSetting(True, 1.0, 30, 1.0, ramp)
+    assert within_envelope(cefaly, env.effective, 0.0) == []
+    assert within_envelope(sham, env.effective, 0.0) == []
+    assert shannon_k(4.0, 28.2) < 0.0  # far from tissue damage (k >= 1.85)
+
+
 GOOD_STATUS = Status(90, 0, (800, 900, 1000, 1100))
 
 
@@ -84,7 +127,7 @@ def ready_envelope(
     config: EnvelopeConfig | None = None, device: DeviceInfo | None = None, closed_loop: bool = True
 ) -> SafetyEnvelope:
     env = SafetyEnvelope(
-        config or EnvelopeConfig(), device or sim_device(), closed_loop=closed_loop
+        config or implant_envelope(), device or sim_device(), closed_loop=closed_loop
     )
     env.observe_status(GOOD_STATUS, 0.0)
     env.observe_stim_state(delivering(0.0, enabled=False), 0.0)
@@ -96,7 +139,7 @@ def ready_envelope(
 
 def test_effective_envelope_is_the_tighter_of_config_and_device() -> None:
     # Ranges may be narrower than the device's (wider is a conflict, tested below).
-    config = EnvelopeConfig(
+    config = implant_envelope(
         max_amplitude_ma=8.0,
         max_pulse_width_us=300,
         min_frequency_hz=5.0,
@@ -116,13 +159,13 @@ def test_effective_envelope_is_the_tighter_of_config_and_device() -> None:
 
 
 def test_default_config_fits_the_float32_limits_the_device_reports() -> None:
-    eff = effective_envelope(EnvelopeConfig(), sim_device())
+    eff = effective_envelope(implant_envelope(), sim_device())
     assert eff.max_amplitude_ma < 12.7  # float32(12.7) as DEVICE_INFO carries it
     assert eff.max_amplitude_ma == pytest.approx(12.7, rel=1e-6)
 
 
 def test_conflict_names_each_field_the_configured_value_and_the_device_limit() -> None:
-    config = EnvelopeConfig(
+    config = implant_envelope(
         max_amplitude_ma=15.0,
         min_pulse_width_us=5,
         max_frequency_hz=300.0,
@@ -147,12 +190,12 @@ def test_conflict_names_each_field_the_configured_value_and_the_device_limit() -
 def test_fallback_program_outside_the_envelope_is_a_conflict() -> None:
     fallback = FallbackProgramConfig(enabled=True, amplitude_ma=10.0, pulse_width_us=250)
     with pytest.raises(EnvelopeConflict, match=r"envelope.fallback violates charge_density"):
-        SafetyEnvelope(EnvelopeConfig(fallback=fallback), sim_device())
+        SafetyEnvelope(implant_envelope(fallback=fallback), sim_device())
 
 
 def test_device_with_unusable_limits_is_refused() -> None:
     with pytest.raises(EnvelopeConflict, match="electrode_area_cm2"):
-        SafetyEnvelope(EnvelopeConfig(), sim_device(electrode_area_cm2=0.0))
+        SafetyEnvelope(implant_envelope(), sim_device(electrode_area_cm2=0.0))
 
 
 def test_shannon_k_of_a_known_value() -> None:
@@ -168,8 +211,8 @@ def test_shannon_k_of_a_known_value() -> None:
 
 def test_shannon_k_max_can_never_exceed_the_damage_level() -> None:
     with pytest.raises(ValueError, match="shannon_k_max"):
-        EnvelopeConfig(shannon_k_max=1.9)
-    assert EnvelopeConfig(shannon_k_max=1.85).shannon_k_max == 1.85
+        implant_envelope(shannon_k_max=1.9)
+    assert implant_envelope(shannon_k_max=1.85).shannon_k_max == 1.85
 
 
 # --- clamps --------------------------------------------------------------------------
@@ -203,7 +246,7 @@ def test_pulse_width_and_frequency_are_clamped_to_their_ranges() -> None:
 
 def test_charge_per_phase_clamps_amplitude() -> None:
     # 1 cm² contact: density (25 µC) and Shannon (5.6 µC) are loose, 1 µC/phase binds.
-    config = EnvelopeConfig(max_charge_per_phase_uc=1.0)
+    config = implant_envelope(max_charge_per_phase_uc=1.0)
     setting, rules = _clamped(on(10.0, pulse_width_us=200), config, sim_device(1.0))
     assert rules == ["charge_per_phase"]
     assert setting.amplitude_ma == pytest.approx(5.0)
@@ -211,7 +254,7 @@ def test_charge_per_phase_clamps_amplitude() -> None:
 
 
 def test_charge_density_clamps_amplitude() -> None:
-    config = EnvelopeConfig(max_charge_density_uc_per_cm2=10.0, shannon_k_max=1.85)
+    config = implant_envelope(max_charge_density_uc_per_cm2=10.0, shannon_k_max=1.85)
     setting, rules = _clamped(on(5.0, pulse_width_us=200), config)
     assert rules == ["charge_density"]
     assert setting.amplitude_ma == pytest.approx(3.0)  # 10 µC/cm² × 0.06 cm² / 0.2 ms
@@ -256,7 +299,7 @@ def test_a_value_that_is_not_a_number_is_refused_not_clamped() -> None:
 
 
 def test_sent_settings_survive_float32_encoding_inside_the_envelope() -> None:
-    env = ready_envelope(EnvelopeConfig(min_change_interval_s=0.0))
+    env = ready_envelope(implant_envelope(min_change_interval_s=0.0))
     for t_s, amplitude in enumerate((0.1, 5.5, 5.509, 12.7, 3.3333333)):
         decision = env.review(on(amplitude, pulse_width_us=250), float(t_s))
         assert decision.setting is not None
@@ -288,7 +331,7 @@ def test_repeated_request_is_not_sent_twice() -> None:
 
 
 def test_session_longer_than_the_maximum_is_stopped() -> None:
-    env = ready_envelope(EnvelopeConfig(max_session_s=600.0))
+    env = ready_envelope(implant_envelope(max_session_s=600.0))
     assert env.review(on(2.0), 0.0).setting is not None
     for t_s in range(1, 600):
         env.observe_stim_state(delivering(2.0), float(t_s))
@@ -313,7 +356,7 @@ def _run_session(env: SafetyEnvelope, t_s: float, length_s: float = 10.0) -> boo
 
 
 def test_sessions_per_24h_are_limited_in_a_rolling_window() -> None:
-    env = ready_envelope(EnvelopeConfig(max_sessions_per_24h=2))
+    env = ready_envelope(implant_envelope(max_sessions_per_24h=2))
     assert _run_session(env, 100.0)
     assert _run_session(env, 200.0)
     third = env.review(on(1.0), 300.0)
@@ -324,7 +367,7 @@ def test_sessions_per_24h_are_limited_in_a_rolling_window() -> None:
 
 
 def test_daily_on_time_budget_stops_and_refuses() -> None:
-    env = ready_envelope(EnvelopeConfig(daily_on_time_budget_s=100.0))
+    env = ready_envelope(implant_envelope(daily_on_time_budget_s=100.0))
     env.review(on(1.0), 0.0)
     for t_s in range(0, 100):
         env.observe_stim_state(delivering(1.0), float(t_s))
@@ -338,7 +381,7 @@ def test_daily_on_time_budget_stops_and_refuses() -> None:
 
 
 def test_daily_charge_budget_counts_the_device_counter_and_its_resets() -> None:
-    env = SafetyEnvelope(EnvelopeConfig(daily_charge_budget_uc=1000.0), sim_device())
+    env = SafetyEnvelope(implant_envelope(daily_charge_budget_uc=1000.0), sim_device())
     env.observe_status(GOOD_STATUS, 0.0)
     env.observe_stim_state(delivering(1.0, charge_uc=5000.0), 1.0)  # before us: not counted
     env.observe_stim_state(delivering(1.0, charge_uc=5600.0), 2.0)
@@ -352,7 +395,7 @@ def test_daily_charge_budget_counts_the_device_counter_and_its_resets() -> None:
 
 
 def test_impedance_must_be_measured_and_inside_the_window() -> None:
-    env = SafetyEnvelope(EnvelopeConfig(), sim_device())
+    env = SafetyEnvelope(implant_envelope(), sim_device())
     first = env.review(on(1.0), 0.0)
     assert first.refused == "impedance_unmeasured" and first.fallback
     env.observe_status(Status(90, 0, (5000, 900, 900, 900)), 1.0)
@@ -402,7 +445,7 @@ def test_enabled_fallback_program_is_sent_on_unknown() -> None:
     fallback = FallbackProgramConfig(
         enabled=True, amplitude_ma=1.0, pulse_width_us=120, frequency_hz=130.0
     )
-    env = ready_envelope(EnvelopeConfig(fallback=fallback))
+    env = ready_envelope(implant_envelope(fallback=fallback))
     env.observe_detector(DetectorState.UNKNOWN)
     decision = env.review(on(3.0), 0.0)
     assert decision.fallback and decision.refused == "detector_unknown"
@@ -415,7 +458,7 @@ def test_enabled_fallback_program_is_sent_on_unknown() -> None:
 
 
 def test_within_envelope_names_every_violated_rule() -> None:
-    eff = effective_envelope(EnvelopeConfig(), sim_device())
+    eff = effective_envelope(implant_envelope(), sim_device())
     bad = StimSetting(True, 13.0, 460, 300.0, 1.0)
     assert set(within_envelope(bad, eff)) == {
         "amplitude_range",

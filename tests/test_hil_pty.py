@@ -84,8 +84,13 @@ def test_the_full_suite_passes_against_the_simulated_device_on_a_pty(
     doc = json.loads(out_json.read_text())
     verdicts = {c["id"]: c["verdict"] for c in doc["cases"]}
     assert set(verdicts.values()) <= {"PASS", "MARGINAL", "SKIP"}
-    # Skipped only what needs a key or a device-side fault.
+    # Skipped only what needs a key or a device-side fault, and the two charge NACKs the
+    # default device cannot be driven into: on its 28.2 cm² skin electrode no in-range
+    # amplitude and pulse width exceed 4 µC/phase (16 mA x 250 µs is the limit itself) or
+    # 30 µC/cm².
     assert {i for i, v in verdicts.items() if v == "SKIP"} == {
+        "NK-006",
+        "NK-007",
         "NK-012",
         "SG-001",
         "SG-002",

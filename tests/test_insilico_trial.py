@@ -181,3 +181,37 @@ def test_trial_command_names_bad_policies_and_phenotypes() -> None:
     assert done.returncode == 2
     assert "unknown policy 'sometimes'" in done.stderr
     assert "unknown phenotype 'martian'" in done.stderr
+
+
+def test_migraine_day_change_and_responders_against_the_paired_off_run() -> None:
+    entries = [
+        _entry(0, "off", 4.0, 0.0, migraine_days=6, stim_time_s=0.0),
+        _entry(0, "open-loop", 3.0, 10.0, migraine_days=2, stim_time_s=3600.0),
+        _entry(1, "off", 8.0, 0.0, migraine_days=10, stim_time_s=0.0),
+        _entry(1, "open-loop", 8.0, 30.0, migraine_days=9, stim_time_s=7200.0),
+    ]
+    rows = {(a.phenotype, a.policy): a for a in aggregate(entries, ["off", "open-loop"])}
+    ol = rows[("all", "open-loop")]
+    assert ol.change_mmd_vs_off is not None
+    assert ol.change_mmd_vs_off.mean == pytest.approx(((2 - 6) + (9 - 10)) / 2)
+    assert ol.mmd_responder_rate == pytest.approx(0.5)  # 6 -> 2 halves, 10 -> 9 does not
+    assert ol.mmd_responder_ci95 is not None and ol.mmd_responder_ci95[0] < 0.5
+    assert ol.stim_time_h_per_patient == pytest.approx(1.5)
+    assert ol.teed_j_per_patient == pytest.approx(20.0)
+    assert ol.tier == "full closed loop"
+    assert rows[("all", "off")].change_mmd_vs_off is None
+
+
+def test_ceilings_run_the_same_patients_in_the_physiology_tier() -> None:
+    from insilico.ceilings import ceiling_aggregates
+
+    entries = [_entry(p, policy, 4.0, 0.0) for p in range(2) for policy in ("off", "closed-loop")]
+    rows = {(a.phenotype, a.policy): a for a in ceiling_aggregates(entries, ControllerConfig())}
+    open_loop = rows[("all", "ceiling: open-loop")]
+    perfect = rows[("all", "ceiling: perfect detector")]
+    assert open_loop.tier == perfect.tier == "physiology"
+    assert open_loop.patients == perfect.patients == 2
+    # One 20-min session a day (plus its ramp-down) for 30 days.
+    assert open_loop.stim_time_h_per_patient == pytest.approx(30 * (1200 + 133.3) / 3600, rel=0.01)
+    assert perfect.stim_time_h_per_patient is not None and perfect.stim_time_h_per_patient > 0
+    assert open_loop.change_mmd_vs_off is not None and open_loop.mmd_responder_rate is not None

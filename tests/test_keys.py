@@ -89,7 +89,7 @@ def test_a_controller_and_a_device_keyed_from_one_file_talk_signed(tmp_path: Pat
     pump = LockstepPump(ctl, fw, clock)
     ctl.session.connect(0.0)
     pump.run_until(0.5)
-    ctl.session.send_stim_set(StimSetting(True, 1.0, 100, 130.0), clock.now())
+    ctl.session.send_stim_set(StimSetting(True, 1.0, 100, 60.0), clock.now())
     pump.run_until(1.0)
     assert ctl.of_type(CommandAcked) and not ctl.of_type(CommandNacked)
     assert fw.session.stats.auth_failures == 0

@@ -57,6 +57,7 @@ def test_factory_builds_every_policy_by_name() -> None:
     assert set(POLICY_NAMES) == {
         "off",
         "open-loop",
+        "sham",
         "single-threshold",
         "dual-threshold",
         "prodrome-session",
@@ -66,6 +67,7 @@ def test_factory_builds_every_policy_by_name() -> None:
         assert policy.name == name
     assert build_policy(PolicyConfig()).name == "prodrome-session"  # the default closed loop
     assert not build_policy(PolicyConfig(name="open-loop")).closed_loop
+    assert not build_policy(PolicyConfig(name="sham")).closed_loop
     assert build_policy(PolicyConfig(name="dual-threshold")).closed_loop
 
 

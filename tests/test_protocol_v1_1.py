@@ -41,7 +41,7 @@ from firmware_bridge.messages import (
     parse_payload,
 )
 from firmware_bridge.session import ControllerSession, SessionState, UnsupportedByDevice
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import FirmwareConfig, VirtualFirmware, firmware_config_for
 from simulator.signals import NoiseSource
 from simulator.stimulator import check_hard_limits
 from tests.protocol_fixtures import INFO
@@ -53,7 +53,9 @@ def _rig(
     config: FirmwareConfig | None = None, key: bytes | None = None
 ) -> tuple[RecordingPeer, VirtualFirmware, LockstepPump, VirtualClock]:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=5), config or FirmwareConfig(seed=5, signing_key=key))
+    fw = VirtualFirmware(
+        NoiseSource(seed=5), config or firmware_config_for("implant", seed=5, signing_key=key)
+    )
     ctl = RecordingPeer(ControllerSession(key=key))
     pump = LockstepPump(ctl, fw, clock)
     ctl.session.connect(0.0)
@@ -98,7 +100,7 @@ def _of(msgs: list[Message], cls: type) -> list:  # type: ignore[type-arg]
 
 
 def test_a_hello_retry_or_reconnect_never_clears_an_estop() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     raw.send(MsgType.STIM_SET, StimSet(1, ON).encode(), 0.1)
@@ -137,7 +139,9 @@ def test_estop_clear_is_the_one_way_to_clear_and_leaves_the_output_off() -> None
 
 def test_signed_device_refuses_an_unsigned_estop_clear() -> None:
     key = bytes(range(16, 48))
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1, signing_key=key))
+    fw = VirtualFirmware(
+        NoiseSource(seed=1), firmware_config_for("implant", seed=1, signing_key=key)
+    )
     raw = _RawController(fw, key)
     raw.hello(0.0)
     raw.send(MsgType.ESTOP, Estop(1).encode(), 0.1)  # ESTOP unsigned: honoured
@@ -163,7 +167,7 @@ def test_an_estop_stops_retransmitting_a_pending_estop_clear() -> None:
 
 
 def test_estop_before_the_first_handshake_is_executed_and_reported() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     fw.advance_to(0.3)
     got = raw.send(MsgType.ESTOP, Estop(9).encode(), 0.3)
@@ -216,7 +220,7 @@ def test_the_controller_sends_an_off_that_every_reading_of_the_document_accepts(
 
 
 def test_the_device_ignores_every_field_of_an_off_but_its_ramp_rate() -> None:
-    limits = FirmwareConfig().limits
+    limits = firmware_config_for("implant").limits
     for setting in (
         StimSetting(False, 0.0, 0, 0.0, 0.0),  # what a 1.0 controller sends
         StimSetting(False, float("nan"), 60000, float("inf"), 1.0),
@@ -235,7 +239,7 @@ def test_the_device_ignores_every_field_of_an_off_but_its_ramp_rate() -> None:
 
 
 def test_an_estop_sharing_a_stim_set_id_is_executed_not_answered_from_memory() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     raw.send(MsgType.STIM_SET, StimSet(5, ON).encode(), 0.1)
@@ -248,7 +252,7 @@ def test_an_estop_sharing_a_stim_set_id_is_executed_not_answered_from_memory() -
 
 
 def test_a_repeated_estop_is_executed_every_time() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     raw.send(MsgType.ESTOP, Estop(7).encode(), 0.1)
@@ -259,7 +263,7 @@ def test_a_repeated_estop_is_executed_every_time() -> None:
 
 
 def test_a_retransmitted_estop_clear_is_answered_from_memory_not_executed_again() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     raw.send(MsgType.ESTOP, Estop(1).encode(), 0.1)
@@ -332,7 +336,7 @@ def test_status_follows_every_change_of_fault_flags_at_once() -> None:
 
 
 def test_a_stim_set_with_enabled_other_than_0_or_1_is_nacked_and_changes_nothing() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     payload = bytearray(StimSet(4, ON).encode())
@@ -344,7 +348,7 @@ def test_a_stim_set_with_enabled_other_than_0_or_1_is_nacked_and_changes_nothing
 
 
 def test_exactly_30_uc_per_cm2_at_4_ma_450_us_on_0_06_cm2_is_accepted() -> None:
-    ctl, _fw, pump, clock = _rig(FirmwareConfig(seed=5, electrode_area_cm2=0.06))
+    ctl, _fw, pump, clock = _rig(firmware_config_for("implant", seed=5, electrode_area_cm2=0.06))
     ctl.session.send_stim_set(StimSetting(True, 4.0, 450, 130.0), clock.now())
     pump.run_until(clock.now() + 0.1)
     assert ctl.of_type(CommandAcked) and not ctl.of_type(CommandNacked)
@@ -355,7 +359,7 @@ def test_exactly_30_uc_per_cm2_at_4_ma_450_us_on_0_06_cm2_is_accepted() -> None:
 
 
 def test_nack_precedence_follows_the_documented_order() -> None:
-    limits = FirmwareConfig().limits
+    limits = firmware_config_for("implant").limits
     everything_wrong = StimSetting(True, 50.0, 5, 1000.0, -1.0)
     assert check_hard_limits(everything_wrong, limits, 0.06) == NackReason.RAMP_RATE_RANGE
     assert check_hard_limits(StimSetting(True, 50.0, 5, 1000.0), limits, 0.06) == (
@@ -370,7 +374,9 @@ def test_nack_precedence_follows_the_documented_order() -> None:
 
 def test_signed_device_checks_the_tag_before_the_memory_and_the_replay_rule() -> None:
     key = b"k" * 32
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1, signing_key=key))
+    fw = VirtualFirmware(
+        NoiseSource(seed=1), firmware_config_for("implant", seed=1, signing_key=key)
+    )
     raw = _RawController(fw, key)
     assert _of(raw.hello(0.0), type(fw.info))  # an unsigned HELLO is answered
     wire_ok = StimSet(1, ON).encode()
@@ -389,7 +395,7 @@ def test_signed_device_checks_the_tag_before_the_memory_and_the_replay_rule() ->
 
 
 def test_stim_set_before_the_handshake_gets_not_ready_and_is_not_remembered() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     (nack,) = _of(raw.send(MsgType.STIM_SET, StimSet(1, ON).encode(), 0.0), Nack)
     assert nack.reason == NackReason.NOT_READY
@@ -401,7 +407,7 @@ def test_stim_set_before_the_handshake_gets_not_ready_and_is_not_remembered() ->
 
 
 def test_a_1_0_controller_is_served_but_its_handshake_does_not_clear_the_latch() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     info = _of(raw.hello(0.0, minor=0), type(fw.info))
     assert info and info[0].minor == 1
@@ -471,7 +477,7 @@ def test_the_watchdog_runs_while_the_output_is_off_and_its_bit_clears_when_heard
 
 
 def test_a_hello_of_another_major_mid_session_leaves_the_session_running() -> None:
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     raw.send(MsgType.STIM_SET, StimSet(1, ON).encode(), 0.1)
@@ -484,7 +490,7 @@ def test_the_sample_index_runs_from_power_up_before_any_handshake() -> None:
     from firmware_bridge.events import SamplesReceived
 
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     ctl = RecordingPeer(ControllerSession())
     pump = LockstepPump(ctl, fw, clock)
     pump.run_until(2.0)  # no HELLO yet: nothing is sent
@@ -517,7 +523,7 @@ class _BadContacts(NoiseSource):
 
 
 def test_heartbeat_says_fault_while_an_impedance_fault_forbids_stimulation() -> None:
-    fw = VirtualFirmware(_BadContacts(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(_BadContacts(seed=1), firmware_config_for("implant", seed=1))
     raw = _RawController(fw)
     raw.hello(0.0)
     fw.advance_to(0.3)

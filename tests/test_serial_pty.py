@@ -19,7 +19,7 @@ from firmware_bridge.framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, FrameDecoder
 from firmware_bridge.messages import HelloReject, MsgType, StimSetting
 from firmware_bridge.transports.pty_link import PtyDeviceLink
 from firmware_bridge.transports.serial_link import SerialLink
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import VirtualFirmware, firmware_config_for
 from simulator.serve import serve_firmware
 from simulator.signals import NoiseSource
 
@@ -29,7 +29,9 @@ NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
 async def test_handshake_streaming_and_stimulation_change_over_a_pty() -> None:
     clock = MonotonicClock()
     device_end = PtyDeviceLink()
-    firmware = VirtualFirmware(NoiseSource(seed=5), FirmwareConfig(seed=5), start_s=clock.now())
+    firmware = VirtualFirmware(
+        NoiseSource(seed=5), firmware_config_for("implant", seed=5), start_s=clock.now()
+    )
     server = asyncio.create_task(serve_firmware(firmware, device_end, clock))
     link = await SerialLink.open(device_end.url.removeprefix("serial://"), 921_600)
     try:

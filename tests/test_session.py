@@ -21,7 +21,7 @@ from firmware_bridge.framing import FLAG_RETRANSMIT, FrameDecoder, encode_frame
 from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import Hello, HelloReject, MsgType, Nack, StimSetting, parse_payload
 from firmware_bridge.session import ControllerSession, DeviceSession, SessionState
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import VirtualFirmware, firmware_config_for
 from simulator.signals import NoiseSource
 from tests.protocol_fixtures import INFO
 
@@ -32,7 +32,9 @@ def _rig(
     key_ctl: bytes | None = None, key_dev: bytes | None = None
 ) -> tuple[RecordingPeer, VirtualFirmware, LockstepPump, VirtualClock]:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=3), FirmwareConfig(seed=3, signing_key=key_dev))
+    fw = VirtualFirmware(
+        NoiseSource(seed=3), firmware_config_for("implant", seed=3, signing_key=key_dev)
+    )
     ctl = RecordingPeer(ControllerSession(key=key_ctl))
     pump = LockstepPump(ctl, fw, clock)
     ctl.session.connect(0.0)
@@ -251,7 +253,7 @@ def test_handshake_restarted_while_ready_over_a_slow_link_does_not_stall_time() 
     """A heartbeat deadline left over from READY must not stay due through the handshake
     (virtual time would stop at it)."""
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=3), FirmwareConfig(seed=3))
+    fw = VirtualFirmware(NoiseSource(seed=3), firmware_config_for("implant", seed=3))
     ctl = RecordingPeer(ControllerSession())
 
     def slow(data: bytes, now: float) -> list[tuple[float, bytes]]:

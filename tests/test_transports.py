@@ -24,7 +24,7 @@ from firmware_bridge.url import (
     parse_broker_url,
     parse_device_url,
 )
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import VirtualFirmware, firmware_config_for
 from simulator.link_faults import LinkFaultInjector, LinkFaultSettings
 from simulator.serve import serve_firmware
 from simulator.signals import NoiseSource
@@ -131,7 +131,7 @@ async def test_virtual_clock_wakes_sleepers_only_when_advanced() -> None:
 
 async def test_device_and_connection_run_on_a_virtual_clock_over_memory_links() -> None:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=9), FirmwareConfig(seed=9))
+    fw = VirtualFirmware(NoiseSource(seed=9), firmware_config_for("implant", seed=9))
     ctl_end, dev_end = memory_link_pair()
     server = asyncio.create_task(serve_firmware(fw, dev_end, clock))
     async with DeviceConnection(ctl_end, clock) as conn:
@@ -183,7 +183,7 @@ def test_link_fault_delay_keeps_order_and_disconnect_loses_everything() -> None:
 
 def test_corrupted_link_is_seen_as_crc_errors_and_the_session_survives() -> None:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     ctl = RecordingPeer(ControllerSession())
     inj = LinkFaultInjector(LinkFaultSettings(byte_corruption_rate=0.002), seed=3)
     pump = LockstepPump(ctl, fw, clock, b_to_a=inj.process)
@@ -197,7 +197,7 @@ def test_corrupted_link_is_seen_as_crc_errors_and_the_session_survives() -> None
 
 def test_disconnect_period_trips_the_device_watchdog_and_the_controller_reconnects() -> None:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant", seed=1))
     ctl = RecordingPeer(ControllerSession())
     faults = LinkFaultSettings(disconnects=((2.0, 3.0),))
     down = LinkFaultInjector(faults, seed=1)
@@ -234,7 +234,7 @@ async def test_serial_link_works_with_a_pyserial_url_without_a_file_descriptor()
 
 async def test_cancelled_next_event_loses_no_event() -> None:
     clock = VirtualClock()
-    fw = VirtualFirmware(NoiseSource(seed=9), FirmwareConfig(seed=9))
+    fw = VirtualFirmware(NoiseSource(seed=9), firmware_config_for("implant", seed=9))
     ctl_end, dev_end = memory_link_pair()
     server = asyncio.create_task(serve_firmware(fw, dev_end, clock))
     async with DeviceConnection(ctl_end, clock) as conn:
@@ -264,7 +264,9 @@ async def test_cancelled_next_event_loses_no_event() -> None:
 @pytest.mark.looptime
 async def test_a_nowait_send_leaves_at_once_and_its_answer_can_be_awaited() -> None:
     clock = AsyncioClock()
-    fw = VirtualFirmware(NoiseSource(seed=5), FirmwareConfig(seed=5), start_s=clock.now())
+    fw = VirtualFirmware(
+        NoiseSource(seed=5), firmware_config_for("implant", seed=5), start_s=clock.now()
+    )
     ctl, dev = memory_link_pair()
     server = asyncio.create_task(serve_firmware(fw, dev, clock))
     try:

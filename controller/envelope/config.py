@@ -3,16 +3,19 @@
 Defaults and their sources (REFERENCES.md sections in brackets are this project's
 summary of the public sources named):
 
-- amplitude 0-12.7 mA, pulse width 10-450 µs, rate 2-255 Hz: Boston Scientific Vercise
-  DBS per-contact ranges [6]. They equal the simulated stimulator's hard limits, so the
-  default configuration is accepted by the simulated device and refused by a smaller one.
+- amplitude 0-16 mA, pulse width 30-250 µs, rate 1-120 Hz: the default device, an external
+  supraorbital e-TNS stimulator with Cefaly's waveform (<= 16 mA, 250 µs, 60 Hz prevention,
+  100 Hz acute [6]) and trial sham settings (1 Hz, 30 µs). They equal the simulated
+  stimulator's hard limits (simulator/devices.py), so the default configuration is
+  accepted by the simulated device and refused by a smaller one. The implant preset
+  (DBS-like, 12.7 mA) needs its own configuration: docs/configuration.md.
 - max charge density 25 µC/cm²/phase: NeuroPace RNS cannot program more; DBS systems warn
   above 30 [7]. A margin below the 30 µC/cm² device limit.
 - Shannon k max 1.5, never above 1.85: Shannon 1992, tissue damage at k >= 1.85, designs
   keep k <= 1.5-1.75 [7].
-- max charge per phase 3 µC: engineering default (no literature value): the simulated
-  stimulator's hard limit. On small contacts the density and Shannon rules bind first
-  (0.06 cm²: density 25 -> 1.5 µC, Shannon k 1.5 -> 1.38 µC).
+- max charge per phase 4 µC: 16 mA x 250 µs, Cefaly's labelled maximum [6]. On the
+  28.2 cm² skin electrode that is 0.14 µC/cm² (Shannon k -0.25); on small implanted
+  contacts the density and Shannon rules bind first (0.06 cm²: density 25 -> 1.5 µC).
 - ramp up 0.03 mA/s, ramp down 0.12 mA/s: Summit RC+S example settings [5]. The rate sent
   to the device is min(configured, device maximum).
 - min change interval 2 s: Percept BrainSense dual-threshold blanking after a change,
@@ -21,10 +24,11 @@ summary of the public sources named):
   migraine devices [6].
 - max 30 sessions per 24 h: gammaCore's device-enforced limit [6].
 - daily on-time budget 3600 s: Cefaly acute 60 min, the largest daily dose in [6].
-- daily charge budget 324 000 µC: engineering derivation, 3600 s × 60 Hz (Cefaly
-  prevention rate [6]) × 1.5 µC/phase (25 µC/cm² [7] on a 0.06 cm² contact).
-- impedance window 250-3000 Ω: half the lowest and twice the highest nominal lead
-  impedance, 500-1500 Ω [7] (Koss 2005); an engineering choice around the nominal range.
+- daily charge budget 1 440 000 µC: Cefaly's 60 min acute session at 16 mA, 250 µs,
+  100 Hz [6], the largest daily dose of the device (5 labelled prevention sessions).
+- impedance window 500-10 000 Ω: a skin electrode starts at a few kΩ and rises as its gel
+  dries (simulator/devices.py: 2 -> 8 kΩ); below 500 Ω suggests a short, above 10 kΩ a
+  dried or detached electrode (engineering choice).
 - fallback program: off.
 """
 
@@ -66,22 +70,22 @@ class EnvelopeConfig(BaseModel):
         default=0.0, ge=0.0, le=100.0, description="lowest amplitude of an enabled setting"
     )
     max_amplitude_ma: float = Field(
-        default=12.7, ge=0.0, le=100.0, description="highest amplitude (Vercise per contact)"
+        default=16.0, ge=0.0, le=100.0, description="highest amplitude (Cefaly maximum)"
     )
     min_pulse_width_us: int = Field(
-        default=10, ge=1, le=10_000, description="shortest pulse width (phase)"
+        default=30, ge=1, le=10_000, description="shortest pulse width (phase)"
     )
     max_pulse_width_us: int = Field(
-        default=450, ge=1, le=10_000, description="longest pulse width (phase)"
+        default=250, ge=1, le=10_000, description="longest pulse width (phase)"
     )
     min_frequency_hz: float = Field(
-        default=2.0, gt=0.0, le=10_000.0, description="lowest pulse rate"
+        default=1.0, gt=0.0, le=10_000.0, description="lowest pulse rate"
     )
     max_frequency_hz: float = Field(
-        default=255.0, gt=0.0, le=10_000.0, description="highest pulse rate"
+        default=120.0, gt=0.0, le=10_000.0, description="highest pulse rate"
     )
     max_charge_per_phase_uc: float = Field(
-        default=3.0, gt=0.0, le=1_000.0, description="amplitude x pulse width per phase"
+        default=4.0, gt=0.0, le=1_000.0, description="amplitude x pulse width per phase"
     )
     max_charge_density_uc_per_cm2: float = Field(
         default=25.0, gt=0.0, le=1_000.0, description="charge per phase / electrode area"
@@ -111,13 +115,13 @@ class EnvelopeConfig(BaseModel):
         default=3600.0, gt=0.0, le=86_400.0, description="stimulation time per rolling 24 h"
     )
     daily_charge_budget_uc: float = Field(
-        default=324_000.0, gt=0.0, le=1.0e12, description="delivered charge per rolling 24 h"
+        default=1_440_000.0, gt=0.0, le=1.0e12, description="delivered charge per rolling 24 h"
     )
     impedance_min_ohm: float = Field(
-        default=250.0, ge=0.0, le=1.0e6, description="lowest acceptable electrode impedance"
+        default=500.0, ge=0.0, le=1.0e6, description="lowest acceptable electrode impedance"
     )
     impedance_max_ohm: float = Field(
-        default=3000.0, gt=0.0, le=1.0e6, description="highest acceptable electrode impedance"
+        default=10_000.0, gt=0.0, le=1.0e6, description="highest acceptable electrode impedance"
     )
     fallback: FallbackProgramConfig = Field(
         default_factory=FallbackProgramConfig, description="safe program on faults"

@@ -6,6 +6,7 @@ from controller.policy.config import (
     PolicyConfig,
     PolicyName,
     ProdromeSessionConfig,
+    ShamConfig,
     SingleThresholdConfig,
     TherapySettingConfig,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "PolicyName",
     "ProdromeSessionConfig",
     "ProdromeSessionPolicy",
+    "ShamConfig",
     "SingleThresholdConfig",
     "SingleThresholdPolicy",
     "StimRequest",

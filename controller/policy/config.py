@@ -3,15 +3,17 @@
 ``name`` selects the policy; each policy reads its own section, the others are ignored.
 Defaults and their sources:
 
-- therapy setting 60 Hz, 250 µs: Cefaly prevention waveform (REFERENCES 6). The 3 mA
-  amplitude is an engineering default: on the simulated 0.06 cm² contact it gives
-  0.75 µC/phase, 12.5 µC/cm², Shannon k 0.97, well inside k <= 1.5 (Shannon 1992).
+- therapy setting 16 mA, 60 Hz, 250 µs: Cefaly's labelled prevention setting (REFERENCES 6;
+  Schoenen et al. 2013), the default device's (external supraorbital e-TNS, 28.2 cm² skin
+  electrode): 4 µC/phase, 0.14 µC/cm²/phase, Shannon k -0.25, 0.57 mA/cm².
+- sham: the same daily schedule at 1 mA, 30 µs, 1 Hz - the PREMICE sham device's setting
+  (Schoenen et al. 2013): the device is on, perceptibly, far below a therapeutic dose.
 - open-loop scheduled: one 20 min session a day (Cefaly prevention, REFERENCES 6), at
   08:00 (engineering default: a morning session).
 - single-threshold: the detector's upper threshold (1.0 robust z, docs/detector.md).
 - dual-threshold: thresholds at the detector's hysteresis pair (0.5 / 1.0 robust z); one
-  step per 30 s, the Summit RC+S decision interval (REFERENCES 5); 0.5 mA steps between
-  0 and 4 mA (engineering defaults; 4 mA at 250 µs stays below Shannon k 1.5 on 0.06 cm²).
+  step per 30 s, the Summit RC+S decision interval (REFERENCES 5); 2 mA steps between
+  0 and the labelled 16 mA (engineering defaults).
 - prodrome-session: a 20 min session (Cefaly prevention, REFERENCES 6), then an 8 h
   lockout (engineering default: at most three sessions in 24 h, which is the 60 min daily
   on-time budget of the envelope).
@@ -26,7 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from firmware_bridge.messages import StimSetting
 from firmware_bridge.units import SECONDS_PER_DAY
 
-PolicyName = Literal["off", "open-loop", "single-threshold", "dual-threshold", "prodrome-session"]
+PolicyName = Literal[
+    "off", "open-loop", "sham", "single-threshold", "dual-threshold", "prodrome-session"
+]
 
 
 class TherapySettingConfig(BaseModel):
@@ -34,7 +38,9 @@ class TherapySettingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    amplitude_ma: float = Field(default=3.0, gt=0.0, le=100.0, description="therapy amplitude")
+    amplitude_ma: float = Field(
+        default=16.0, gt=0.0, le=100.0, description="therapy amplitude (Cefaly labelled)"
+    )
     pulse_width_us: int = Field(
         default=250, ge=1, le=10_000, description="therapy pulse width (Cefaly prevention)"
     )
@@ -105,11 +111,11 @@ class DualThresholdConfig(BaseModel):
     upper_threshold: float = Field(
         default=1.0, ge=-100.0, le=100.0, description="score above which amplitude steps up"
     )
-    step_ma: float = Field(default=0.5, gt=0.0, le=10.0, description="amplitude step")
+    step_ma: float = Field(default=2.0, gt=0.0, le=10.0, description="amplitude step")
     min_amplitude_ma: float = Field(
         default=0.0, ge=0.0, le=100.0, description="lowest amplitude (0 = off)"
     )
-    max_amplitude_ma: float = Field(default=4.0, gt=0.0, le=100.0, description="highest amplitude")
+    max_amplitude_ma: float = Field(default=16.0, gt=0.0, le=100.0, description="highest amplitude")
     update_interval_s: float = Field(
         default=30.0, gt=0.0, le=SECONDS_PER_DAY, description="at most one step per interval (RC+S)"
     )
@@ -146,6 +152,19 @@ class ProdromeSessionConfig(BaseModel):
     )
 
 
+class ShamConfig(BaseModel):
+    """The sham arm: the open-loop schedule at a sub-therapeutic setting (PREMICE sham)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stimulation: TherapySettingConfig = Field(
+        default_factory=lambda: TherapySettingConfig(
+            amplitude_ma=1.0, pulse_width_us=30, frequency_hz=1.0
+        ),
+        description="sham waveform (PREMICE sham: 1 mA, 30 µs, 1 Hz)",
+    )
+
+
 class PolicyConfig(BaseModel):
     """Which policy runs, the therapy setting, and each policy's own section."""
 
@@ -156,6 +175,9 @@ class PolicyConfig(BaseModel):
         default_factory=TherapySettingConfig, description="the therapy waveform"
     )
     open_loop: OpenLoopConfig = Field(default_factory=OpenLoopConfig, description="open-loop")
+    sham: ShamConfig = Field(
+        default_factory=ShamConfig, description="sham (open-loop schedule, sham setting)"
+    )
     single_threshold: SingleThresholdConfig = Field(
         default_factory=SingleThresholdConfig, description="single-threshold"
     )

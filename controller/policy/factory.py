@@ -23,6 +23,8 @@ def build_policy(config: PolicyConfig) -> Policy:
             return OffPolicy()
         case "open-loop":
             return OpenLoopPolicy(config.open_loop, therapy)
+        case "sham":
+            return OpenLoopPolicy(config.open_loop, config.sham.stimulation, name="sham")
         case "single-threshold":
             return SingleThresholdPolicy(config.single_threshold, therapy)
         case "dual-threshold":

@@ -2,6 +2,7 @@
 
 Scheduled mode follows the Cefaly prevention regimen (20 min daily, REFERENCES 6): the
 time of day is ``(t_s + day_start_offset_s) mod 86400``. Open loop ignores the detector.
+The ``sham`` policy is this schedule at the sham setting (a trial's sham arm).
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ class OpenLoopPolicy:
     name = "open-loop"
     closed_loop = False
 
-    def __init__(self, config: OpenLoopConfig, therapy: TherapySettingConfig) -> None:
+    def __init__(
+        self, config: OpenLoopConfig, therapy: TherapySettingConfig, name: str = "open-loop"
+    ) -> None:
+        self.name = name
         self.config = config
         self.therapy = therapy
         self._gate = RequestGate()
@@ -37,9 +41,9 @@ class OpenLoopPolicy:
         self, t_s: float, detector: DetectorOutput | None, delivered: StimState | None
     ) -> StimRequest | None:
         if self.config.mode == "continuous":
-            return self._gate.request(self.therapy.setting(), "open-loop continuous", delivered)
+            return self._gate.request(self.therapy.setting(), f"{self.name} continuous", delivered)
         start = self.session_start_s(t_s)
         if start is None:
-            return self._gate.request(OFF, "open-loop: outside the daily sessions", delivered)
-        reason = f"open-loop: daily session from {start:g} s after midnight"
+            return self._gate.request(OFF, f"{self.name}: outside the daily sessions", delivered)
+        reason = f"{self.name}: daily session from {start:g} s after midnight"
         return self._gate.request(self.therapy.setting(), reason, delivered)

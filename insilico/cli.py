@@ -16,6 +16,7 @@ from rich.table import Table
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
+from insilico import prospective_cli
 from insilico.report import SimReport, TrialReport
 from insilico.runner import SimSpec, WallPacer, run_sim, with_policy
 from insilico.trial import ALL_PHENOTYPES, DEFAULT_POLICIES, cohort_jobs, run_trial, trial_report
@@ -77,6 +78,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trial.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     _common_options(trial)
     trial.set_defaults(handler=_trial_command)
+    prospective_cli.register(sub)
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

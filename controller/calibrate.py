@@ -27,7 +27,12 @@ from controller.analyze import (
     stimulation_onsets_s,
 )
 from controller.config import ControllerConfig
-from controller.detector.feature_log import FeatureLog, FeatureLogger, candidate_feature_names
+from controller.detector.feature_log import (
+    FeatureLog,
+    FeatureLogger,
+    calibration_block_s,
+    candidate_feature_names,
+)
 from controller.features import FeatureExtractor
 
 TRUTH_ATTACK_ANNOTATION = "truth attack_onset"
@@ -108,7 +113,12 @@ def recording_feature_log(
         names = candidate_feature_names(
             tuple(config.features.bands_hz), config.features.phase_measure
         )
-        logger = FeatureLogger(names, signals.labels, config.detector)
+        logger = FeatureLogger(
+            names,
+            signals.labels,
+            config.detector,
+            block_s=calibration_block_s(config.detector, config.features.hop_s),
+        )
         changes = stimulation_onsets_s(reader)
         for frame, change_s in iter_frames(reader, signals, extractor, changes, chunk_samples):
             if change_s is not None:

@@ -40,6 +40,26 @@ def register_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         help="largest time in warning on the run-in (0-1, default 0.30)",
     )
     parser.add_argument("--min-attacks", type=int, default=5, help="attacks the run-in needs")
+    parser.add_argument(
+        "--exclude-before-h",
+        type=float,
+        default=48.0,
+        help="hours before each onset the baseline never learns from (default 48)",
+    )
+    parser.add_argument(
+        "--exclude-after-h",
+        type=float,
+        default=24.0,
+        help="hours after each onset the baseline never learns from (default 24)",
+    )
+    parser.add_argument(
+        "--occurrence-periods-h",
+        default="12,24,48",
+        help="comma-separated occurrence periods to try, h (default 12,24,48)",
+    )
+    parser.add_argument(
+        "--horizon-min", type=float, default=30.0, help="least useful warning, min (default 30)"
+    )
     parser.set_defaults(handler=_calibrate_command)
 
 
@@ -48,11 +68,25 @@ def _fail(message: str) -> int:
     return EXIT_USAGE
 
 
+def _hours(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise ValueError(
+            f"--occurrence-periods-h {text!r}: expected numbers like 12,24,48"
+        ) from None
+
+
 def _calibrate_command(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config) if args.config is not None else ControllerConfig()
         settings = CalibrationSettings(
-            target_time_in_warning=args.time_in_warning, min_attacks=args.min_attacks
+            target_time_in_warning=args.time_in_warning,
+            min_attacks=args.min_attacks,
+            baseline_exclusion_before_h=args.exclude_before_h,
+            baseline_exclusion_after_h=args.exclude_after_h,
+            occurrence_periods_h=_hours(args.occurrence_periods_h),
+            horizon_min=args.horizon_min,
         )
     except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
@@ -67,6 +101,11 @@ def _calibrate_command(args: argparse.Namespace) -> int:
                 return _fail(
                     f"{args.recording} has no 'truth attack_onset' annotations; give --attacks"
                 )
+        if len(onsets) < settings.min_attacks:
+            return _fail(
+                f"{len(onsets)} attack onset(s) given; calibration needs at least "
+                f"{settings.min_attacks} (--min-attacks)"
+            )
         log = recording_feature_log(args.recording, config)
         signature = calibrate(log, onsets, config.detector, settings)
     except OSError as exc:  # pyedflib: not an EDF file

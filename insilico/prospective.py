@@ -36,7 +36,11 @@ from pydantic import BaseModel, ConfigDict
 from controller.config import ControllerConfig
 from controller.detector import Baseline, Detector, DetectorState
 from controller.detector.calibration import CalibrationError, CalibrationSettings, calibrate
-from controller.detector.feature_log import FeatureLogger, candidate_feature_names
+from controller.detector.feature_log import (
+    FeatureLogger,
+    calibration_block_s,
+    candidate_feature_names,
+)
 from controller.detector.signature import PatientSignature
 from controller.features import FeatureExtractor, FeatureFrame
 from insilico import scoring
@@ -167,7 +171,12 @@ def run_patient(job: ProspectiveJob) -> ProspectiveEntry:
     candidates = candidate_feature_names(
         tuple(config.features.bands_hz), config.features.phase_measure
     )
-    logger = FeatureLogger(candidates, patient.names, config.detector)
+    logger = FeatureLogger(
+        candidates,
+        patient.names,
+        config.detector,
+        block_s=calibration_block_s(config.detector, config.features.hop_s),
+    )
     max_s = job.run_in_max_days * SECONDS_PER_DAY
     end_s: float | None = None
     while patient.t_s < max_s and (end_s is None or patient.t_s < end_s):

@@ -74,6 +74,8 @@ class CalibrationSettings:
             raise ValueError(
                 f"target_time_in_warning={self.target_time_in_warning} must lie in (0, 1)"
             )
+        if self.baseline_exclusion_before_h < 0 or self.baseline_exclusion_after_h < 0:
+            raise ValueError("baseline exclusion periods must be >= 0 h")
         if self.min_attacks < 2:
             raise ValueError("min_attacks must be >= 2 (a t statistic needs two attacks)")
         if not self.occurrence_periods_h:

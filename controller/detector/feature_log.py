@@ -55,6 +55,17 @@ def candidate_feature_names(band_names: Sequence[str], phase_measure: str) -> li
     return names
 
 
+#: Longest block of the log (s): short next to the default 300 s score smoothing.
+MAX_BLOCK_S = 60.0
+
+
+def calibration_block_s(config: DetectorConfig, hop_s: float) -> float:
+    """Block length for a log that calibrates ``config``: a fifth of the score smoothing
+    time constant (so a replay over block means follows the smoothed score closely), at
+    most ``MAX_BLOCK_S`` and at least one hop."""
+    return min(max(config.score_smoothing_s / 5.0, hop_s), MAX_BLOCK_S)
+
+
 @dataclass(frozen=True)
 class FeatureLog:
     """Block means and sampled windows of named summary features over one recording.

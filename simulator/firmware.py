@@ -39,28 +39,15 @@ from firmware_bridge.messages import (
     Status,
 )
 from firmware_bridge.session import DeviceSession
+from simulator.devices import DEFAULT_DEVICE, DevicePreset, device_preset, skin_impedance_ohm
 from simulator.signals import SignalSource, StimulationInput
 from simulator.stimulator import OutputStage, check_hard_limits
 
 
 def default_limits() -> DeviceLimits:
-    """Hard limits of the simulated stimulator.
-
-    Amplitude 12.7 mA, pulse width 10-450 µs and rate 2-255 Hz are the Boston
-    Scientific Vercise DBS per-contact ranges; 30 µC/cm²/phase is the level above
-    which DBS systems warn (REFERENCES.md sections 6-7). The 5 mA/s slew is our
-    choice: Vercise ramps on over 1-10 s, so 12.7 mA needs >= 1.3 s.
-    """
-    return DeviceLimits(
-        max_amplitude_ma=12.7,
-        min_pulse_width_us=10,
-        max_pulse_width_us=450,
-        min_frequency_hz=2.0,
-        max_frequency_hz=255.0,
-        max_ramp_rate_ma_per_s=5.0,
-        max_charge_per_phase_uc=3.0,
-        max_charge_density_uc_per_cm2=30.0,
-    )
+    """Hard limits of the default simulated stimulator: the external supraorbital e-TNS
+    preset (Cefaly waveform, at most 16 mA; sources in ``simulator.devices``)."""
+    return device_preset(DEFAULT_DEVICE).limits
 
 
 _FORBIDDING_FAULTS = frozenset({FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY})
@@ -87,19 +74,41 @@ class FirmwareConfig:
     watchdog_ms: int = 1000
     scale_uv_per_count: float = 0.5  # ±16.4 mV full scale: room for CSD DC shifts
     stim_channels: tuple[int, ...] = (0,)
-    electrode_area_cm2: float = 0.06  # a DBS-style contact: 1.5 mm long, 1.3 mm diameter
+    #: The device preset (simulator.devices) whose electrode impedance and battery
+    #: recharge this firmware models; the fields below default to its values.
+    device: str = DEFAULT_DEVICE
+    electrode_area_cm2: float = device_preset(DEFAULT_DEVICE).electrode_area_cm2
     limits: DeviceLimits = field(default_factory=default_limits)
     status_interval_s: float = 1.0
     stim_state_interval_s: float = 1.0
     #: Samples asked from the signal source at once (a multiple of samples_per_frame);
     #: larger blocks are faster but the signal sees stimulation changes later.
     source_block_samples: int = 10
-    impedance_window_ohm: tuple[float, float] = (250.0, 4000.0)
-    battery_capacity_j: float = 2000.0  # ~0.55 Wh: a small rechargeable implant cell
-    idle_power_w: float = 0.002  # amplifiers + radio while streaming (assumption)
+    impedance_window_ohm: tuple[float, float] = device_preset(DEFAULT_DEVICE).impedance_window_ohm
+    battery_capacity_j: float = device_preset(DEFAULT_DEVICE).battery_capacity_j
+    idle_power_w: float = device_preset(DEFAULT_DEVICE).idle_power_w
     battery_start_pct: float = 100.0
     signing_key: bytes | None = None
     seed: int = 0
+
+
+def firmware_config_for(device: str, **overrides: object) -> FirmwareConfig:
+    """A FirmwareConfig with ``device``'s limits, electrode, impedance window and battery."""
+    preset = device_preset(device)
+    values: dict[str, object] = {
+        "device": preset.name,
+        "electrode_area_cm2": preset.electrode_area_cm2,
+        "limits": preset.limits,
+        "impedance_window_ohm": preset.impedance_window_ohm,
+        "battery_capacity_j": preset.battery_capacity_j,
+        "idle_power_w": preset.idle_power_w,
+    }
+    values.update(overrides)
+    return FirmwareConfig(**values)  # type: ignore[arg-type]
+
+
+#: The stimulation electrode's drying impedance is re-evaluated once per this interval.
+_SKIN_IMPEDANCE_UPDATE_S = 3600.0
 
 
 class VirtualFirmware:
@@ -142,6 +151,14 @@ class VirtualFirmware:
         # Lead impedance 500-1500 Ω (REFERENCES.md section 7).
         self._nominal_impedance_ohm = rng.uniform(500.0, 1500.0, len(source.sites))
         self._stim_index = list(config.stim_channels)
+        self._preset: DevicePreset = device_preset(config.device)
+        self._skin_update = -1
+        self._update_skin_impedance(start_s)
+        recharge_h = self._preset.recharge_interval_h
+        self._recharge_every_s = None if recharge_h is None else recharge_h * 3600.0
+        self._next_recharge_s = (
+            math.inf if self._recharge_every_s is None else start_s + self._recharge_every_s
+        )
         self._impedance_view: _ImpedanceView | None = None
         lo, hi = config.impedance_window_ohm
         self._impedance_fault_text = f"stim electrode impedance outside {lo:.0f}-{hi:.0f} Ω"
@@ -253,6 +270,10 @@ class VirtualFirmware:
             teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
         config = self.config
         self._battery_j = max(0.0, self._battery_j - (config.idle_power_w + teed_w) * dt)
+        if t >= self._next_recharge_s:  # the wearable is recharged (overnight)
+            self._battery_j = config.battery_capacity_j
+            while self._next_recharge_s <= t:
+                self._next_recharge_s += self._recharge_every_s or math.inf
         self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
 
     def _acquire_frame(self, t_frame: float) -> None:
@@ -331,7 +352,22 @@ class VirtualFirmware:
     def _forbids_stimulation(self) -> bool:
         return not self._faults_active.isdisjoint(_FORBIDDING_FAULTS)
 
+    def _update_skin_impedance(self, now: float) -> None:
+        """A skin electrode's impedance rises as its gel dries (simulator.devices); the
+        nominal value of the stimulation electrodes follows it, updated hourly."""
+        preset = self._preset
+        if preset.impedance_start_ohm == preset.impedance_dry_ohm:
+            return  # no drying model (an implanted lead keeps its nominal impedance)
+        update = int((now - self.start_s) // _SKIN_IMPEDANCE_UPDATE_S)
+        if update == self._skin_update:
+            return
+        self._skin_update = update
+        t_s = update * _SKIN_IMPEDANCE_UPDATE_S
+        self._nominal_impedance_ohm[self._stim_index] = skin_impedance_ohm(preset, t_s)
+        self._impedance_view = None
+
     def _send_status(self, now: float) -> None:
+        self._update_skin_impedance(now)
         self._update_condition_faults(now)
         imp = self._impedances().status_ohm
         self.session.send_status(

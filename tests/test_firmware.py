@@ -16,7 +16,7 @@ from firmware_bridge.events import (
 from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import FaultCode, StimSetting
 from firmware_bridge.session import ControllerSession
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.firmware import FirmwareConfig, VirtualFirmware, firmware_config_for
 from simulator.signals import NoiseSource, StimulationInput
 from simulator.stimulator import OutputStage
 
@@ -34,7 +34,8 @@ def _rig(
     config: FirmwareConfig | None = None,
 ) -> tuple[RecordingPeer, VirtualFirmware, LockstepPump, VirtualClock]:
     clock = VirtualClock()
-    fw = VirtualFirmware(_Source(seed=4), config or FirmwareConfig())
+    # The limit tests below use the implant preset's DBS ranges (130 Hz, 450 µs ...).
+    fw = VirtualFirmware(_Source(seed=4), config or firmware_config_for("implant"))
     ctl = RecordingPeer(ControllerSession())
     pump = LockstepPump(ctl, fw, clock)
     ctl.session.connect(0.0)
@@ -77,7 +78,7 @@ def test_out_of_range_commands_are_nacked_and_change_nothing(
 
 def test_charge_density_limit_uses_the_electrode_area() -> None:
     # 2.5 mA x 400 µs = 1.0 µC per phase; on 0.02 cm² that is 50 µC/cm² > 30.
-    ctl, _fw, pump, clock = _rig(FirmwareConfig(electrode_area_cm2=0.02))
+    ctl, _fw, pump, clock = _rig(firmware_config_for("implant", electrode_area_cm2=0.02))
     ctl.session.send_stim_set(StimSetting(True, 2.5, 400, 60.0), clock.now())
     pump.run_until(1.0)
     (nack,) = ctl.of_type(CommandNacked)

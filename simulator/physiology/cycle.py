@@ -6,8 +6,9 @@ A pure stepping model (no clock, all state explicit). Susceptibility is
 
 * ``trend`` rises linearly once the post-attack refractory period is over and is
   reset to ``reset_level`` at every attack onset (the attack "discharges" the
-  load). Stimulation lowers it (``stim_dose``, computed by
-  ``simulator.physiology.response``). ASSUMPTION: a linear load that builds
+  load). Stimulation lowers it (``stim_dose``, the acute effect) and slows its rise
+  (``rise_factor``, the preventive and placebo effects), both computed by
+  ``simulator.physiology.response``. ASSUMPTION: a linear load that builds
   between attacks, the simplest model with a cycle length set by the patient's
   attack frequency.
 * ``ou`` is Ornstein-Uhlenbeck noise (hours time constant), updated exactly for
@@ -342,9 +343,10 @@ class MigraineCycle:
 
     # -------------------------------------------------------------- stepping
     def advance(
-        self, dt_s: float, stim_dose: float = 0.0
+        self, dt_s: float, stim_dose: float = 0.0, rise_factor: float = 1.0
     ) -> tuple[list[PhaseChange], list[GroundTruthEvent]]:
-        """Advance by ``dt_s`` seconds; ``stim_dose`` lowers the trend (susceptibility units).
+        """Advance by ``dt_s`` seconds; ``stim_dose`` lowers the trend (susceptibility units)
+        and ``rise_factor`` scales the load's rise (a preventive effect slows it, < 1).
 
         Returns the phase changes and any other ground-truth events (triggers,
         ignored forcings). Phase transitions are evaluated at the end of the step.
@@ -371,7 +373,7 @@ class MigraineCycle:
         if self._phase in (Phase.INTERICTAL, Phase.PRODROME):
             rise_from_s = max(t - dt_s, self._refractory_until_s)
             if t > rise_from_s:
-                self._trend += self._rise_per_s * (t - rise_from_s)
+                self._trend += self._rise_per_s * rise_factor * (t - rise_from_s)
         if self._phase is Phase.PRODROME:
             self._trend += self._escalation_per_s * dt_s
         self._trend -= stim_dose

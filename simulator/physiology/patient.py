@@ -16,9 +16,15 @@ draws one patient from them, then applies validated overrides. Sources:
 * Postdrome and refractory durations: ASSUMPTIONS (no figure in the project's references).
 * CSD speed: Normal(3.5, 1.1) mm/min clipped to 2-5 mm/min (Hadjikhani et al. 2001;
   REFERENCES section 3). DC shift: a few mV subdurally; suppression 5-7 min (idem).
-* Responder share: 0.4, anchored to the 38 % 50 %-responder rate of supraorbital
-  stimulation in PREMICE (Schoenen et al. 2013, Neurology 80:697); ASSUMPTION for
-  this model's notion of "responder".
+* Therapy response: continuous per-patient efficacies (no responder flag), drawn from
+  Beta distributions whose means are calibrated to PREMICE (Schoenen et al. 2013,
+  Neurology 80:697: 38.1 % vs 12.1 % 50 %-responders, -2.06 vs -0.32 monthly migraine
+  days) by ``neurostim trial --preset premice``; see ``simulator.physiology.response``.
+  PREMICE enrolled episodic patients; for the chronic and post-traumatic phenotypes the
+  same distributions are an uncalibrated ASSUMPTION.
+* Slow EEG variability (sleep onset and duration per patient): see
+  ``simulator.physiology.variability``; sleep onset 22:00-00:30 and 6.5-8.5 h of sleep
+  are ASSUMPTIONS (typical adult sleep; children sleep longer: 8.5-10.5 h).
 * Post-traumatic headache: ICHD-3 5.2 (persistent headache attributed to traumatic injury
   to the head), modelled with a frequent migraine-like phenotype (ASSUMPTION).
 * Pediatric individual alpha frequency lower than adults' (~10 Hz): 9 Hz (ASSUMPTION,
@@ -37,6 +43,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from simulator.physiology.artifact import ArtifactParams, StimulationArtifact
+from simulator.physiology.course import PatientCourse, patient_streams
 from simulator.physiology.csd import CsdParams, SpreadingDepolarization
 from simulator.physiology.cycle import DAYS_PER_MONTH, CycleParams, MigraineCycle, Phase
 from simulator.physiology.jansen_rit import JansenRitNetwork, JansenRitParams
@@ -49,6 +56,7 @@ from simulator.physiology.signature import (
 )
 from simulator.physiology.spectral import SpectralModel, SpectralParams
 from simulator.physiology.state import ModulationState
+from simulator.physiology.variability import SlowVariability, VariabilityParams
 from simulator.signals import DEFAULT_SITES, GroundTruthEvent, Site, StimulationInput
 
 
@@ -80,12 +88,23 @@ class PhenotypePreset:
     circadian_peak_h: Range
     signature_expressivity: Range
     alpha_peak_mean_hz: float
-    responder_share: float
+    #: Beta(a, b) of the prophylactic efficacy (fraction the load's rise slows at the
+    #: labelled daily dose, fully built up) and of the placebo efficacy.
+    prophylactic_efficacy_beta: Range
+    placebo_efficacy_beta: Range
+    sleep_onset_h: Range = (22.0, 24.5)
+    sleep_duration_h: Range = (6.5, 8.5)
     csd_speed_mean_mm_per_min: float = 3.5
     csd_speed_sd_mm_per_min: float = 1.1
     csd_speed_range_mm_per_min: Range = (2.0, 5.0)
     csd_dc_shift_uv: Range = (-5000.0, -1000.0)
     csd_suppression_s: Range = (300.0, 420.0)
+
+
+#: Calibrated to PREMICE (Schoenen et al. 2013) with ``neurostim trial --preset premice``
+#: (docs/insilico.md); never to the detector.
+PROPHYLACTIC_EFFICACY_BETA: Range = (2.0, 3.0)
+PLACEBO_EFFICACY_BETA: Range = (1.0, 9.0)
 
 
 def _adult_episodic(aura_probability: Range) -> PhenotypePreset:
@@ -101,7 +120,8 @@ def _adult_episodic(aura_probability: Range) -> PhenotypePreset:
         circadian_peak_h=(4.0, 9.0),
         signature_expressivity=(0.0, 2.0),
         alpha_peak_mean_hz=10.0,
-        responder_share=0.4,
+        prophylactic_efficacy_beta=PROPHYLACTIC_EFFICACY_BETA,
+        placebo_efficacy_beta=PLACEBO_EFFICACY_BETA,
     )
 
 
@@ -120,7 +140,8 @@ PRESETS: dict[Phenotype, PhenotypePreset] = {
         circadian_peak_h=(4.0, 9.0),
         signature_expressivity=(0.0, 1.5),
         alpha_peak_mean_hz=10.0,
-        responder_share=0.3,
+        prophylactic_efficacy_beta=PROPHYLACTIC_EFFICACY_BETA,
+        placebo_efficacy_beta=PLACEBO_EFFICACY_BETA,
     ),
     Phenotype.PEDIATRIC: PhenotypePreset(
         attacks_per_month=(1.0, 6.0),
@@ -134,7 +155,10 @@ PRESETS: dict[Phenotype, PhenotypePreset] = {
         circadian_peak_h=(6.0, 12.0),
         signature_expressivity=(0.0, 2.0),
         alpha_peak_mean_hz=9.0,
-        responder_share=0.4,
+        prophylactic_efficacy_beta=PROPHYLACTIC_EFFICACY_BETA,
+        placebo_efficacy_beta=PLACEBO_EFFICACY_BETA,
+        sleep_onset_h=(20.5, 22.5),
+        sleep_duration_h=(8.5, 10.5),
     ),
     Phenotype.POST_TRAUMATIC: PhenotypePreset(
         attacks_per_month=(4.0, 12.0),
@@ -148,7 +172,8 @@ PRESETS: dict[Phenotype, PhenotypePreset] = {
         circadian_peak_h=(4.0, 12.0),
         signature_expressivity=(0.0, 1.5),
         alpha_peak_mean_hz=10.0,
-        responder_share=0.3,
+        prophylactic_efficacy_beta=PROPHYLACTIC_EFFICACY_BETA,
+        placebo_efficacy_beta=PLACEBO_EFFICACY_BETA,
     ),
 }
 
@@ -164,6 +189,7 @@ class VirtualPatient(BaseModel):
     signature: SignatureParams
     csd: CsdParams
     response: ResponseParams
+    variability: VariabilityParams = VariabilityParams()
 
     @classmethod
     def from_phenotype(
@@ -174,7 +200,8 @@ class VirtualPatient(BaseModel):
     ) -> VirtualPatient:
         """Draw a patient of ``phenotype`` from ``seed``; ``overrides`` replace drawn values.
 
-        ``overrides`` is keyed by section (``cycle``, ``signature``, ``csd``, ``response``)
+        ``overrides`` is keyed by section (``cycle``, ``signature``, ``csd``, ``response``,
+        ``variability``)
         then by field name; the result is validated (pydantic ValidationError names the
         field, e.g. ``cycle.attacks_per_month``).
         """
@@ -227,8 +254,23 @@ def draw_patient_values(preset: PhenotypePreset, rng: np.random.Generator) -> di
         "dc_shift_uv": uniform(preset.csd_dc_shift_uv),
         "suppression_duration_s": uniform(preset.csd_suppression_s),
     }
-    response = {"responder": bool(rng.random() < preset.responder_share)}
-    return {"cycle": cycle, "signature": signature, "csd": csd, "response": response}
+    efficacy = float(rng.beta(*preset.prophylactic_efficacy_beta))
+    response = {
+        "prophylactic_efficacy": efficacy,
+        "acute_efficacy": efficacy,  # one responsiveness to the stimulation per patient
+        "placebo_efficacy": float(rng.beta(*preset.placebo_efficacy_beta)),
+    }
+    variability = {
+        "sleep_onset_h": uniform(preset.sleep_onset_h) % 24.0,
+        "sleep_duration_h": uniform(preset.sleep_duration_h),
+    }
+    return {
+        "cycle": cycle,
+        "signature": signature,
+        "csd": csd,
+        "response": response,
+        "variability": variability,
+    }
 
 
 # --------------------------------------------------------------------------- composition
@@ -288,12 +330,19 @@ class PatientSimulation:
         self._cell_samples = max(1, round(modulation_step_s * self._fs))
         self._cell_dt_s = self._cell_samples / self._fs
 
-        streams = np.random.SeedSequence([seed, patient.seed]).spawn(5)
-        cycle_ss, signature_ss, csd_ss, model_ss, sensor_ss = streams
+        streams = patient_streams(seed, patient.seed)
+        signature_ss, csd_ss = streams["signature"], streams["csd"]
+        model_ss, sensor_ss = streams["model"], streams["sensor"]
         self.cycle = MigraineCycle(
-            patient.cycle, np.random.default_rng(cycle_ss), start_time_of_day_h
+            patient.cycle, np.random.default_rng(streams["cycle"]), start_time_of_day_h
         )
         self.response = StimulationResponse(patient.response)
+        self.course = PatientCourse(self.cycle, self.response)
+        self.variability = SlowVariability(
+            patient.variability,
+            np.random.default_rng(streams["variability"]),
+            start_time_of_day_h,
+        )
         self.signature = ProdromalSignature(
             patient.signature, n_sites, np.random.default_rng(signature_ss)
         )
@@ -437,6 +486,9 @@ class PatientSimulation:
         self._cell = cell
         t_s = cell * self._cell_dt_s
         state = self.signature.step(self.cycle.phase, self.cycle.phase_progress, self._cell_dt_s)
+        if self.patient.variability.enabled:
+            slow = np.exp(self.variability.step(self._cell_dt_s))
+            state.band_gain *= slow[:, None]
         if self.csd.active:
             effect = self.csd.effect(t_s)
             state.band_gain[0] *= effect.delta_gain
@@ -465,13 +517,9 @@ class PatientSimulation:
                 self._complete_cycle_step()
 
     def _complete_cycle_step(self) -> None:
-        in_prodrome = self.cycle.phase is Phase.PRODROME
-        reduction = self.response.step_dose(
-            self._step_charge_uc, self._step_on_s, self._cycle_dt_s, in_prodrome
-        )
+        changes, other = self.course.step(self._step_charge_uc, self._step_on_s, self._cycle_dt_s)
         self._step_charge_uc = 0.0
         self._step_on_s = 0.0
-        changes, other = self.cycle.advance(self._cycle_dt_s, reduction)
         for change in changes:
             self.ground_truth.extend(change.ground_truth())
             if change.to_phase is Phase.ATTACK and change.aura:

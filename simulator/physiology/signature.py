@@ -5,7 +5,7 @@ small, sometimes of opposite sign). Direction of each effect comes from a study;
 its *size* is a modelling ASSUMPTION (the studies report group statistics, not
 per-patient drifts), chosen modest. At full expression (late prodrome):
 
-* absolute delta power +5 %  (Zebhauser et al. 2024, J Headache Pain 25:147:
+* absolute delta power +/-15 % (Zebhauser et al. 2024, J Headache Pain 25:147:
   premonitory phase, some evidence of higher delta and beta power)
 * theta power +15 %          (Zebhauser et al. 2024: theta power raised in migraine)
 * alpha power +10 %          (Cao et al. 2016, J Headache Pain 17: preictal EEG power higher)
@@ -27,8 +27,13 @@ project's references).
 Per patient, each effect is drawn as expressivity * Normal(mean, sd) with
 sd = 0.8 |mean| (so ~11 % of patients show the opposite sign) and a patient-wide
 expressivity ~ Uniform(0, 2) (so some patients show almost nothing) - see
-``draw_signature_params``. Expression ramps in over the first ``ramp_fraction`` of the
-prodrome (smoothstep, ASSUMPTION) and every component follows its target with a
+``draw_signature_params``. Where studies disagree on the sign (absolute/relative delta,
+beta; ``DISPUTED_SIGN``) the sign itself is drawn per patient: delta +/- 50/50 with a
+magnitude of 15 % (so relative delta falls in some patients and rises in others), beta
+positive in 70 %. On top of the signature, ``simulator.physiology.variability`` moves the
+patient's baseline with vigilance, sleep, time awake and from day to day.
+Expression ramps in over the first ``ramp_fraction`` of the prodrome (smoothstep,
+ASSUMPTION) and every component follows its target with a
 first-order lag ``transition_tau_s`` so aborted prodromes fade instead of snapping.
 """
 
@@ -48,7 +53,7 @@ class SignatureParams(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    prodrome_delta_power_change: float = Field(default=0.05, ge=-0.95, le=20.0)
+    prodrome_delta_power_change: float = Field(default=0.15, ge=-0.95, le=20.0)
     prodrome_theta_power_change: float = Field(default=0.15, ge=-0.95, le=20.0)
     prodrome_alpha_power_change: float = Field(default=0.10, ge=-0.95, le=20.0)
     prodrome_beta_power_change: float = Field(default=0.25, ge=-0.95, le=20.0)
@@ -77,7 +82,7 @@ class SignatureParams(BaseModel):
 
 #: Population model of the drifts: field -> (mean, source). sd = EFFECT_SD_FRACTION * |mean|.
 SIGNATURE_POPULATION: dict[str, tuple[float, str]] = {
-    "prodrome_delta_power_change": (0.05, "Zebhauser 2024; relative delta falls (Martins 2020)"),
+    "prodrome_delta_power_change": (0.15, "Zebhauser 2024 up; relative delta falls (Martins 2020)"),
     "prodrome_theta_power_change": (0.15, "Zebhauser 2024"),
     "prodrome_alpha_power_change": (0.10, "Cao 2016"),
     "prodrome_beta_power_change": (0.25, "Martins 2020; Zebhauser 2024"),
@@ -89,6 +94,14 @@ SIGNATURE_POPULATION: dict[str, tuple[float, str]] = {
 }
 #: sd / |mean| of each per-patient effect: P(opposite sign) = Phi(-1/0.8) ~ 11 %. ASSUMPTION.
 EFFECT_SD_FRACTION = 0.8
+#: Effects whose sign the literature disagrees on: field -> P(positive) per patient. Delta:
+#: premonitory delta power higher (Zebhauser 2024) but relative delta lower (Martins 2020);
+#: beta: higher in both, yet not replicated consistently (Zebhauser 2024: "some evidence").
+#: The sign is drawn per patient, the magnitude as for the other effects. ASSUMPTION.
+DISPUTED_SIGN: dict[str, float] = {
+    "prodrome_delta_power_change": 0.5,
+    "prodrome_beta_power_change": 0.7,
+}
 
 
 def draw_signature_params(
@@ -102,6 +115,9 @@ def draw_signature_params(
     values: dict[str, float] = {}
     for name, (mean, _source) in SIGNATURE_POPULATION.items():
         value = expressivity * float(rng.normal(mean, EFFECT_SD_FRACTION * abs(mean)))
+        if name in DISPUTED_SIGN:
+            sign = 1.0 if rng.random() < DISPUTED_SIGN[name] else -1.0
+            value = sign * abs(value)
         values[name] = max(value, -0.9) if name.endswith("_change") else value
     alpha_peak_hz = rng.normal(alpha_peak_mean_hz, alpha_peak_sd_hz)
     values["alpha_peak_hz"] = float(np.clip(alpha_peak_hz, 7.0, 13.0))

@@ -68,6 +68,7 @@ class ProspectiveJob:
     model: str
     config: ControllerConfig
     settings: CalibrationSettings
+    sampling_rate_hz: float = 250.0
 
 
 class ProspectiveEntry(BaseModel):
@@ -78,6 +79,7 @@ class ProspectiveEntry(BaseModel):
     patient: int
     phenotype: str
     seed: int
+    attacks_per_month: float
     enrolled: bool
     reason: str
     run_in_days: float
@@ -131,6 +133,8 @@ class ProspectiveReport(BaseModel):
     test_days: float
     target_time_in_warning: float
     hop_s: float
+    sampling_rate_hz: float
+    min_attacks_per_month: float
     wall_s: float
     entries: list[ProspectiveEntry]
     summaries: list[PhenotypeSummary]
@@ -141,7 +145,10 @@ class _Patient:
 
     def __init__(self, job: ProspectiveJob) -> None:
         patient = VirtualPatient.from_phenotype(job.phenotype, job.seed)
-        self.source = PatientSimulation(patient, job.model, seed=job.seed)
+        self.attacks_per_month = patient.cycle.attacks_per_month
+        self.source = PatientSimulation(
+            patient, job.model, sampling_rate_hz=job.sampling_rate_hz, seed=job.seed
+        )
         self.names = [site.label for site in self.source.sites]
         fs = self.source.sampling_rate_hz
         self.extractor = FeatureExtractor(
@@ -191,6 +198,7 @@ def run_patient(job: ProspectiveJob) -> ProspectiveEntry:
         "patient": job.patient,
         "phenotype": job.phenotype,
         "seed": job.seed,
+        "attacks_per_month": patient.attacks_per_month,
         "run_in_days": run_in_s / SECONDS_PER_DAY,
         "run_in_attacks": len(run_in_onsets),
     }
@@ -315,24 +323,39 @@ def cohort_jobs(
     model: str,
     config: ControllerConfig,
     settings: CalibrationSettings,
+    sampling_rate_hz: float = 250.0,
+    min_attacks_per_month: float = 0.0,
 ) -> list[ProspectiveJob]:
-    """Patient i of phenotype p (in the given order) has seed ``seed + index``."""
-    jobs = []
-    for k in range(patients_per_phenotype):
-        for j, phenotype in enumerate(phenotypes):
-            index = k * len(phenotypes) + j
-            jobs.append(
-                ProspectiveJob(
-                    index,
-                    phenotype,
-                    seed + index,
-                    run_in_max_days,
-                    test_days,
-                    model,
-                    config,
-                    settings,
+    """``patients_per_phenotype`` patients of each phenotype; patient seeds are tried from
+    ``seed`` upwards (one counter for the whole cohort) and a patient is screened out when
+    its drawn attack frequency is below ``min_attacks_per_month`` (enrolment by diary: a
+    run-in of affordable length must be able to hold ``min_attacks`` attacks)."""
+    jobs: list[ProspectiveJob] = []
+    candidate = seed
+    for phenotype in phenotypes:
+        found = 0
+        while found < patients_per_phenotype:
+            drawn = VirtualPatient.from_phenotype(phenotype, candidate)
+            if drawn.cycle.attacks_per_month >= min_attacks_per_month:
+                jobs.append(
+                    ProspectiveJob(
+                        len(jobs),
+                        phenotype,
+                        candidate,
+                        run_in_max_days,
+                        test_days,
+                        model,
+                        config,
+                        settings,
+                        sampling_rate_hz,
+                    )
                 )
-            )
+                found += 1
+            candidate += 1
+            if candidate - seed > 10_000:
+                raise ValueError(
+                    f"no {phenotype} patient has >= {min_attacks_per_month} attacks per month"
+                )
     return jobs
 
 

@@ -15,6 +15,7 @@ from controller.config import ConfigError, ControllerConfig, load_config
 from controller.detector.calibration import CalibrationSettings
 from insilico.prospective import (
     ProspectiveEntry,
+    ProspectiveJob,
     ProspectiveReport,
     cohort_jobs,
     run_cohort,
@@ -51,6 +52,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--time-in-warning", type=float, default=0.30, help="run-in warning budget (0-1)"
     )
+    parser.add_argument(
+        "--sampling-rate-hz", type=float, default=250.0, help="simulated EEG sampling rate"
+    )
+    parser.add_argument(
+        "--min-attacks-per-month",
+        type=float,
+        default=0.0,
+        help="screen out patients drawn with fewer attacks per month (reported)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
     parser.add_argument("--config", type=Path, help="controller configuration TOML")
     parser.add_argument("--json", type=Path, help="write the JSON report here ('-': stdout)")
@@ -79,9 +89,20 @@ def _command(args: argparse.Namespace) -> int:
         settings = CalibrationSettings(
             target_time_in_warning=args.time_in_warning, min_attacks=args.min_attacks
         )
+        config.features.layout(args.sampling_rate_hz)  # the rate must suit the features
+        jobs = _jobs(args, phenotypes, config, settings)
     except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
-    jobs = cohort_jobs(
+    return _run(args, phenotypes, config, jobs)
+
+
+def _jobs(
+    args: argparse.Namespace,
+    phenotypes: list[str],
+    config: ControllerConfig,
+    settings: CalibrationSettings,
+) -> list[ProspectiveJob]:
+    return cohort_jobs(
         args.patients,
         phenotypes,
         args.seed,
@@ -90,7 +111,17 @@ def _command(args: argparse.Namespace) -> int:
         model=args.model,
         config=config,
         settings=settings,
+        sampling_rate_hz=args.sampling_rate_hz,
+        min_attacks_per_month=args.min_attacks_per_month,
     )
+
+
+def _run(
+    args: argparse.Namespace,
+    phenotypes: list[str],
+    config: ControllerConfig,
+    jobs: list[ProspectiveJob],
+) -> int:
     wall_start = time.perf_counter()
     err = Console(stderr=True)
 
@@ -110,6 +141,8 @@ def _command(args: argparse.Namespace) -> int:
         test_days=args.test_days,
         target_time_in_warning=args.time_in_warning,
         hop_s=config.features.hop_s,
+        sampling_rate_hz=args.sampling_rate_hz,
+        min_attacks_per_month=args.min_attacks_per_month,
         wall_s=time.perf_counter() - wall_start,
         entries=entries,
         summaries=summarise(entries, phenotypes),
@@ -167,6 +200,7 @@ def print_report(report: ProspectiveReport, console: Console) -> None:
         patients.add_row(
             str(e.patient),
             e.phenotype,
+            f"{e.attacks_per_month:.1f}",
             f"{e.run_in_days:.0f} / {e.run_in_attacks}",
             _fmt(e.occurrence_period_h, "{:g}"),
             str(len(e.features)),
@@ -208,5 +242,7 @@ def print_report(report: ProspectiveReport, console: Console) -> None:
     console.print(
         f"aim: median sensitivity >= 0.40 at median time in warning <= 0.30 and p < 0.05 in "
         f"at least half the enrolled patients of each phenotype; run-in budget "
-        f"{report.target_time_in_warning:.2f}; hop {report.hop_s:g} s; {report.wall_s:.0f} s wall"
+        f"{report.target_time_in_warning:.2f}; hop {report.hop_s:g} s; "
+        f"{report.sampling_rate_hz:g} Hz; patients with >= {report.min_attacks_per_month:g} "
+        f"attacks/month; {report.wall_s:.0f} s wall"
     )

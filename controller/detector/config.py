@@ -130,7 +130,8 @@ class DetectorConfig(BaseModel):
         default=43_200.0,
         ge=60.0,
         le=30 * SECONDS_PER_DAY,
-        description="time constant of the baseline's slow adaptation (NORMAL state only)",
+        description="time constant of the baseline's slow adaptation (NORMAL and score <= "
+        "lower_threshold only)",
     )
     features: list[SignatureFeature] = Field(
         default_factory=default_signature_features,

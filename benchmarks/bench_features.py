@@ -1,4 +1,4 @@
-"""Benchmark of the streaming feature pipeline (printed, not asserted; issue 4).
+"""Benchmark of the streaming feature pipeline (printed, not asserted).
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.bench_features [--json]``.
 """

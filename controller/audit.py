@@ -11,7 +11,10 @@ without this code.
 Durability: lines go through a buffered file; ``sync=True`` (every stimulation change)
 flushes and ``os.fsync``s at once, other records at the latest once per
 ``flush_interval_s`` of the caller's time (``t`` of records or :meth:`AuditLog.tick`).
-The log never reads a clock.
+The log never reads a clock.  Given a ``WriterThread``, the writes and fsyncs run on it,
+off the caller's (event-loop) thread: the hash chain is still built in order by the
+caller, :attr:`AuditLog.durable` says whether every ``sync=True`` record is on disk yet,
+and ``on_durable`` is called (on the writer thread) each time an fsync completes.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ import math
 import os
 import re
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import date, datetime
 from pathlib import Path, PurePath
 from typing import IO, Any
 
 import numpy as np
+
+from controller.writer_thread import WriterThread
 
 GENESIS_PREV = "0" * 64
 """``prev`` of the first record of a log."""
@@ -159,7 +164,12 @@ class AuditLog:
     """
 
     def __init__(
-        self, path: Path | None, flush_interval_s: float = 1.0, *, keep_last: int = 1000
+        self,
+        path: Path | None,
+        flush_interval_s: float = 1.0,
+        *,
+        keep_last: int = 1000,
+        writer: WriterThread | None = None,
     ) -> None:
         if not (flush_interval_s >= 0.0 and math.isfinite(flush_interval_s)):
             raise ValueError(f"flush_interval_s={flush_interval_s} must be finite and >= 0")
@@ -173,6 +183,10 @@ class AuditLog:
         self._syncs = 0
         self._tail_note: dict[str, Any] | None = None
         self._file: IO[bytes] | None = None
+        self._writer = writer
+        self._sync_requested_seq = 0
+        self._durable_seq = 0
+        self.on_durable: Callable[[], None] | None = None
         if self._path is not None:
             self._file = self._open(self._path)
 
@@ -222,11 +236,22 @@ class AuditLog:
         """How many times the file was flushed and fsynced (0 for an in-memory log)."""
         return self._syncs
 
+    @property
+    def durable(self) -> bool:
+        """Every record written with ``sync=True`` (or flushed) is on disk."""
+        return self._durable_seq >= self._sync_requested_seq
+
+    @property
+    def overflows(self) -> int:
+        """Times the writer thread's queue was full and the caller waited for room."""
+        return 0 if self._writer is None else self._writer.overflows
+
     def record(self, kind: str, t: float, *, sync: bool = False, **fields: Any) -> dict[str, Any]:
         """Append one record and return it (with ``seq``, ``prev`` and ``hash``).
 
         ``sync=True`` for stimulation changes: the record is on disk (fsync) when this
-        returns.  Field names ``seq``, ``prev`` and ``hash`` are reserved.
+        returns, or, with a writer thread, once :attr:`durable` is true again.  Field names
+        ``seq``, ``prev`` and ``hash`` are reserved.
         """
         if self._file is None and self._path is not None:
             raise ValueError("audit log is closed")
@@ -281,13 +306,21 @@ class AuditLog:
         """Flush, fsync and close the file; records after this raise (in-memory logs stay open)."""
         if self._file is None:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
+        file, self._file = self._file, None
+        if self._writer is not None:
+            self._writer.submit(self._close_file, file)
+            self._writer.close()
+            return
+        self._close_file(file)
+
+    def _close_file(self, file: IO[bytes]) -> None:
+        file.flush()
+        os.fsync(file.fileno())
         if self._dirty:
             self._syncs += 1
             self._dirty = False
-        self._file.close()
-        self._file = None
+        file.close()
+        self._durable_seq = self._seq
 
     def __enter__(self) -> AuditLog:
         return self
@@ -302,7 +335,10 @@ class AuditLog:
         body.update(seq=self._seq + 1, t=t_s, kind=kind, prev=self._prev)
         line, digest = seal_record(body)
         if self._file is not None:
-            self._file.write(line + b"\n")
+            if self._writer is not None:
+                self._writer.submit(self._file.write, line + b"\n")
+            else:
+                self._file.write(line + b"\n")
             self._dirty = True
         self._seq += 1
         self._prev = sha256_hex(line)
@@ -318,10 +354,20 @@ class AuditLog:
         self._last_sync_t = t_s
         if self._file is None:
             return
-        self._file.flush()
-        os.fsync(self._file.fileno())
         self._dirty = False
+        self._sync_requested_seq = self._seq
+        if self._writer is not None:
+            self._writer.submit(self._fsync, self._file, self._seq)
+        else:
+            self._fsync(self._file, self._seq)
+
+    def _fsync(self, file: IO[bytes], seq: int) -> None:
+        file.flush()
+        os.fsync(file.fileno())
         self._syncs += 1
+        self._durable_seq = seq
+        if self.on_durable is not None:
+            self.on_durable()
 
 
 def _fsync_directory(directory: Path) -> None:

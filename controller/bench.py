@@ -1,8 +1,8 @@
 """``neurostim bench controller``: feature pipeline speed and in-process loop latency.
 
 Printed, never asserted. The latency is measured through the real objects: SAMPLES
-bytes into the ControllerSession, events into the ControllerCore (features,
-detector, policy, envelope), the command into the session, STIM_SET bytes out.
+bytes into the ControllerNode (session, then features, detector, policy, envelope in
+the core), the command into the session, STIM_SET bytes out.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from controller.audit import AuditLog
+from controller.bench_async import format_async_rows, measure_async_latency
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.features.bench import bench_features_rows, format_rows
+from controller.node import ControllerNode
+from controller.observations import CommandIssued
 from firmware_bridge.framing import encode_frame
 from firmware_bridge.messages import (
     Ack,
@@ -28,7 +31,6 @@ from firmware_bridge.messages import (
     StimState,
     encode_samples_payload,
 )
-from firmware_bridge.session import ControllerSession
 
 
 @dataclass(frozen=True)
@@ -67,17 +69,16 @@ def measure_latency(
     config = ControllerConfig.model_validate(
         {"policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}}}
     )
-    core = ControllerCore(config, AuditLog(None))
-    session = ControllerSession()
-    session.connect(0.0)
-    session.data_to_send()
+    node = ControllerNode(ControllerCore(config), AuditLog(None))
+    sent: list[int] = []
+    node.subscribe(lambda e: sent.append(e.command_id) if isinstance(e, CommandIssued) else None)
+    node.start(0.0)
+    node.data_to_send()
     info = _device(n_channels, rate_hz)
-    session.receive_data(encode_frame(MsgType.DEVICE_INFO, info.encode(), 0, 0), 0.0)
-    session.data_to_send()
-    core.on_connected(info, 0.0)
+    node.receive_data(encode_frame(MsgType.DEVICE_INFO, info.encode(), 0, 0), 0.0)
+    node.data_to_send()
     status = Status(90, 0, tuple([1000] * n_channels))  # impedances inside the window
-    for event in session.receive_data(encode_frame(MsgType.STATUS, status.encode(), 0, 0), 0.0):
-        core.on_event(event, 0.0)
+    node.receive_data(encode_frame(MsgType.STATUS, status.encode(), 0, 0), 0.0)
     rng = np.random.default_rng(seed)
     blocks = [rng.integers(-400, 400, (n_channels, 10), dtype=np.int16) for _ in range(32)]
     off = StimState(False, False, False, False, 0.0, 0.0, 0, 0.0, 0.0, 0)
@@ -97,14 +98,10 @@ def measure_latency(
         seq += 1
         index += 10
         now += 10 / rate_hz
+        sent.clear()
         start = time.perf_counter()
-        sent: list[int] = []
-        for event in session.receive_data(wire, now):
-            for setting in core.on_event(event, now):
-                cid = session.send_stim_set(setting, now)
-                core.on_command_sent(cid, setting, now)
-                sent.append(cid)
-        out = session.data_to_send()
+        node.receive_data(wire, now)
+        out = node.data_to_send()
         elapsed = time.perf_counter() - start
         frame_times.append(elapsed)
         if not sent:
@@ -115,12 +112,9 @@ def measure_latency(
         now += gap_s
         for reply in (Ack(sent[0], MsgType.STIM_SET), off):
             payload = reply.encode()
-            for event in session.receive_data(
-                encode_frame(reply.MSG_TYPE, payload, seq, int(now * 1e6)), now
-            ):
-                core.on_event(event, now)
+            node.receive_data(encode_frame(reply.MSG_TYPE, payload, seq, int(now * 1e6)), now)
             seq += 1
-        session.data_to_send()
+        node.data_to_send()
     lat = np.array(latencies) * 1e3
     return LatencyRow(
         f"{n_channels} ch @ {rate_hz} Hz",
@@ -132,15 +126,17 @@ def measure_latency(
     )
 
 
-def main_bench_controller(json_out: bool = False) -> int:
+def main_bench_controller(json_out: bool = False, async_seconds: float = 20.0) -> int:
     feature_rows = bench_features_rows()
     latency_rows = [measure_latency(8, 250), measure_latency(64, 1000, triggers=100)]
+    async_rows = measure_async_latency(async_seconds) if async_seconds > 0 else []
     if json_out:
         print(
             json.dumps(
                 {
                     "features": [asdict(r) for r in feature_rows],
                     "latency": [asdict(r) for r in latency_rows],
+                    "async_shell": [asdict(r) for r in async_rows],
                 },
                 indent=2,
             )
@@ -159,4 +155,11 @@ def main_bench_controller(json_out: bool = False) -> int:
             f"{r.config:<18}{r.triggers:>9}{r.p50_ms:>9.3f}{r.p99_ms:>9.3f}{r.max_ms:>9.3f}"
             f"{r.frame_p50_ms:>18.3f}"
         )
+    if async_rows:
+        print()
+        print(
+            f"Async shell, real time, {async_seconds:g} s each: chunk = handling one received "
+            "chunk on the event loop; lag = lateness of a 1 ms timer in the same loop"
+        )
+        print(format_async_rows(async_rows))
     return 0

@@ -9,8 +9,7 @@ from pathlib import Path
 from controller.calibrate import read_attacks_file, recording_feature_log, truth_attack_onsets
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.detector.calibration import CalibrationSettings, calibrate
-
-EXIT_USAGE = 2
+from firmware_bridge.exit_codes import ExitCode
 
 
 def register_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -65,7 +64,7 @@ def register_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 def _fail(message: str) -> int:
     print(f"neurostim calibrate: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 def _hours(text: str) -> tuple[float, ...]:
@@ -122,4 +121,4 @@ def _calibrate_command(args: argparse.Namespace) -> int:
         f"{(fit.sensitivity or 0.0):.2f} at time in warning {fit.time_in_warning:.2f} "
         f"(p = {fit.p_value if fit.p_value is not None else float('nan'):.3g}); wrote {args.out}"
     )
-    return 0
+    return ExitCode.OK

@@ -17,15 +17,12 @@ from controller.config_cli import register_config
 from controller.envelope import EnvelopeConflict
 from controller.records_cli import register_records
 from controller.run import RunResult, run_controller
-from firmware_bridge.clock import MonotonicClock
-from firmware_bridge.connection import DeviceUnreachable, ProtocolMismatch
+from firmware_bridge.clock import AsyncioClock
+from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
+from firmware_bridge.exit_codes import ExitCode
+from firmware_bridge.keys import KeyFileError, load_key
 from firmware_bridge.transports.base import LinkClosed
 from firmware_bridge.url import DeviceURLError
-
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_PROTOCOL = 4
-EXIT_ENVELOPE = 5
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -44,6 +41,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument("--record", type=Path, help="write an EDF+ recording here")
     run.add_argument("--audit", type=Path, help="append the hash-chained audit log (JSONL) here")
     run.add_argument("--json", action="store_true", help="print the summary as JSON")
+    run.add_argument(
+        "--key-file",
+        help=(
+            "sign STIM_SET, ESTOP_CLEAR and HELLO with the key from this key file "
+            "(`neurostim keygen`; mode 0600); keys are never taken from the command line "
+            "or the configuration"
+        ),
+    )
+    run.add_argument(
+        "--device-id",
+        help="which key of the key file to use (default: the file's only key)",
+    )
     run.set_defaults(handler=_run_command)
     register_config(sub)
     register_records(sub)
@@ -53,38 +62,45 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = bench_sub.add_parser("controller", help="feature pipeline speed and loop latency")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--async-seconds",
+        type=float,
+        default=20.0,
+        help="real-time seconds per async-shell latency case (0 skips them)",
+    )
     parser.set_defaults(handler=_bench_controller)
 
 
 def _bench_controller(args: argparse.Namespace) -> int:
     from controller.bench import main_bench_controller
 
-    return main_bench_controller(json_out=args.json)
+    return main_bench_controller(json_out=args.json, async_seconds=args.async_seconds)
 
 
 def _run_command(args: argparse.Namespace) -> int:
     if args.duration is not None and args.duration <= 0:
         print("neurostim run: --duration must be > 0 seconds", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         config = load_config(args.config) if args.config else ControllerConfig()
-    except ConfigError as exc:
+        key = load_key(args.key_file, args.device_id) if args.key_file else None
+    except (ConfigError, KeyFileError) as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
-        result = asyncio.run(_run(args, config))
+        result = asyncio.run(_run(args, config, key))
     except DeviceURLError as exc:
         print(f"neurostim run: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     except ProtocolMismatch as exc:
         print(f"neurostim run: protocol version mismatch: {exc}", file=sys.stderr)
-        return EXIT_PROTOCOL
+        return ExitCode.PROTOCOL
     except EnvelopeConflict as exc:
         print(f"neurostim run: configuration exceeds the device: {exc}", file=sys.stderr)
-        return EXIT_ENVELOPE
+        return ExitCode.ENVELOPE
     except (DeviceUnreachable, LinkClosed) as exc:
         print(f"neurostim run: cannot reach the device: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return ExitCode.UNREACHABLE
     if args.json:
         print(json.dumps(result.as_dict(), indent=2, default=str))
     else:
@@ -92,7 +108,9 @@ def _run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
+async def _run(
+    args: argparse.Namespace, config: ControllerConfig, key: bytes | None = None
+) -> RunResult:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -100,13 +118,14 @@ async def _run(args: argparse.Namespace, config: ControllerConfig) -> RunResult:
     return await run_controller(
         args.device,
         config,
-        MonotonicClock(),
+        AsyncioClock(),
         start=datetime.now(UTC),
         duration_s=args.duration,
         audit_path=args.audit or _optional_path(config.recording.audit_path),
         record_path=args.record or _optional_path(config.recording.edf_path),
         stop=stop,
         annotation_source=getattr(args, "annotation_source", None),
+        key=key,
     )
 
 

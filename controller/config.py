@@ -81,7 +81,7 @@ class RecordingConfig(BaseModel):
         default=1.0,
         gt=0.0,
         le=1.0,
-        description="flush the audit log at least this often (issue 4: at least once a second)",
+        description="flush the audit log at least this often (a crash loses at most 1 s)",
     )
 
 

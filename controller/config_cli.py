@@ -6,8 +6,7 @@ import argparse
 import sys
 
 from controller.config import ConfigError, ControllerConfig, default_config_toml, load_config
-
-EXIT_INVALID = 2
+from firmware_bridge.exit_codes import ExitCode
 
 
 def config_show(args: argparse.Namespace) -> int:
@@ -22,7 +21,7 @@ def config_check(args: argparse.Namespace) -> int:
         config = load_config(args.file)
     except ConfigError as exc:
         print(f"neurostim config check: {exc}", file=sys.stderr)
-        return EXIT_INVALID
+        return ExitCode.USAGE
     print(f"ok: {args.file}")
     print(summarize_config(config))
     return 0

@@ -1,31 +1,30 @@
-"""The controller's sans-IO core (DESIGN principle 1): protocol events and time in,
-stimulation commands and audit records out.
+"""The controller's sans-IO core: protocol events, operator inputs and time in; commands,
+audit records and recording annotations out, as values.
 
-features -> detector -> policy -> safety envelope, fed by SAMPLES frames. The
-core acts on the state the device *reports* (STIM_STATE), never on what it asked
-for. It never touches a socket or a clock: the async shell (controller.loop) and
-the headless lockstep runner both drive this same object.
+features -> detector -> policy -> safety envelope, fed by SAMPLES frames. The core acts on
+the state the device *reports* (STIM_STATE), never on what it asked for. It touches no
+socket, no file and no clock: ``ControllerNode`` feeds it and carries out what it returns
+(sends the commands, writes the records), and every shell drives the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import itertools
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal
 
 import numpy as np
 
-from controller.audit import AuditLog
 from controller.config import ControllerConfig
 from controller.detector import Detector
-from controller.detector.types import DetectorOutput
+from controller.detector.types import DetectorOutput, DetectorState
 from controller.envelope import EnvelopeDecision, SafetyEnvelope
+from controller.envelope.limits import within_envelope
 from controller.features import FeatureExtractor, FeatureFrame
-from controller.policy import Policy, build_policy
-from controller.recorder import EdfRecorder
+from controller.policy import POLICY_NAMES, Policy, StimRequest, build_policy
 from firmware_bridge.events import (
-    CommandAcked,
-    CommandNacked,
-    CommandTimedOut,
     FaultReceived,
     MarkerReceived,
     SamplesReceived,
@@ -34,10 +33,72 @@ from firmware_bridge.events import (
 )
 from firmware_bridge.messages import DeviceInfo, StimSetting, StimState
 
-RecorderFactory = Callable[[DeviceInfo], EdfRecorder]
-#: Annotations from outside the protocol, on the device's sample clock (index / rate):
-#: e.g. a simulator's ground truth. Returns (t_device_s, text) pairs not yet delivered.
-AnnotationSource = Callable[[], list[tuple[float, str]]]
+#: Who asked for a command: the policy, the envelope's supervision, or the operator.
+Origin = Literal["policy", "supervision", "operator", "shutdown"]
+Outcome = Literal["ack", "nack", "timeout", "lost"]
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One audit record to write; ``sync`` marks stimulation changes (fsynced at once)."""
+
+    kind: str
+    t_s: float
+    sync: bool
+    fields: Mapping[str, object]
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A recording annotation: now in the recording, or at a time on the device's sample
+    clock (``t_device_s``) for annotations that come from outside the protocol."""
+
+    text: str
+    t_device_s: float | None = None
+
+
+@dataclass(frozen=True)
+class Command:
+    """A setting to send; ``token`` correlates the device's answer with this decision."""
+
+    token: int
+    setting: StimSetting
+    reason: str
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class Clamp:
+    t_s: float
+    rule: str
+    field: str
+    requested: float
+    allowed: float
+
+
+@dataclass(frozen=True)
+class Refusal:
+    t_s: float
+    rule: str
+    reason: str
+    detail: str
+    origin: Origin
+
+
+@dataclass(frozen=True)
+class CoreResult:
+    """Everything the core decided for one input, in order of decision."""
+
+    commands: tuple[Command, ...] = ()
+    records: tuple[AuditEntry, ...] = ()
+    annotations: tuple[Annotation, ...] = ()
+    outputs: tuple[DetectorOutput, ...] = ()
+    clamps: tuple[Clamp, ...] = ()
+    refusals: tuple[Refusal, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.commands or self.records or self.annotations or self.outputs)
 
 
 @dataclass
@@ -55,41 +116,87 @@ class CoreStats:
     state_changes: int = 0
 
 
-class ControllerCore:
-    """One patient's closed loop; survives reconnects to the same device."""
+class _Collect:
+    """The result under construction for one input."""
 
-    def __init__(
-        self,
-        config: ControllerConfig,
-        audit: AuditLog,
-        recorder_factory: RecorderFactory | None = None,
-        annotation_source: AnnotationSource | None = None,
-    ) -> None:
+    def __init__(self) -> None:
+        self.commands: list[Command] = []
+        self.records: list[AuditEntry] = []
+        self.annotations: list[Annotation] = []
+        self.outputs: list[DetectorOutput] = []
+        self.clamps: list[Clamp] = []
+        self.refusals: list[Refusal] = []
+
+    def audit(self, kind: str, t_s: float, sync: bool = False, /, **fields: object) -> None:
+        self.records.append(AuditEntry(kind, t_s, sync, MappingProxyType(fields)))
+
+    def annotate(self, text: str, t_device_s: float | None = None) -> None:
+        self.annotations.append(Annotation(text, t_device_s))
+
+    def result(self) -> CoreResult:
+        return CoreResult(
+            tuple(self.commands),
+            tuple(self.records),
+            tuple(self.annotations),
+            tuple(self.outputs),
+            tuple(self.clamps),
+            tuple(self.refusals),
+        )
+
+
+#: A setting's fields as audited.
+def setting_fields(s: StimSetting) -> dict[str, object]:
+    return {
+        "enabled": s.enabled,
+        "amplitude_ma": s.amplitude_ma,
+        "pulse_width_us": s.pulse_width_us,
+        "frequency_hz": s.frequency_hz,
+        "ramp_rate_ma_per_s": s.ramp_rate_ma_per_s,
+    }
+
+
+def describe_setting(s: StimSetting) -> str:
+    if not s.enabled:
+        return "stimulation off"
+    return f"stimulation {s.amplitude_ma:.2f} mA {s.pulse_width_us} us {s.frequency_hz:g} Hz"
+
+
+class ControllerCore:
+    """One patient's closed loop; survives reconnects to the same device.
+
+    One command is in flight at a time: once the core has returned a command it decides
+    nothing more until ``on_command_outcome`` reports the device's answer, so every
+    decision the envelope has recorded as sent is in some result's ``commands``.
+    """
+
+    def __init__(self, config: ControllerConfig) -> None:
         self.config = config
-        self.annotation_source = annotation_source
-        self.audit = audit
         self.policy: Policy = build_policy(config.policy)
         self.stats = CoreStats()
         self.info: DeviceInfo | None = None
         self.envelope: SafetyEnvelope | None = None
         self.detector: Detector | None = None
         self.extractor: FeatureExtractor | None = None
-        self.recorder: EdfRecorder | None = None
-        self._recorder_factory = recorder_factory
         self._scales: np.ndarray = np.ones(0)
         self.delivered: StimState | None = None
         self.last_output: DetectorOutput | None = None
         self.last_frame: FeatureFrame | None = None
-        self._in_flight: dict[int, StimSetting] = {}
-        self.listeners: list[Callable[[str, object], None]] = []
-        self._closed = False
+        self.in_flight: Command | None = None
+        #: Operator holds: after an E-stop nothing is resumed until ``resume``; a manual
+        #: setting suspends the policy until ``set_policy`` or ``resume``.
+        self.estop_hold = False
+        self.manual = False
+        #: After the shutdown command the policy decides nothing more.
+        self.stopping = False
+        self._tokens = itertools.count(1)
         self._last_refusal: tuple[str, str] | None = None
 
     # -- connection lifecycle ----------------------------------------------------------
 
-    def on_connected(self, info: DeviceInfo, now: float) -> None:
+    def on_connected(self, info: DeviceInfo, now: float) -> CoreResult:
         """Build (or keep, for the same device) the pipeline; raises EnvelopeConflict when
         the configuration asks for more than the device allows."""
+        out = _Collect()
         envelope = SafetyEnvelope(self.config.envelope, info, closed_loop=self.policy.closed_loop)
         same_device = self.info is not None and self.info.device_id == info.device_id
         self.envelope = envelope
@@ -109,11 +216,9 @@ class ControllerCore:
             self.detector = Detector(
                 self.config.detector, labels, stim_channels=list(info.stim_channels)
             )
-            if self._recorder_factory is not None and self.recorder is None:
-                self.recorder = self._recorder_factory(info)
         self.info = info
-        self._in_flight.clear()
-        self._audit(
+        self.in_flight = None
+        out.audit(
             "connect",
             now,
             device_id=info.device_id,
@@ -121,149 +226,232 @@ class ControllerCore:
             channels=info.n_channels,
             sampling_rate_hz=info.sampling_rate_hz,
         )
+        return out.result()
 
-    def on_link_down(self, now: float) -> None:
+    def on_link_down(self, now: float) -> CoreResult:
+        out = _Collect()
         if self.envelope is not None:
             self.envelope.observe_link(False, now)
-        self._in_flight.clear()
-        self._audit("link_lost", now)
-        if self.recorder is not None:
-            self.recorder.annotate_now("link lost")
+        self.in_flight = None
+        out.audit("link_lost", now)
+        out.annotate("link lost")
+        return out.result()
 
-    def close(self, now: float) -> None:
-        """Close the recording and the audit log (idempotent)."""
-        if self._closed:
-            return
-        self._closed = True
-        self._audit("stop", now, sync=True)
-        if self.recorder is not None:
-            self.recorder.close()
-            self.recorder = None
-        self.audit.close()
+    # -- protocol events ---------------------------------------------------------------
 
-    # -- events ------------------------------------------------------------------------
-
-    def on_event(self, event: object, now: float) -> list[StimSetting]:
-        """Feed one protocol event; returns the commands to send now (zero or one)."""
+    def on_event(self, event: object, now: float) -> CoreResult:
+        """Feed one protocol event (answers to commands go to ``on_command_outcome``)."""
         if isinstance(event, SamplesReceived):
             return self._on_samples(event, now)
+        out = _Collect()
         if isinstance(event, StimStateReceived):
-            self._on_stim_state(event.state, now)
+            self._on_stim_state(event.state, now, out)
         elif isinstance(event, StatusReceived):
             if self.envelope is not None:
                 self.envelope.observe_status(event.status, now)
         elif isinstance(event, FaultReceived):
             f = event.fault
             self.stats.faults += 1
-            self._audit("fault", now, sync=True, code=f.code_name, active=f.active, text=f.text)
-            self._annotate(f"fault {f.code_name} {'raised' if f.active else 'cleared'}")
+            out.audit("fault", now, True, code=f.code_name, active=f.active, text=f.text)
+            out.annotate(f"fault {f.code_name} {'raised' if f.active else 'cleared'}")
         elif isinstance(event, MarkerReceived):
             m = event.marker
-            self._audit("marker", now, code=m.code, text=m.text)
-            self._annotate(f"marker {m.code} {m.text}")
-        elif isinstance(event, CommandAcked):
+            out.audit("marker", now, code=m.code, text=m.text)
+            out.annotate(f"marker {m.code} {m.text}")
+        return out.result()
+
+    def on_command_outcome(
+        self, token: int, outcome: Outcome, now: float, **detail: object
+    ) -> CoreResult:
+        """The device's answer to the command ``token`` (``lost``: the link went first)."""
+        out = _Collect()
+        if self.in_flight is not None and self.in_flight.token == token:
+            self.in_flight = None
+        if outcome == "ack":
             self.stats.acks += 1
-            self._in_flight.pop(event.command_id, None)
-            self._audit("ack", now, command_id=event.command_id, attempts=event.attempts)
-        elif isinstance(event, CommandNacked):
+            out.audit("ack", now, **detail)
+        elif outcome == "nack":
             self.stats.nacks += 1
-            self._in_flight.pop(event.command_id, None)
-            self._audit(
-                "nack", now, sync=True, command_id=event.command_id, reason=event.reason_name
-            )
-        elif isinstance(event, CommandTimedOut):
+            out.audit("nack", now, True, **detail)
+        elif outcome == "timeout":
             self.stats.timeouts += 1
-            self._in_flight.pop(event.command_id, None)
-            self._audit(
-                "command_timeout",
-                now,
-                sync=True,
-                command_id=event.command_id,
-                attempts=event.attempts,
-            )
-        self.audit.tick(now)
-        return []
+            out.audit("command_timeout", now, True, **detail)
+        return out.result()
 
-    def on_command_sent(self, command_id: int, setting: StimSetting, now: float) -> None:
-        self._in_flight[command_id] = setting
+    def note_sent(self, command: Command, command_id: int, now: float) -> CoreResult:
+        """The record of a command that left: what was sent, under which id (fsynced)."""
+        out = _Collect()
         self.stats.commands += 1
-        self._audit("command", now, sync=True, command_id=command_id, **_setting_fields(setting))
-        self._annotate(_describe(setting))
-        if self.detector is not None and self.last_frame is not None:
-            self.detector.blank_after_change(self.last_frame.t_end_s)
+        out.audit(
+            "command",
+            now,
+            True,
+            command_id=command_id,
+            origin=command.origin,
+            reason=command.reason,
+            **setting_fields(command.setting),
+        )
+        out.annotate(describe_setting(command.setting))
+        return out.result()
 
-    def annotate_device_time(self, t_device_s: float, text: str) -> None:
-        """Annotate the recording at a time on the device's sample clock (no-op unrecorded)."""
-        recorder, info = self.recorder, self.info
-        if recorder is None or info is None or recorder.index_origin is None:
-            return
-        t_s = t_device_s - recorder.index_origin / info.sampling_rate_hz
-        recorder.annotate(max(0.0, t_s), text)
+    # -- operator inputs ---------------------------------------------------------------
 
-    def shutdown_setting(self, now: float) -> StimSetting:
-        """The ramped stop sent on shutdown (always sent, even if the envelope thinks the
-        output is off already: the device's report is what counts)."""
+    def operator_setting(self, setting: StimSetting, now: float) -> CoreResult:
+        """An operator's setting: reviewed by the envelope like any policy request; the
+        policy is suspended while it runs (until ``set_policy`` or ``resume``)."""
+        out = _Collect()
+        out.audit("operator_setting", now, **setting_fields(setting))
+        if self.envelope is None:
+            self._refuse(out, now, "not_connected", "operator", "operator", "no device connected")
+            return out.result()
+        if self.estop_hold:
+            self._refuse(
+                out, now, "estop_hold", "operator", "operator", "cleared E-stop: resume first"
+            )
+            return out.result()
+        if self.in_flight is not None:
+            self._refuse(
+                out, now, "command_in_flight", "operator", "operator", "the device has not "
+                "answered the previous command yet: try again"
+            )
+            return out.result()
+        current_ma = None if self.delivered is None else self.delivered.amplitude_ma
+        violations = within_envelope(setting, self.envelope.effective, current_ma)
+        if violations:
+            # An operator is told which rule stops the request; nothing is clamped behind
+            # the operator's back and nothing is sent.
+            self._refuse(out, now, violations[0], "operator", "operator", "; ".join(violations))
+            return out.result()
+        self.manual = True
+        request = StimRequest(setting, "operator")
+        self._apply(self.envelope.review(request, now), now, "operator", "operator", out)
+        return out.result()
+
+    def operator_estop(self, now: float) -> CoreResult:
+        """Recorded at once; the node sends ESTOP whatever the envelope says."""
+        out = _Collect()
+        self.estop_hold = True
+        if self.envelope is not None:
+            self.envelope.off_decision(now, "estop")
+        out.audit("estop", now, True)
+        out.annotate("E-stop")
+        return out.result()
+
+    def operator_clear_estop(self, now: float) -> CoreResult:
+        out = _Collect()
+        out.audit("estop_clear", now, True)
+        out.annotate("E-stop cleared")
+        return out.result()
+
+    def operator_resume(self, now: float) -> CoreResult:
+        """Let the policy decide again after an E-stop or a manual setting."""
+        out = _Collect()
+        self.estop_hold = False
+        self.manual = False
+        out.audit("resume", now, True, policy=self.policy.name)
+        return out.result()
+
+    def set_policy(self, name: str, now: float) -> CoreResult:
+        """Switch policy (ValueError for an unknown name); ends a manual setting."""
+        if name not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)}")
+        document = self.config.policy.model_dump()
+        document["name"] = name
+        policy_config = type(self.config.policy).model_validate(document)
+        policy = build_policy(policy_config)
+        out = _Collect()
+        previous, self.policy = self.policy.name, policy
+        self.manual = False
+        if self.envelope is not None:
+            self.envelope.closed_loop = policy.closed_loop
+        out.audit("policy", now, True, policy=name, previous=previous)
+        out.annotate(f"policy {name}")
+        return out.result()
+
+    def operator_marker(self, text: str, now: float) -> CoreResult:
+        out = _Collect()
+        out.audit("operator_marker", now, text=text)
+        out.annotate(f"marker {text}")
+        return out.result()
+
+    def shutdown(self, now: float) -> CoreResult:
+        """The ramped stop (always sent, even if the envelope thinks the output is off
+        already: the device's report is what counts)."""
+        out = _Collect()
+        self.stopping = True
         ramp = self.envelope.effective.ramp_down_ma_per_s if self.envelope is not None else 0.0
         if self.envelope is not None:
             self.envelope.off_decision(now, "shutdown")
-        setting = StimSetting(False, 0.0, 0, 0.0, ramp)
-        self._audit("shutdown", now, sync=True, ramp_rate_ma_per_s=ramp)
-        return setting
+        out.audit("shutdown", now, True, ramp_rate_ma_per_s=ramp)
+        self._issue(StimSetting(False, 0.0, 0, 0.0, ramp), "shutdown", "shutdown", out)
+        return out.result()
+
+    def closing(self, now: float) -> CoreResult:
+        out = _Collect()
+        out.audit("stop", now, True)
+        return out.result()
 
     # -- internals ---------------------------------------------------------------------
 
-    def _on_samples(self, event: SamplesReceived, now: float) -> list[StimSetting]:
+    def _on_samples(self, event: SamplesReceived, now: float) -> CoreResult:
         assert self.extractor is not None and self.detector is not None
+        out = _Collect()
         self.stats.sample_blocks += 1
-        if self.recorder is not None:
-            self.recorder.write_counts(event.first_index, event.counts)
-            if self.annotation_source is not None:
-                for t_device_s, text in self.annotation_source():
-                    self.annotate_device_time(t_device_s, text)
         block_uv = event.counts * self._scales[:, None]
-        commands: list[StimSetting] = []
         for frame in self.extractor.push(block_uv):
             self.stats.windows += 1
             self.last_frame = frame
-            commands = self._decide(frame, now) or commands
-        self.audit.tick(now)
-        return commands
+            self._decide(frame, now, out)
+        return out.result()
 
-    def _decide(self, frame: FeatureFrame, now: float) -> list[StimSetting]:
+    def _decide(self, frame: FeatureFrame, now: float, out: _Collect) -> None:
         assert self.detector is not None and self.envelope is not None
         output = self.detector.update(frame)
         self.last_output = output
+        out.outputs.append(output)
         self.envelope.observe_detector(output.state)
         if output.changed:
             self.stats.state_changes += 1
-            self._audit(
+            out.audit(
                 "detector_state",
                 now,
-                sync=True,
+                True,
                 state=output.state.value,
                 score=output.score,
                 reason=output.reason,
             )
-            self._annotate(f"detector {output.state.value}")
-        self._notify("detector", output)
-        if self._in_flight:
-            return []  # one command at a time: decide again once the device has answered
+            out.annotate(f"detector {output.state.value}")
+        if self.in_flight is not None:
+            return  # one command at a time: decide again once the device has answered
         supervised = self.envelope.supervise(now)
         if supervised is not None:
-            return self._apply(supervised, now, "supervision")
+            self._apply(supervised, now, "supervision", "supervision", out)
+            return
+        if self.estop_hold or self.manual or self.stopping:
+            return
         request = self.policy.decide(now, output, self.delivered)
         if request is None:
-            return []
+            return
         self.stats.decisions += 1
-        fields = {"reason": request.reason, "policy": self.policy.name}
-        self.audit.record("decision", now, sync=False, **fields, **_setting_fields(request.setting))
-        return self._apply(self.envelope.review(request, now), now, request.reason)
+        out.audit(
+            "decision",
+            now,
+            reason=request.reason,
+            policy=self.policy.name,
+            **setting_fields(request.setting),
+        )
+        self._apply(self.envelope.review(request, now), now, request.reason, "policy", out)
 
-    def _apply(self, decision: EnvelopeDecision, now: float, reason: str) -> list[StimSetting]:
-        """Audit what the envelope did; whatever it allows is sent (it records it as sent)."""
+    def _apply(
+        self, decision: EnvelopeDecision, now: float, reason: str, origin: Origin, out: _Collect
+    ) -> None:
+        """Audit what the envelope did; whatever it allows is issued (it records it as sent)."""
         for clamp in decision.clamps:
             self.stats.clamps[clamp.rule] = self.stats.clamps.get(clamp.rule, 0) + 1
-            self._audit(
+            out.clamps.append(
+                Clamp(now, str(clamp.rule), clamp.field, clamp.requested, clamp.allowed)
+            )
+            out.audit(
                 "clamp",
                 now,
                 rule=clamp.rule,
@@ -273,78 +461,73 @@ class ControllerCore:
             )
         if decision.refused is None:
             self._last_refusal = None
-        elif (decision.refused, reason) != self._last_refusal:
-            # A policy that keeps asking every window gets one record per refusal spell.
-            rule = decision.refused
-            self._last_refusal = (rule, reason)
-            self.stats.refusals[rule] = self.stats.refusals.get(rule, 0) + 1
-            self._audit(
-                "refusal",
-                now,
-                rule=rule,
-                reason=reason,
+        elif origin == "operator" or (decision.refused, reason) != self._last_refusal:
+            # A policy that keeps asking every window gets one record per refusal spell;
+            # an operator gets an answer every time.
+            self._last_refusal = (decision.refused, reason)
+            self._refuse(
+                out, now, str(decision.refused), reason, origin, decision.detail,
                 fallback=decision.fallback,
-                detail=decision.detail,
             )
-        return [] if decision.setting is None else [decision.setting]
+        if decision.setting is not None:
+            self._issue(decision.setting, reason, origin, out)
 
-    def _on_stim_state(self, state: StimState, now: float) -> None:
+    def _refuse(
+        self,
+        out: _Collect,
+        now: float,
+        rule: str,
+        reason: str,
+        origin: Origin,
+        detail: str,
+        fallback: bool = False,
+    ) -> None:
+        self.stats.refusals[rule] = self.stats.refusals.get(rule, 0) + 1
+        out.refusals.append(Refusal(now, rule, reason, detail, origin))
+        out.audit("refusal", now, rule=rule, reason=reason, fallback=fallback, detail=detail)
+
+    def _issue(self, setting: StimSetting, reason: str, origin: Origin, out: _Collect) -> None:
+        command = Command(next(self._tokens), setting, reason, origin)
+        self.in_flight = command
+        out.commands.append(command)
+
+    def _on_stim_state(self, state: StimState, now: float, out: _Collect) -> None:
         previous = self.delivered
         self.delivered = state
         if self.envelope is not None:
             self.envelope.observe_stim_state(state, now)
-        changed = previous is None or (
+        setting_changed = previous is None or (
             previous.enabled,
             previous.target_amplitude_ma,
             previous.pulse_width_us,
             previous.frequency_hz,
+        ) != (state.enabled, state.target_amplitude_ma, state.pulse_width_us, state.frequency_hz)
+        flags_changed = previous is not None and (
             previous.estop_latched,
             previous.watchdog_tripped,
-        ) != (
-            state.enabled,
-            state.target_amplitude_ma,
-            state.pulse_width_us,
-            state.frequency_hz,
-            state.estop_latched,
-            state.watchdog_tripped,
-        )
-        if changed:
-            self._audit(
+        ) != (state.estop_latched, state.watchdog_tripped)
+        if setting_changed and previous is not None:
+            self._blank_for_change()
+        if setting_changed or flags_changed:
+            out.audit(
                 "stim_state",
                 now,
-                sync=True,
+                True,
                 amplitude_ma=state.amplitude_ma,
                 target_amplitude_ma=state.target_amplitude_ma,
                 pulse_width_us=state.pulse_width_us,
                 frequency_hz=state.frequency_hz,
                 enabled=state.enabled,
+                estop_latched=state.estop_latched,
                 delivered_charge_uc=state.delivered_charge_uc,
             )
-        self._notify("stim_state", state)
 
-    def _audit(self, kind: str, now: float, *, sync: bool = False, **fields: object) -> None:
-        self.audit.record(kind, now, sync=sync, **fields)
+    def _blank_for_change(self) -> None:
+        """Blank the detector from the device-reported change on: the artefact starts when
+        the output changes, not when a command leaves (it may be NACKed or never arrive)."""
+        if self.detector is not None and self.last_frame is not None:
+            self.detector.blank_after_change(self.last_frame.t_end_s)
 
-    def _annotate(self, text: str) -> None:
-        if self.recorder is not None:
-            self.recorder.annotate_now(text)
-
-    def _notify(self, kind: str, payload: object) -> None:
-        for listener in self.listeners:
-            listener(kind, payload)
-
-
-def _setting_fields(s: StimSetting) -> dict[str, object]:
-    return {
-        "enabled": s.enabled,
-        "amplitude_ma": s.amplitude_ma,
-        "pulse_width_us": s.pulse_width_us,
-        "frequency_hz": s.frequency_hz,
-        "ramp_rate_ma_per_s": s.ramp_rate_ma_per_s,
-    }
-
-
-def _describe(s: StimSetting) -> str:
-    if not s.enabled:
-        return "stimulation off"
-    return f"stimulation {s.amplitude_ma:.2f} mA {s.pulse_width_us} us {s.frequency_hz:g} Hz"
+    @property
+    def detector_state(self) -> DetectorState | None:
+        return None if self.last_output is None else self.last_output.state

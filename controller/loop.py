@@ -1,34 +1,28 @@
-"""The async shell of the controller (``neurostim run``): one device URL, the sans-IO core.
+"""The async shell of the controller (``neurostim run``): moves bytes and time between one
+device URL and a ``ControllerNode``; it never decides.
 
-Inside an asyncio TaskGroup: the connection's reader and timer (firmware_bridge.connection),
-a consumer that feeds protocol events to the core, and a sender that delivers the core's
-commands with ACK tracking and retries. The event queue is bounded and its drops are counted.
-After every (re)connect the core sees the device's actual state before it decides anything.
-On stop (SIGINT/SIGTERM or end of duration) stimulation is ramped down, the device's
-confirmation awaited, and the recording and audit log are closed cleanly.
+One task waits for whichever comes first — bytes from the link, the node's next deadline,
+the audit writer's "on disk", a stop request or the end of the duration — and hands it to
+the node, then sends what the node has to send. A link that closes is reported to the
+node, and a new one is opened through the transport registry when the node wants it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from dataclasses import dataclass, field
 
-from controller.core import ControllerCore
 from controller.device_summary import describe_device
+from controller.node import ControllerNode
+from controller.observations import LinkCounters
 from firmware_bridge.clock import Clock
-from firmware_bridge.connection import DeviceConnection, DeviceUnreachable, ProtocolMismatch
-from firmware_bridge.events import (
-    CommandAcked,
-    CommandNacked,
-    CommandTimedOut,
-    Connected,
-    PeerLost,
-    StimStateReceived,
-)
-from firmware_bridge.messages import StimSetting
-from firmware_bridge.session import ControllerSession
-from firmware_bridge.transports.base import LinkClosed
-from firmware_bridge.url import open_link
+from firmware_bridge.errors import BridgeError, DeviceUnreachable, LinkClosed
+from firmware_bridge.transports.base import Link
+from firmware_bridge.transports.registry import TransportRegistry, transports
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,205 +35,182 @@ class LoopReport:
     commands_nacked: int = 0
     commands_timed_out: int = 0
     events_dropped: int = 0
-    link: dict[str, int] = field(default_factory=dict)  # summed over sessions
+    link: dict[str, int] = field(default_factory=dict)  # summed over links
     device: dict[str, object] = field(default_factory=dict)
     stopped_by: str = ""
     ramped_down: bool = False
     errors: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """Reconnection delays: initial, doubling, capped."""
-
-    initial_s: float = 0.5
-    max_s: float = 10.0
-
-    def delay_s(self, attempt: int) -> float:
-        return min(self.initial_s * 2.0 ** min(attempt, 60), self.max_s)
-
-
 class ControllerLoop:
-    """Runs ``core`` against the device at ``url`` until ``stop`` is set or ``duration_s`` ends."""
+    """Runs ``node`` against the device at ``url`` until ``stop`` is set or ``duration_s``
+    ends, then until the node has finished its ramped stop."""
 
     def __init__(
         self,
         url: str,
-        core: ControllerCore,
+        node: ControllerNode,
         clock: Clock,
-        backoff: Backoff = Backoff(),
-        event_queue_size: int = 4096,
-        shutdown_timeout_s: float = 10.0,
+        registry: TransportRegistry = transports,
     ) -> None:
         self.url = url
-        self.core = core
+        self.node = node
         self.clock = clock
-        self.backoff = backoff
-        self.event_queue_size = event_queue_size
-        self.shutdown_timeout_s = shutdown_timeout_s
+        self.registry = registry
         self.report = LoopReport()
-        self._conn: DeviceConnection | None = None
+        self._link: Link | None = None
+        self._receiving: asyncio.Task[bytes] | None = None
+        self._wake = asyncio.Event()
 
     async def run(
         self, duration_s: float | None = None, stop: asyncio.Event | None = None
     ) -> LoopReport:
-        """Connect (the first connect must succeed: it raises DeviceUnreachable or
-        ProtocolMismatch), then run with reconnection until stopped."""
+        """The first connect must succeed (else DeviceUnreachable or ProtocolMismatch);
+        after that the node reconnects on its own until stopped."""
         stop = stop or asyncio.Event()
-        deadline = None if duration_s is None else self.clock.now() + duration_s
-        first = True
-        while not stop.is_set():
-            try:
-                await self._session(stop, deadline)
-            except (DeviceUnreachable, LinkClosed) as exc:
-                if first:
-                    raise
-                self.report.errors.append(str(exc))
-            except ProtocolMismatch:
-                raise
-            first = False
-            if stop.is_set() or (deadline is not None and self.clock.now() >= deadline):
-                break
-            self.core.on_link_down(self.clock.now())
-            if not await self._wait_backoff(stop, deadline):
-                break
-        self.core.close(self.clock.now())
+        node, clock = self.node, self.clock
+        end = None if duration_s is None else clock.now() + duration_s
+        loop = asyncio.get_running_loop()
+
+        def on_disk() -> None:  # called on the audit writer thread
+            loop.call_soon_threadsafe(self._wake.set)
+
+        node.audit.on_durable = on_disk
+        try:
+            self._link = await self._open(first=True)
+            node.start(clock.now())
+            stop_requested = False
+            while not node.finished:
+                now = clock.now()
+                # The duration counts once connected: the first handshake ends in a device
+                # or in a clear failure, never in a silent stop.
+                timed_out = end is not None and now >= end and node.connects > 0
+                if not stop_requested and (stop.is_set() or timed_out):
+                    stop_requested = True
+                    node.request_stop(now, "signal" if stop.is_set() else "duration")
+                if self._link is None and node.wants_link:
+                    await self._reopen()
+                deadline = node.next_deadline()
+                if deadline is not None and clock.now() >= deadline:
+                    node.on_time(clock.now())
+                await self._flush()
+                if node.failure is not None and node.connects == 0:
+                    raise node.failure
+                if node.finished:
+                    break
+                if not stop_requested and end is not None and node.connects > 0:
+                    deadline = end if deadline is None else min(deadline, end)
+                await self._wait(deadline, None if stop_requested else stop)
+        finally:
+            node.audit.on_durable = None
+            await self._close_link()
+        node.close(clock.now())
+        self._fill_report()
         return self.report
 
-    async def _wait_backoff(self, stop: asyncio.Event, deadline: float | None) -> bool:
-        delay = self.backoff.delay_s(self.report.reconnect_attempts)
-        self.report.reconnect_attempts += 1
-        wake = self.clock.now() + delay
-        if deadline is not None:
-            wake = min(wake, deadline)
-        stopper = asyncio.ensure_future(stop.wait())
-        sleeper = asyncio.ensure_future(self.clock.sleep_until(wake))
-        await asyncio.wait({stopper, sleeper}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        sleeper.cancel()
-        return not stop.is_set() and (deadline is None or self.clock.now() < deadline)
+    # -- internals ---------------------------------------------------------------------
 
-    async def _session(self, stop: asyncio.Event, deadline: float | None) -> None:
-        link = await open_link(self.url)
-        session = ControllerSession(client_name="neurostim controller")
-        conn = DeviceConnection(link, self.clock, session, self.event_queue_size)
-        self._conn = conn
-        async with conn:
-            info = await conn.connect()
-            self.report.connects += 1
-            self.report.device = describe_device(info)
-            self.core.on_connected(info, self.clock.now())
-            lost = asyncio.Event()
-            try:
-                async with asyncio.TaskGroup() as group:
-                    consumer = group.create_task(self._consume(conn, lost))
-                    waiter = group.create_task(self._until_stop(stop, deadline, lost))
-                    await waiter
-                    consumer.cancel()
-            finally:
-                self.report.events_dropped += conn.stats.events_dropped
-                self._add_link_stats(session)
-            if stop.is_set() or (deadline is not None and self.clock.now() >= deadline):
-                if stop.is_set():
-                    self.report.stopped_by = "signal"
-                else:
-                    self.report.stopped_by = "duration"
-                await self._ramp_down(conn)
-            else:
-                self.report.link_losses += 1
+    async def _open(self, first: bool = False) -> Link:
+        try:
+            return await self.registry.open(self.url)
+        except LinkClosed as exc:
+            if first:
+                raise DeviceUnreachable(f"cannot open {self.url}: {exc}") from exc
+            raise
 
-    async def _until_stop(
-        self, stop: asyncio.Event, deadline: float | None, lost: asyncio.Event
-    ) -> None:
-        waiters: set[asyncio.Future[object]] = {
-            asyncio.ensure_future(stop.wait()),
-            asyncio.ensure_future(lost.wait()),
-        }
+    async def _reopen(self) -> None:
+        try:
+            self._link = await self._open()
+        except BridgeError as exc:
+            self.report.errors.append(str(exc))
+            self.node.link_open_failed(self.clock.now(), str(exc))
+            return
+        self.node.link_up(self.clock.now())
+
+    async def _wait(self, deadline: float | None, stop: asyncio.Event | None) -> None:
+        """Until bytes arrive, the deadline passes, the node is woken or stop is set."""
+        waiters: set[asyncio.Future[object]] = set()
+        if self._link is not None and self._receiving is None:
+            self._receiving = asyncio.ensure_future(self._link.receive())
+        if self._receiving is not None:
+            waiters.add(self._receiving)  # type: ignore[arg-type]
+        self._wake.clear()  # set by the audit writer thread once its records are on disk
+        woken = asyncio.ensure_future(self._wake.wait())
+        owned: list[asyncio.Future[object]] = [woken]  # type: ignore[list-item]
+        if stop is not None:
+            owned.append(asyncio.ensure_future(stop.wait()))
         if deadline is not None:
-            waiters.add(asyncio.ensure_future(self.clock.sleep_until(deadline)))
+            owned.append(asyncio.ensure_future(self.clock.sleep_until(deadline)))
+        waiters.update(owned)
         try:
             await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for w in waiters:
-                w.cancel()
-
-    async def _consume(self, conn: DeviceConnection, lost: asyncio.Event) -> None:
-        try:
-            while True:
-                event = await conn.next_event()
-                now = self.clock.now()
-                if isinstance(event, PeerLost):
-                    lost.set()
-                    return
-                if isinstance(event, Connected):
-                    continue  # the handshake's own event; on_connected ran already
-                self.account(event)
-                for setting in self.core.on_event(event, now):
-                    await self._send(conn, setting)
-        except LinkClosed:
-            lost.set()
-
-    async def _send(self, conn: DeviceConnection, setting: StimSetting) -> int:
-        """Send one command without blocking the event stream; its outcome goes to the core."""
-        now = self.clock.now()
-        cid = conn.session.send_stim_set(setting, now)
-        self.report.commands_sent += 1
-        self.core.on_command_sent(cid, setting, now)
-        data = conn.session.data_to_send()
-        if data:
-            await conn.link.send(data)
-        return cid
-
-    def _add_link_stats(self, session: ControllerSession) -> None:
-        st = session.stats
-        counters = {
-            "frames_rx": st.frames_rx,
-            "frames_tx": st.frames_tx,
-            "frames_lost": st.frames_lost,
-            "crc_errors": st.crc_errors,
-            "cobs_errors": st.decoder.cobs_errors,
-            "oversize_frames": st.decoder.oversize,
-            "unknown_type": st.unknown_type,
-            "malformed": st.malformed,
-            "samples": st.samples_rx,
-            "sample_gaps": st.sample_gaps,
-            "samples_missing": st.samples_missing,
-            "sample_duplicates": st.sample_duplicates,
-            "retransmits": st.retransmits,
-        }
-        for key, value in counters.items():
-            self.report.link[key] = self.report.link.get(key, 0) + value
-
-    def account(self, event: object) -> None:
-        if isinstance(event, CommandAcked):
-            self.report.commands_acked += 1
-        elif isinstance(event, CommandNacked):
-            self.report.commands_nacked += 1
-        elif isinstance(event, CommandTimedOut):
-            self.report.commands_timed_out += 1
-
-    async def _ramp_down(self, conn: DeviceConnection) -> None:
-        """Stop stimulation (ramped as the envelope allows) and wait for the device to
-        confirm zero output in a STIM_STATE that follows the command's ACK."""
-        cid = await self._send(conn, self.core.shutdown_setting(self.clock.now()))
-        acked = False
-        end = self.clock.now() + self.shutdown_timeout_s
-        while self.clock.now() < end:
+            for waiter in owned:
+                waiter.cancel()
+        received = self._receiving
+        if received is not None and received.done():
+            self._receiving = None
             try:
-                event = await asyncio.wait_for(conn.next_event(), end - self.clock.now())
-            except (TimeoutError, LinkClosed) as exc:
-                self.report.errors.append(f"ramp-down not confirmed: {exc!r}")
+                data = received.result()
+            except LinkClosed as exc:
+                await self._lose_link(str(exc))
                 return
-            self.account(event)
-            self.core.on_event(event, self.clock.now())  # audit only: no new commands now
-            if isinstance(event, CommandAcked) and event.command_id == cid:
-                acked = True
-            elif isinstance(event, CommandNacked | CommandTimedOut) and event.command_id == cid:
-                self.report.errors.append(f"ramp-down command refused or lost: {event}")
-                return
-            elif isinstance(event, StimStateReceived) and acked:
-                state = event.state
-                if state.amplitude_ma == 0.0 and not state.enabled:
-                    self.report.ramped_down = True
-                    return
-        self.report.errors.append("device did not confirm zero output before the timeout")
+            self.node.receive_data(data, self.clock.now())
+        if self.node.holding and self.node.audit.durable:
+            self.node.on_time(self.clock.now())  # sends the commands held for the disk
+
+    async def _flush(self) -> None:
+        data = self.node.data_to_send()
+        if not data or self._link is None:
+            return
+        try:
+            await self._link.send(data)
+        except LinkClosed as exc:
+            await self._lose_link(str(exc))
+
+    async def _lose_link(self, reason: str) -> None:
+        log.warning("link to %s closed: %s", self.url, reason)
+        self.report.errors.append(reason)
+        await self._close_link()
+        self.node.link_down(self.clock.now(), reason)
+
+    async def _close_link(self) -> None:
+        if self._receiving is not None:
+            self._receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LinkClosed):
+                await self._receiving
+            self._receiving = None
+        if self._link is not None:
+            link, self._link = self._link, None
+            with contextlib.suppress(LinkClosed):
+                await link.close()
+
+    def _fill_report(self) -> None:
+        node, report = self.node, self.report
+        counters: LinkCounters = node.link_counters()
+        stats = node.core.stats
+        report.connects = counters.connects
+        report.reconnect_attempts = counters.reconnect_attempts
+        report.link_losses = counters.link_losses
+        report.commands_sent = stats.commands
+        report.commands_acked = stats.acks
+        report.commands_nacked = stats.nacks
+        report.commands_timed_out = stats.timeouts
+        report.link = {
+            "frames_rx": counters.frames_rx,
+            "frames_tx": counters.frames_tx,
+            "frames_lost": counters.frames_lost,
+            "crc_errors": counters.crc_errors,
+            "samples": counters.samples,
+            "sample_gaps": counters.sample_gaps,
+            "samples_missing": counters.samples_missing,
+            "retransmits": counters.retransmits,
+        }
+        if node.core.info is not None:
+            report.device = describe_device(node.core.info)
+        outcome = node.stop_outcome
+        if outcome is not None:
+            report.stopped_by = outcome.reason
+            report.ramped_down = outcome.ramped_down
+            if outcome.error:
+                report.errors.append(f"ramp-down not confirmed: {outcome.error}")

@@ -15,10 +15,7 @@ from controller.analyze import AnalysisRow, CsvRowWriter, JsonRowWriter, iter_an
 from controller.audit import AuditVerification, verify_audit
 from controller.config import load_config
 from controller.detector import Baseline
-
-EXIT_OK = 0
-EXIT_BROKEN = 1
-EXIT_USAGE = 2
+from firmware_bridge.exit_codes import ExitCode
 
 
 def register_records(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -93,12 +90,12 @@ def audit_verify_command(args: argparse.Namespace) -> int:
         result = verify_audit(path)
     except OSError as exc:
         print(f"neurostim audit verify: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if getattr(args, "json", False):
         print(json.dumps({"file": str(path), **asdict(result)}, indent=2))
     else:
         print(format_verification(path, result))
-    return EXIT_OK if result.ok else EXIT_BROKEN
+    return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 # -- analyze ------------------------------------------------------------------------------
@@ -160,7 +157,7 @@ def analyze_command(args: argparse.Namespace) -> int:
         baseline = Baseline.load(args.baseline) if args.baseline is not None else None
     except (OSError, ValueError, KeyError) as exc:
         print(f"neurostim analyze: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     tally = AnalysisTally()
     try:
         with ExitStack() as stack:
@@ -175,10 +172,10 @@ def analyze_command(args: argparse.Namespace) -> int:
                     writer.write(row)
     except (OSError, ValueError) as exc:
         print(f"neurostim analyze: {args.recording}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return ExitCode.USAGE
     print(f"recording   {args.recording}")
     print(tally.format())
     for label, path in (("json", args.json_path), ("csv", args.csv_path)):
         if path is not None:
             print(f"{label:<11} {path}")
-    return EXIT_OK
+    return ExitCode.OK

@@ -9,9 +9,12 @@ from pathlib import Path
 
 from controller.audit import AuditLog
 from controller.config import ControllerConfig
-from controller.core import AnnotationSource, ControllerCore, CoreStats, RecorderFactory
-from controller.loop import Backoff, ControllerLoop, LoopReport
+from controller.core import ControllerCore, CoreStats
+from controller.loop import ControllerLoop, LoopReport
+from controller.node import AnnotationSource, ControllerNode, RecordingFactory
 from controller.recorder import EdfRecorder
+from controller.recording_sink import RecordingSink
+from controller.writer_thread import WriterThread
 from firmware_bridge.clock import Clock
 from firmware_bridge.messages import DeviceInfo
 
@@ -28,9 +31,11 @@ class RunResult:
         return asdict(self)
 
 
-def edf_recorder_factory(path: Path, start: datetime) -> RecorderFactory:
-    def build(info: DeviceInfo) -> EdfRecorder:
-        return EdfRecorder(
+def edf_recording_factory(path: Path, start: datetime, threaded: bool) -> RecordingFactory:
+    """The recording, built once the device has said what it records."""
+
+    def build(info: DeviceInfo) -> RecordingSink:
+        recorder = EdfRecorder(
             path,
             labels=list(info.labels),
             scales_uv_per_count=list(info.scales_uv_per_count),
@@ -38,20 +43,43 @@ def edf_recorder_factory(path: Path, start: datetime) -> RecorderFactory:
             start=start,
             recording_info=f"neurostim {info.device_id} {info.firmware_version}",
         )
+        return RecordingSink(recorder, WriterThread("edf-writer") if threaded else None)
 
     return build
 
 
-def build_core(
+def build_node(
     config: ControllerConfig,
     audit_path: Path | None,
     record_path: Path | None,
     start: datetime,
     annotation_source: AnnotationSource | None = None,
-) -> ControllerCore:
-    audit = AuditLog(audit_path, flush_interval_s=config.recording.audit_flush_interval_s)
-    factory = edf_recorder_factory(record_path, start) if record_path is not None else None
-    return ControllerCore(config, audit, factory, annotation_source)
+    *,
+    threaded_writes: bool = False,
+    key: bytes | None = None,
+    client_name: str = "neurostim controller",
+    retry_first_connect: bool = False,
+) -> ControllerNode:
+    """A node with its audit log and recording; ``threaded_writes`` moves the file writes
+    off the caller's thread (the async shell); lockstep runs keep them inline."""
+    writer = WriterThread("audit-writer") if threaded_writes and audit_path else None
+    audit = AuditLog(
+        audit_path, flush_interval_s=config.recording.audit_flush_interval_s, writer=writer
+    )
+    factory = (
+        edf_recording_factory(record_path, start, threaded_writes)
+        if record_path is not None
+        else None
+    )
+    return ControllerNode(
+        ControllerCore(config),
+        audit,
+        recording_factory=factory,
+        annotation_source=annotation_source,
+        key=key,
+        client_name=client_name,
+        retry_first_connect=retry_first_connect,
+    )
 
 
 async def run_controller(
@@ -64,24 +92,26 @@ async def run_controller(
     record_path: Path | None = None,
     stop: asyncio.Event | None = None,
     annotation_source: AnnotationSource | None = None,
+    key: bytes | None = None,
 ) -> RunResult:
     """``annotation_source``: extra recording annotations, e.g. a simulated device's ground
     truth supplied by the composition root (the controller never sees the simulator)."""
-    core = build_core(config, audit_path, record_path, start, annotation_source)
-    loop_cfg = config.loop
-    loop = ControllerLoop(
-        url,
-        core,
-        clock,
-        backoff=Backoff(loop_cfg.reconnect_backoff_initial_s, loop_cfg.reconnect_backoff_max_s),
-        event_queue_size=loop_cfg.event_queue_size,
-        shutdown_timeout_s=loop_cfg.shutdown_ramp_down_timeout_s,
+    node = build_node(
+        config,
+        audit_path,
+        record_path,
+        start,
+        annotation_source,
+        threaded_writes=True,
+        key=key,
     )
+    loop = ControllerLoop(url, node, clock)
     try:
         report = await loop.run(duration_s, stop)
     except BaseException:
-        core.close(clock.now())
+        node.close(clock.now())
         raise
+    core = node.core
     final = core.last_output.state.value if core.last_output is not None else None
     return RunResult(
         report,

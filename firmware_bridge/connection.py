@@ -14,6 +14,7 @@ import contextlib
 from dataclasses import dataclass
 
 from firmware_bridge.clock import Clock
+from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.events import (
     CommandAcked,
     CommandNacked,
@@ -30,14 +31,6 @@ from firmware_bridge.session import ControllerSession, SessionState
 from firmware_bridge.transports.base import Link, LinkClosed
 
 CommandResult = CommandAcked | CommandNacked | CommandTimedOut
-
-
-class DeviceUnreachable(ConnectionError):
-    """Nothing answered the handshake, or the link failed."""
-
-
-class ProtocolMismatch(ConnectionError):
-    """The device answered but speaks another major protocol version."""
 
 
 @dataclass
@@ -65,6 +58,7 @@ class DeviceConnection:
         self._handshake: asyncio.Future[Event] | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._flushes: set[asyncio.Task[None]] = set()
         self._failure: BaseException | None = None
         self.closed = asyncio.Event()
 
@@ -106,6 +100,36 @@ class DeviceConnection:
         self.session.connect(self.clock.now())
         await self._flush()
         self._wake.set()
+
+    def send_stim_set_nowait(self, setting: StimSetting) -> int:
+        """Queue STIM_SET and return its id without waiting: the bytes are flushed by a
+        task and the timer is woken at once, so the first retransmit deadline is kept.
+        The answer arrives as an event (and through ``result_of``)."""
+        cid = self.session.send_stim_set(setting, self.clock.now())
+        self._results[cid] = asyncio.get_running_loop().create_future()
+        self._kick()
+        return cid
+
+    async def result_of(self, command_id: int) -> CommandResult:
+        """The answer to a command sent with ``send_stim_set_nowait``."""
+        fut = self._results.get(command_id)
+        if fut is None:
+            raise KeyError(f"no command {command_id} is waiting for an answer")
+        return await fut
+
+    def _kick(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._flush_or_fail())
+        self._flushes.add(task)
+        task.add_done_callback(self._flushes.discard)
+        self._wake.set()
+
+    async def _flush_or_fail(self) -> None:
+        try:
+            await self._flush()
+        except LinkClosed as exc:
+            self._failure = exc
+            self._fail_waiters(exc)
+            self.closed.set()
 
     async def set_stimulation(self, setting: StimSetting) -> CommandResult:
         """Send STIM_SET and wait for its ACK, NACK or final timeout."""

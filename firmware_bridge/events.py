@@ -81,6 +81,16 @@ class CommandTimedOut:
 
 
 @dataclass(frozen=True)
+class CommandCancelled:
+    """A pending command the session stopped retransmitting, never answered: an
+    ESTOP_CLEAR overtaken by an ESTOP (a late clear must not undo the newer stop)."""
+
+    command_id: int
+    command_type: int
+    reason: str
+
+
+@dataclass(frozen=True)
 class StimStateReceived:
     state: StimState
 
@@ -130,6 +140,23 @@ class StimSetRequested:
 
 @dataclass(frozen=True)
 class EstopRequested:
+    """An ESTOP: executed every time it arrives, before a handshake too (never de-duplicated)."""
+
+    command_id: int
+
+
+@dataclass(frozen=True)
+class EstopClearRequested:
+    """A new (not duplicate, authenticated when signing is on) ESTOP_CLEAR."""
+
+    command_id: int
+
+
+@dataclass(frozen=True)
+class ByeRequested:
+    """The controller is leaving; the session has ended (no SAMPLES, heartbeats or watchdog
+    until the next HELLO). The firmware stops any output left and answers with ACK."""
+
     command_id: int
 
 
@@ -153,6 +180,7 @@ Event = (
     | CommandAcked
     | CommandNacked
     | CommandTimedOut
+    | CommandCancelled
     | StimStateReceived
     | StatusReceived
     | FaultReceived
@@ -162,6 +190,8 @@ Event = (
     | HandshakeRefused
     | StimSetRequested
     | EstopRequested
+    | EstopClearRequested
+    | ByeRequested
     | WatchdogExpired
     | ControllerReturned
 )

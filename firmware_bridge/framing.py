@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from cobs import cobs
 
 PROTOCOL_MAJOR = 1
-PROTOCOL_MINOR = 0
+PROTOCOL_MINOR = 1
 
 HEADER = struct.Struct("<BBBHIH")  # version, type, flags, seq, timestamp low 32, high 16
 HEADER_SIZE = HEADER.size  # 11

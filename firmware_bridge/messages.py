@@ -29,6 +29,8 @@ class MsgType(IntEnum):
     FAULT = 0x22
     ESTOP = 0x23
     MARKER = 0x24
+    BYE = 0x25
+    ESTOP_CLEAR = 0x26
 
 
 class NackReason(IntEnum):
@@ -44,6 +46,7 @@ class NackReason(IntEnum):
     INVALID_VALUE = 10
     AUTH = 11
     REPLAY = 12
+    INVALID_ENABLED = 13
 
 
 class FaultCode(IntEnum):
@@ -63,6 +66,16 @@ class DeviceState(IntEnum):
 
 class MalformedPayload(ValueError):
     """A payload whose length or content does not fit its message layout."""
+
+
+class InvalidEnabled(MalformedPayload):
+    """A STIM_SET whose ``enabled`` byte is neither 0 nor 1: answered with NACK
+    ``INVALID_ENABLED``, so it carries the command id the answer needs."""
+
+    def __init__(self, command_id: int, enabled: int) -> None:
+        super().__init__(f"STIM_SET enabled must be 0 or 1, got {enabled}")
+        self.command_id = command_id
+        self.enabled = enabled
 
 
 class UnknownMessageType(ValueError):
@@ -355,8 +368,25 @@ class StimSetting:
     def charge_per_phase_uc(self) -> float:
         return self.amplitude_ma * self.pulse_width_us * 1e-3
 
+    @classmethod
+    def off(cls, ramp_rate_ma_per_s: float = 0.0, limits: DeviceLimits | None = None) -> Self:
+        """THE off command of docs/protocol.md (STIM_SET, "The off command").
 
-STIM_OFF = StimSetting(False, 0.0, 0, 0.0, 0.0)
+        ``enabled = 0`` and ``amplitude_ma = 0``; the device ignores pulse width and
+        frequency, which hold the device's ``min_pulse_width_us`` and ``min_frequency_hz``
+        so that even a device that range-checks every field accepts it. Without ``limits``
+        (no DEVICE_INFO yet) they are 0: a request that ``ControllerSession.send_stim_set``
+        completes with the device's limits before anything goes on the wire.
+        """
+        if limits is None:
+            return cls(False, 0.0, 0, 0.0, ramp_rate_ma_per_s)
+        return cls(
+            False, 0.0, limits.min_pulse_width_us, limits.min_frequency_hz, ramp_rate_ma_per_s
+        )
+
+
+#: The off request at the device's own maximum ramp rate (see ``StimSetting.off``).
+STIM_OFF = StimSetting.off()
 
 _STIM_SET = struct.Struct("<IBfHff")
 
@@ -383,7 +413,7 @@ class StimSet:
         _expect_len(payload, _STIM_SET.size, "STIM_SET")
         cid, enabled, amp, pw, freq, ramp = _STIM_SET.unpack(payload)
         if enabled > 1:
-            raise MalformedPayload(f"STIM_SET enabled must be 0 or 1, got {enabled}")
+            raise InvalidEnabled(cid, enabled)
         return cls(cid, StimSetting(bool(enabled), amp, pw, freq, ramp))
 
 
@@ -607,6 +637,42 @@ class Estop:
 
 
 @dataclass(frozen=True)
+class EstopClear:
+    """Clears a latched ESTOP: the only way to (docs/protocol.md, ESTOP_CLEAR)."""
+
+    MSG_TYPE: ClassVar[MsgType] = MsgType.ESTOP_CLEAR
+    command_id: int
+
+    def encode(self) -> bytes:
+        return _ESTOP.pack(self.command_id)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _ESTOP.size, "ESTOP_CLEAR")
+        return cls(*_ESTOP.unpack(payload))
+
+
+@dataclass(frozen=True)
+class Bye:
+    """The controller is leaving and stimulation is already off (docs/protocol.md, BYE)."""
+
+    MSG_TYPE: ClassVar[MsgType] = MsgType.BYE
+    command_id: int
+
+    def encode(self) -> bytes:
+        return _ESTOP.pack(self.command_id)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Self:
+        _expect_len(payload, _ESTOP.size, "BYE")
+        return cls(*_ESTOP.unpack(payload))
+
+
+#: Commands the controller sends and the device answers with ACK or NACK.
+Command = StimSet | Estop | EstopClear | Bye
+
+
+@dataclass(frozen=True)
 class Marker:
     MSG_TYPE: ClassVar[MsgType] = MsgType.MARKER
     code: int
@@ -643,6 +709,8 @@ Message = (
     | Fault
     | Estop
     | Marker
+    | EstopClear
+    | Bye
 )
 
 _DECODERS: dict[int, Any] = {
@@ -660,6 +728,8 @@ _DECODERS: dict[int, Any] = {
         Fault,
         Estop,
         Marker,
+        EstopClear,
+        Bye,
     )
 }
 

@@ -17,11 +17,14 @@ from enum import Enum
 import numpy as np
 
 from firmware_bridge.events import (
+    ByeRequested,
     CommandAcked,
+    CommandCancelled,
     CommandNacked,
     CommandTimedOut,
     Connected,
     ControllerReturned,
+    EstopClearRequested,
     EstopRequested,
     Event,
     FaultReceived,
@@ -50,12 +53,16 @@ from firmware_bridge.framing import (
 from firmware_bridge.messages import (
     HEARTBEAT_PAYLOAD_SIZE,
     Ack,
+    Bye,
+    Command,
     DeviceInfo,
     Estop,
+    EstopClear,
     Fault,
     Heartbeat,
     Hello,
     HelloReject,
+    InvalidEnabled,
     MalformedPayload,
     Marker,
     Message,
@@ -81,6 +88,7 @@ _HELLO = int(MsgType.HELLO)
 _HELLO_REJECT = int(MsgType.HELLO_REJECT)
 _SAMPLES = int(MsgType.SAMPLES)
 _HEARTBEAT = int(MsgType.HEARTBEAT)
+_STIM_SET = int(MsgType.STIM_SET)
 _SEQ_HALF = SEQ_MODULO // 2
 
 
@@ -130,6 +138,7 @@ class _Endpoint:
         self.stats = LinkStats(self._decoder.stats)
         self._rx_seq: int | None = None
         self._last_rx_s: float | None = None
+        self._last_signed_us = -1  # signed timestamps strictly increase (the replay rule)
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call."""
@@ -143,8 +152,14 @@ class _Endpoint:
         self, msg_type: int, payload: bytes, now: float, flags: int = 0, sign: bool = False
     ) -> None:
         seq = self._seq
+        timestamp_us = int(now * 1e6)
+        if sign and self._key is not None:
+            # Two signed commands in one microsecond (one core step) must not share a
+            # timestamp: the device refuses the second as a replay.
+            timestamp_us = max(timestamp_us, self._last_signed_us + 1)
+            self._last_signed_us = timestamp_us
         wire = encode_frame(
-            msg_type, payload, seq, int(now * 1e6), flags, self._key if sign else None
+            msg_type, payload, seq, timestamp_us, flags, self._key if sign else None
         )
         self._seq = (seq + 1) % SEQ_MODULO
         self._out.append(wire)
@@ -182,10 +197,14 @@ class SessionState(Enum):
     FAILED = "failed"
 
 
+class UnsupportedByDevice(ValueError):
+    """The device's protocol minor version lacks the message asked for."""
+
+
 @dataclass
 class _PendingCommand:
     command_id: int
-    msg: StimSet | Estop
+    msg: Command
     deadline_s: float
     attempts: int
     sign: bool
@@ -227,6 +246,9 @@ class ControllerSession(_Endpoint):
         self._pending: dict[int, _PendingCommand] = {}
         self._expected_index: int | None = None  # unwrapped 64-bit
         self._reanchor = False
+        self._bye_id: int | None = None
+        self._deferred: list[Event] = []  # returned by the next handle_timeout
+        self._deferred_due: float | None = None
 
     # -- commands from the application -------------------------------------------------
 
@@ -238,12 +260,56 @@ class ControllerSession(_Endpoint):
         self._reanchor = self._expected_index is not None
         self._send_hello(now)
 
+    @property
+    def peer_minor(self) -> int | None:
+        """The device's protocol minor version (None before the first DEVICE_INFO)."""
+        return None if self.info is None else self.info.minor
+
     def send_stim_set(self, setting: StimSetting, now: float) -> int:
-        """Queue a STIM_SET; returns its command id. ACK/NACK/timeout arrive as events."""
+        """Queue a STIM_SET; returns its command id. ACK/NACK/timeout arrive as events.
+
+        Every off (``enabled`` false) goes on the wire as the protocol's one off command,
+        ``StimSetting.off(ramp rate, device limits)``, whatever its other fields hold.
+        """
+        if not setting.enabled and self.info is not None:
+            setting = StimSetting.off(setting.ramp_rate_ma_per_s, self.info.limits)
         return self._command(StimSet(self._take_command_id(), setting), now, sign=True)
 
     def send_estop(self, now: float) -> int:
+        """Queue an ESTOP (never signed: stopping is never gated). A pending ESTOP_CLEAR
+        stops being retransmitted (``CommandCancelled``): a late clear must not undo it."""
+        for pending in list(self._pending.values()):
+            if isinstance(pending.msg, EstopClear):
+                del self._pending[pending.command_id]
+                self._defer(
+                    CommandCancelled(pending.command_id, MsgType.ESTOP_CLEAR, "ESTOP sent"), now
+                )
         return self._command(Estop(self._take_command_id()), now, sign=False)
+
+    def send_estop_clear(self, now: float) -> int:
+        """Queue an ESTOP_CLEAR (signed when a key is set): only on an operator's request.
+
+        Raises ``UnsupportedByDevice`` for a 1.0 device, whose latch clears only by a new
+        handshake (docs/protocol.md, "Changes from 1.0").
+        """
+        if self.info is None or self.info.minor < 1:
+            raise UnsupportedByDevice(
+                "the device speaks protocol 1.0: it has no ESTOP_CLEAR (a new handshake "
+                "clears its latch)"
+            )
+        return self._command(EstopClear(self._take_command_id()), now, sign=True)
+
+    def send_bye(self, now: float) -> int | None:
+        """Say goodbye once stimulation is off: the device ends the session without a
+        watchdog fault. Heartbeats stop now; the session is IDLE once the BYE is answered
+        or times out. Returns None (nothing sent) when there is no session or the device
+        speaks 1.0 (it would skip the BYE and trip its watchdog as before)."""
+        if self.state is not SessionState.READY or self.info is None or self.info.minor < 1:
+            return None
+        self._next_heartbeat = None
+        cid = self._command(Bye(self._take_command_id()), now, sign=False)
+        self._bye_id = cid
+        return cid
 
     def send_marker(self, code: int, text: str, now: float) -> None:
         self._send(Marker(code, text), now)
@@ -255,8 +321,12 @@ class ControllerSession(_Endpoint):
     # -- timers ------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        # The first smallest of: hello, heartbeat, peer timeout, pending commands (as min()).
+        # The first smallest of: deferred events, hello, heartbeat, peer timeout, pending
+        # commands (as min()).
         due = self._hello_deadline
+        c = self._deferred_due
+        if c is not None and (due is None or c < due):
+            due = c
         c = self._next_heartbeat
         if c is not None and (due is None or c < due):
             due = c
@@ -273,6 +343,10 @@ class ControllerSession(_Endpoint):
 
     def handle_timeout(self, now: float) -> list[Event]:
         events: list[Event] = []
+        if self._deferred:
+            events.extend(self._deferred)
+            self._deferred.clear()
+            self._deferred_due = None
         hello_due = self._hello_deadline is not None and now >= self._hello_deadline
         if self.state is SessionState.HANDSHAKING and hello_due:
             if self._hello_attempts < self.timing.hello_attempts:
@@ -309,6 +383,7 @@ class ControllerSession(_Endpoint):
             else:
                 del self._pending[pending.command_id]
                 self.stats.commands_timed_out += 1
+                self._bye_answered(pending.command_id)
                 events.append(
                     CommandTimedOut(pending.command_id, pending.msg.MSG_TYPE, pending.attempts)
                 )
@@ -344,7 +419,19 @@ class ControllerSession(_Endpoint):
         self._next_command_id = (cid % 0xFFFFFFFF) + 1  # 1..2^32-1, 0 means "none"
         return cid
 
-    def _command(self, msg: StimSet | Estop, now: float, sign: bool) -> int:
+    def _defer(self, event: Event, now: float) -> None:
+        self._deferred.append(event)
+        if self._deferred_due is None:
+            self._deferred_due = now
+
+    def _bye_answered(self, command_id: int) -> None:
+        """The BYE was answered or gave up: the session is over."""
+        if command_id == self._bye_id:
+            self._bye_id = None
+            self.state = SessionState.IDLE
+            self._next_heartbeat = None
+
+    def _command(self, msg: Command, now: float, sign: bool) -> int:
         signed = sign and self._key is not None
         self._pending[msg.command_id] = _PendingCommand(
             msg.command_id, msg, now + self.timing.ack_timeout_s, 1, signed
@@ -418,6 +505,7 @@ class ControllerSession(_Endpoint):
             if pending is None:
                 self.stats.stale_replies += 1
                 return []
+            self._bye_answered(msg.command_id)
             if isinstance(msg, Ack):
                 return [CommandAcked(msg.command_id, msg.command_type, pending.attempts)]
             return [CommandNacked(msg.command_id, msg.command_type, msg.reason, msg.reason_name)]
@@ -457,9 +545,15 @@ class ControllerSession(_Endpoint):
 class DeviceSession(_Endpoint):
     """The device's side: answers HELLO, de-duplicates commands, runs heartbeat and watchdog.
 
-    The firmware decides on each ``StimSetRequested``/``EstopRequested`` and
-    answers with ``ack``/``nack``; the session remembers the answers of the
-    last ``command_memory`` ids so a retransmission is answered, not re-applied.
+    The firmware decides on each ``StimSetRequested``/``EstopRequested``/
+    ``EstopClearRequested``/``ByeRequested`` and answers with ``ack``/``nack``; the
+    session remembers the answers of the last ``command_memory`` (type, id) pairs so a
+    retransmission is answered, not re-applied. ESTOP and BYE never consult that memory:
+    they are executed every time (both only stop).
+
+    Order of the checks on STIM_SET and ESTOP_CLEAR (docs/protocol.md section 4):
+    NOT_READY, AUTH (neither remembered), the remembered answer, REPLAY, then the
+    firmware's own checks.
     """
 
     def __init__(
@@ -477,7 +571,8 @@ class DeviceSession(_Endpoint):
         self._heartbeat_s = info.heartbeat_interval_ms / 1000.0
         self._next_heartbeat: float | None = None
         self._heartbeats_sent = 0
-        self._memory: OrderedDict[int, tuple[int, bytes]] = OrderedDict()  # id -> (type, payload)
+        # (command type, id) -> (answer type, answer payload)
+        self._memory: OrderedDict[tuple[int, int], tuple[int, bytes]] = OrderedDict()
         self._memory_size = command_memory
         self._last_signed_ts: int | None = None
 
@@ -505,10 +600,19 @@ class DeviceSession(_Endpoint):
         self._send(Marker(code, text), now)
 
     def ack(self, command_id: int, command_type: int, now: float) -> None:
-        self._reply(command_id, Ack(command_id, command_type), now)
+        self._reply(Ack(command_id, command_type), now)
 
-    def nack(self, command_id: int, command_type: int, reason: NackReason, now: float) -> None:
-        self._reply(command_id, Nack(command_id, command_type, int(reason)), now)
+    def nack(
+        self,
+        command_id: int,
+        command_type: int,
+        reason: NackReason,
+        now: float,
+        remember: bool = True,
+    ) -> None:
+        """``remember=False``: a later copy of the command is judged afresh (NOT_READY, AUTH:
+        a forged frame must not decide the answer to the genuine command of that id)."""
+        self._reply(Nack(command_id, command_type, int(reason)), now, remember)
 
     # -- timers ------------------------------------------------------------------------
 
@@ -561,14 +665,32 @@ class DeviceSession(_Endpoint):
                 events.append(ControllerReturned())
             if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
                 continue  # a well-formed HEARTBEAT only feeds the watchdog
+            if msg_type == _STIM_SET:
+                try:
+                    stim = StimSet.decode(frame.payload)
+                except InvalidEnabled as exc:
+                    if self._admit(frame, _STIM_SET, exc.command_id, now):
+                        self.nack(exc.command_id, _STIM_SET, NackReason.INVALID_ENABLED, now)
+                    continue
+                except MalformedPayload:
+                    self.stats.malformed += 1
+                    continue
+                if self._admit(frame, _STIM_SET, stim.command_id, now):
+                    events.append(StimSetRequested(stim.command_id, stim.setting))
+                continue
             msg = self._parse(frame)
             if msg is None:
                 continue
-            if isinstance(msg, StimSet):
-                events.extend(self._on_stim_set(frame, msg, now))
-            elif isinstance(msg, Estop):
-                if not self._replay_known(msg.command_id, now):
-                    events.append(EstopRequested(msg.command_id))
+            if isinstance(msg, Estop):
+                events.append(EstopRequested(msg.command_id))
+            elif isinstance(msg, EstopClear):
+                if self._admit(frame, MsgType.ESTOP_CLEAR, msg.command_id, now):
+                    events.append(EstopClearRequested(msg.command_id))
+            elif isinstance(msg, Bye):
+                self.handshaken = False  # no SAMPLES, heartbeats or watchdog until a HELLO
+                self._next_heartbeat = None
+                self.watchdog_expired = False
+                events.append(ByeRequested(msg.command_id))
             elif isinstance(msg, Marker):
                 events.append(MarkerReceived(msg))
             elif not isinstance(msg, Heartbeat):
@@ -599,47 +721,55 @@ class DeviceSession(_Endpoint):
                 now,
             )
             return [HandshakeRefused(msg)]
+        # A HELLO's tag is not checked and it never touches the replay reference: a
+        # handshake changes neither the output nor the ESTOP latch.
         events: list[Event] = []
         self._heard(frame, now, events)
         self.handshaken = True
-        self._memory.clear()
-        self._last_signed_ts = None
+        self._memory.clear()  # a new controller may start its command ids at 1 again
         self._send(self.info, now)
         self._next_heartbeat = now + self._heartbeat_s
         events.append(HandshakeCompleted(msg))
         return events
 
-    def _on_stim_set(self, frame: Frame, msg: StimSet, now: float) -> list[Event]:
-        if self._replay_known(msg.command_id, now):
-            return []
+    def _admit(self, frame: Frame, command_type: int, command_id: int, now: float) -> bool:
+        """The session's checks on a STIM_SET or ESTOP_CLEAR, in the documented order;
+        True when the firmware is to decide on it (every other outcome is answered here)."""
         if not self.handshaken:
-            self.nack(msg.command_id, MsgType.STIM_SET, NackReason.NOT_READY, now)
-            return []
-        if self._key is not None:
-            if not frame.tag_valid(self._key):
+            self.nack(command_id, command_type, NackReason.NOT_READY, now, remember=False)
+            return False
+        key = self._key
+        if key is not None and not frame.tag_valid(key):
+            self.stats.auth_failures += 1
+            self.nack(command_id, command_type, NackReason.AUTH, now, remember=False)
+            return False
+        if self._replay_known(command_type, command_id, now):
+            return False
+        if key is not None:
+            last = self._last_signed_ts
+            if last is not None and frame.timestamp_us <= last:
                 self.stats.auth_failures += 1
-                self.nack(msg.command_id, MsgType.STIM_SET, NackReason.AUTH, now)
-                return []
-            if self._last_signed_ts is not None and frame.timestamp_us <= self._last_signed_ts:
-                self.stats.auth_failures += 1
-                self.nack(msg.command_id, MsgType.STIM_SET, NackReason.REPLAY, now)
-                return []
+                self.nack(command_id, command_type, NackReason.REPLAY, now)
+                return False
             self._last_signed_ts = frame.timestamp_us
-        return [StimSetRequested(msg.command_id, msg.setting)]
+        return True
 
-    def _replay_known(self, command_id: int, now: float) -> bool:
+    def _replay_known(self, command_type: int, command_id: int, now: float) -> bool:
         """Re-send the remembered answer of a command already decided; True if there was one."""
-        reply = self._memory.get(command_id)
+        reply = self._memory.get((command_type, command_id))
         if reply is None:
             return False
         self.stats.duplicate_commands += 1
         self._emit(*reply, now)
         return True
 
-    def _reply(self, command_id: int, msg: Ack | Nack, now: float) -> None:
+    def _reply(self, msg: Ack | Nack, now: float, remember: bool = True) -> None:
         payload = msg.encode()
-        self._memory[command_id] = (msg.MSG_TYPE, payload)
-        self._memory.move_to_end(command_id)
-        while len(self._memory) > self._memory_size:
-            self._memory.popitem(last=False)
+        if remember:
+            memory = self._memory
+            key = (msg.command_type, msg.command_id)
+            memory[key] = (msg.MSG_TYPE, payload)
+            memory.move_to_end(key)
+            while len(memory) > self._memory_size:
+                memory.popitem(last=False)
         self._emit(msg.MSG_TYPE, payload, now)

@@ -1,4 +1,5 @@
-"""Device URLs (DESIGN.md): one string picks the transport everywhere.
+"""Device URLs: one string picks the transport everywhere (command line, configuration,
+console, rig), so a new transport is a new scheme and nothing else changes.
 
 - ``sim://`` or ``sim://SCENARIO?seed=N&model=spectral`` — the embedded simulated device
 - ``serial:///dev/ttyUSB0?baud=921600``, a bare path (``/dev/ttyUSB0``, ``COM3``), or a
@@ -8,18 +9,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from firmware_bridge.transports.base import Link, LinkClosed
+from firmware_bridge.errors import DeviceURLError
 from firmware_bridge.transports.serial_link import DEFAULT_BAUD
 
 _PYSERIAL_SCHEMES = ("loop", "socket", "rfc2217", "spy", "hwgrep", "alt", "cp2110")
-
-
-class DeviceURLError(ValueError):
-    """A device URL that cannot be understood; the message says what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -147,29 +143,10 @@ def parse_device_url(url: str) -> DeviceURL:
     raise DeviceURLError(f"{url}: unknown scheme {scheme!r} (sim, serial, mqtt)")
 
 
-SimLinkFactory = Callable[[SimURL], Awaitable[Link]]
-_sim_factory: SimLinkFactory | None = None
-
-
-def register_sim_factory(factory: SimLinkFactory) -> None:
-    """Let the application (which may import the simulator) serve ``sim://`` URLs.
-
-    firmware_bridge imports nothing of ours, so the embedded simulated device is plugged
-    in from outside by the composition root (the ``neurostim`` command line).
-    """
-    global _sim_factory
-    _sim_factory = factory
-
-
-async def open_link(url: str | DeviceURL) -> Link:
-    """Open the transport a device URL names; raises LinkClosed or DeviceURLError."""
-    parsed = parse_device_url(url) if isinstance(url, str) else url
-    if isinstance(parsed, SerialURL):
-        from firmware_bridge.transports.serial_link import SerialLink
-
-        return await SerialLink.open(parsed.port, parsed.baud)
-    if isinstance(parsed, SimURL):
-        if _sim_factory is None:
-            raise LinkClosed("sim:// needs the simulator: run through the neurostim command")
-        return await _sim_factory(parsed)
-    raise LinkClosed(f"{parsed}: the MQTT transport is not implemented in this version")
+def scheme_of(url: DeviceURL) -> str:
+    """The transport registry's key for a parsed URL (pyserial URLs are serial)."""
+    if isinstance(url, SimURL):
+        return "sim"
+    if isinstance(url, SerialURL):
+        return "serial"
+    return "mqtt"

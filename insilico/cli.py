@@ -16,14 +16,13 @@ from rich.table import Table
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
+from firmware_bridge.exit_codes import ExitCode
 from insilico import prospective_cli
 from insilico.report import SimReport, TrialReport
-from insilico.runner import SimSpec, WallPacer, run_sim, with_policy
+from insilico.runner import SimSpec, run_sim, with_policy
 from insilico.trial import ALL_PHENOTYPES, DEFAULT_POLICIES, cohort_jobs, run_trial, trial_report
 from simulator.physiology.scenario import ScenarioError, load_scenario, parse_duration_s
 
-EXIT_USAGE = 2
-EXIT_ENVELOPE = 5
 POLICY_NAMES: tuple[str, ...] = ("closed-loop", *get_args(PolicyName))
 
 
@@ -103,7 +102,7 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, help="write a PNG plot here")
 
 
-def _fail(message: str, code: int = EXIT_USAGE) -> int:
+def _fail(message: str, code: int = ExitCode.USAGE) -> int:
     print(f"neurostim: {message}", file=sys.stderr)
     return code
 
@@ -149,9 +148,9 @@ def _sim_command(args: argparse.Namespace) -> int:
                 info = f"{_hours(done_s)} / {_hours(total_s)}  {factor:,.0f}x real time"
                 display.update(done_s, info)
 
-            report = run_sim(spec, progress, WallPacer() if args.realtime else None)
+            report = run_sim(spec, progress, rate=1.0 if args.realtime else None)
     except EnvelopeConflict as exc:
-        return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
+        return _fail(f"configuration exceeds the device: {exc}", ExitCode.ENVELOPE)
     _write_outputs(report, args.report, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
         _stdout_console().print(sim_table(report))
@@ -281,7 +280,7 @@ def _trial_command(args: argparse.Namespace) -> int:
 
             entries = run_trial(jobs, min(args.workers, len(jobs)), on_done)
     except EnvelopeConflict as exc:
-        return _fail(f"configuration exceeds the device: {exc}", EXIT_ENVELOPE)
+        return _fail(f"configuration exceeds the device: {exc}", ExitCode.ENVELOPE)
     report = trial_report(
         entries,
         patients=args.patients,

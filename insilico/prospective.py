@@ -43,12 +43,12 @@ from controller.detector.feature_log import (
 )
 from controller.detector.signature import PatientSignature
 from controller.features import FeatureExtractor, FeatureFrame
+from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import scoring
 from insilico.runner import attacks_from, phase_spans
 from simulator.physiology.patient import PatientSimulation, VirtualPatient
 from simulator.signals import NO_STIMULATION, GroundTruthEvent
 
-SECONDS_PER_DAY = 86_400.0
 #: Implausibility flag: sensitivity above this at a time in warning below the next.
 IMPLAUSIBLE_SENSITIVITY = 0.9
 IMPLAUSIBLE_TIME_IN_WARNING = 0.10

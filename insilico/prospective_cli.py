@@ -13,6 +13,7 @@ from rich.table import Table
 
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.detector.calibration import CalibrationSettings
+from firmware_bridge.exit_codes import ExitCode
 from insilico.prospective import (
     ProspectiveEntry,
     ProspectiveJob,
@@ -22,8 +23,6 @@ from insilico.prospective import (
     summarise,
 )
 from insilico.trial import ALL_PHENOTYPES
-
-EXIT_USAGE = 2
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -72,7 +71,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _fail(message: str) -> int:
     print(f"neurostim: {message}", file=sys.stderr)
-    return EXIT_USAGE
+    return ExitCode.USAGE
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -155,7 +154,7 @@ def _run(
             args.json.write_text(text + "\n", encoding="utf-8")
     if args.json is None or str(args.json) != "-":
         print_report(report, Console())
-    return 0
+    return ExitCode.OK
 
 
 def _fmt(x: float | None, pattern: str = "{:.2f}") -> str:

@@ -18,16 +18,20 @@ from pathlib import Path
 
 from controller.config import ControllerConfig
 from controller.detector.types import DetectorOutput, DetectorState
-from controller.loop import Backoff
+from controller.node import ControllerNode
+from controller.observations import (
+    DetectorUpdated,
+    DeviceStatus,
+    DeviceStimState,
+    LinkState,
+    NodeEvent,
+)
 from controller.policy import build_policy
-from controller.run import build_core
+from controller.run import build_node
 from firmware_bridge.clock import VirtualClock
-from firmware_bridge.events import StatusReceived, StimStateReceived
 from firmware_bridge.lockstep import LockstepPump, Wire
 from firmware_bridge.messages import StimState
-from firmware_bridge.session import SessionState
 from insilico import scoring
-from insilico.peer import ControllerPeer
 from insilico.report import (
     AttackReport,
     DetectionReport,
@@ -50,10 +54,6 @@ from simulator.signals import GroundTruthEvent
 
 #: Progress callback: (virtual seconds done, virtual seconds planned).
 Progress = Callable[[float, float], None]
-
-#: Longest wait for the device to confirm zero output after the run (virtual seconds).
-RAMP_DOWN_TIMEOUT_S = 300.0
-
 
 @dataclass(frozen=True)
 class SimSpec:
@@ -95,28 +95,6 @@ def with_policy(config: ControllerConfig, policy: str) -> ControllerConfig:
     return ControllerConfig.model_validate(document)
 
 
-class WallPacer:
-    """Holds a lockstep run back to the wall clock (``--realtime``)."""
-
-    def __init__(
-        self,
-        sleep: Callable[[float], None] = time.sleep,
-        now: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._sleep = sleep
-        self._now = now
-        self._origin: float | None = None
-
-    def wait_until(self, virtual_s: float) -> None:
-        """Sleep until the wall clock has run ``virtual_s`` since the first call's point."""
-        now = self._now()
-        if self._origin is None:
-            self._origin = now - virtual_s
-        ahead_s = self._origin + virtual_s - now
-        if ahead_s > 0:
-            self._sleep(ahead_s)
-
-
 @dataclass
 class _Observations:
     """What the controller side saw, kept for the report (device-reported, never assumed)."""
@@ -130,14 +108,16 @@ class _Observations:
     final_state: str = DetectorState.CALIBRATING.value
     timeline: Timeline = field(default_factory=lambda: Timeline(step_s=1.0))
 
-    def on_event(self, event: object, now: float) -> None:
-        if isinstance(event, StatusReceived):
+    def on_event(self, event: NodeEvent) -> None:
+        if isinstance(event, DetectorUpdated):
+            self._on_detector(event.output)
+        elif isinstance(event, DeviceStatus):
             impedances = event.status.impedance_ohm
             values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
             if values:
                 self.meter.impedance(sum(values) / len(values))
-        elif isinstance(event, StimStateReceived):
-            self._on_stim_state(event.state, now)
+        elif isinstance(event, DeviceStimState):
+            self._on_stim_state(event.state, event.t_s)
 
     def _on_stim_state(self, state: StimState, now: float) -> None:
         previous = self.last_state
@@ -148,15 +128,7 @@ class _Observations:
         self.delivered_charge_uc = state.delivered_charge_uc
         self.meter.report(now, state.amplitude_ma, state.frequency_hz, state.pulse_width_us)
 
-    def output_stopped(self) -> bool:
-        """The device reports its output off and at zero."""
-        state = self.last_state
-        return state is not None and not state.enabled and state.amplitude_ma == 0.0
-
-    def on_core(self, kind: str, payload: object) -> None:
-        if kind != "detector" or not isinstance(payload, DetectorOutput):
-            return
-        output = payload
+    def _on_detector(self, output: DetectorOutput) -> None:
         self.final_state = output.state.value
         if output.changed and output.state is DetectorState.PRODROME:
             self.detections.append(output.t_s)
@@ -190,10 +162,12 @@ def on_patient_clock(config: ControllerConfig, start_time_of_day_h: float) -> Co
 def run_sim(
     spec: SimSpec,
     progress: Progress | None = None,
-    pacer: WallPacer | None = None,
+    rate: float | None = None,
     progress_every_s: float = 600.0,
+    clock: VirtualClock | None = None,
 ) -> SimReport:
-    """Run ``spec`` to its end and return the scored report."""
+    """Run ``spec`` to its end and return the scored report; ``rate`` paces virtual time
+    against the wall clock (1: real time), else it runs as fast as it can."""
     wall_start = time.perf_counter()
     source = spec.scenario.build_source(seed_override=spec.seed, model_override=spec.model)
     firmware = VirtualFirmware(
@@ -207,50 +181,49 @@ def run_sim(
     )
     start = datetime(2000, 1, 1) + timedelta(hours=spec.scenario.spec.start_time_of_day_h)
     config = on_patient_clock(spec.config, spec.scenario.spec.start_time_of_day_h)
-    core = build_core(config, spec.audit_path, spec.record_path, start, _truth_annotations(source))
+    node = build_node(
+        config,
+        spec.audit_path,
+        spec.record_path,
+        start,
+        _truth_annotations(source),
+        client_name="neurostim sim",
+        retry_first_connect=True,
+    )
     seen = _Observations(stim_channels=firmware.info.stim_channels)
     seen.timeline = Timeline(
         step_s=max(1.0, spec.duration_s / spec.timeline_points),
         upper_threshold=spec.config.detector.upper_threshold,
         lower_threshold=spec.config.detector.lower_threshold,
     )
-    core.listeners.append(seen.on_core)
-    loop_cfg = config.loop
-    peer = ControllerPeer(
-        core,
-        backoff=Backoff(loop_cfg.reconnect_backoff_initial_s, loop_cfg.reconnect_backoff_max_s),
-        observer=seen.on_event,
-    )
-    clock = VirtualClock()
+    node.subscribe(seen.on_event)
+    clock = clock or VirtualClock(rate=rate)
     to_device, to_controller = _wires(spec)
-    pump = LockstepPump(peer, firmware, clock, a_to_b=to_device, b_to_a=to_controller)
-    peer.start(clock.now())
-    chunk_s = 0.05 if pacer is not None else progress_every_s
+    pump = LockstepPump(node, firmware, clock, a_to_b=to_device, b_to_a=to_controller)
+    node.start(clock.now())
+    chunk_s = 0.05 if clock.rate is not None else progress_every_s
 
     def advance(until_s: float, stop: Callable[[], bool] | None = None) -> None:
         """Run in chunks (progress, pacing) to ``until_s`` or until ``stop()``."""
         while clock.now() < until_s:
             pump.run_until(min(clock.now() + chunk_s, until_s), stop=stop)
-            if pacer is not None:
-                pacer.wait_until(clock.now())
             if progress is not None:
                 progress(min(clock.now(), spec.duration_s), spec.duration_s)
             if stop is not None and stop():
                 return
 
     try:
-        if pacer is not None:
-            pacer.wait_until(clock.now())  # the wall clock starts with virtual t = 0
-        advance(spec.duration_s)
-        if peer.session.state is SessionState.READY:
-            # Stop at the envelope's ramp-down rate, as `neurostim run` does, and run until
-            # the device reports zero output (or the timeout).
-            peer.shut_down(clock.now())
-            advance(clock.now() + RAMP_DOWN_TIMEOUT_S, stop=seen.output_stopped)
+        advance(spec.duration_s, stop=lambda: node.failure is not None)
+        if node.failure is not None:
+            raise node.failure
+        # Stop as `neurostim run` does: the node's ramped stop, confirmed by the device.
+        node.request_stop(clock.now(), "duration")
+        if node.state is LinkState.STOPPING:
+            advance(clock.now() + node.stop_timeout_s + 1.0, stop=lambda: node.finished)
     finally:
-        core.close(clock.now())
+        node.close(clock.now())
     wall_s = time.perf_counter() - wall_start
-    return _report(spec, source, firmware, peer, seen, clock.now(), wall_s)
+    return _report(spec, source, firmware, node, seen, clock.now(), wall_s)
 
 
 def _wires(spec: SimSpec) -> tuple[Wire | None, Wire | None]:
@@ -302,7 +275,7 @@ def _report(
     spec: SimSpec,
     source: PatientSimulation,
     firmware: VirtualFirmware,
-    peer: ControllerPeer,
+    node: ControllerNode,
     seen: _Observations,
     end_s: float,
     wall_s: float,
@@ -314,8 +287,8 @@ def _report(
     attack_periods = [(a.t_s, a.end_s) for a in attacks if a.t_s < duration_s]
     seen.meter.finish(end_s)
     stim_time_s, teed_j = seen.meter.on_s, seen.meter.teed_j
-    stats = peer.core.stats
-    session, device = peer.session.stats, firmware.session.stats
+    stats = node.core.stats
+    session, device = node.session.stats, firmware.session.stats
     prediction = scoring.score_prediction(
         seen.detections,
         attack_periods,
@@ -367,8 +340,8 @@ def _report(
             retries=session.retransmits,
             sample_gaps=session.sample_gaps,
             samples=session.samples_rx,
-            connects=peer.connects,
-            link_losses=peer.link_losses,
+            connects=node.connects,
+            link_losses=node.link_losses,
         ),
         scores=Scores(prediction=prediction, therapy=therapy),
         detector_final_state=seen.final_state,

@@ -22,9 +22,8 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
+from firmware_bridge.units import SECONDS_PER_DAY
 from insilico.report import PredictionScores, TherapyScores
-
-SECONDS_PER_DAY = 86_400.0
 
 Attack = tuple[float, float | None]  # (onset_s, end_s); end None: still running at the end
 FloatArray = npt.NDArray[np.float64]

@@ -9,11 +9,13 @@ import signal
 import sys
 
 from firmware_bridge.clock import MonotonicClock
+from firmware_bridge.keys import KeyFileError, load_key
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.pty_link import PtyDeviceLink
 from firmware_bridge.transports.serial_link import DEFAULT_BAUD, SerialLink
 from simulator.device_factory import DeviceSpecError, build_device
 from simulator.embedded import device_link
+from simulator.firmware import FirmwareConfig
 from simulator.serve import serve_firmware
 
 
@@ -41,6 +43,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--model", choices=["spectral", "jansen-rit"], help="signal model")
     serve.add_argument("--seed", type=int, default=0)
+    serve.add_argument(
+        "--key-file",
+        help=(
+            "sign-checking key file (`neurostim keygen`; mode 0600): the device then refuses "
+            "unsigned STIM_SET and ESTOP_CLEAR. Its key is the line of the device's id "
+            f"({FirmwareConfig().device_id}) or the `*` line"
+        ),
+    )
     serve.set_defaults(handler=_serve_command)
 
 
@@ -57,14 +67,22 @@ def _serve_command(args: argparse.Namespace) -> int:
     return asyncio.run(_serve(args))
 
 
+def device_key(key_file: str | None) -> bytes | None:
+    """The simulated device's signing key from ``--key-file`` (None: signing off)."""
+    if key_file is None:
+        return None
+    return load_key(key_file, FirmwareConfig().device_id)
+
+
 async def _serve(args: argparse.Namespace) -> int:
     clock = MonotonicClock()
     params = {"seed": str(args.seed)}
     if args.model:
         params["model"] = args.model
     try:
-        device = build_device(args.scenario, params, start_s=clock.now())
-    except DeviceSpecError as exc:
+        key = device_key(args.key_file)
+        device = build_device(args.scenario, params, start_s=clock.now(), signing_key=key)
+    except (DeviceSpecError, KeyFileError) as exc:
         print(f"neurostim device serve: {exc}", file=sys.stderr)
         return 2
     firmware = device.firmware

@@ -42,10 +42,16 @@ def replay_sites(path: str) -> tuple[Site, ...]:
     return tuple(sites)
 
 
-def build_device(scenario: str, params: dict[str, str], start_s: float = 0.0) -> SimulatedDevice:
+def build_device(
+    scenario: str,
+    params: dict[str, str],
+    start_s: float = 0.0,
+    signing_key: bytes | None = None,
+) -> SimulatedDevice:
     """``scenario`` is a built-in name, a TOML path, an EDF/BDF recording to replay (resampled
     to 250 Hz), or ``noise`` (placeholder EEG);
-    ``start_s`` is the clock reading at the device's power-up."""
+    ``start_s`` is the clock reading at the device's power-up; ``signing_key`` makes the
+    device refuse unsigned commands (docs/protocol.md section 1.4)."""
     unknown = sorted(set(params) - set(KNOWN_PARAMS))
     if unknown:
         raise DeviceSpecError(f"unknown sim:// parameter(s) {unknown}; known: {KNOWN_PARAMS}")
@@ -59,11 +65,15 @@ def build_device(scenario: str, params: dict[str, str], start_s: float = 0.0) ->
         raise DeviceSpecError(f"model must be one of {MODELS}, got {model!r}")
     if scenario == "noise":
         source = NoiseSource(seed=seed or 0)
-        firmware = VirtualFirmware(source, FirmwareConfig(seed=seed or 0), start_s)
+        firmware = VirtualFirmware(
+            source, FirmwareConfig(seed=seed or 0, signing_key=signing_key), start_s
+        )
         return SimulatedDevice(firmware, None, "noise")
     if scenario.lower().endswith((".edf", ".bdf")):
         replay = EdfReplaySource(scenario, replay_sites(scenario), 250.0, at_end="loop")
-        firmware = VirtualFirmware(replay, FirmwareConfig(seed=seed or 0), start_s)
+        firmware = VirtualFirmware(
+            replay, FirmwareConfig(seed=seed or 0, signing_key=signing_key), start_s
+        )
         return SimulatedDevice(firmware, None, f"replay {scenario}")
     try:
         loaded = load_scenario(scenario)
@@ -73,5 +83,7 @@ def build_device(scenario: str, params: dict[str, str], start_s: float = 0.0) ->
     events = list(loaded.link_faults)
     schedule = (lambda t: link_fault_settings_at(events, t)) if events else None
     run_seed = loaded.seed if seed is None else seed
-    firmware = VirtualFirmware(physiology, FirmwareConfig(seed=run_seed), start_s)
+    firmware = VirtualFirmware(
+        physiology, FirmwareConfig(seed=run_seed, signing_key=signing_key), start_s
+    )
     return SimulatedDevice(firmware, schedule, loaded.name)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from firmware_bridge.clock import Clock, MonotonicClock
+from firmware_bridge.clock import AsyncioClock, Clock
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.memory import memory_link_pair
-from firmware_bridge.url import DeviceURLError, SimURL
+from firmware_bridge.url import DeviceURL, DeviceURLError, SimURL
 from simulator.device_factory import DeviceSpecError, SimulatedDevice, build_device
 from simulator.link_faults import FaultyLink, LinkFaultInjector
 from simulator.serve import serve_firmware
@@ -25,6 +25,13 @@ def device_link(device: SimulatedDevice, link: Link, clock: Clock, seed: int = 0
     return FaultyLink(link, clock, outgoing, incoming)
 
 
+async def open_embedded_url(url: DeviceURL) -> Link:
+    """``open_embedded_device`` as a transport registry opener for ``sim``."""
+    if not isinstance(url, SimURL):
+        raise DeviceURLError(f"{url}: not a sim:// URL")
+    return await open_embedded_device(url)
+
+
 async def open_embedded_device(url: SimURL, clock: Clock | None = None) -> Link:
     """Start a simulated device serving on one end of a memory link; return the other end.
 
@@ -36,7 +43,7 @@ async def open_embedded_device(url: SimURL, clock: Clock | None = None) -> Link:
 
 async def open_embedded(url: SimURL, clock: Clock | None = None) -> tuple[Link, SimulatedDevice]:
     """``open_embedded_device`` that also hands back the device (for its ground truth)."""
-    clock = clock or MonotonicClock()
+    clock = clock or AsyncioClock()
     try:
         device = build_device(url.scenario, url.params, start_s=clock.now())
     except DeviceSpecError as exc:
@@ -60,6 +67,12 @@ class GroundTruthFeed:
         link, device = await open_embedded(url)
         self._devices.append(device)
         return link
+
+    async def open_url(self, url: DeviceURL) -> Link:
+        """The transport registry's opener for ``sim``."""
+        if not isinstance(url, SimURL):
+            raise DeviceURLError(f"{url}: not a sim:// URL")
+        return await self.open(url)
 
     def drain(self) -> list[tuple[float, str]]:
         events = []

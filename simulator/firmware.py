@@ -6,8 +6,9 @@ time (``advance_to``), and send what ``data_to_send`` returns. It streams
 SAMPLES from a pluggable ``SignalSource``, enforces its own hard limits (any
 out-of-range STIM_SET is NACKed and changes nothing), slews amplitude at no
 more than its maximum ramp rate, runs a watchdog that ramps stimulation to zero
-when the controller goes silent, honours ESTOP at once, and models a battery
-and electrode impedances.
+when the controller goes silent, honours ESTOP at once in every state (the latch
+clears only by ESTOP_CLEAR), ends the session on BYE, sends STATUS at once on every
+change of its fault flags, and models a battery and electrode impedances.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_bridge.events import (
+    ByeRequested,
     ControllerReturned,
+    EstopClearRequested,
     EstopRequested,
     Event,
     HandshakeCompleted,
@@ -51,7 +54,10 @@ def default_limits() -> DeviceLimits:
 
 
 _FORBIDDING_FAULTS = frozenset({FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY})
-_STATE_FAULTS = frozenset({FaultCode.WATCHDOG, FaultCode.ESTOP, FaultCode.BATTERY_EMPTY})
+#: Faults that stop or forbid stimulation: the heartbeat then says state 3 (fault).
+_STATE_FAULTS = frozenset(
+    {FaultCode.WATCHDOG, FaultCode.ESTOP, FaultCode.IMPEDANCE, FaultCode.BATTERY_EMPTY}
+)
 
 
 @dataclass(frozen=True)
@@ -174,6 +180,8 @@ class VirtualFirmware:
         self._next_status_s: float | None = None
         self._next_state_report_s: float | None = None
         self._faults_active: set[FaultCode] = set()
+        self._status_due = False  # the fault flags changed since the last STATUS
+        self.goodbyes = 0  # BYEs received: sessions the controller ended on purpose
         self.markers_received: list[MarkerReceived] = []
         self.commands_applied = 0
         self.commands_refused = 0
@@ -184,6 +192,8 @@ class VirtualFirmware:
         self.advance_to(now)
         for event in self.session.receive_data(data, now):
             self._on_event(event, now)
+        if self._status_due:
+            self._send_status(now)
 
     def data_to_send(self) -> bytes:
         return self.session.data_to_send()
@@ -234,7 +244,7 @@ class VirtualFirmware:
         if events:
             for event in events:
                 self._on_event(event, now)
-        if self._next_status_s is not None and now >= self._next_status_s:
+        if self._status_due or (self._next_status_s is not None and now >= self._next_status_s):
             self._send_status(now)
         if self._next_state_report_s is not None and now >= self._next_state_report_s:
             self._report_state(now)
@@ -338,6 +348,8 @@ class VirtualFirmware:
         else:
             self._faults_active.discard(code)
         self.session.send_fault(Fault(int(code), active, text), now)
+        self._status_due = True  # STATUS follows every change of the fault flags
+        self.session.device_state = self._device_state()  # and the heartbeat's state
 
     def _update_condition_faults(self, now: float) -> None:
         bad = self._impedances().stim_out_of_window
@@ -345,8 +357,7 @@ class VirtualFirmware:
         self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
         self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
         if self._forbids_stimulation() and (self.output.enabled or self.output.amplitude_ma > 0):
-            self.output.ramp_down()
-            self.output.watchdog_tripped = False
+            self.output.ramp_down(watchdog=False)
             self._report_state(now)
 
     def _forbids_stimulation(self) -> bool:
@@ -369,11 +380,15 @@ class VirtualFirmware:
     def _send_status(self, now: float) -> None:
         self._update_skin_impedance(now)
         self._update_condition_faults(now)
+        self._status_due = False
         imp = self._impedances().status_ohm
         self.session.send_status(
             Status(math.floor(self.battery_pct), self._fault_flags(), imp), now
         )
-        self._next_status_s = now + self.config.status_interval_s
+        # Scheduled STATUS only within a session (none before a handshake or after BYE).
+        self._next_status_s = (
+            now + self.config.status_interval_s if self.session.handshaken else None
+        )
 
     def _report_state(self, now: float) -> None:
         self.session.device_state = self._device_state()
@@ -391,16 +406,30 @@ class VirtualFirmware:
 
     def _on_event(self, event: Event, now: float) -> None:
         if isinstance(event, HandshakeCompleted):
-            self.output.estop_latched = False
-            self._set_fault(FaultCode.ESTOP, False, "cleared by handshake", now)
-            self._send_status(now)
+            # The state reports every handshake is followed by: the latch, the output and
+            # the fault flags are what a reconnecting controller must see first.
             self._report_state(now)
+            self._send_status(now)
         elif isinstance(event, StimSetRequested):
             self._on_stim_set(event, now)
         elif isinstance(event, EstopRequested):
             self.output.stop_now(event.command_id)
             self.session.ack(event.command_id, MsgType.ESTOP, now)
             self._set_fault(FaultCode.ESTOP, True, "emergency stop", now)
+            self._report_state(now)
+        elif isinstance(event, EstopClearRequested):
+            self.output.estop_latched = False
+            self.session.ack(event.command_id, MsgType.ESTOP_CLEAR, now)
+            self._set_fault(FaultCode.ESTOP, False, "cleared by ESTOP_CLEAR", now)
+            self._report_state(now)
+        elif isinstance(event, ByeRequested):
+            self.goodbyes += 1
+            self._next_status_s = None  # the session is over: nothing scheduled
+            if self.output.enabled or self.output.amplitude_ma > 0:
+                self.output.ramp_down(watchdog=False)  # "already off" was not true
+            self.session.ack(event.command_id, MsgType.BYE, now)
+            self.output.watchdog_tripped = False
+            self._set_fault(FaultCode.WATCHDOG, False, "controller said goodbye", now)
             self._report_state(now)
         elif isinstance(event, WatchdogExpired):
             self.output.ramp_down()

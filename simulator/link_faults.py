@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from firmware_bridge.clock import Clock
-from firmware_bridge.transports.base import Link, LinkClosed
+from firmware_bridge.transports.base import Link, LinkClosed, LinkContext
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ class LinkFaultInjector:
         return [(deliver, data)]
 
 
-class FaultyLink:
+class FaultyLink(LinkContext):
     """Wraps a Link so that what this side sends (and receives) suffers injected faults."""
 
     def __init__(

@@ -11,28 +11,49 @@ from dataclasses import dataclass
 
 from firmware_bridge.messages import DeviceLimits, NackReason, StimSetting, StimState
 
+#: A value breaks a limit only by more than this relative margin (docs/protocol.md section
+#: 4): the fields travel as float32, so a setting exactly at a limit can land a few float32
+#: ulps (~6e-8 each) past it, and 1e-6 of a limit is clinically nothing.
+LIMIT_REL_TOL = 1e-6
+
+
+def _above(value: float, limit: float) -> bool:
+    return value > limit * (1.0 + LIMIT_REL_TOL)
+
+
+def _below(value: float, limit: float) -> bool:
+    return value < limit * (1.0 - LIMIT_REL_TOL)
+
 
 def check_hard_limits(
     setting: StimSetting, limits: DeviceLimits, electrode_area_cm2: float
 ) -> NackReason | None:
-    """The first hard limit ``setting`` violates, or None. Off-commands only need a sane ramp."""
-    values = (setting.amplitude_ma, setting.frequency_hz, setting.ramp_rate_ma_per_s)
-    if not all(math.isfinite(v) for v in values):
+    """The first hard limit ``setting`` violates, in the documented order, or None.
+
+    Arithmetic in float64 on the received values. An off command (``enabled`` false) is
+    judged on its ramp rate alone: its other fields are ignored, NaN included.
+    """
+    ramp = setting.ramp_rate_ma_per_s
+    if not math.isfinite(ramp):
         return NackReason.INVALID_VALUE
-    if setting.ramp_rate_ma_per_s < 0:
-        return NackReason.RAMP_RATE_RANGE
     if not setting.enabled:
-        return None
-    if not 0.0 <= setting.amplitude_ma <= limits.max_amplitude_ma:
+        return NackReason.RAMP_RATE_RANGE if ramp < 0 else None
+    if not (math.isfinite(setting.amplitude_ma) and math.isfinite(setting.frequency_hz)):
+        return NackReason.INVALID_VALUE
+    if ramp < 0:
+        return NackReason.RAMP_RATE_RANGE
+    if setting.amplitude_ma < 0.0 or _above(setting.amplitude_ma, limits.max_amplitude_ma):
         return NackReason.AMPLITUDE_RANGE
     if not limits.min_pulse_width_us <= setting.pulse_width_us <= limits.max_pulse_width_us:
         return NackReason.PULSE_WIDTH_RANGE
-    if not limits.min_frequency_hz <= setting.frequency_hz <= limits.max_frequency_hz:
+    if _below(setting.frequency_hz, limits.min_frequency_hz) or _above(
+        setting.frequency_hz, limits.max_frequency_hz
+    ):
         return NackReason.FREQUENCY_RANGE
     charge_uc = setting.charge_per_phase_uc
-    if charge_uc > limits.max_charge_per_phase_uc:
+    if _above(charge_uc, limits.max_charge_per_phase_uc):
         return NackReason.CHARGE_PER_PHASE
-    if charge_uc / electrode_area_cm2 > limits.max_charge_density_uc_per_cm2:
+    if _above(charge_uc / electrode_area_cm2, limits.max_charge_density_uc_per_cm2):
         return NackReason.CHARGE_DENSITY
     return None
 
@@ -133,12 +154,14 @@ class OutputStage:
             self.target_ma = 0.0
         self._settle_if_idle()
 
-    def ramp_down(self) -> None:
-        """Watchdog: ramp to zero at the device's own maximum rate."""
+    def ramp_down(self, watchdog: bool = True) -> None:
+        """Ramp to zero at the device's own maximum rate: the watchdog's stop (``watchdog``
+        sets STIM_STATE's watchdog bit), a forbidding fault's or a BYE's."""
         self.enabled = False
         self.target_ma = 0.0
         self.ramp_rate_ma_per_s = self.max_ramp_rate_ma_per_s
-        self.watchdog_tripped = True
+        if watchdog:
+            self.watchdog_tripped = True  # a fault's ramp-down leaves the bit as it is
         self._settle_if_idle()
 
     def stop_now(self, command_id: int) -> None:

@@ -6,10 +6,12 @@ import numpy as np
 
 from firmware_bridge.messages import (
     Ack,
+    Bye,
     ChannelInfo,
     DeviceInfo,
     DeviceLimits,
     Estop,
+    EstopClear,
     Fault,
     Heartbeat,
     Hello,
@@ -59,6 +61,8 @@ EXAMPLES = [
     Fault(1, True, "watchdog"),
     Estop(11),
     Marker(3, "button"),
+    EstopClear(12),
+    Bye(13),
 ]
 
 

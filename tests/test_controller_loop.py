@@ -19,49 +19,19 @@ from controller.audit import AuditLog, verify_audit
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.envelope import EnvelopeConflict
+from controller.node import ControllerNode
 from controller.run import run_controller
-from firmware_bridge.clock import MonotonicClock, VirtualClock
+from firmware_bridge.clock import AsyncioClock, MonotonicClock, VirtualClock
 from firmware_bridge.lockstep import LockstepPump
-from firmware_bridge.session import ControllerSession
 from firmware_bridge.transports.memory import memory_link_pair
-from firmware_bridge.url import SimURL, register_sim_factory
-from simulator.embedded import open_embedded_device
+from firmware_bridge.transports.registry import transports
+from firmware_bridge.url import DeviceURL
+from simulator.embedded import open_embedded_url
 from simulator.firmware import FirmwareConfig, VirtualFirmware
 from simulator.serve import serve_firmware
 from simulator.signals import NoiseSource
 
 NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
-
-
-class CorePeer:
-    """The controller side of a lockstep run: session + core, commands sent as decided."""
-
-    def __init__(self, core: ControllerCore) -> None:
-        self.session = ControllerSession()
-        self.core = core
-
-    def _feed(self, events: list[object], now: float) -> None:
-        from firmware_bridge.events import Connected
-
-        for event in events:
-            if isinstance(event, Connected):
-                self.core.on_connected(event.info, now)
-                continue
-            for setting in self.core.on_event(event, now):
-                cid = self.session.send_stim_set(setting, now)
-                self.core.on_command_sent(cid, setting, now)
-
-    def receive_data(self, data: bytes, now: float) -> None:
-        self._feed(list(self.session.receive_data(data, now)), now)
-
-    def data_to_send(self) -> bytes:
-        return self.session.data_to_send()
-
-    def next_deadline(self) -> float | None:
-        return self.session.next_deadline()
-
-    def on_time(self, now: float) -> None:
-        self._feed(list(self.session.handle_timeout(now)), now)
 
 
 def _open_loop_config() -> ControllerConfig:
@@ -75,12 +45,12 @@ def test_core_in_lockstep_stimulates_within_the_envelope_and_audits_everything(
 ) -> None:
     config = _open_loop_config()
     audit_path = tmp_path / "audit.jsonl"
-    core = ControllerCore(config, AuditLog(audit_path))
+    node = ControllerNode(ControllerCore(config), AuditLog(audit_path))
+    core = node.core
     fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
-    peer = CorePeer(core)
     clock = VirtualClock()
-    pump = LockstepPump(peer, fw, clock)
-    peer.session.connect(0.0)
+    pump = LockstepPump(node, fw, clock)
+    node.start(0.0)
     pump.run_until(120.0)
     therapy = config.policy.stimulation
     assert fw.output.enabled
@@ -88,7 +58,7 @@ def test_core_in_lockstep_stimulates_within_the_envelope_and_audits_everything(
     assert core.stats.commands >= 1 and core.stats.acks == core.stats.commands
     # Ramp-up never faster than the envelope's configured rate.
     assert fw.output.ramp_rate_ma_per_s <= config.envelope.ramp_up_ma_per_s + 1e-9
-    core.close(clock.now())
+    node.close(clock.now())
     check = verify_audit(audit_path)
     assert check.ok and check.records >= 5
     kinds = {json.loads(line)["kind"] for line in audit_path.read_text().splitlines()}
@@ -102,7 +72,7 @@ def test_core_in_lockstep_stimulates_within_the_envelope_and_audits_everything(
 
 
 async def test_run_against_the_embedded_device_records_edf_and_audit(tmp_path: Path) -> None:
-    register_sim_factory(open_embedded_device)
+    transports.register("sim", open_embedded_url)
     audit_path, edf_path = tmp_path / "run.jsonl", tmp_path / "run.edf"
     result = await run_controller(
         "sim://noise?seed=2",
@@ -125,7 +95,7 @@ async def test_run_against_the_embedded_device_records_edf_and_audit(tmp_path: P
 
 
 async def test_configuration_beyond_the_device_is_refused_at_connect(tmp_path: Path) -> None:
-    register_sim_factory(open_embedded_device)
+    transports.register("sim", open_embedded_url)
     config = ControllerConfig.model_validate(
         {"envelope": {"max_amplitude_ma": 14.0}, "loop": {"shutdown_ramp_down_timeout_s": 200.0}}
     )
@@ -135,13 +105,16 @@ async def test_configuration_beyond_the_device_is_refused_at_connect(tmp_path: P
         )
 
 
+@pytest.mark.looptime
 async def test_loop_reconnects_after_the_link_drops() -> None:
+    """In fast-forwarded virtual time (looptime): the loop's clock jumps whenever every
+    task waits, so the 1.5 s cut and the 4 s run take no wall time and always line up."""
     opened: list[int] = []
     tasks: list[asyncio.Task[None]] = []
 
-    async def flaky_device(url: SimURL) -> object:
+    async def flaky_device(url: DeviceURL) -> object:
         """First link dies after 1.5 s; the second one stays."""
-        clock = MonotonicClock()
+        clock = AsyncioClock()
         fw = VirtualFirmware(NoiseSource(seed=3), FirmwareConfig(seed=3), start_s=clock.now())
         ctl_end, dev_end = memory_link_pair()
         tasks.append(asyncio.create_task(serve_firmware(fw, dev_end, clock)))
@@ -155,17 +128,14 @@ async def test_loop_reconnects_after_the_link_drops() -> None:
             tasks.append(asyncio.create_task(cut()))
         return ctl_end
 
-    register_sim_factory(flaky_device)  # type: ignore[arg-type]
-    try:
+    with transports.registered("sim", flaky_device):  # type: ignore[arg-type]
         result = await run_controller(
             "sim://flaky",
             _open_loop_config(),
-            MonotonicClock(),
+            AsyncioClock(),
             start=datetime.now(UTC),
             duration_s=4.0,
         )
-    finally:
-        register_sim_factory(open_embedded_device)
     assert len(opened) == 2
     assert result.loop.connects == 2 and result.loop.link_losses == 1
     assert result.loop.ramped_down
@@ -231,3 +201,20 @@ def test_sim_ground_truth_lands_in_the_recording_as_annotations(tmp_path: Path) 
     texts = [t for _, t in truth]
     assert any("attack_onset" in t or "aura_onset" in t for t in texts), texts
     assert all(0.0 <= onset <= 3.5 for onset, _ in truth)
+
+
+@pytest.mark.looptime
+async def test_the_async_shell_runs_ten_virtual_minutes_and_stops_cleanly() -> None:
+    transports.register("sim", open_embedded_url)
+    result = await run_controller(
+        "sim://noise?seed=4",
+        _open_loop_config(),
+        AsyncioClock(),
+        start=datetime(2026, 11, 22, tzinfo=UTC),
+        duration_s=600.0,
+    )
+    loop = result.loop
+    assert loop.connects == 1 and loop.link_losses == 0
+    assert loop.stopped_by == "duration" and loop.ramped_down
+    assert loop.link["samples"] >= 600 * 250 and loop.link["sample_gaps"] == 0
+    assert result.core.commands >= 2 and result.core.acks == result.core.commands

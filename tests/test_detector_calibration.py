@@ -24,9 +24,9 @@ from controller.detector.calibration import (
 )
 from controller.detector.feature_log import FeatureLog
 from controller.detector.signature import PatientSignature, calibrated_detector_config
+from firmware_bridge.units import SECONDS_PER_DAY as DAY_S
 from insilico.scoring import score_prediction
 
-DAY_S = 86_400.0
 NAMES = (
     "beta_rel_power.mean",
     "delta_rel_power.mean",

@@ -1,4 +1,4 @@
-"""Property (issue 4): no sequence of requests and device states makes the controller send a
+"""Property: no sequence of requests and device states makes the controller send a
 command outside the envelope.
 
 Hypothesis drives one SafetyEnvelope with random sequences of requests (absurd values, NaN,
@@ -28,7 +28,7 @@ from controller.policy import StimRequest
 from firmware_bridge.messages import FaultCode, Status, StimSet, StimSetting, StimState
 from tests.test_envelope_rules import sim_device
 
-DAY_S = 86_400.0
+SECONDS_PER_DAY = 86_400.0
 IMPEDANCE_WINDOW = (250.0, 3000.0)
 STOPPING = (1 << FaultCode.IMPEDANCE) | (1 << FaultCode.ESTOP) | (1 << FaultCode.BATTERY_EMPTY)
 
@@ -113,7 +113,12 @@ plausible_requests = st.builds(
 follows = st.builds(Follow, st.one_of(st.floats(0.0, 5.0), st.floats(0.0, 60.0)))
 advances = st.builds(
     Advance,
-    st.one_of(st.floats(0.0, 3.0), st.floats(0.0, 400.0), st.just(DAY_S), st.floats(0.0, 1e5)),
+    st.one_of(
+        st.floats(0.0, 3.0),
+        st.floats(0.0, 400.0),
+        st.just(SECONDS_PER_DAY),
+        st.floats(0.0, 1e5),
+    ),
 )
 reports = st.one_of(
     st.builds(
@@ -239,7 +244,7 @@ class Model:
         self.last_state, self.last_state_t_s = state, self.t_s
 
     def in_window(self, entries: list[tuple[float, float]]) -> float:
-        return sum(v for t, v in entries if t > self.t_s - DAY_S)
+        return sum(v for t, v in entries if t > self.t_s - SECONDS_PER_DAY)
 
     def reference_amplitude_ma(self) -> float | None:
         known = []
@@ -279,7 +284,7 @@ def check_decision(model: Model, env: SafetyEnvelope, decision: EnvelopeDecision
         if model.observed_session_start_s is not None:
             assert model.t_s - model.observed_session_start_s < cfg.max_session_s
         if model.is_starting():
-            recent = [t for t in model.starting_sends if t > model.t_s - DAY_S]
+            recent = [t for t in model.starting_sends if t > model.t_s - SECONDS_PER_DAY]
             assert len(recent) < cfg.max_sessions_per_24h
             model.starting_sends.append(model.t_s)
         if model.closed_loop and model.detector is DetectorState.UNKNOWN:

@@ -14,7 +14,7 @@ from firmware_bridge.events import (
     StimStateReceived,
 )
 from firmware_bridge.lockstep import LockstepPump, RecordingPeer
-from firmware_bridge.messages import FaultCode, StimSetting
+from firmware_bridge.messages import FaultCode, MsgType, StimSetting
 from firmware_bridge.session import ControllerSession
 from simulator.firmware import FirmwareConfig, VirtualFirmware, firmware_config_for
 from simulator.signals import NoiseSource, StimulationInput
@@ -140,7 +140,7 @@ def test_watchdog_fault_clears_when_the_controller_returns_but_output_stays_off(
     assert fw.output.amplitude_ma == 0.0 and not fw.output.enabled
 
 
-def test_estop_stops_at_once_latches_and_a_new_handshake_clears_it() -> None:
+def test_estop_stops_at_once_latches_through_a_handshake_and_only_estop_clear_clears_it() -> None:
     ctl, fw, pump, clock = _rig()
     ctl.session.send_stim_set(StimSetting(True, 4.0, 60, 130.0), clock.now())
     pump.run_until(2.0)
@@ -152,11 +152,21 @@ def test_estop_stops_at_once_latches_and_a_new_handshake_clears_it() -> None:
     ctl.session.send_stim_set(StimSetting(True, 1.0, 60, 130.0), clock.now())
     pump.run_until(clock.now() + 0.1)
     assert ctl.of_type(CommandNacked)[-1].reason_name == "ESTOP_LATCHED"  # type: ignore[attr-defined]
-    ctl.session.connect(clock.now())
+    ctl.session.connect(clock.now())  # a reconnect (or a late HELLO retry)
     pump.run_until(clock.now() + 0.5)
+    assert fw.output.estop_latched
+    reported = [e.state for e in ctl.of_type(StimStateReceived)]  # type: ignore[attr-defined]
+    assert reported[-1].estop_latched  # the reconnecting controller sees the latch
     ctl.session.send_stim_set(StimSetting(True, 1.0, 60, 130.0), clock.now())
     pump.run_until(clock.now() + 0.5)
-    assert len(ctl.of_type(CommandAcked)) == 3  # first set, estop, set after handshake
+    assert ctl.of_type(CommandNacked)[-1].reason_name == "ESTOP_LATCHED"  # type: ignore[attr-defined]
+    ctl.session.send_estop_clear(clock.now())
+    pump.run_until(clock.now() + 0.1)
+    assert not fw.output.estop_latched and fw.output.amplitude_ma == 0.0  # still off
+    ctl.session.send_stim_set(StimSetting(True, 1.0, 60, 130.0), clock.now())
+    pump.run_until(clock.now() + 0.5)
+    acked = [e.command_type for e in ctl.of_type(CommandAcked)]  # type: ignore[attr-defined]
+    assert acked == [MsgType.STIM_SET, MsgType.ESTOP, MsgType.ESTOP_CLEAR, MsgType.STIM_SET]
 
 
 def test_impedance_out_of_window_forbids_stimulation_and_is_reported() -> None:

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from controller.config import ControllerConfig
+from firmware_bridge.clock import VirtualClock
 from insilico.report import SimReport
 from insilico.runner import (
     SimSpec,
-    WallPacer,
     on_patient_clock,
     phase_spans,
     run_sim,
@@ -155,7 +155,7 @@ def test_phase_spans_follow_the_phase_changes() -> None:
     ]
 
 
-def test_wall_pacer_sleeps_until_the_wall_clock_catches_up() -> None:
+def test_a_paced_virtual_clock_sleeps_until_the_wall_clock_catches_up() -> None:
     wall = [100.0]
     slept: list[float] = []
 
@@ -163,11 +163,12 @@ def test_wall_pacer_sleeps_until_the_wall_clock_catches_up() -> None:
         slept.append(seconds)
         wall[0] += seconds
 
-    pacer = WallPacer(sleep=sleep, now=lambda: wall[0])
-    pacer.wait_until(0.0)
+    clock = VirtualClock(rate=1.0, wall=lambda: wall[0], sleep=sleep)
+    clock.advance_to(0.0)
     wall[0] += 0.01  # the step itself took 10 ms of wall time
-    pacer.wait_until(0.05)
-    pacer.wait_until(0.03)  # behind: no sleep
+    clock.advance_to(0.05)
+    wall[0] += 0.05  # a slow step: the wall clock is ahead of virtual time now
+    clock.advance_to(0.08)  # behind: no sleep
     assert slept == [pytest.approx(0.04)]
 
 

@@ -48,6 +48,15 @@ def test_fixed_payload_sizes_in_the_message_table_match_the_codec() -> None:
 
     sizes = _doc_payload_sizes()
     fixed = {type(m).MSG_TYPE.name: len(m.encode()) for m in EXAMPLES}  # type: ignore[attr-defined]
-    for name in ("STIM_SET", "ACK", "NACK", "STIM_STATE", "HEARTBEAT", "ESTOP"):
+    for name in (
+        "STIM_SET",
+        "ACK",
+        "NACK",
+        "STIM_STATE",
+        "HEARTBEAT",
+        "ESTOP",
+        "BYE",
+        "ESTOP_CLEAR",
+    ):
         assert sizes[name] == str(fixed[name]), name
     assert sizes["STATUS"] == "6 + 4·electrodes"

@@ -17,6 +17,7 @@ from firmware_bridge.framing import MAX_ENCODED, FrameDecoder, encode_frame
 from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import (
     Estop,
+    EstopClear,
     Hello,
     MalformedPayload,
     StimSet,
@@ -28,6 +29,7 @@ from firmware_bridge.messages import (
 from firmware_bridge.session import ControllerSession
 from simulator.firmware import FirmwareConfig, VirtualFirmware
 from simulator.signals import NoiseSource
+from simulator.stimulator import LIMIT_REL_TOL
 from tests.protocol_fixtures import EXAMPLES, INFO
 
 
@@ -100,15 +102,17 @@ def test_parse_payload_only_raises_protocol_errors(payload: bytes, msg_type: int
 
 
 def _assert_within_limits(fw: VirtualFirmware) -> None:
+    """Within the hard limits as the protocol compares them (float64, relative 1e-6)."""
     out = fw.output
     lim = fw.config.limits
-    assert 0.0 <= out.amplitude_ma <= lim.max_amplitude_ma
+    up, down = 1.0 + LIMIT_REL_TOL, 1.0 - LIMIT_REL_TOL
+    assert 0.0 <= out.amplitude_ma <= lim.max_amplitude_ma * up
     if out.amplitude_ma > 0:
         assert lim.min_pulse_width_us <= out.pulse_width_us <= lim.max_pulse_width_us
-        assert lim.min_frequency_hz <= out.frequency_hz <= lim.max_frequency_hz
+        assert lim.min_frequency_hz * down <= out.frequency_hz <= lim.max_frequency_hz * up
         q = out.amplitude_ma * out.pulse_width_us * 1e-3
-        assert q <= lim.max_charge_per_phase_uc + 1e-9
-        assert q / fw.config.electrode_area_cm2 <= lim.max_charge_density_uc_per_cm2 + 1e-6
+        assert q <= lim.max_charge_per_phase_uc * up
+        assert q / fw.config.electrode_area_cm2 <= lim.max_charge_density_uc_per_cm2 * up
     assert math.isfinite(out.delivered_charge_uc)
 
 
@@ -131,6 +135,7 @@ settings_strategy = st.builds(
         st.one_of(
             st.tuples(st.just("set"), settings_strategy, st.floats(0.0, 3.0)),
             st.tuples(st.just("estop"), st.none(), st.floats(0.0, 3.0)),
+            st.tuples(st.just("clear"), st.none(), st.floats(0.0, 3.0)),
             st.tuples(st.just("hello"), st.none(), st.floats(0.0, 3.0)),
             st.tuples(st.just("bytes"), st.binary(max_size=64), st.floats(0.0, 3.0)),
         ),
@@ -158,6 +163,9 @@ def test_device_never_stimulates_outside_its_hard_limits(
             cid += 1
         elif kind == "estop":
             send(Estop.MSG_TYPE, Estop(cid).encode())
+            cid += 1
+        elif kind == "clear":
+            send(EstopClear.MSG_TYPE, EstopClear(cid).encode())
             cid += 1
         elif kind == "hello":
             send(Hello.MSG_TYPE, Hello(1, 0, "again").encode())

@@ -15,7 +15,7 @@ import pytest
 from firmware_bridge.clock import MonotonicClock
 from firmware_bridge.connection import DeviceConnection, ProtocolMismatch
 from firmware_bridge.events import CommandAcked, SamplesReceived, StimStateReceived
-from firmware_bridge.framing import FrameDecoder, encode_frame
+from firmware_bridge.framing import PROTOCOL_MAJOR, PROTOCOL_MINOR, FrameDecoder, encode_frame
 from firmware_bridge.messages import HelloReject, MsgType, StimSetting
 from firmware_bridge.transports.pty_link import PtyDeviceLink
 from firmware_bridge.transports.serial_link import SerialLink
@@ -78,7 +78,8 @@ async def test_controller_reports_a_device_speaking_another_major_version() -> N
     try:
         link = await SerialLink.open(path, 921_600)
         async with DeviceConnection(link, MonotonicClock()) as conn:
-            with pytest.raises(ProtocolMismatch, match=r"2\.1.*1\.0"):
+            ours = rf"{PROTOCOL_MAJOR}\.{PROTOCOL_MINOR}"
+            with pytest.raises(ProtocolMismatch, match=rf"2\.1.*{ours}"):
                 await asyncio.wait_for(conn.connect(), 5)
     finally:
         loop.remove_reader(master)

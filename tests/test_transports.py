@@ -3,22 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
-from firmware_bridge.clock import VirtualClock
+from firmware_bridge.clock import AsyncioClock, VirtualClock
 from firmware_bridge.connection import DeviceConnection
 from firmware_bridge.events import CommandAcked, PeerLost, SamplesReceived
 from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import StimSetting
 from firmware_bridge.session import ControllerSession
 from firmware_bridge.transports import LinkClosed, memory_link_pair
+from firmware_bridge.transports.registry import open_link
 from firmware_bridge.url import (
     DeviceURLError,
     MqttURL,
     SerialURL,
     SimURL,
-    open_link,
     parse_device_url,
 )
 from simulator.firmware import FirmwareConfig, VirtualFirmware
@@ -238,3 +239,22 @@ async def test_cancelled_next_event_loses_no_event() -> None:
         assert isinstance(received[-1], PeerLost)
     server.cancel()
     await asyncio.gather(server, return_exceptions=True)
+
+
+@pytest.mark.looptime
+async def test_a_nowait_send_leaves_at_once_and_its_answer_can_be_awaited() -> None:
+    clock = AsyncioClock()
+    fw = VirtualFirmware(NoiseSource(seed=5), FirmwareConfig(seed=5), start_s=clock.now())
+    ctl, dev = memory_link_pair()
+    server = asyncio.create_task(serve_firmware(fw, dev, clock))
+    try:
+        async with DeviceConnection(ctl, clock) as conn:
+            await conn.connect()
+            cid = conn.send_stim_set_nowait(StimSetting(True, 0.5, 200, 40.0, 0.5))
+            result = await asyncio.wait_for(conn.result_of(cid), 5.0)
+            assert isinstance(result, CommandAcked) and result.command_id == cid
+            assert fw.output.target_ma == pytest.approx(0.5)
+    finally:
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError, LinkClosed):
+            await server

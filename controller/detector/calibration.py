@@ -45,8 +45,7 @@ from controller.detector.score import ScoreSmoother
 from controller.detector.signature import PatientSignature, RunInFit
 from controller.detector.state_machine import ProdromeStateMachine, WindowInput
 from controller.detector.types import DetectorState
-
-SECONDS_PER_HOUR = 3600.0
+from firmware_bridge.units import SECONDS_PER_HOUR
 
 
 class CalibrationError(ValueError):

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-SECONDS_PER_DAY = 86_400.0
+from firmware_bridge.units import SECONDS_PER_DAY
 
 _BAND = r"(?P<band>[a-z][a-z0-9_]*)"
 #: Summary features the detector can score, as regular expressions over their names.

@@ -1,6 +1,11 @@
 """The safety envelope: every stimulation request passes it before anything is sent."""
 
-from controller.envelope.accounting import DAY_S, DeliveryAccounting, RollingCount, RollingSum
+from controller.envelope.accounting import (
+    SECONDS_PER_DAY,
+    DeliveryAccounting,
+    RollingCount,
+    RollingSum,
+)
 from controller.envelope.clamp import ClampResult, clamp_off, clamp_setting
 from controller.envelope.config import SHANNON_K_DAMAGE, EnvelopeConfig, FallbackProgramConfig
 from controller.envelope.decision import Clamp, EnvelopeDecision, Rule
@@ -15,7 +20,7 @@ from controller.envelope.limits import (
 )
 
 __all__ = [
-    "DAY_S",
+    "SECONDS_PER_DAY",
     "SHANNON_K_DAMAGE",
     "Clamp",
     "ClampResult",

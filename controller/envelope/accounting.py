@@ -12,15 +12,15 @@ import math
 from collections import deque
 
 from firmware_bridge.messages import StimState
+from firmware_bridge.units import SECONDS_PER_DAY
 
-DAY_S = 86_400.0
 BUCKET_S = 60.0
 
 
 class RollingSum:
     """Sum of amounts added in the last ``window_s`` seconds, in ``bucket_s`` buckets."""
 
-    def __init__(self, window_s: float = DAY_S, bucket_s: float = BUCKET_S) -> None:
+    def __init__(self, window_s: float = SECONDS_PER_DAY, bucket_s: float = BUCKET_S) -> None:
         self.window_s = window_s
         self.bucket_s = bucket_s
         self._buckets: deque[list[float]] = deque()  # [bucket start s, amount]
@@ -44,7 +44,7 @@ class RollingSum:
 class RollingCount:
     """Number of events in the last ``window_s`` seconds (exact times, pruned on query)."""
 
-    def __init__(self, window_s: float = DAY_S) -> None:
+    def __init__(self, window_s: float = SECONDS_PER_DAY) -> None:
         self.window_s = window_s
         self._times: deque[float] = deque()
 
@@ -78,7 +78,7 @@ class DeliveryAccounting:
     The cumulative charge counter stays exact across any gap.
     """
 
-    def __init__(self, stale_cap_s: float, window_s: float = DAY_S) -> None:
+    def __init__(self, stale_cap_s: float, window_s: float = SECONDS_PER_DAY) -> None:
         self.stale_cap_s = stale_cap_s
         self._on_time = RollingSum(window_s)
         self._charge = RollingSum(window_s)

@@ -64,10 +64,12 @@ def _ramp(requested: float, limit: float, clamps: list[Clamp]) -> float:
 
 
 def clamp_off(setting: StimSetting, eff: EffectiveEnvelope) -> ClampResult:
-    """Turning off is never refused: only its ramp (down) rate is fitted."""
+    """Turning off is never refused: only its ramp (down) rate is fitted. The result is the
+    protocol's one off command (``StimSetting.off``); the session fills in the device's
+    limits for the fields the device ignores."""
     clamps: list[Clamp] = []
     rate = _ramp(setting.ramp_rate_ma_per_s, eff.ramp_down_ma_per_s, clamps)
-    return ClampResult(StimSetting(False, 0.0, 0, 0.0, rate), clamps)
+    return ClampResult(StimSetting.off(rate), clamps)
 
 
 def clamp_setting(

@@ -2,12 +2,12 @@
 
 Defaults and their sources:
 
-- window_s 2.0, hop_s 0.5, segment_s 1.0 with 50 % overlap, Hann window: issue 4
-  ("default 2 s window, 0.5 s hop"; Welch segments of 1 s, 50 % overlap, as
-  scipy.signal.welch / scipy.signal.coherence define them).  A 0.5 s update matches the
-  Summit RC+S "FFT 1024 pt every 500 ms" (REFERENCES 1).
-- bands delta 1-4, theta 4-8, alpha 8-13, beta 13-30, gamma 30-45 Hz: issue 4 (close to
-  the bands of Cao et al. 2016, J Headache Pain 17).
+- window_s 2.0, hop_s 0.5, segment_s 1.0 with 50 % overlap, Hann window: a 2 s window
+  resolves 0.5 Hz, enough to follow the alpha peak; Welch segments of 1 s, 50 % overlap,
+  as scipy.signal.welch / scipy.signal.coherence define them.  A 0.5 s update matches the
+  Summit RC+S "FFT 1024 pt every 500 ms" (Medtronic RC+S programming notes).
+- bands delta 1-4, theta 4-8, alpha 8-13, beta 13-30, gamma 30-45 Hz: the clinical EEG
+  bands, close to those of Cao et al. 2016 (J Headache Pain 17).
 - alpha peak search range 8-13 Hz: the alpha band above; alpha peak frequency as a
   migraine marker after Bjørk et al. 2009 (Clin Neurophysiol 120:464).
 - line_noise_hz 50: mains frequency in Europe (set 60 for the Americas).
@@ -27,7 +27,7 @@ from controller.features.layout import FeatureLayout, build_layout
 _BAND_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 DEFAULT_BANDS_HZ: dict[str, tuple[float, float]] = {
-    # issue 4 band table (cf. Cao et al. 2016, J Headache Pain 17)
+    # the clinical EEG bands (cf. Cao et al. 2016, J Headache Pain 17)
     "delta": (1.0, 4.0),
     "theta": (4.0, 8.0),
     "alpha": (8.0, 13.0),

@@ -24,8 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from firmware_bridge.messages import StimSetting
-
-DAY_S = 86_400.0
+from firmware_bridge.units import SECONDS_PER_DAY
 
 PolicyName = Literal["off", "open-loop", "single-threshold", "dual-threshold", "prodrome-session"]
 
@@ -62,12 +61,12 @@ class OpenLoopConfig(BaseModel):
         description="start of each daily session, seconds after midnight (08:00 = 28800)",
     )
     session_s: float = Field(
-        default=1200.0, gt=0.0, le=DAY_S, description="length of each scheduled session"
+        default=1200.0, gt=0.0, le=SECONDS_PER_DAY, description="length of each scheduled session"
     )
     day_start_offset_s: float = Field(
         default=0.0,
         ge=0.0,
-        lt=DAY_S,
+        lt=SECONDS_PER_DAY,
         description="time of day (s after midnight) at t_s = 0 of the device clock",
     )
 
@@ -75,12 +74,12 @@ class OpenLoopConfig(BaseModel):
     def _check_schedule(self) -> OpenLoopConfig:
         times = sorted(self.session_times_of_day_s)
         for t in times:
-            if not 0.0 <= t < DAY_S:
+            if not 0.0 <= t < SECONDS_PER_DAY:
                 raise ValueError(f"session_times_of_day_s: {t} is not in [0, 86400)")
-        for first, second in zip(times, [*times[1:], times[0] + DAY_S], strict=True):
+        for first, second in zip(times, [*times[1:], times[0] + SECONDS_PER_DAY], strict=True):
             if len(times) > 1 and second - first < self.session_s:
                 raise ValueError(
-                    f"session_times_of_day_s: sessions at {first} and {second % DAY_S} s "
+                    f"session_times_of_day_s: sessions at {first} and {second % SECONDS_PER_DAY} s "
                     f"overlap with session_s={self.session_s}"
                 )
         return self
@@ -112,7 +111,7 @@ class DualThresholdConfig(BaseModel):
     )
     max_amplitude_ma: float = Field(default=4.0, gt=0.0, le=100.0, description="highest amplitude")
     update_interval_s: float = Field(
-        default=30.0, gt=0.0, le=DAY_S, description="at most one step per interval (RC+S)"
+        default=30.0, gt=0.0, le=SECONDS_PER_DAY, description="at most one step per interval (RC+S)"
     )
 
     @model_validator(mode="after")
@@ -134,12 +133,15 @@ class ProdromeSessionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     session_s: float = Field(
-        default=1200.0, gt=0.0, le=DAY_S, description="therapy session on entering PRODROME"
+        default=1200.0,
+        gt=0.0,
+        le=SECONDS_PER_DAY,
+        description="therapy session on entering PRODROME",
     )
     lockout_s: float = Field(
         default=28_800.0,
         ge=0.0,
-        le=7 * DAY_S,
+        le=7 * SECONDS_PER_DAY,
         description="after a session ends, PRODROME entries start no new session",
     )
 

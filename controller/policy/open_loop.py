@@ -7,7 +7,7 @@ time of day is ``(t_s + day_start_offset_s) mod 86400``. Open loop ignores the d
 from __future__ import annotations
 
 from controller.detector.types import DetectorOutput
-from controller.policy.config import DAY_S, OpenLoopConfig, TherapySettingConfig
+from controller.policy.config import SECONDS_PER_DAY, OpenLoopConfig, TherapySettingConfig
 from controller.policy.gate import OFF, RequestGate
 from controller.policy.types import StimRequest
 from firmware_bridge.messages import StimState
@@ -23,13 +23,13 @@ class OpenLoopPolicy:
         self._gate = RequestGate()
 
     def time_of_day_s(self, t_s: float) -> float:
-        return (t_s + self.config.day_start_offset_s) % DAY_S
+        return (t_s + self.config.day_start_offset_s) % SECONDS_PER_DAY
 
     def session_start_s(self, t_s: float) -> float | None:
         """Time of day at which the scheduled session containing ``t_s`` began, if any."""
         tod = self.time_of_day_s(t_s)
         for start in self.config.session_times_of_day_s:
-            if (tod - start) % DAY_S < self.config.session_s:
+            if (tod - start) % SECONDS_PER_DAY < self.config.session_s:
                 return start
         return None
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from types import TracebackType
+from typing import Protocol, Self
 
+from firmware_bridge.errors import LinkClosed
 
-class LinkClosed(ConnectionError):
-    """The link is gone (peer closed, port vanished); reconnecting is the caller's decision."""
+__all__ = ["Link", "LinkClosed", "LinkContext"]
 
 
 class Link(Protocol):
@@ -24,3 +25,30 @@ class Link(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class LinkContext:
+    """Mixin that makes a link an async context manager: ``async with link:`` closes it."""
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from firmware_bridge.transports.base import LinkClosed
+from firmware_bridge.transports.base import LinkClosed, LinkContext
 
 _CLOSED = b""
 
 
-class MemoryLink:
+class MemoryLink(LinkContext):
     """One end of an in-memory pipe. Chunks keep their order; nothing is lost unless closed."""
 
     def __init__(

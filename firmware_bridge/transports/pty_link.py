@@ -9,10 +9,10 @@ import contextlib
 import os
 import tty
 
-from firmware_bridge.transports.base import LinkClosed
+from firmware_bridge.transports.base import LinkClosed, LinkContext
 
 
-class PtyDeviceLink:
+class PtyDeviceLink(LinkContext):
     """Master side of a new pty. Like a real UART, output that nobody reads is dropped
     (and counted) instead of blocking the device."""
 

@@ -14,13 +14,13 @@ import threading
 
 import serial
 
-from firmware_bridge.transports.base import LinkClosed
+from firmware_bridge.transports.base import LinkClosed, LinkContext
 
 DEFAULT_BAUD = 921_600
 _READ_CHUNK = 65_536
 
 
-class SerialLink:
+class SerialLink(LinkContext):
     """A pyserial port as an async ``Link``."""
 
     def __init__(self, port: serial.SerialBase, description: str) -> None:

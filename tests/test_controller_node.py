@@ -1,0 +1,222 @@
+"""ControllerNode: the closed loop every shell drives — decisions kept, blanking on the
+device's report, operator inputs audited and reviewed, E-stop never gated, stop rules."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.audit import AuditLog, verify_audit
+from controller.config import ControllerConfig
+from controller.core import ControllerCore
+from controller.node import ControllerNode
+from controller.observations import (
+    CommandIssued,
+    EstopChanged,
+    LinkState,
+    NodeEvent,
+    Refused,
+)
+from firmware_bridge.clock import VirtualClock
+from firmware_bridge.events import Connected, SamplesReceived, StatusReceived
+from firmware_bridge.framing import FrameDecoder
+from firmware_bridge.lockstep import LockstepPump
+from firmware_bridge.messages import MsgType, Status, StimSetting
+from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.signals import NoiseSource
+from tests.protocol_fixtures import INFO as FIXTURE_INFO
+
+#: The fixture device with the simulated device's amplitude limit (the default envelope's).
+INFO = replace(FIXTURE_INFO, limits=replace(FIXTURE_INFO.limits, max_amplitude_ma=12.7))
+
+
+def _config(**detector: object) -> ControllerConfig:
+    return ControllerConfig.model_validate(
+        {
+            "policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}},
+            "detector": {"calibration_s": 60.0, **detector},
+        }
+    )
+
+
+def _lockstep(
+    tmp_path: Path,
+    config: ControllerConfig | None = None,
+    seed: int = 1,
+    stop_timeout_s: float | None = None,
+):
+    audit_path = tmp_path / "audit.jsonl"
+    node = ControllerNode(
+        ControllerCore(config or _config()), AuditLog(audit_path), stop_timeout_s=stop_timeout_s
+    )
+    events: list[NodeEvent] = []
+    node.subscribe(events.append)
+    fw = VirtualFirmware(NoiseSource(seed=seed), FirmwareConfig(seed=seed))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    node.start(0.0)
+    return node, fw, pump, clock, events, audit_path
+
+
+def _records(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _connected_core(config: ControllerConfig) -> ControllerCore:
+    core = ControllerCore(config)
+    core.on_connected(INFO, 0.0)
+    impedances = tuple([1000] * INFO.n_electrodes)
+    core.on_event(StatusReceived(Status(90, 0, impedances)), 0.0)
+    return core
+
+
+@pytest.mark.parametrize("windows", [1, 2, 5])
+def test_a_block_completing_several_windows_keeps_every_decision(windows: int) -> None:
+    config = _config()
+    core = _connected_core(config)
+    rate = INFO.sampling_rate_hz
+    hop = int(config.features.hop_s * rate)
+    window = int(config.features.window_s * rate)
+    warmup = SamplesReceived(0, np.zeros((INFO.n_channels, window - hop), np.int16), 0, 0)
+    core.on_event(warmup, 0.0)
+    block = np.random.default_rng(0).integers(-50, 50, (INFO.n_channels, hop * windows))
+    result = core.on_event(SamplesReceived(window - hop, block.astype(np.int16), 0, 0), 1.0)
+    assert len(result.outputs) == windows
+    # Whatever the envelope recorded as sent is in the result, and only one at a time.
+    sent = core.envelope.last_sent if core.envelope is not None else None
+    assert len(result.commands) == core.stats.decisions == 1
+    assert result.commands[0].setting == sent
+    decision_records = [r for r in result.records if r.kind == "decision"]
+    assert len(decision_records) == len(result.commands)
+
+
+def test_blanking_follows_the_device_reported_change_not_the_command(tmp_path: Path) -> None:
+    node, fw, pump, clock, _events, _ = _lockstep(tmp_path)
+    pump.run_until(120.0)  # calibrated, stimulating, and the change long reported
+    detector = node.core.detector
+    assert detector is not None and fw.output.enabled
+    before = detector.blanked_until_s
+    result = node.manual_setting(StimSetting(True, 1.0, 200, 40.0, 0.01), clock.now())
+    assert result.sent is not None
+    assert detector.blanked_until_s == before  # sent, but the device has not reported it
+    pump.run_until(clock.now() + 2.0)
+    assert node.core.delivered is not None and node.core.delivered.pulse_width_us == 200
+    assert detector.blanked_until_s > before  # the report of the change blanks
+
+
+def test_operator_setting_beyond_the_envelope_is_refused_with_its_rule(tmp_path: Path) -> None:
+    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path)
+    pump.run_until(30.0)
+    target_before = fw.output.target_ma
+    result = node.manual_setting(StimSetting(True, 50.0, 250, 60.0, 0.01), clock.now())
+    assert result.sent is None and result.refused_rule == "amplitude_range"
+    pump.run_until(35.0)
+    assert fw.output.target_ma == pytest.approx(target_before)
+    refused = [e for e in events if isinstance(e, Refused)]
+    assert refused and refused[-1].origin == "operator" and refused[-1].rule == "amplitude_range"
+    node.close(clock.now())
+    kinds = [r["kind"] for r in _records(audit_path)]
+    assert "operator_setting" in kinds and "refusal" in kinds
+
+
+def test_operator_setting_within_the_envelope_is_sent_and_holds_the_policy(
+    tmp_path: Path,
+) -> None:
+    node, fw, pump, clock, _events, audit_path = _lockstep(tmp_path)
+    pump.run_until(30.0)
+    result = node.manual_setting(StimSetting(True, 1.0, 200, 40.0, 0.01), clock.now())
+    assert result.refused_rule is None and result.sent is not None
+    pump.run_until(60.0)
+    assert fw.output.target_ma == pytest.approx(1.0)
+    assert fw.output.pulse_width_us == 200 and fw.output.frequency_hz == pytest.approx(40.0)
+    assert node.snapshot().manual
+    node.close(clock.now())
+    commands = [r for r in _records(audit_path) if r["kind"] == "command"]
+    assert commands[-1]["origin"] == "operator" and commands[-1]["amplitude_ma"] == 1.0
+
+
+def test_estop_goes_out_in_every_state_and_is_never_gated() -> None:
+    node = ControllerNode(ControllerCore(_config()), AuditLog(None))
+    node.estop(0.0)  # before any handshake: no envelope, no device info
+    frames = FrameDecoder().feed(node.data_to_send())
+    assert [f.msg_type for f in frames] == [int(MsgType.ESTOP)]
+    assert node.snapshot().estop_latched
+    assert node.audit.last is not None and node.audit.last["kind"] == "estop"
+
+
+def test_clearing_an_estop_never_resumes_stimulation_by_itself(tmp_path: Path) -> None:
+    node, fw, pump, clock, events, audit_path = _lockstep(tmp_path)
+    pump.run_until(60.0)
+    assert fw.output.enabled
+    node.estop(clock.now())
+    pump.run_until(65.0)
+    assert fw.output.amplitude_ma == 0.0 and fw.output.estop_latched
+    node.clear_estop(clock.now())
+    pump.run_until(180.0)
+    assert not fw.output.estop_latched  # the latch is gone on the device...
+    assert not fw.output.enabled and fw.output.amplitude_ma == 0.0  # ...and nothing resumed
+    assert node.snapshot().estop_hold
+    node.resume(clock.now())
+    pump.run_until(240.0)
+    assert fw.output.enabled  # only the operator's resume lets the policy stimulate again
+    latch = [e.latched for e in events if isinstance(e, EstopChanged)]
+    assert latch == [True, False]
+    node.close(clock.now())
+    kinds = [r["kind"] for r in _records(audit_path)]
+    for kind in ("estop", "estop_clear", "resume"):
+        assert kind in kinds
+    assert verify_audit(audit_path).ok
+
+
+def test_markers_and_policy_switches_are_audited_and_sent(tmp_path: Path) -> None:
+    node, fw, pump, clock, _events, audit_path = _lockstep(tmp_path)
+    pump.run_until(70.0)
+    node.marker("patient yawns", clock.now())
+    node.set_policy("off", clock.now())
+    pump.run_until(120.0)
+    assert not fw.output.enabled  # the off policy turned it off
+    with pytest.raises(ValueError, match="unknown policy"):
+        node.set_policy("nonsense", clock.now())
+    node.close(clock.now())
+    records = _records(audit_path)
+    assert any(r["kind"] == "operator_marker" and r["text"] == "patient yawns" for r in records)
+    assert any(r["kind"] == "policy" and r["policy"] == "off" for r in records)
+
+
+def test_request_stop_ramps_down_and_finishes_on_the_device_report(tmp_path: Path) -> None:
+    node, fw, pump, clock, events, _ = _lockstep(tmp_path)
+    pump.run_until(60.0)
+    assert fw.output.enabled
+    node.request_stop(clock.now(), "operator")
+    assert node.state is LinkState.STOPPING
+    pump.run_until(clock.now() + 200.0, stop=lambda: node.finished)
+    assert node.stop_outcome is not None and node.stop_outcome.ramped_down
+    assert fw.output.amplitude_ma == 0.0 and not fw.output.enabled
+    issued = [e for e in events if isinstance(e, CommandIssued)]
+    assert issued[-1].origin == "shutdown"
+
+
+def test_a_stop_not_confirmed_in_time_ends_in_estop(tmp_path: Path) -> None:
+    # A 3 mA output at the default 0.12 mA/s ramp takes 25 s to reach zero: more than 2 s.
+    node, fw, pump, clock, _events, audit_path = _lockstep(tmp_path, stop_timeout_s=2.0)
+    pump.run_until(60.0)
+    assert fw.output.enabled
+    node.request_stop(clock.now(), "operator")
+    pump.run_until(clock.now() + 10.0, stop=lambda: node.finished)
+    outcome = node.stop_outcome
+    assert outcome is not None and not outcome.ramped_down
+    assert outcome.error is not None and "timeout" in outcome.error
+    pump.run_until(clock.now() + 1.0)
+    assert fw.output.estop_latched and fw.output.amplitude_ma == 0.0
+    node.close(clock.now())
+    assert "estop" in [r["kind"] for r in _records(audit_path)]
+
+
+def test_connected_events_are_never_passed_to_the_core() -> None:
+    core = ControllerCore(_config())
+    result = core.on_event(Connected(INFO), 0.0)
+    assert result.empty

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from controller.config import ControllerConfig
@@ -109,3 +110,35 @@ def test_prospective_command_rejects_bad_arguments(capsys: pytest.CaptureFixture
     assert "whole number of samples" in capsys.readouterr().err
     assert main(["prospective", "--time-in-warning", "0"]) == 2
     assert "target_time_in_warning" in capsys.readouterr().err
+
+
+def test_feature_logger_blocks_samples_and_gating() -> None:
+    """Block means of usable windows only; too few good channels and blanking are left out."""
+    from controller.detector.feature_log import FeatureLogger
+    from tests.test_detector_detector import config, make_frame
+
+    logger = FeatureLogger(
+        ["beta_rel_power.mean", "coherence.alpha.mean"],
+        ["c0", "c1", "c2", "c3"],
+        config(),
+        block_s=10.0,
+        sample_every_s=2.0,
+    )
+    for i in range(20):  # windows ending 2.0 .. 11.5 s: block 0 holds t_end < 10 s
+        logger.push(make_frame(i, rel_beta=0.1 if i < 16 else 0.5))
+    for i in range(20, 40):  # one good channel of four: below the minimum (2), not used
+        logger.push(make_frame(i, rel_beta=9.0, good=[True, False, False, False]))
+    logger.blank_after_change(20.0)  # windows starting before 35 s are blanked
+    for i in range(40, 80):
+        logger.push(make_frame(i, rel_beta=0.3))
+    log = logger.log()
+    assert log.block_end_s.tolist() == [10.0, 20.0, 30.0, 40.0, 50.0]  # last t_end 41.5 s
+    beta = log.column("beta_rel_power.mean")
+    assert log.block_mean[0, beta] == pytest.approx(0.1)
+    assert log.block_mean[1, beta] == pytest.approx((4 * 0.5) / 4)  # 10.0-11.5 s, then unusable
+    assert np.isnan(log.block_mean[2, beta])
+    assert log.block_mean[3, beta] == pytest.approx(0.3)  # t_start >= 35 s only
+    assert log.block_usable_s[3] == pytest.approx(3.0)  # 6 windows of 0.5 s
+    assert log.block_usable_s[0] == pytest.approx(7.5)  # 16 windows, the first credited 0 s
+    assert not (log.sample_values[:, beta] == 9.0).any()
+    assert np.diff(log.sample_t_s).min() >= 2.0

@@ -47,7 +47,7 @@ from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import scoring
 from insilico.runner import attacks_from, phase_spans
 from simulator.physiology.patient import PatientSimulation, VirtualPatient
-from simulator.signals import NO_STIMULATION, GroundTruthEvent
+from simulator.signals import DEFAULT_SITES, NO_STIMULATION, GroundTruthEvent, Site
 
 #: Implausibility flag: sensitivity above this at a time in warning below the next.
 IMPLAUSIBLE_SENSITIVITY = 0.9
@@ -69,6 +69,7 @@ class ProspectiveJob:
     config: ControllerConfig
     settings: CalibrationSettings
     sampling_rate_hz: float = 250.0
+    sites: tuple[str, ...] = ()  # recording sites by label; empty: all default sites
 
 
 class ProspectiveEntry(BaseModel):
@@ -134,6 +135,7 @@ class ProspectiveReport(BaseModel):
     target_time_in_warning: float
     hop_s: float
     sampling_rate_hz: float
+    sites: list[str]
     min_attacks_per_month: float
     wall_s: float
     entries: list[ProspectiveEntry]
@@ -147,7 +149,11 @@ class _Patient:
         patient = VirtualPatient.from_phenotype(job.phenotype, job.seed)
         self.attacks_per_month = patient.cycle.attacks_per_month
         self.source = PatientSimulation(
-            patient, job.model, sampling_rate_hz=job.sampling_rate_hz, seed=job.seed
+            patient,
+            job.model,
+            sites=select_sites(job.sites),
+            sampling_rate_hz=job.sampling_rate_hz,
+            seed=job.seed,
         )
         self.names = [site.label for site in self.source.sites]
         fs = self.source.sampling_rate_hz
@@ -168,6 +174,17 @@ class _Patient:
         frames = self.extractor.push(self.source.read(self.block_samples, NO_STIMULATION))
         self.truth.extend(self.source.drain_ground_truth())
         return frames
+
+
+def select_sites(labels: Sequence[str]) -> tuple[Site, ...]:
+    """The default recording sites with these labels, in the given order (all if empty)."""
+    if not labels:
+        return DEFAULT_SITES
+    by_label = {site.label: site for site in DEFAULT_SITES}
+    unknown = [label for label in labels if label not in by_label]
+    if unknown:
+        raise ValueError(f"unknown site(s) {unknown}; the sites are {list(by_label)}")
+    return tuple(by_label[label] for label in labels)
 
 
 def run_patient(job: ProspectiveJob) -> ProspectiveEntry:
@@ -325,11 +342,13 @@ def cohort_jobs(
     settings: CalibrationSettings,
     sampling_rate_hz: float = 250.0,
     min_attacks_per_month: float = 0.0,
+    sites: Sequence[str] = (),
 ) -> list[ProspectiveJob]:
     """``patients_per_phenotype`` patients of each phenotype; patient seeds are tried from
     ``seed`` upwards (one counter for the whole cohort) and a patient is screened out when
     its drawn attack frequency is below ``min_attacks_per_month`` (enrolment by diary: a
     run-in of affordable length must be able to hold ``min_attacks`` attacks)."""
+    select_sites(sites)  # unknown labels fail before anything runs
     jobs: list[ProspectiveJob] = []
     candidate = seed
     for phenotype in phenotypes:

@@ -20,6 +20,7 @@ from insilico.prospective import (
     ProspectiveReport,
     cohort_jobs,
     run_cohort,
+    select_sites,
     summarise,
 )
 from insilico.trial import ALL_PHENOTYPES
@@ -53,6 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument(
         "--sampling-rate-hz", type=float, default=250.0, help="simulated EEG sampling rate"
+    )
+    parser.add_argument(
+        "--sites", default="", help="comma-separated recording sites (default: all eight)"
     )
     parser.add_argument(
         "--min-attacks-per-month",
@@ -112,7 +116,12 @@ def _jobs(
         settings=settings,
         sampling_rate_hz=args.sampling_rate_hz,
         min_attacks_per_month=args.min_attacks_per_month,
+        sites=_sites(args.sites),
     )
+
+
+def _sites(text: str) -> list[str]:
+    return [label.strip() for label in text.split(",") if label.strip()]
 
 
 def _run(
@@ -141,6 +150,7 @@ def _run(
         target_time_in_warning=args.time_in_warning,
         hop_s=config.features.hop_s,
         sampling_rate_hz=args.sampling_rate_hz,
+        sites=[s.label for s in select_sites(_sites(args.sites))],
         min_attacks_per_month=args.min_attacks_per_month,
         wall_s=time.perf_counter() - wall_start,
         entries=entries,
@@ -242,6 +252,7 @@ def print_report(report: ProspectiveReport, console: Console) -> None:
         f"aim: median sensitivity >= 0.40 at median time in warning <= 0.30 and p < 0.05 in "
         f"at least half the enrolled patients of each phenotype; run-in budget "
         f"{report.target_time_in_warning:.2f}; hop {report.hop_s:g} s; "
-        f"{report.sampling_rate_hz:g} Hz; patients with >= {report.min_attacks_per_month:g} "
+        f"{report.sampling_rate_hz:g} Hz; sites {','.join(report.sites)}; "
+        f"patients with >= {report.min_attacks_per_month:g} "
         f"attacks/month; {report.wall_s:.0f} s wall"
     )

@@ -142,3 +142,12 @@ def test_feature_logger_blocks_samples_and_gating() -> None:
     assert log.block_usable_s[0] == pytest.approx(7.5)  # 16 windows, the first credited 0 s
     assert not (log.sample_values[:, beta] == 9.0).any()
     assert np.diff(log.sample_t_s).min() >= 2.0
+
+
+def test_site_selection_by_label() -> None:
+    from insilico.prospective import select_sites
+
+    assert [s.label for s in select_sites(["O1", "Fp1"])] == ["O1", "Fp1"]
+    assert len(select_sites([])) == 8
+    with pytest.raises(ValueError, match=r"unknown site\(s\) \['Cz'\]"):
+        select_sites(["Cz"])

@@ -15,6 +15,7 @@ import numpy as np
 
 from controller.audit import AuditLog
 from controller.bench_async import format_async_rows, measure_async_latency
+from controller.bench_device import bench_device
 from controller.config import ControllerConfig
 from controller.core import ControllerCore
 from controller.features.bench import bench_features_rows, format_rows
@@ -23,9 +24,6 @@ from controller.observations import CommandIssued
 from firmware_bridge.framing import encode_frame
 from firmware_bridge.messages import (
     Ack,
-    ChannelInfo,
-    DeviceInfo,
-    DeviceLimits,
     MsgType,
     Status,
     StimState,
@@ -43,24 +41,6 @@ class LatencyRow:
     frame_p50_ms: float  # every SAMPLES frame, triggering or not
 
 
-def _device(n_channels: int, rate_hz: int) -> DeviceInfo:
-    return DeviceInfo(
-        major=1,
-        minor=0,
-        device_id="BENCH",
-        firmware_version="bench",
-        sampling_rate_hz=rate_hz,
-        samples_per_frame=10,
-        heartbeat_interval_ms=250,
-        watchdog_ms=1000,
-        channels=tuple(ChannelInfo(f"ch{i}", 0.5, float(i), 0.0) for i in range(n_channels)),
-        stim_channels=(0,),
-        n_electrodes=n_channels,
-        electrode_area_cm2=0.06,
-        limits=DeviceLimits(12.7, 10, 450, 2.0, 255.0, 5.0, 3.0, 30.0),
-    )
-
-
 def measure_latency(
     n_channels: int, rate_hz: int, triggers: int = 200, seed: int = 0
 ) -> LatencyRow:
@@ -74,7 +54,7 @@ def measure_latency(
     node.subscribe(lambda e: sent.append(e.command_id) if isinstance(e, CommandIssued) else None)
     node.start(0.0)
     node.data_to_send()
-    info = _device(n_channels, rate_hz)
+    info = bench_device(n_channels, rate_hz)
     node.receive_data(encode_frame(MsgType.DEVICE_INFO, info.encode(), 0, 0), 0.0)
     node.data_to_send()
     status = Status(90, 0, tuple([1000] * n_channels))  # impedances inside the window

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.bench_device import bench_device
 from controller.config import ControllerConfig
 from controller.loop import ControllerLoop
 from controller.run import build_node
@@ -33,9 +34,7 @@ from firmware_bridge.clock import AsyncioClock
 from firmware_bridge.errors import LinkClosed
 from firmware_bridge.events import EstopRequested, HandshakeCompleted, StimSetRequested
 from firmware_bridge.messages import (
-    ChannelInfo,
     DeviceInfo,
-    DeviceLimits,
     MsgType,
     Status,
     StimSetting,
@@ -61,24 +60,6 @@ class AsyncLatencyRow:
     lag_max_ms: float
     audit_syncs: int
     audit_overflows: int
-
-
-def _info(n_channels: int, rate_hz: int, samples_per_frame: int) -> DeviceInfo:
-    return DeviceInfo(
-        major=1,
-        minor=0,
-        device_id="BENCH-ASYNC",
-        firmware_version="bench",
-        sampling_rate_hz=rate_hz,
-        samples_per_frame=samples_per_frame,
-        heartbeat_interval_ms=250,
-        watchdog_ms=1000,
-        channels=tuple(ChannelInfo(f"ch{i}", 0.5, float(i), 0.0) for i in range(n_channels)),
-        stim_channels=(0,),
-        n_electrodes=n_channels,
-        electrode_area_cm2=0.06,
-        limits=DeviceLimits(12.7, 10, 450, 2.0, 255.0, 5.0, 3.0, 30.0),
-    )
 
 
 class _TimedLink:
@@ -193,7 +174,7 @@ async def _measure(
     n_channels: int, rate_hz: int, seconds: float, files: bool, directory: Path
 ) -> AsyncLatencyRow:
     clock = AsyncioClock()
-    info = _info(n_channels, rate_hz, samples_per_frame=max(1, rate_hz // 100))
+    info = bench_device(n_channels, rate_hz, samples_per_frame=max(1, rate_hz // 100))
     config = ControllerConfig.model_validate(
         {"policy": {"name": "open-loop", "open_loop": {"mode": "continuous"}}}
     )

@@ -23,6 +23,7 @@ from controller.detector.types import DetectorOutput, DetectorState
 from controller.envelope import EnvelopeDecision, SafetyEnvelope
 from controller.envelope.limits import within_envelope
 from controller.features import FeatureExtractor, FeatureFrame
+from controller.observations import Clamped, Refused
 from controller.policy import POLICY_NAMES, Policy, StimRequest, build_policy
 from firmware_bridge.events import (
     FaultReceived,
@@ -68,24 +69,6 @@ class Command:
 
 
 @dataclass(frozen=True)
-class Clamp:
-    t_s: float
-    rule: str
-    field: str
-    requested: float
-    allowed: float
-
-
-@dataclass(frozen=True)
-class Refusal:
-    t_s: float
-    rule: str
-    reason: str
-    detail: str
-    origin: Origin
-
-
-@dataclass(frozen=True)
 class CoreResult:
     """Everything the core decided for one input, in order of decision."""
 
@@ -93,8 +76,8 @@ class CoreResult:
     records: tuple[AuditEntry, ...] = ()
     annotations: tuple[Annotation, ...] = ()
     outputs: tuple[DetectorOutput, ...] = ()
-    clamps: tuple[Clamp, ...] = ()
-    refusals: tuple[Refusal, ...] = ()
+    clamps: tuple[Clamped, ...] = ()
+    refusals: tuple[Refused, ...] = ()
 
     @property
     def empty(self) -> bool:
@@ -124,8 +107,8 @@ class _Collect:
         self.records: list[AuditEntry] = []
         self.annotations: list[Annotation] = []
         self.outputs: list[DetectorOutput] = []
-        self.clamps: list[Clamp] = []
-        self.refusals: list[Refusal] = []
+        self.clamps: list[Clamped] = []
+        self.refusals: list[Refused] = []
 
     def audit(self, kind: str, t_s: float, sync: bool = False, /, **fields: object) -> None:
         self.records.append(AuditEntry(kind, t_s, sync, MappingProxyType(fields)))
@@ -188,6 +171,9 @@ class ControllerCore:
         self.manual = False
         #: After the shutdown command the policy decides nothing more.
         self.stopping = False
+        #: A device that did not do what it was told gets the safe program and no more
+        #: policy decisions until the operator resumes.
+        self.device_hold = False
         self._tokens = itertools.count(1)
         self._last_refusal: tuple[str, str] | None = None
 
@@ -348,6 +334,7 @@ class ControllerCore:
         out = _Collect()
         self.estop_hold = False
         self.manual = False
+        self.device_hold = False
         out.audit("resume", now, True, policy=self.policy.name)
         return out.result()
 
@@ -374,6 +361,20 @@ class ControllerCore:
         out.annotate(f"marker {text}")
         return out.result()
 
+    def on_device_finding(
+        self, kind: str, severity: str, now: float, **detail: object
+    ) -> CoreResult:
+        """The device did not do what it was told: record it, hold the policy and send the
+        safe program (unless a command is in flight; the hold keeps the policy out)."""
+        out = _Collect()
+        self.device_hold = True
+        out.audit("device_fault", now, True, finding=kind, severity=severity, **detail)
+        out.annotate(f"device fault {kind}")
+        if self.envelope is not None and self.in_flight is None:
+            decision = self.envelope.fallback_decision(now, f"device {kind}")
+            self._apply(decision, now, f"device {kind}", "supervision", out)
+        return out.result()
+
     def shutdown(self, now: float) -> CoreResult:
         """The ramped stop (always sent, even if the envelope thinks the output is off
         already: the device's report is what counts)."""
@@ -383,7 +384,8 @@ class ControllerCore:
         if self.envelope is not None:
             self.envelope.off_decision(now, "shutdown")
         out.audit("shutdown", now, True, ramp_rate_ma_per_s=ramp)
-        self._issue(StimSetting(False, 0.0, 0, 0.0, ramp), "shutdown", "shutdown", out)
+        limits = None if self.info is None else self.info.limits
+        self._issue(StimSetting.off(ramp, limits), "shutdown", "shutdown", out)
         return out.result()
 
     def closing(self, now: float) -> CoreResult:
@@ -427,7 +429,7 @@ class ControllerCore:
         if supervised is not None:
             self._apply(supervised, now, "supervision", "supervision", out)
             return
-        if self.estop_hold or self.manual or self.stopping:
+        if self.estop_hold or self.manual or self.stopping or self.device_hold:
             return
         request = self.policy.decide(now, output, self.delivered)
         if request is None:
@@ -449,7 +451,7 @@ class ControllerCore:
         for clamp in decision.clamps:
             self.stats.clamps[clamp.rule] = self.stats.clamps.get(clamp.rule, 0) + 1
             out.clamps.append(
-                Clamp(now, str(clamp.rule), clamp.field, clamp.requested, clamp.allowed)
+                Clamped(now, str(clamp.rule), clamp.field, clamp.requested, clamp.allowed)
             )
             out.audit(
                 "clamp",
@@ -483,7 +485,7 @@ class ControllerCore:
         fallback: bool = False,
     ) -> None:
         self.stats.refusals[rule] = self.stats.refusals.get(rule, 0) + 1
-        out.refusals.append(Refusal(now, rule, reason, detail, origin))
+        out.refusals.append(Refused(now, rule, reason, detail, origin))
         out.audit("refusal", now, rule=rule, reason=reason, fallback=fallback, detail=detail)
 
     def _issue(self, setting: StimSetting, reason: str, origin: Origin, out: _Collect) -> None:
@@ -508,6 +510,11 @@ class ControllerCore:
         ) != (state.estop_latched, state.watchdog_tripped)
         if setting_changed and previous is not None:
             self._blank_for_change()
+        if state.estop_latched and not self.estop_hold:
+            # A latch the device reports (set by another controller, or before a
+            # reconnect) holds therapy here too until an operator clears and resumes.
+            self.estop_hold = True
+            out.audit("estop_reported", now, True)
         if setting_changed or flags_changed:
             out.audit(
                 "stim_state",

@@ -35,12 +35,13 @@ from controller.core import (
     Outcome,
     describe_setting,
 )
+from controller.device_check import DeviceCheck, DeviceFinding, Severity
 from controller.observations import (
-    Clamped,
     CommandAnswered,
     CommandIssued,
     DetectorUpdated,
     DeviceFault,
+    DeviceMisbehaved,
     DeviceStatus,
     DeviceStimState,
     EnvelopeBudgets,
@@ -51,7 +52,6 @@ from controller.observations import (
     MarkerAdded,
     NodeEvent,
     NodeSnapshot,
-    Refused,
     StopOutcome,
     Stopped,
 )
@@ -59,6 +59,7 @@ from controller.recording_sink import RecordingSink
 from firmware_bridge.errors import BridgeError, DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.events import (
     CommandAcked,
+    CommandCancelled,
     CommandNacked,
     CommandTimedOut,
     Connected,
@@ -86,6 +87,9 @@ Subscriber = Callable[[NodeEvent], None]
 
 #: MARKER code of an operator's note (device markers carry their own codes).
 OPERATOR_MARKER_CODE = 1
+#: Two device faults within this window, or one dangerous one, end in ESTOP: one odd
+#: report may be a glitch, a second one means the device cannot be trusted.
+REPEATED_FINDING_WINDOW_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,9 @@ class ControllerNode:
         self._stop_acked = False
         self._stop_deadline: float | None = None
         self._active_faults: dict[str, bool] = {}
+        self.check: DeviceCheck | None = None
+        self._finding_times: list[float] = []
+        self._device_latched = False
         self._subscribers: list[Subscriber] = []
         self._closed = False
         self._now = 0.0
@@ -176,7 +183,19 @@ class ControllerNode:
     @property
     def wants_link(self) -> bool:
         """The link is closed and the backoff is over: the shell should open a new one."""
-        return not self._link_open and self._reconnect_at is None and not self.finished
+        return (
+            not self._link_open
+            and self._reconnect_at is None
+            and not self.finished
+            and not self._reconnect_would_clear_latch
+        )
+
+    @property
+    def _reconnect_would_clear_latch(self) -> bool:
+        """A 1.0 device clears its E-stop latch on any handshake: while an E-stop sent from
+        here stands, only the operator's ``clear_estop`` may reconnect to it."""
+        info = self.core.info
+        return self._estop_sent and info is not None and info.minor < 1
 
     def snapshot(self, now: float | None = None) -> NodeSnapshot:
         t_s = self._now if now is None else now
@@ -202,8 +221,7 @@ class ControllerNode:
             clamps=dict(core.stats.clamps),
             refusals=dict(core.stats.refusals),
             active_faults=tuple(name for name, on in self._active_faults.items() if on),
-            estop_latched=self._estop_sent
-            or (reported is not None and reported.estop_latched),
+            estop_latched=self._estop_sent or self._device_latched,
             estop_hold=core.estop_hold,
             stop=self.stop_outcome,
             audit_path=None if self.audit.path is None else str(self.audit.path),
@@ -244,12 +262,16 @@ class ControllerNode:
         self._send_held(now)
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
-            if self._link_open:
+            if self._reconnect_would_clear_latch:
+                self._set_state(LinkState.BACKOFF, now, "E-stop held: reconnect on clear")
+            elif self._link_open:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
         if not self.finished:
             self._handle(self.session.handle_timeout(now), now)
+        if self.check is not None and self.state is LinkState.READY:
+            self._on_findings(self.check.check_time(now), now)
 
     # -- link lifecycle (shells that open links) ---------------------------------------
 
@@ -297,9 +319,7 @@ class ControllerNode:
             return
         self._stop_reason = reason
         if self.state is not LinkState.READY:
-            self._finish_stop(
-                now, False, "not connected: the device's watchdog stops its output"
-            )
+            self._finish_stop(now, False, "not connected: the device's watchdog stops its output")
             return
         self._set_state(LinkState.STOPPING, now, reason)
         self._stop_deadline = now + self.stop_timeout_s
@@ -308,8 +328,7 @@ class ControllerNode:
     def estop(self, now: float) -> None:
         """ESTOP now, in every state: never reviewed by the envelope, never held."""
         self._now = now
-        self._estop_ids.add(self.session.send_estop(now))
-        self._estop_sent = True
+        self._send_estop(now)
         self._carry(self.core.operator_estop(now), now)
         self._emit(EstopChanged(now, True, "operator"))
         log.warning("E-stop sent")
@@ -317,14 +336,24 @@ class ControllerNode:
     def clear_estop(self, now: float) -> None:
         """Clear the device's E-stop latch on purpose; therapy stays held until ``resume``.
 
-        In protocol 1.0 the latch clears on the next handshake, so the node re-handshakes
-        (on the same link); the core keeps its pipeline for the same device.
+        A 1.1 device gets ESTOP_CLEAR (signed when signing is on); a 1.0 device clears its
+        latch only on a new handshake, so the node re-handshakes on the same link (the
+        core keeps its pipeline for the same device).
         """
         self._now = now
         self._carry(self.core.operator_clear_estop(now), now)
         self._estop_sent = False
         self._emit(EstopChanged(now, False, "operator"))
-        if self.state is LinkState.READY:
+        if self.check is not None:
+            self.check.latch_cleared(now)
+        if self.state is not LinkState.READY:
+            if self._link_open and self._reconnect_at is None and not self.finished:
+                self._handshake(now)  # a reconnect held back for the latch's sake
+            return
+        info = self.session.info
+        if info is not None and info.minor >= 1:
+            self._estop_ids.add(self.session.send_estop_clear(now))
+        else:
             self._handshake(now)
 
     def resume(self, now: float) -> None:
@@ -381,6 +410,15 @@ class ControllerNode:
                 self._on_samples(event, now)
             elif isinstance(event, CommandAcked | CommandNacked | CommandTimedOut):
                 self._on_answer(event, now)
+            elif isinstance(event, CommandCancelled):
+                self._estop_ids.discard(event.command_id)
+                self.audit.record(
+                    "command_cancelled",
+                    now,
+                    sync=True,
+                    command_id=event.command_id,
+                    reason=event.reason,
+                )
             elif isinstance(event, Connected):
                 self._on_connected(event.info, now)
             elif isinstance(event, PeerLost):
@@ -412,6 +450,8 @@ class ControllerNode:
         self._sent.clear()
         self._held.clear()
         result = self.core.on_connected(info, now)  # may raise EnvelopeConflict
+        self.check = DeviceCheck(info)
+        self.check.connected(now)
         if self.recording is None and self._recording_factory is not None:
             self.recording = self._recording_factory(info)
         self._set_state(LinkState.READY, now, info.device_id)
@@ -434,14 +474,12 @@ class ControllerNode:
         if self.recording is not None:
             self.recording.annotate(Annotation(text, t_device_s))
 
-    def _on_answer(
-        self, event: CommandAcked | CommandNacked | CommandTimedOut, now: float
-    ) -> None:
+    def _on_answer(self, event: CommandAcked | CommandNacked | CommandTimedOut, now: float) -> None:
         cid = event.command_id
         if cid in self._estop_ids:
             self._estop_ids.discard(cid)
             outcome = _outcome(event)
-            self.audit.record("estop_answer", now, sync=True, command_id=cid, outcome=outcome)
+            self.audit.record("stop_answer", now, sync=True, command_id=cid, outcome=outcome)
             self._emit(CommandAnswered(now, cid, outcome, _nack_reason(event)))
             return
         command = self._sent.pop(cid, None)
@@ -467,6 +505,8 @@ class ControllerNode:
             self._on_stim_state(event.state, now)
         elif isinstance(event, StatusReceived):
             self._emit(DeviceStatus(now, event.status))
+            if self.check is not None:
+                self._on_findings(self.check.status(event.status, now), now)
         elif isinstance(event, FaultReceived):
             self._active_faults[event.fault.code_name] = event.fault.active
             self._emit(DeviceFault(now, event.fault))
@@ -475,13 +515,63 @@ class ControllerNode:
 
     def _on_stim_state(self, state: StimState, now: float) -> None:
         self._emit(DeviceStimState(now, state))
+        if state.estop_latched != self._device_latched:
+            self._device_latched = state.estop_latched
+            self._emit(EstopChanged(now, state.estop_latched, "device"))
+        if self.check is not None:
+            self._on_findings(self.check.stim_state(state, now), now)
         if (
             self.state is LinkState.STOPPING
             and self._stop_acked
             and not state.enabled
             and state.amplitude_ma == 0.0
         ):
+            # Output confirmed off: say goodbye, so the device's log shows a clean exit
+            # instead of a watchdog fault (a 1.0 device gets nothing).
+            self.session.send_bye(now)
             self._finish_stop(now, True, None)
+
+    def _on_findings(self, findings: list[DeviceFinding], now: float) -> None:
+        """A device that does not do what it was told: the safe program, and ESTOP when
+        it is dangerous or happens again."""
+        for finding in findings:
+            self._emit(
+                DeviceMisbehaved(now, finding.kind.value, finding.severity.value, finding.text)
+            )
+            log.warning("device misbehaves: %s", finding.text)
+            self._carry(
+                self.core.on_device_finding(
+                    finding.kind.value,
+                    finding.severity.value,
+                    now,
+                    measured=finding.measured,
+                    limit=finding.limit,
+                    text=finding.text,
+                ),
+                now,
+            )
+            self._finding_times = [
+                t for t in self._finding_times if now - t < REPEATED_FINDING_WINDOW_S
+            ]
+            self._finding_times.append(now)
+            dangerous = finding.severity is Severity.DANGEROUS
+            if dangerous or len(self._finding_times) >= 2:
+                self._send_estop(now)
+                self.audit.record(
+                    "estop",
+                    now,
+                    sync=True,
+                    reason=f"device {finding.kind.value}"
+                    + (" (dangerous)" if dangerous else " (repeated)"),
+                )
+                self._emit(EstopChanged(now, True, "controller"))
+
+    def _send_estop(self, now: float) -> None:
+        cid = self.session.send_estop(now)
+        self._estop_ids.add(cid)
+        self._estop_sent = True
+        if self.check is not None:
+            self.check.estop_sent(cid, now)
 
     def _carry(self, result: CoreResult, now: float) -> None:
         """Write what the core recorded, annotate, tell observers, send its commands."""
@@ -495,11 +585,9 @@ class ControllerNode:
             for output in result.outputs:
                 self._emit(DetectorUpdated(output.t_s, output))
             for clamp in result.clamps:
-                self._emit(Clamped(now, clamp.rule, clamp.field, clamp.requested, clamp.allowed))
+                self._emit(clamp)
             for refusal in result.refusals:
-                self._emit(
-                    Refused(now, refusal.rule, refusal.reason, refusal.detail, refusal.origin)
-                )
+                self._emit(refusal)
         for command in result.commands:
             if self.state not in (LinkState.READY, LinkState.STOPPING):
                 self._carry(self.core.on_command_outcome(command.token, "lost", now), now)
@@ -514,6 +602,8 @@ class ControllerNode:
 
     def _send(self, command: Command, now: float) -> None:
         cid = self.session.send_stim_set(command.setting, now)
+        if self.check is not None:
+            self.check.commanded(cid, command.setting, now)
         self._sent[cid] = command
         if command.origin == "shutdown":
             self._stop_command_id = cid
@@ -549,7 +639,7 @@ class ControllerNode:
         self._stop_deadline = None
         if not ramped_down and self.state is LinkState.STOPPING and self._link_open:
             # A stop that is not confirmed ends with the stop that needs no confirmation.
-            self._estop_ids.add(self.session.send_estop(now))
+            self._send_estop(now)
             self.audit.record("estop", now, sync=True, reason=error or "stop failed")
         outcome = StopOutcome(ramped_down, self._stop_reason or "stop", error)
         self.stop_outcome = outcome

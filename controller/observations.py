@@ -159,6 +159,16 @@ class DeviceFault:
 
 
 @dataclass(frozen=True)
+class DeviceMisbehaved:
+    """The device's reports disagree with what it was commanded (defence in depth)."""
+
+    t_s: float
+    kind: str
+    severity: str  # fault or dangerous
+    text: str
+
+
+@dataclass(frozen=True)
 class MarkerAdded:
     t_s: float
     text: str
@@ -188,6 +198,7 @@ NodeEvent = (
     | DeviceStimState
     | DeviceStatus
     | DeviceFault
+    | DeviceMisbehaved
     | MarkerAdded
     | EstopChanged
     | Stopped

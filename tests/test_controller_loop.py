@@ -218,3 +218,19 @@ async def test_the_async_shell_runs_ten_virtual_minutes_and_stops_cleanly() -> N
     assert loop.stopped_by == "duration" and loop.ramped_down
     assert loop.link["samples"] >= 600 * 250 and loop.link["sample_gaps"] == 0
     assert result.core.commands >= 2 and result.core.acks == result.core.commands
+
+
+@pytest.mark.looptime
+async def test_the_summary_counts_the_ramp_down_too() -> None:
+    """The link counters run to the end: frames of the shutdown ramp are counted, so a gap
+    or a CRC error during the ramp-down would show."""
+    transports.register("sim", open_embedded_url)
+    result = await run_controller(
+        "sim://noise?seed=6",
+        _open_loop_config(),
+        AsyncioClock(),
+        start=datetime(2026, 11, 22, tzinfo=UTC),
+        duration_s=100.0,  # 3 mA reached at 0.03 mA/s; down at 0.12 mA/s takes 25 s more
+    )
+    assert result.loop.ramped_down
+    assert result.loop.link["samples"] >= (100.0 + 20.0) * 250

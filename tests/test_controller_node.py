@@ -16,13 +16,19 @@ from controller.core import ControllerCore
 from controller.node import ControllerNode
 from controller.observations import (
     CommandIssued,
+    DeviceMisbehaved,
     EstopChanged,
     LinkState,
     NodeEvent,
     Refused,
 )
 from firmware_bridge.clock import VirtualClock
-from firmware_bridge.events import Connected, SamplesReceived, StatusReceived
+from firmware_bridge.events import (
+    Connected,
+    HandshakeCompleted,
+    SamplesReceived,
+    StatusReceived,
+)
 from firmware_bridge.framing import FrameDecoder
 from firmware_bridge.lockstep import LockstepPump
 from firmware_bridge.messages import MsgType, Status, StimSetting
@@ -163,8 +169,10 @@ def test_clearing_an_estop_never_resumes_stimulation_by_itself(tmp_path: Path) -
     node.resume(clock.now())
     pump.run_until(240.0)
     assert fw.output.enabled  # only the operator's resume lets the policy stimulate again
-    latch = [e.latched for e in events if isinstance(e, EstopChanged)]
-    assert latch == [True, False]
+    latch = [(e.by, e.latched) for e in events if isinstance(e, EstopChanged)]
+    assert [x for x in latch if x[0] == "operator"] == [("operator", True), ("operator", False)]
+    # The device reported its latch set, then cleared by the explicit ESTOP_CLEAR.
+    assert [x for x in latch if x[0] == "device"] == [("device", True), ("device", False)]
     node.close(clock.now())
     kinds = [r["kind"] for r in _records(audit_path)]
     for kind in ("estop", "estop_clear", "resume"):
@@ -220,3 +228,156 @@ def test_connected_events_are_never_passed_to_the_core() -> None:
     core = ControllerCore(_config())
     result = core.on_event(Connected(INFO), 0.0)
     assert result.empty
+
+
+class _JumpingFirmware(VirtualFirmware):
+    """A realistic firmware bug: the slew limiter is skipped, the output jumps to the
+    commanded amplitude at once."""
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        super().receive_data(data, now)
+        if self.output.enabled and self.output.target_ma > 0.0:
+            self.output.amplitude_ma = self.output.target_ma
+
+
+def test_a_device_that_jumps_instead_of_ramping_is_caught_and_stopped(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    node = ControllerNode(ControllerCore(_config()), AuditLog(audit_path))
+    events: list[NodeEvent] = []
+    node.subscribe(events.append)
+    fw = _JumpingFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    node.start(0.0)
+    pump.run_until(90.0)
+    findings = [e for e in events if isinstance(e, DeviceMisbehaved)]
+    assert findings and findings[0].kind == "ramp_too_fast"
+    # A first fault: the safe program (off) and the policy held, no ESTOP yet.
+    assert fw.output.amplitude_ma == 0.0 and not fw.output.estop_latched
+    assert node.core.device_hold and not node.snapshot().estop_latched
+    # The operator resumes; the device jumps again: a repeated fault ends in ESTOP.
+    node.resume(clock.now())
+    pump.run_until(clock.now() + 60.0)
+    assert len([e for e in events if isinstance(e, DeviceMisbehaved)]) >= 2
+    assert fw.output.estop_latched and fw.output.amplitude_ma == 0.0
+    assert node.snapshot().estop_latched
+    node.close(clock.now())
+    kinds = [r["kind"] for r in _records(audit_path)]
+    assert "device_fault" in kinds and "estop" in kinds
+
+
+def test_a_device_that_follows_its_commands_raises_no_finding(tmp_path: Path) -> None:
+    node, _fw, pump, clock, events, _ = _lockstep(tmp_path)
+    pump.run_until(600.0)
+    node.request_stop(clock.now(), "operator")
+    pump.run_until(clock.now() + 120.0, stop=lambda: node.finished)
+    assert not [e for e in events if isinstance(e, DeviceMisbehaved)]
+    assert node.stop_outcome is not None and node.stop_outcome.ramped_down
+
+
+def test_a_clean_stop_says_goodbye_so_the_device_logs_no_watchdog_fault(tmp_path: Path) -> None:
+    node, fw, pump, clock, _events, _ = _lockstep(tmp_path)
+    pump.run_until(60.0)
+    node.request_stop(clock.now(), "operator")
+    pump.run_until(clock.now() + 120.0, stop=lambda: node.finished)
+    pump.run_until(clock.now() + 5.0)  # well past the device's watchdog time
+    assert fw.goodbyes == 1
+    assert not fw.output.watchdog_tripped
+
+
+def test_a_reconnect_neither_clears_nor_forgets_the_devices_estop_latch(tmp_path: Path) -> None:
+    node, fw, pump, clock, _events, _audit_path = _lockstep(tmp_path)
+    pump.run_until(60.0)
+    node.estop(clock.now())
+    pump.run_until(62.0)
+    silence = pump._wires  # both directions go quiet: the device and the node lose each other
+    saved = dict(silence)
+    for key in silence:
+        silence[key] = lambda data, now: []
+    pump.run_until(70.0)
+    assert node.state is LinkState.BACKOFF
+    silence.update(saved)
+    pump.run_until(120.0)
+    assert node.state is LinkState.READY and node.connects == 2
+    assert fw.output.estop_latched  # the handshake did not clear it
+    snapshot = node.snapshot()
+    assert snapshot.estop_latched and snapshot.estop_hold
+    assert not fw.output.enabled
+
+
+def test_no_command_leaves_before_the_earlier_stimulation_records_are_on_disk(
+    tmp_path: Path,
+) -> None:
+    """With the audit log on a writer thread, a stalled disk holds commands back (the
+    record of a stimulation change is durable before the next command is sent)."""
+    import threading
+    import time
+
+    from controller.writer_thread import WriterThread
+
+    writer = WriterThread("audit-test")
+    audit = AuditLog(tmp_path / "audit.jsonl", writer=writer)
+    node = ControllerNode(ControllerCore(_config()), audit)
+    issued: list[NodeEvent] = []
+    node.subscribe(lambda e: issued.append(e) if isinstance(e, CommandIssued) else None)
+    fw = VirtualFirmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    disk = threading.Event()
+    writer.submit(disk.wait)  # the disk stalls: nothing queued after this is written
+    node.start(0.0)
+    pump.run_until(30.0)
+    assert node.holding and not issued and not audit.durable
+    assert not fw.output.enabled
+    disk.set()
+    deadline = time.monotonic() + 10.0
+    while not audit.durable and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert audit.durable
+    pump.run_until(40.0)  # the next wake sends what was held
+    assert issued and not node.holding
+    assert fw.output.enabled
+    node.close(clock.now())
+    assert verify_audit(tmp_path / "audit.jsonl").ok
+
+
+class _Protocol10Firmware(VirtualFirmware):
+    """A protocol-1.0 device: it says minor 0, and any handshake clears its E-stop latch."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.info = replace(self.info, minor=0)
+        self.session.info = self.info
+        self.handshakes = 0
+
+    def _on_event(self, event: object, now: float) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self.handshakes += 1
+            self.output.estop_latched = False  # what 1.0 said a handshake does
+        super()._on_event(event, now)  # type: ignore[arg-type]
+
+
+def test_a_1_0_device_is_not_reconnected_while_an_estop_stands(tmp_path: Path) -> None:
+    node = ControllerNode(ControllerCore(_config()), AuditLog(tmp_path / "a.jsonl"))
+    fw = _Protocol10Firmware(NoiseSource(seed=1), FirmwareConfig(seed=1))
+    clock = VirtualClock()
+    pump = LockstepPump(node, fw, clock)
+    node.start(0.0)
+    pump.run_until(60.0)
+    assert node.core.info is not None and node.core.info.minor == 0
+    node.estop(clock.now())
+    pump.run_until(62.0)
+    assert fw.output.estop_latched
+    saved = dict(pump._wires)
+    for key in pump._wires:
+        pump._wires[key] = lambda data, now: []
+    pump.run_until(70.0)  # silence: the node loses the device
+    pump._wires.update(saved)
+    handshakes = fw.handshakes
+    pump.run_until(200.0)
+    assert node.state is LinkState.BACKOFF  # no automatic handshake...
+    assert fw.handshakes == handshakes and fw.output.estop_latched  # ...so the latch stands
+    node.clear_estop(clock.now())  # the operator's clear is the reconnect
+    pump.run_until(210.0)
+    assert node.state is LinkState.READY and not fw.output.estop_latched
+    assert not fw.output.enabled  # and nothing resumed by itself

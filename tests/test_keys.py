@@ -102,47 +102,44 @@ def test_run_refuses_a_key_file_others_can_read_before_connecting(tmp_path: Path
     assert main(["run", "--device", "sim://", "--duration", "1", "--key-file", str(path)]) == 2
 
 
-def test_device_serve_and_run_keyed_from_one_file_complete_a_signed_session(
-    tmp_path: Path,
+class _Captured(Exception):
+    pass
+
+
+def test_run_hands_the_key_file_key_to_the_controller(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import json
-    import signal
-    import subprocess
-    import sys
+    import controller.cli
 
     path = tmp_path / "keys"
-    add_key(path, "SIM-0001")
-    neurostim = [sys.executable, "-m", "neurostim_cli.main"]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    serve = [*neurostim, "device", "serve", "--pty", "--scenario", "noise"]
-    server = subprocess.Popen(
-        [*serve, "--key-file", str(path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    try:
-        assert server.stdout is not None
-        url = server.stdout.readline().strip()
-        run = subprocess.run(
-            [
-                *neurostim,
-                *("run", "--device", url, "--duration", "2", "--json"),
-                *("--key-file", str(path)),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env=env,
-        )
-        assert run.returncode == 0, run.stderr
-        assert json.loads(run.stdout)["loop"]["ramped_down"] is True  # its off was accepted
-        server.send_signal(signal.SIGTERM)
-        _, err = server.communicate(timeout=10)
-        assert server.returncode == 0
-        assert " 0 commands applied" not in err, err
-    finally:
-        if server.poll() is None:
-            server.kill()
-            server.wait()
+    key = add_key(path, "SIM-0001")
+    add_key(path, "SIM-0002")
+
+    async def capture(*args: object, **kwargs: object) -> None:
+        raise _Captured(kwargs["key"])
+
+    monkeypatch.setattr(controller.cli, "run_controller", capture)
+    argv = ["run", "--device", "sim://", "--duration", "1", "--key-file", str(path)]
+    with pytest.raises(_Captured) as got:
+        main([*argv, "--device-id", "SIM-0001"])
+    assert got.value.args == (key,)
+    assert main(argv) == 2  # two keys and no --device-id: which one?
+
+
+def test_a_device_served_with_a_key_file_refuses_unsigned_commands(tmp_path: Path) -> None:
+    from firmware_bridge.framing import FrameDecoder, encode_frame
+    from firmware_bridge.messages import Hello, MsgType, Nack, NackReason, StimSet, parse_payload
+    from simulator.device_factory import build_device
+
+    path = tmp_path / "keys"
+    add_key(path, "*")
+    fw = build_device("noise", {}, signing_key=device_key(str(path))).firmware
+    fw.receive_data(encode_frame(MsgType.HELLO, Hello(1, 1).encode(), 0, 0), 0.0)
+    unsigned = StimSet(1, StimSetting(True, 1.0, 100, 130.0)).encode()
+    fw.receive_data(encode_frame(MsgType.STIM_SET, unsigned, 1, 10), 0.01)
+    answers = [
+        parse_payload(f.msg_type, f.payload)
+        for f in FrameDecoder().feed(fw.data_to_send())
+        if f.msg_type == MsgType.NACK
+    ]
+    assert answers == [Nack(1, MsgType.STIM_SET, NackReason.AUTH)]

@@ -1,7 +1,8 @@
 """Loop latency through the async shell, with the audit log and the EDF+ recording on.
 
 A scripted device (``DeviceSession`` from the protocol package: it streams noise at the
-declared rate in real time, ACKs every command and reports the output as commanded)
+declared rate in real time, ACKs every command, ramps at the commanded rate and counts
+its charge, so the controller's device check finds nothing)
 serves on an in-memory link; the real ``ControllerLoop`` and ``ControllerNode`` run
 against it with their files on writer threads. Measured, wall clock:
 
@@ -95,35 +96,73 @@ class _TimedLink:
         await self.close()
 
 
+class _HonestOutput:
+    """What the scripted device delivers: ramps at the commanded rate and counts its
+    charge, so the controller's device check has nothing to flag."""
+
+    def __init__(self, max_rate_ma_per_s: float) -> None:
+        self.max_rate = max_rate_ma_per_s
+        self.setting = StimSetting(False, 0.0, 0, 0.0, 0.0)
+        self.command_id = 0
+        self._from_ma, self._t0, self._rate = 0.0, 0.0, max_rate_ma_per_s
+        self._charge_uc, self._t_charge = 0.0, 0.0
+
+    def amplitude(self, t_s: float) -> float:
+        target = self.setting.amplitude_ma if self.setting.enabled else 0.0
+        step = self._rate * max(0.0, t_s - self._t0)
+        if target >= self._from_ma:
+            return min(target, self._from_ma + step)
+        return max(target, self._from_ma - step)
+
+    def command(self, command_id: int, setting: StimSetting, t_s: float) -> None:
+        self._count(t_s)
+        self._from_ma, self._t0 = self.amplitude(t_s), t_s
+        rate = setting.ramp_rate_ma_per_s
+        self._rate = self.max_rate if not rate > 0 else min(rate, self.max_rate)
+        self.setting, self.command_id = setting, command_id
+
+    def state(self, t_s: float) -> StimState:
+        self._count(t_s)
+        s, amplitude = self.setting, self.amplitude(t_s)
+        target = s.amplitude_ma if s.enabled else 0.0
+        return StimState(
+            s.enabled, amplitude != target, False, False, amplitude, target,
+            s.pulse_width_us, s.frequency_hz, self._charge_uc, self.command_id,
+        )
+
+    def _count(self, t_s: float) -> None:
+        """Charge since the last count at the mean amplitude of the stretch (a linear ramp
+        or a constant between two commands)."""
+        dt = t_s - self._t_charge
+        if dt > 0 and self.setting.enabled:
+            mean_ma = 0.5 * (self.amplitude(self._t_charge) + self.amplitude(t_s))
+            s = self.setting
+            self._charge_uc += mean_ma * s.pulse_width_us * 1e-3 * s.frequency_hz * dt
+        self._t_charge = t_s
+
+
 async def _scripted_device(link: Link, info: DeviceInfo, clock: AsyncioClock) -> None:
-    """Streams noise in real time; ACKs commands and reports them as delivered."""
+    """Streams noise in real time; ACKs commands and reports what it delivers."""
     session = DeviceSession(info)
     rng = np.random.default_rng(0)
     n, spf = info.n_channels, info.samples_per_frame
     blocks = [rng.integers(-400, 400, (n, spf), dtype=np.int16) for _ in range(16)]
-    state = StimState(False, False, False, False, 0.0, 0.0, 0, 0.0, 0.0, 0)
+    output = _HonestOutput(info.limits.max_ramp_rate_ma_per_s)
     status = Status(90, 0, tuple([1000] * info.n_electrodes))
     frame_s = spf / info.sampling_rate_hz
 
     async def reader() -> None:
-        nonlocal state
         while True:
             data = await link.receive()
             now = clock.now()
             for event in session.receive_data(data, now):
                 if isinstance(event, HandshakeCompleted):
-                    session.send_stim_state(state, now)
+                    session.send_stim_state(output.state(now), now)
                     session.send_status(status, now)
                 elif isinstance(event, StimSetRequested):
-                    s: StimSetting = event.setting
                     session.ack(event.command_id, MsgType.STIM_SET, now)
-                    state = StimState(
-                        s.enabled, False, False, False,
-                        s.amplitude_ma if s.enabled else 0.0,
-                        s.amplitude_ma if s.enabled else 0.0,
-                        s.pulse_width_us, s.frequency_hz, 0.0, event.command_id,
-                    )
-                    session.send_stim_state(state, now)
+                    output.command(event.command_id, event.setting, now)
+                    session.send_stim_state(output.state(now), now)
                 elif isinstance(event, EstopRequested):
                     session.ack(event.command_id, MsgType.ESTOP, now)
             data_out = session.data_to_send()
@@ -134,14 +173,15 @@ async def _scripted_device(link: Link, info: DeviceInfo, clock: AsyncioClock) ->
         index = 0
         start = clock.now()
         k = 0
+        per_second = max(1, round(1.0 / frame_s))
         while True:
             now = clock.now()
             if session.handshaken:
                 session.send_samples(index, blocks[k % 16], now)
                 index += spf
                 k += 1
-                if k % int(1.0 / frame_s) == 0:
-                    session.send_stim_state(state, now)
+                if k % per_second == 0:
+                    session.send_stim_state(output.state(now), now)
                     session.send_status(status, now)
             session.handle_timeout(now)
             data_out = session.data_to_send()

@@ -101,6 +101,7 @@ class ControllerLoop:
                 if not stop_requested and end is not None and node.connects > 0:
                     deadline = end if deadline is None else min(deadline, end)
                 await self._wait(deadline, None if stop_requested else stop)
+            await self._flush()  # what the last input produced (the BYE after a stop)
         finally:
             node.audit.on_durable = None
             await self._close_link()

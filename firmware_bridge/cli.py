@@ -1,11 +1,14 @@
-"""Subcommands owned by firmware_bridge: ``bench codec`` and ``keygen``."""
+"""Subcommands owned by firmware_bridge: ``bench codec``, ``keygen`` and ``devices``."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
+from firmware_bridge.errors import LinkClosed
 from firmware_bridge.keys import ANY_DEVICE, KeyFileError, add_key
+from firmware_bridge.url import DeviceURLError, MqttBroker, parse_broker_url
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,6 +27,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     keygen.add_argument("--out", required=True, help="key file to create or append to")
     keygen.set_defaults(handler=_keygen)
+    devices = sub.add_parser(
+        "devices",
+        help="list the devices on an MQTT broker from their retained presence",
+        description=(
+            "List the devices with a presence record on the broker (id, online/offline, "
+            "firmware, session counter, last seen) and exit; --watch prints every change "
+            "until Ctrl-C. A retained 'online' is the device's claim at its last connect."
+        ),
+    )
+    devices.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port]")
+    devices.add_argument("--watch", action="store_true", help="follow changes until Ctrl-C")
+    devices.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    devices.set_defaults(handler=_devices)
 
 
 def _keygen(args: argparse.Namespace) -> int:
@@ -33,6 +49,52 @@ def _keygen(args: argparse.Namespace) -> int:
         print(f"neurostim keygen: {exc}", file=sys.stderr)
         return 2
     print(f"added a key for {args.device_id} to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _devices(args: argparse.Namespace) -> int:
+    try:
+        broker = parse_broker_url(args.broker)
+    except DeviceURLError as exc:
+        print(f"neurostim devices: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.watch:
+            return asyncio.run(_watch_devices(broker, args.json))
+        from firmware_bridge.presence_watch import format_table, read_presence, to_json
+
+        records = list(asyncio.run(read_presence(broker)).current.values())
+    except LinkClosed as exc:
+        print(f"neurostim devices: {exc}", file=sys.stderr)
+        return 1
+    print(to_json(records) if args.json else format_table(records))
+    return 0
+
+
+async def _watch_devices(broker: MqttBroker, json_out: bool) -> int:
+    import json
+    import signal
+
+    from firmware_bridge.presence_watch import describe, watch_presence
+    from firmware_bridge.transports.mqtt_presence import Presence
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    def show(record: Presence) -> None:
+        row = describe(record)
+        if json_out:
+            print(json.dumps(row), flush=True)
+        else:
+            print(
+                f"{row['device_id']} {row['state']} session {row['session']} "
+                f"firmware {row['firmware']} (record {row['record_utc']})",
+                flush=True,
+            )
+
+    await watch_presence(broker, show, stop)
     return 0
 
 

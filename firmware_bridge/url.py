@@ -4,13 +4,13 @@ console, rig), so a new transport is a new scheme and nothing else changes.
 - ``sim://`` or ``sim://SCENARIO?seed=N&model=spectral`` — the embedded simulated device
 - ``serial:///dev/ttyUSB0?baud=921600``, a bare path (``/dev/ttyUSB0``, ``COM3``), or a
   pyserial URL (``loop://``, ``socket://host:port``, ``rfc2217://…``, ``spy://…``)
-- ``mqtt://[user:pass@]host[:port]/DEVICE_ID[?tls=1]``
+- ``mqtt://[user:pass@]host[:port]/DEVICE_ID[?tls=1&ca=FILE&password_file=FILE]``
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import SplitResult, parse_qs, unquote, urlsplit
 
 from firmware_bridge.errors import DeviceURLError
 from firmware_bridge.transports.serial_link import DEFAULT_BAUD
@@ -50,6 +50,24 @@ class SerialURL:
 
 
 @dataclass(frozen=True)
+class MqttBroker:
+    """Where and how to reach an MQTT broker (no device): ``mqtt://[user[:pass]@]host[:port]``."""
+
+    host: str
+    port: int = 1883
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+    ca_file: str | None = None
+    password_file: str | None = None
+
+    def __str__(self) -> str:  # never shows the password
+        auth = f"{self.username}@" if self.username else ""
+        tls = "?tls=1" if self.tls else ""
+        return f"mqtt://{auth}{self.host}:{self.port}{tls}"
+
+
+@dataclass(frozen=True)
 class MqttURL:
     host: str
     device_id: str
@@ -57,6 +75,20 @@ class MqttURL:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: str | None = None
+    password_file: str | None = None
+
+    @property
+    def broker(self) -> MqttBroker:
+        return MqttBroker(
+            self.host,
+            self.port,
+            self.username,
+            self.password,
+            self.tls,
+            self.ca_file,
+            self.password_file,
+        )
 
     def __str__(self) -> str:
         auth = f"{self.username}@" if self.username else ""
@@ -117,30 +149,61 @@ def parse_device_url(url: str) -> DeviceURL:
             raise DeviceURLError(f"{url}: unknown serial parameter(s) {sorted(params)}")
         return SerialURL(path, baud)
     if scheme in ("mqtt", "mqtts"):
-        if not parts.hostname:
-            raise DeviceURLError(f"{url}: MQTT URL needs a broker host")
+        broker = _mqtt_broker(parts, params, scheme, url)
         device_id = parts.path.strip("/")
         if not device_id or "/" in device_id or "+" in device_id or "#" in device_id:
             raise DeviceURLError(f"{url}: MQTT URL needs one DEVICE_ID path segment (no / + #)")
-        tls_raw = params.pop("tls", "1" if scheme == "mqtts" else "0")
-        if tls_raw not in ("0", "1", "true", "false"):
-            raise DeviceURLError(f"{url}: tls must be 0 or 1, got {tls_raw!r}")
-        if params:
-            raise DeviceURLError(f"{url}: unknown MQTT parameter(s) {sorted(params)}")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise DeviceURLError(f"{url}: {exc}") from None
-        tls = tls_raw in ("1", "true")
         return MqttURL(
-            host=parts.hostname,
-            device_id=device_id,
-            port=port if port is not None else (8883 if tls else 1883),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
+            broker.host,
+            device_id,
+            broker.port,
+            broker.username,
+            broker.password,
+            broker.tls,
+            broker.ca_file,
+            broker.password_file,
         )
     raise DeviceURLError(f"{url}: unknown scheme {scheme!r} (sim, serial, mqtt)")
+
+
+def _mqtt_broker(parts: SplitResult, params: dict[str, str], scheme: str, url: str) -> MqttBroker:
+    if not parts.hostname:
+        raise DeviceURLError(f"{url}: MQTT URL needs a broker host")
+    tls_raw = params.pop("tls", "1" if scheme == "mqtts" else "0")
+    if tls_raw not in ("0", "1", "true", "false"):
+        raise DeviceURLError(f"{url}: tls must be 0 or 1, got {tls_raw!r}")
+    ca_file = params.pop("ca", None)
+    password_file = params.pop("password_file", None)
+    if params:
+        raise DeviceURLError(f"{url}: unknown MQTT parameter(s) {sorted(params)}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise DeviceURLError(f"{url}: {exc}") from None
+    tls = tls_raw in ("1", "true")
+    if ca_file is not None and not tls:
+        raise DeviceURLError(f"{url}: ca= needs tls=1")
+    return MqttBroker(
+        host=parts.hostname,
+        port=port if port is not None else (8883 if tls else 1883),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        tls=tls,
+        ca_file=ca_file,
+        password_file=password_file,
+    )
+
+
+def parse_broker_url(url: str) -> MqttBroker:
+    """Parse ``mqtt://[user[:pass]@]host[:port][?tls=1&ca=FILE&password_file=FILE]``."""
+    text = url.strip()
+    scheme = text.split("://", 1)[0].lower() if "://" in text else ""
+    if scheme not in ("mqtt", "mqtts"):
+        raise DeviceURLError(f"{url!r} is not a broker URL: use mqtt://host[:port]")
+    parts = urlsplit(text)
+    if parts.path.strip("/"):
+        raise DeviceURLError(f"{url}: a broker URL has no path (the device id goes elsewhere)")
+    return _mqtt_broker(parts, _single_params(parts.query, url), scheme, url)
 
 
 def scheme_of(url: DeviceURL) -> str:

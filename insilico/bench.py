@@ -1,15 +1,24 @@
-"""``neurostim bench headless``: real-time factor of whole lockstep runs (numbers, no asserts).
+"""``neurostim bench headless`` and ``bench trial`` (numbers, no asserts).
 
-The default scenario (8 sites @ 250 Hz, default controller) for each signal model, every
-sample through the real codec and sessions, best of ``repeats`` runs.
+``bench headless``: real-time factor of whole lockstep runs of the default scenario
+(8 sites @ 250 Hz, default controller) for each signal model, every sample through the
+real codec and sessions, best of ``repeats`` runs after a warm-up; with ``--profile`` one
+more profiled run per model, its time split into the loop's stages (insilico/profile.py).
+
+``bench trial``: throughput of trial jobs on local worker processes and on Dask.
 """
 
 from __future__ import annotations
 
 import json
+import time
+from dataclasses import asdict
 
 from controller.config import ControllerConfig
+from insilico.backends import Backend, DaskCluster, LocalProcesses
+from insilico.profile import StageTime, profile_stages
 from insilico.runner import SimSpec, run_sim
+from insilico.trial import TrialJob, cohort_jobs, run_trial
 from simulator.physiology.scenario import load_scenario
 
 MODELS = ("spectral", "jansen-rit")
@@ -19,6 +28,8 @@ def bench_headless(virtual_s: float, repeats: int) -> list[dict[str, float | str
     scenario = load_scenario("default")
     rows: list[dict[str, float | str]] = []
     for model in MODELS:
+        # Warm-up: load the compiled kernels (numba's cache) outside the timed runs.
+        run_sim(SimSpec(scenario, 60.0, ControllerConfig(), model=model))
         best_wall_s = min(
             run_sim(SimSpec(scenario, virtual_s, ControllerConfig(), model=model)).wall_s
             for _ in range(repeats)
@@ -35,10 +46,29 @@ def bench_headless(virtual_s: float, repeats: int) -> list[dict[str, float | str
     return rows
 
 
-def main_bench_headless(virtual_s: float, repeats: int, json_out: bool) -> int:
+def profile_headless(virtual_s: float) -> dict[str, list[StageTime]]:
+    """One profiled run per model (after an unprofiled warm-up that compiles the kernels)."""
+    scenario = load_scenario("default")
+    out: dict[str, list[StageTime]] = {}
+    for model in MODELS:
+
+        def run(model: str = model) -> float:
+            spec = SimSpec(scenario, virtual_s, ControllerConfig(), model=model)
+            return run_sim(spec).virtual_s
+
+        run_sim(SimSpec(scenario, 60.0, ControllerConfig(), model=model))
+        out[model] = profile_stages(run)
+    return out
+
+
+def main_bench_headless(virtual_s: float, repeats: int, json_out: bool, profile: bool) -> int:
     rows = bench_headless(virtual_s, repeats)
+    profiles = profile_headless(virtual_s) if profile else {}
     if json_out:
-        print(json.dumps(rows, indent=2))
+        document: dict[str, object] = {"runs": rows}
+        if profile:
+            document["profile"] = {m: [asdict(s) for s in p] for m, p in profiles.items()}
+        print(json.dumps(document if profile else rows, indent=2))
         return 0
     print(f"headless lockstep run, default scenario, {virtual_s:g} virtual s, best of {repeats}")
     print(f"{'model':<12} {'wall s':>8} {'x real time':>12} {'s per virtual day':>18}")
@@ -46,5 +76,90 @@ def main_bench_headless(virtual_s: float, repeats: int, json_out: bool) -> int:
         print(
             f"{row['model']:<12} {row['wall_s']:>8.2f} {row['realtime_factor']:>12,.0f} "
             f"{row['wall_s_per_virtual_day']:>18.1f}"
+        )
+    for model, stages in profiles.items():
+        total_us = sum(s.us_per_virtual_s for s in stages)
+        print(f"\n{model}: profiled run, µs per virtual second by stage (total {total_us:,.0f})")
+        for s in stages:
+            print(f"  {s.stage:<14} {s.us_per_virtual_s:>8,.0f}  {100 * s.share:>5.1f} %")
+    return 0
+
+
+def _trial_jobs(n_jobs: int, job_days: float) -> list[TrialJob]:
+    """``n_jobs`` single-policy jobs of distinct patients (default configuration)."""
+    return cohort_jobs(
+        n_jobs,
+        job_days,
+        ["closed-loop"],
+        ["episodic-without-aura"],
+        0,
+        "spectral",
+        ControllerConfig(),
+    )
+
+
+def _timed(jobs: list[TrialJob], backend: Backend) -> float:
+    start = time.perf_counter()
+    run = run_trial(jobs, backend)
+    if run.failures:
+        raise RuntimeError(f"bench job failed: {run.failures[0].error}")
+    return time.perf_counter() - start
+
+
+def bench_trial(n_jobs: int, job_days: float, dask: bool) -> dict[str, float | str]:
+    """Jobs per hour and patient-days per core-hour on 1 and 2 local worker processes, the
+    1 -> 2 scaling efficiency and (``dask``) a Dask LocalCluster of 2 workers against 2 local
+    processes. Each backend runs the same jobs; process start-up is included."""
+    jobs = _trial_jobs(n_jobs, job_days)
+    patient_days = n_jobs * job_days
+    one_s = _timed(jobs, LocalProcesses(1))
+    two_s = _timed(jobs, LocalProcesses(2))
+    row: dict[str, float | str] = {
+        "jobs": n_jobs,
+        "job_days": job_days,
+        "wall_s_1_worker": one_s,
+        "wall_s_2_workers": two_s,
+        "jobs_per_hour_1_worker": 3600.0 * n_jobs / one_s,
+        "jobs_per_hour_2_workers": 3600.0 * n_jobs / two_s,
+        "patient_days_per_core_hour_1_worker": 3600.0 * patient_days / one_s,
+        "patient_days_per_core_hour_2_workers": 3600.0 * patient_days / (2 * two_s),
+        "scaling_efficiency_1_to_2": one_s / (2.0 * two_s),
+    }
+    if dask:
+        start = time.perf_counter()
+        with DaskCluster(None, 2) as cluster:
+            started_s = time.perf_counter() - start
+            dask_s = _timed(jobs, cluster)
+        row["dask_cluster_start_s"] = started_s
+        row["wall_s_dask_2_workers"] = dask_s
+        row["dask_overhead_vs_local"] = dask_s / two_s - 1.0
+        row["dask_overhead_vs_local_with_start"] = (dask_s + started_s) / two_s - 1.0
+    return row
+
+
+def main_bench_trial(n_jobs: int, job_days: float, dask: bool, json_out: bool) -> int:
+    row = bench_trial(n_jobs, job_days, dask)
+    if json_out:
+        print(json.dumps(row, indent=2))
+        return 0
+    per_job_s = row["wall_s_1_worker"]
+    assert isinstance(per_job_s, float)
+    print(
+        f"trial throughput: {n_jobs} jobs of {job_days:g} patient-days "
+        f"(~{per_job_s / n_jobs:.1f} s each on one worker), default scenario settings"
+    )
+    for workers in ("1_worker", "2_workers"):
+        print(
+            f"  {workers.replace('_', ' '):<10} {row[f'wall_s_{workers}']:>7.1f} s  "
+            f"{row[f'jobs_per_hour_{workers}']:>8,.0f} jobs/h  "
+            f"{row[f'patient_days_per_core_hour_{workers}']:>8,.1f} patient-days per core-hour"
+        )
+    print(f"  scaling 1 -> 2 workers: {100 * float(row['scaling_efficiency_1_to_2']):.0f} %")
+    if dask:
+        print(
+            f"  Dask LocalCluster, 2 workers: {row['wall_s_dask_2_workers']:.1f} s "
+            f"({100 * float(row['dask_overhead_vs_local']):+.0f} % against 2 local processes; "
+            f"cluster start {row['dask_cluster_start_s']:.1f} s, "
+            f"{100 * float(row['dask_overhead_vs_local_with_start']):+.0f} % with it)"
         )
     return 0

@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import get_args
 
@@ -18,9 +20,18 @@ from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
 from firmware_bridge.exit_codes import ExitCode
 from insilico import prospective_cli
+from insilico.backends import Backend, DaskCluster, DaskUnavailable, InProcess, LocalProcesses
 from insilico.report import SimReport, TrialReport
 from insilico.runner import SimSpec, run_sim, with_policy
-from insilico.trial import ALL_PHENOTYPES, DEFAULT_POLICIES, cohort_jobs, run_trial, trial_report
+from insilico.store import ResultStore
+from insilico.trial import (
+    ALL_PHENOTYPES,
+    DEFAULT_POLICIES,
+    TrialProgress,
+    cohort_jobs,
+    run_trial,
+    trial_report,
+)
 from simulator.physiology.scenario import ScenarioError, load_scenario, parse_duration_s
 
 POLICY_NAMES: tuple[str, ...] = ("closed-loop", *get_args(PolicyName))
@@ -72,9 +83,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=",".join(ALL_PHENOTYPES),
         help=f"comma-separated phenotypes, assigned in turn ({', '.join(ALL_PHENOTYPES)})",
     )
-    trial.add_argument("--seed", type=int, default=0, help="patient i has seed SEED + i")
+    trial.add_argument(
+        "--seed", type=int, default=0, help="trial seed (patient seeds: SeedSequence(SEED, i))"
+    )
     trial.add_argument("--model", choices=("spectral", "jansen-rit"), default="spectral")
-    trial.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes")
+    trial.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="local worker processes (with --dask: LocalCluster workers)",
+    )
+    cluster = trial.add_mutually_exclusive_group()
+    cluster.add_argument(
+        "--scheduler", metavar="ADDRESS", help="run on this Dask scheduler (tcp://HOST:8786)"
+    )
+    cluster.add_argument(
+        "--dask", action="store_true", help="run on a Dask LocalCluster started here"
+    )
+    trial.add_argument(
+        "--store",
+        type=Path,
+        metavar="DIR",
+        help="keep finished jobs here; a restarted trial runs only the missing ones",
+    )
     _common_options(trial)
     trial.set_defaults(handler=_trial_command)
     prospective_cli.register(sub)
@@ -87,13 +118,36 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     parser.add_argument("--virtual-s", type=float, default=3600.0, help="virtual s per run")
     parser.add_argument("--repeats", type=int, default=1, help="runs per model (best is kept)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--profile", action="store_true", help="also a profiled run: time per stage"
+    )
     parser.set_defaults(handler=_bench_headless)
+    trial = bench_sub.add_parser(
+        "trial", help="trial jobs per hour, 1 -> 2 worker scaling, Dask against local processes"
+    )
+    trial.add_argument("--jobs", type=int, default=4, help="jobs per backend")
+    trial.add_argument(
+        "--job-days", type=float, default=0.25, help="patient-days per job (~10 s each)"
+    )
+    trial.add_argument("--no-dask", action="store_true", help="skip the Dask LocalCluster run")
+    trial.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    trial.set_defaults(handler=_bench_trial)
+
+
+def _bench_trial(args: argparse.Namespace) -> int:
+    from insilico.backends import DaskUnavailable
+    from insilico.bench import main_bench_trial
+
+    try:
+        return main_bench_trial(max(1, args.jobs), args.job_days, not args.no_dask, args.json)
+    except DaskUnavailable as exc:
+        return _fail(f"{exc} (or pass --no-dask)")
 
 
 def _bench_headless(args: argparse.Namespace) -> int:
     from insilico.bench import main_bench_headless
 
-    return main_bench_headless(args.virtual_s, max(1, args.repeats), args.json)
+    return main_bench_headless(args.virtual_s, max(1, args.repeats), args.json, args.profile)
 
 
 def _common_options(parser: argparse.ArgumentParser) -> None:
@@ -268,33 +322,68 @@ def _trial_command(args: argparse.Namespace) -> int:
         args.patients, args.days, policies, phenotypes, args.seed, args.model, config
     )
     wall_start = time.perf_counter()
+    store = ResultStore(args.store) if args.store is not None else None
     try:
-        with _ProgressDisplay("trial", len(jobs)) as display:
-            done: list[int] = []
+        with (
+            _trial_backend(args, len(jobs)) as backend,
+            _ProgressDisplay("trial", len(jobs)) as display,
+        ):
 
-            def on_done(_: object) -> None:
-                done.append(1)
-                virtual = len(done) * args.days * 86400.0
-                factor = virtual / (time.perf_counter() - wall_start)
-                display.update(len(done), f"{len(done)}/{len(jobs)} runs, {factor:,.0f}x real time")
+            def on_progress(p: TrialProgress) -> None:
+                display.update(p.done + p.failed, progress_line(p))
 
-            entries = run_trial(jobs, min(args.workers, len(jobs)), on_done)
-    except EnvelopeConflict as exc:
-        return _fail(f"configuration exceeds the device: {exc}", ExitCode.ENVELOPE)
+            run = run_trial(jobs, backend, store, on_progress)
+    except DaskUnavailable as exc:
+        return _fail(str(exc))
+    except OSError as exc:
+        return _fail(f"cannot reach the Dask scheduler {args.scheduler}: {exc}")
+    conflicts = [f for f in run.failures if f.error.startswith("EnvelopeConflict")]
+    if conflicts:
+        return _fail(f"configuration exceeds the device: {conflicts[0].error}", ExitCode.ENVELOPE)
     report = trial_report(
-        entries,
+        run,
         patients=args.patients,
         days=args.days,
         policies=policies,
         phenotypes=phenotypes,
         seed=args.seed,
         workers=args.workers,
+        backend=backend.name,
         wall_start=wall_start,
     )
     _write_outputs(report, None, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
         _stdout_console().print(trial_table(report))
-    return 0
+    for failure in report.failures:
+        print(
+            f"neurostim: patient {failure.patient} ({failure.phenotype}) under "
+            f"{failure.policy} failed: {failure.error}",
+            file=sys.stderr,
+        )
+    # The report is written; the failed jobs are named on stderr.
+    return ExitCode.FAILED if report.failures else ExitCode.OK
+
+
+def progress_line(p: TrialProgress) -> str:
+    """done / running / failed and the speed, for the trial's progress bar."""
+    stored = f" ({p.from_store} from the store)" if p.from_store else ""
+    return (
+        f"{p.done}/{p.total} done{stored}, {p.running} running, {p.failed} failed, "
+        f"{p.patient_days_per_s:.3g} patient-days/s"
+    )
+
+
+@contextmanager
+def _trial_backend(args: argparse.Namespace, n_jobs: int) -> Iterator[Backend]:
+    """Dask (--scheduler / --dask), else local processes, else (one worker) this process."""
+    workers = min(args.workers, n_jobs)
+    if args.scheduler is not None or args.dask:
+        with DaskCluster(args.scheduler, workers) as cluster:
+            yield cluster
+    elif workers > 1:
+        yield LocalProcesses(workers)
+    else:
+        yield InProcess()
 
 
 def trial_table(report: TrialReport) -> Table:

@@ -186,6 +186,15 @@ class TrialAggregate(_Model):
     false_alarms_per_day: float | None  # pooled: false alarms / interictal days
 
 
+class TrialFailure(_Model):
+    """A job that raised: who, and the error (the other jobs are kept)."""
+
+    patient: int
+    phenotype: str
+    policy: str
+    error: str
+
+
 class TrialReport(_Model):
     patients: int
     days: float
@@ -195,4 +204,7 @@ class TrialReport(_Model):
     workers: int
     wall_s: float
     entries: list[TrialEntry]
-    aggregates: list[TrialAggregate]
+    aggregates: list[TrialAggregate]  # over the patients with every policy finished
+    backend: str = "local processes"
+    from_store: int = 0  # entries taken from --store instead of being run
+    failures: list[TrialFailure] = []

@@ -1,20 +1,22 @@
 """``neurostim trial``: a virtual cohort, every patient under every policy (paired), run
-headless in parallel worker processes, aggregated per policy and per phenotype."""
+headless on a backend (insilico/backends.py: local processes or Dask), resumable from a
+result store (insilico/store.py), aggregated per policy and per phenotype."""
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 
 import numpy as np
 
 from controller.config import ControllerConfig
 from insilico import scoring
-from insilico.report import MeanCI, TrialAggregate, TrialEntry, TrialReport
+from insilico.backends import Backend
+from insilico.report import MeanCI, TrialAggregate, TrialEntry, TrialFailure, TrialReport
 from insilico.runner import SimSpec, run_sim, with_policy
+from insilico.seeds import patient_seed
+from insilico.store import ResultStore
 from simulator.physiology.patient import Phenotype
 from simulator.physiology.scenario import scenario_from_dict
 
@@ -44,10 +46,13 @@ def cohort_jobs(
     model: str,
     config: ControllerConfig,
 ) -> list[TrialJob]:
-    """Patient ``i`` has phenotype ``phenotypes[i % len]`` and seed ``seed + i``; every
-    policy sees the same patient and the same seed (a paired comparison)."""
+    """Patient ``i`` has phenotype ``phenotypes[i % len]`` and the seed
+    ``patient_seed(seed, i)``; every policy sees the same patient and the same seed (a
+    paired comparison)."""
     return [
-        TrialJob(i, phenotypes[i % len(phenotypes)], seed + i, policy, days, model, config)
+        TrialJob(
+            i, phenotypes[i % len(phenotypes)], patient_seed(seed, i), policy, days, model, config
+        )
         for i in range(patients)
         for policy in policies
     ]
@@ -91,29 +96,107 @@ def run_job(job: TrialJob) -> TrialEntry:
     )
 
 
+def job_spec(job: TrialJob) -> dict[str, object]:
+    """Everything that decides a job's result (the store adds the model version)."""
+    return {
+        "patient": job.patient,
+        "phenotype": job.phenotype,
+        "seed": job.seed,
+        "policy": job.policy,
+        "days": job.days,
+        "model": job.model,
+        "config": job.config.model_dump(mode="json"),
+    }
+
+
+@dataclass(frozen=True)
+class TrialProgress:
+    """Counts over jobs for the progress bar (the same for every backend)."""
+
+    total: int
+    done: int
+    running: int
+    failed: int
+    from_store: int
+    patient_days_per_s: float  # of the jobs run now (not those from the store)
+
+
+@dataclass
+class TrialRun:
+    """What a trial's jobs gave: entries in job order, failures, how many came stored."""
+
+    entries: list[TrialEntry]
+    failures: list[TrialFailure]
+    from_store: int
+
+
 def run_trial(
     jobs: list[TrialJob],
-    workers: int,
-    on_done: Callable[[TrialEntry], None] | None = None,
-) -> list[TrialEntry]:
-    """Run ``jobs`` in ``workers`` processes (1: in this process); entries in job order."""
-    if workers <= 1:
-        entries = []
-        for job in jobs:
-            entries.append(run_job(job))
-            if on_done is not None:
-                on_done(entries[-1])
-        return entries
+    backend: Backend,
+    store: ResultStore | None = None,
+    on_progress: Callable[[TrialProgress], None] | None = None,
+) -> TrialRun:
+    """Run the jobs the store does not hold on ``backend``; keep each result as it comes."""
+    wall_start = time.perf_counter()
     results: dict[int, TrialEntry] = {}
-    # spawn: workers start clean (no inherited threads or numba state from the parent).
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = {pool.submit(run_job, job): index for index, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            results[futures[future]] = future.result()
-            if on_done is not None:
-                on_done(results[futures[future]])
-    return [results[i] for i in range(len(jobs))]
+    if store is not None:
+        for index, job in enumerate(jobs):
+            stored = store.load(job_spec(job))
+            if stored is not None:
+                results[index] = TrialEntry.model_validate(stored)
+    from_store = len(results)
+    missing = [i for i in range(len(jobs)) if i not in results]
+    failures: dict[int, TrialFailure] = {}
+    run_days = 0.0
+
+    def report() -> None:
+        if on_progress is None:
+            return
+        finished = len(results) + len(failures)
+        elapsed_s = max(time.perf_counter() - wall_start, 1e-9)
+        on_progress(
+            TrialProgress(
+                total=len(jobs),
+                done=len(results),
+                running=min(backend.slots, len(jobs) - finished),
+                failed=len(failures),
+                from_store=from_store,
+                patient_days_per_s=run_days / elapsed_s,
+            )
+        )
+
+    report()
+    for outcome in backend.run(run_job, [jobs[i] for i in missing]):
+        index = missing[outcome.index]
+        job = jobs[index]
+        if outcome.result is None:
+            failures[index] = TrialFailure(
+                patient=job.patient,
+                phenotype=job.phenotype,
+                policy=job.policy,
+                error=outcome.error or "unknown error",
+            )
+        else:
+            results[index] = outcome.result
+            run_days += job.days
+            if store is not None:
+                store.save(job_spec(job), outcome.result.model_dump(mode="json"))
+        report()
+    return TrialRun(
+        entries=[results[i] for i in sorted(results)],
+        failures=[failures[i] for i in sorted(failures)],
+        from_store=from_store,
+    )
+
+
+def complete_patients(entries: list[TrialEntry], policies: Sequence[str]) -> list[TrialEntry]:
+    """The entries of patients that finished under every policy (a paired comparison needs
+    all of them)."""
+    wanted = set(policies)
+    done: dict[int, set[str]] = {}
+    for entry in entries:
+        done.setdefault(entry.patient, set()).add(entry.policy)
+    return [e for e in entries if done[e.patient] >= wanted]
 
 
 def aggregate(entries: list[TrialEntry], policies: Sequence[str]) -> list[TrialAggregate]:
@@ -180,7 +263,7 @@ def _mean_ci(values: Sequence[float]) -> MeanCI:
 
 
 def trial_report(
-    entries: list[TrialEntry],
+    run: TrialRun,
     *,
     patients: int,
     days: float,
@@ -188,6 +271,7 @@ def trial_report(
     phenotypes: Sequence[str],
     seed: int,
     workers: int,
+    backend: str,
     wall_start: float,
 ) -> TrialReport:
     return TrialReport(
@@ -198,6 +282,9 @@ def trial_report(
         seed=seed,
         workers=workers,
         wall_s=time.perf_counter() - wall_start,
-        entries=entries,
-        aggregates=aggregate(entries, policies),
+        entries=run.entries,
+        aggregates=aggregate(complete_patients(run.entries, policies), policies),
+        backend=backend,
+        from_store=run.from_store,
+        failures=run.failures,
     )

@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from controller import cli as controller_cli
 from firmware_bridge import cli as bridge_cli
 from firmware_bridge.transports.registry import transports
+from hil import cli as hil_cli
 from insilico import cli as insilico_cli
 from simulator import cli as simulator_cli
 from simulator.embedded import GroundTruthFeed
+from tui import cli as console_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,8 +37,10 @@ def build_parser() -> argparse.ArgumentParser:
         simulator_cli.register_bench(bench_sub)
     insilico_cli.register(sub)
     controller_cli.register(sub)
+    hil_cli.register(sub)
     controller_cli.register_bench(bench_sub)
     insilico_cli.register_bench(bench_sub)
+    console_cli.register(sub)
     return parser
 
 
@@ -48,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = logging.INFO if args.verbose else logging.ERROR if args.quiet else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     args.annotation_source = truth.drain  # ground truth of sim:// devices into recordings
+    args.use_sim_clock = truth.use_clock  # the console paces simulated devices
     code: int = args.handler(args)
     return code
 

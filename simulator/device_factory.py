@@ -47,6 +47,7 @@ def build_device(
     params: dict[str, str],
     start_s: float = 0.0,
     signing_key: bytes | None = None,
+    device_id: str | None = None,
 ) -> SimulatedDevice:
     """``scenario`` is a built-in name, a TOML path, an EDF/BDF recording to replay (resampled
     to 250 Hz), or ``noise`` (placeholder EEG);
@@ -60,20 +61,21 @@ def build_device(
         seed = None if raw_seed is None else int(raw_seed)
     except ValueError:
         raise DeviceSpecError(f"seed must be an integer, got {raw_seed!r}") from None
+    name = FirmwareConfig.device_id if device_id is None else device_id
+
+    def config(seed: int) -> FirmwareConfig:
+        return FirmwareConfig(device_id=name, seed=seed, signing_key=signing_key)
+
     model = params.get("model")
     if model is not None and model not in MODELS:
         raise DeviceSpecError(f"model must be one of {MODELS}, got {model!r}")
     if scenario == "noise":
         source = NoiseSource(seed=seed or 0)
-        firmware = VirtualFirmware(
-            source, FirmwareConfig(seed=seed or 0, signing_key=signing_key), start_s
-        )
+        firmware = VirtualFirmware(source, config(seed or 0), start_s)
         return SimulatedDevice(firmware, None, "noise")
     if scenario.lower().endswith((".edf", ".bdf")):
         replay = EdfReplaySource(scenario, replay_sites(scenario), 250.0, at_end="loop")
-        firmware = VirtualFirmware(
-            replay, FirmwareConfig(seed=seed or 0, signing_key=signing_key), start_s
-        )
+        firmware = VirtualFirmware(replay, config(seed or 0), start_s)
         return SimulatedDevice(firmware, None, f"replay {scenario}")
     try:
         loaded = load_scenario(scenario)
@@ -83,7 +85,5 @@ def build_device(
     events = list(loaded.link_faults)
     schedule = (lambda t: link_fault_settings_at(events, t)) if events else None
     run_seed = loaded.seed if seed is None else seed
-    firmware = VirtualFirmware(
-        physiology, FirmwareConfig(seed=run_seed, signing_key=signing_key), start_s
-    )
+    firmware = VirtualFirmware(physiology, config(run_seed), start_s)
     return SimulatedDevice(firmware, schedule, loaded.name)

@@ -58,13 +58,21 @@ async def open_embedded(url: SimURL, clock: Clock | None = None) -> tuple[Link, 
 
 class GroundTruthFeed:
     """Serves ``sim://`` URLs and collects the simulated patients' ground-truth events as
-    recording annotations on the device's sample clock (for the composition root)."""
+    recording annotations on the device's sample clock (for the composition root).
 
-    def __init__(self) -> None:
+    ``clock``: the time the devices run on (default: the event loop's); a shell that paces
+    a simulated device (the console's speed and pause) sets it with ``use_clock`` and
+    shares it with its controller."""
+
+    def __init__(self, clock: Clock | None = None) -> None:
         self._devices: list[SimulatedDevice] = []
+        self.clock = clock
+
+    def use_clock(self, clock: Clock) -> None:
+        self.clock = clock
 
     async def open(self, url: SimURL) -> Link:
-        link, device = await open_embedded(url)
+        link, device = await open_embedded(url, self.clock)
         self._devices.append(device)
         return link
 

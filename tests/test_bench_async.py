@@ -4,6 +4,7 @@ the files it leaves are complete and verify (timings are printed, never asserted
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import mne
@@ -23,3 +24,6 @@ def test_the_async_bench_leaves_a_verified_audit_log_and_a_readable_recording(
     raw = mne.io.read_raw_edf(tmp_path / "bench-8-250.edf", preload=False, verbose=False)
     assert raw.info["sfreq"] == 250 and len(raw.ch_names) == 8
     assert "8 ch @ 250 Hz" in format_async_rows([row])
+    # The scripted device is honest: the controller's device check found nothing.
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert not [r for r in records if r["kind"] in ("device_fault", "estop")]

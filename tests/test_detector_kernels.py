@@ -15,6 +15,7 @@ from controller.detector import Detector, DetectorConfig, SignatureFeature, Summ
 from controller.detector.baseline import MAD_TO_SD, MIN_SCALE, StreamingMedianMad, floored_scale
 from controller.detector.kernels import NUMBA_AVAILABLE, line_length_z
 from controller.detector.score import AlphaPeakVariability, SignatureWeights, z_scores
+from controller.detector.types import DetectorOutput
 from controller.features import FeatureExtractor
 from tests.test_detector_detector import make_frame
 
@@ -136,8 +137,43 @@ def test_compiled_score_matches_z_scores_and_weights() -> None:
             assert score == pytest.approx(reference, rel=1e-12, abs=1e-12)
 
 
-def test_detector_decisions_do_not_depend_on_numba() -> None:
-    """The real extractor -> both detector paths: same outputs (scores to rounding)."""
+#: Every compiled detector kernel, by the module that calls it.
+DETECTOR_KERNELS = {
+    "controller.detector.baseline": ("median_mad_step",),
+    "controller.detector.detector": ("line_length_z",),
+    "controller.detector.score": (
+        "alpha_variability_step",
+        "alpha_variability_value",
+        "signature_score",
+        "summary_values",
+    ),
+}
+
+
+def _count_kernel_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """Wrap every compiled detector kernel; the dict counts calls by kernel name."""
+    import importlib
+
+    calls: dict[str, int] = {}
+    for module_name, names in DETECTOR_KERNELS.items():
+        module = importlib.import_module(module_name)
+        for name in names:
+            kernel = getattr(module, name)
+
+            def counted(*args, _kernel=kernel, _name=name):  # type: ignore[no-untyped-def]
+                calls[_name] = calls.get(_name, 0) + 1
+                return _kernel(*args)
+
+            monkeypatch.setattr(module, name, counted)
+    return calls
+
+
+def test_detector_decisions_do_not_depend_on_numba(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real extractor -> both detector paths: same outputs (scores to rounding).
+
+    ``use_numba=False`` must be numpy in every part of the detector (baseline tracker,
+    artifact gate, alpha variability, summary, score): the numpy run calls no kernel.
+    """
     fs, n_ch = 250.0, 6
     rng = np.random.default_rng(4)
     n = int(240 * fs)
@@ -156,30 +192,42 @@ def test_detector_decisions_do_not_depend_on_numba() -> None:
         onset_s=5.0,
         termination_s=5.0,
     )
-    extractor = FeatureExtractor(n_ch, fs)
-    names = extractor.channel_names
-    fast = Detector(config, names, stim_channels=[1], use_numba=True)
+    calls = _count_kernel_calls(monkeypatch)
+    names = FeatureExtractor(n_ch, fs).channel_names
+
+    def run(detector: Detector) -> list[DetectorOutput]:
+        extractor = FeatureExtractor(n_ch, fs)
+        return [
+            detector.update(frame)
+            for start in range(0, n, 125)
+            for frame in extractor.push(data[:, start : start + 125])
+        ]
+
     slow = Detector(config, names, stim_channels=[1], use_numba=False)
+    slow_outputs = run(slow)
+    assert calls == {}, f"the numpy detector called compiled kernels: {calls}"
+    fast = Detector(config, names, stim_channels=[1], use_numba=True)
+    fast_outputs = run(fast)
+    assert set(calls) == {k for names in DETECTOR_KERNELS.values() for k in names}
+    assert len(fast_outputs) == len(slow_outputs)
     seen: set[tuple[str, bool]] = set()
-    for start in range(0, n, 125):
-        for frame in extractor.push(data[:, start : start + 125]):
-            a, b = fast.update(frame), slow.update(frame)
-            assert (a.t_s, a.state, a.changed, a.blanked, a.good_channels) == (
-                b.t_s,
-                b.state,
-                b.changed,
-                b.blanked,
-                b.good_channels,
-            )
-            assert (a.score is None) == (b.score is None)
-            if a.score is not None and b.score is not None:
-                assert a.score == pytest.approx(b.score, rel=1e-9, abs=1e-12)
-            assert a.z_scores.keys() == b.z_scores.keys()
-            for key, value in a.z_scores.items():
-                assert value == pytest.approx(b.z_scores[key], rel=1e-9, abs=1e-9)
-            seen.add((a.state.value, a.blanked or a.good_channels < n_ch))
-            if a.blanked:
-                assert a.reason.split(" (max")[0] == b.reason.split(" (max")[0]
+    for a, b in zip(fast_outputs, slow_outputs, strict=True):
+        assert (a.t_s, a.state, a.changed, a.blanked, a.good_channels) == (
+            b.t_s,
+            b.state,
+            b.changed,
+            b.blanked,
+            b.good_channels,
+        )
+        assert (a.score is None) == (b.score is None)
+        if a.score is not None and b.score is not None:
+            assert a.score == pytest.approx(b.score, rel=1e-9, abs=1e-12)
+        assert a.z_scores.keys() == b.z_scores.keys()
+        for key, value in a.z_scores.items():
+            assert value == pytest.approx(b.z_scores[key], rel=1e-9, abs=1e-9)
+        seen.add((a.state.value, a.blanked or a.good_channels < n_ch))
+        if a.blanked:
+            assert a.reason.split(" (max")[0] == b.reason.split(" (max")[0]
     # calibration, scoring, an artifact and a bad channel while calibrated, a prodrome
     assert {("CALIBRATING", False), ("NORMAL", False), ("NORMAL", True)} <= seen
     assert ("PRODROME", False) in seen

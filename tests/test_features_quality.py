@@ -15,8 +15,11 @@ def _noise(n_channels: int, seconds: float, seed: int) -> np.ndarray:
     return 10.0 * rng.standard_normal((n_channels, int(seconds * FS)))
 
 
-def _run(data_uv: np.ndarray, config: FeaturesConfig | None = None,
-         clip_level_uv: float | np.ndarray | None = None) -> list[FeatureFrame]:
+def _run(
+    data_uv: np.ndarray,
+    config: FeaturesConfig | None = None,
+    clip_level_uv: float | np.ndarray | None = None,
+) -> list[FeatureFrame]:
     return extract_features(data_uv, FS, config, chunk_samples=25, clip_level_uv=clip_level_uv)
 
 
@@ -113,8 +116,13 @@ def test_invalid_samples_are_flagged_and_never_reach_the_spectra() -> None:
         assert frame.quality.invalid[1] == contains
         assert frame.quality.good[1] == (not contains)
         assert not frame.quality.invalid[[0, 2]].any()
-        for values in (frame.band_power_uv2, frame.coherence, frame.phase_sync,
-                       frame.line_length_uv, frame.alpha_peak_hz):
+        for values in (
+            frame.band_power_uv2,
+            frame.coherence,
+            frame.phase_sync,
+            frame.line_length_uv,
+            frame.alpha_peak_hz,
+        ):
             assert np.all(np.isfinite(values))
         # the spectral estimate is that of the zero-filled signal
         np.testing.assert_array_equal(frame.band_power_uv2, ref.band_power_uv2)
@@ -136,11 +144,13 @@ def test_summaries_leave_out_bad_channels() -> None:
             sub = matrix[:, :3, :3]
             expected_mean = sub.sum(axis=(1, 2)) / 6.0
             np.testing.assert_allclose(frame.mean_connectivity, expected_mean, rtol=1e-12)
-            np.testing.assert_allclose(frame.node_strength[:, :3], sub.sum(axis=2) / 2.0,
-                                       rtol=1e-12)
+            np.testing.assert_allclose(
+                frame.node_strength[:, :3], sub.sum(axis=2) / 2.0, rtol=1e-12
+            )
             assert np.all(frame.node_strength[:, 3] == 0.0)
-            np.testing.assert_allclose(frame.mean_coherence,
-                                       frame.coherence[:, :3, :3].sum(axis=(1, 2)) / 6.0)
+            np.testing.assert_allclose(
+                frame.mean_coherence, frame.coherence[:, :3, :3].sum(axis=(1, 2)) / 6.0
+            )
 
 
 def test_fewer_than_two_good_channels_give_zero_summaries() -> None:

@@ -60,8 +60,14 @@ GEOMETRIES = [
     ),
     pytest.param(
         250.0,
-        FeaturesConfig(window_s=1.5, hop_s=0.3, segment_s=0.5, overlap=0.2, line_noise_hz=None,
-                       alpha_peak_range_hz=(7.0, 14.0)),
+        FeaturesConfig(
+            window_s=1.5,
+            hop_s=0.3,
+            segment_s=0.5,
+            overlap=0.2,
+            line_noise_hz=None,
+            alpha_peak_range_hz=(7.0, 14.0),
+        ),
         id="odd-nfft",
     ),
 ]
@@ -99,20 +105,27 @@ def test_coherence_equals_scipy_coherence(fs: float, config: FeaturesConfig) -> 
     for frame in frames[::2]:
         window = _window(data, frame, fs)
         freqs, coherence = scipy.signal.coherence(
-            window[i], window[j], fs, window="hann", nperseg=layout.segment_samples,
+            window[i],
+            window[j],
+            fs,
+            window="hann",
+            nperseg=layout.segment_samples,
             noverlap=layout.segment_samples - layout.segment_step_samples,
         )
         assert frame.spectra is not None
         conn = layout.conn_bins
         np.testing.assert_array_equal(frame.spectra.conn_freqs_hz, freqs[conn])
-        np.testing.assert_allclose(frame.spectra.coherence[:, i, j], coherence[:, conn].T,
-                                   rtol=RTOL, atol=1e-12)
+        np.testing.assert_allclose(
+            frame.spectra.coherence[:, i, j], coherence[:, conn].T, rtol=RTOL, atol=1e-12
+        )
         for b, name in enumerate(frame.band_names):
             lo, hi = config.bands_hz[name]
             in_band = (freqs >= lo) & (freqs < hi)
             np.testing.assert_allclose(
-                frame.coherence[b, i, j], coherence[:, in_band].mean(axis=1),
-                rtol=RTOL, atol=1e-12,
+                frame.coherence[b, i, j],
+                coherence[:, in_band].mean(axis=1),
+                rtol=RTOL,
+                atol=1e-12,
             )
             assert np.all(np.diag(frame.coherence[b]) == 0.0)
             np.testing.assert_array_equal(frame.coherence[b], frame.coherence[b].T)
@@ -126,9 +139,18 @@ def test_psd_equals_mne_psd_array_welch() -> None:
     seg = extractor.layout.segment_samples
     for frame in frames[::3]:
         psd_mne, freqs_mne = psd_array_welch(
-            _window(data, frame, fs), fs, fmin=0.0, fmax=np.inf, n_fft=seg, n_per_seg=seg,
-            n_overlap=seg // 2, window="hann", remove_dc=True, average="mean",
-            output="power", verbose=False,
+            _window(data, frame, fs),
+            fs,
+            fmin=0.0,
+            fmax=np.inf,
+            n_fft=seg,
+            n_per_seg=seg,
+            n_overlap=seg // 2,
+            window="hann",
+            remove_dc=True,
+            average="mean",
+            output="power",
+            verbose=False,
         )
         assert frame.spectra is not None
         np.testing.assert_allclose(frame.spectra.freqs_hz, freqs_mne)
@@ -189,11 +211,13 @@ def test_alpha_sine_gives_alpha_peak_and_alpha_power() -> None:
     fs = 250.0
     t = np.arange(2500) / fs
     rng = np.random.default_rng(15)
-    data = np.vstack([
-        20.0 * np.sin(2 * np.pi * 10.0 * t),
-        20.0 * np.sin(2 * np.pi * 10.3 * t),
-        20.0 * np.sin(2 * np.pi * 6.0 * t),
-    ]) + 0.5 * rng.standard_normal((3, t.size))
+    data = np.vstack(
+        [
+            20.0 * np.sin(2 * np.pi * 10.0 * t),
+            20.0 * np.sin(2 * np.pi * 10.3 * t),
+            20.0 * np.sin(2 * np.pi * 6.0 * t),
+        ]
+    ) + 0.5 * rng.standard_normal((3, t.size))
     _, frames = _frames(data, fs)
     alpha = frames[0].band_names.index("alpha")
     theta = frames[0].band_names.index("theta")

@@ -17,8 +17,9 @@ from controller.features.frame import SignalQuality
 FS = 250.0
 
 
-def _push_in_chunks(extractor: FeatureExtractor, data_uv: np.ndarray, chunk: int
-                    ) -> list[FeatureFrame]:
+def _push_in_chunks(
+    extractor: FeatureExtractor, data_uv: np.ndarray, chunk: int
+) -> list[FeatureFrame]:
     frames: list[FeatureFrame] = []
     for start in range(0, data_uv.shape[1], chunk):
         frames.extend(extractor.push(data_uv[:, start : start + chunk]))
@@ -30,8 +31,9 @@ def _assert_frames_identical(a: FeatureFrame, b: FeatureFrame) -> None:
         left, right = getattr(a, field.name), getattr(b, field.name)
         if isinstance(left, SignalQuality):
             for q_field in fields(SignalQuality):
-                np.testing.assert_array_equal(getattr(left, q_field.name),
-                                              getattr(right, q_field.name))
+                np.testing.assert_array_equal(
+                    getattr(left, q_field.name), getattr(right, q_field.name)
+                )
         elif isinstance(left, np.ndarray):
             np.testing.assert_array_equal(left, right, err_msg=field.name)
         else:
@@ -151,8 +153,11 @@ def test_default_configuration_values() -> None:
     config = FeaturesConfig()
     assert (config.window_s, config.hop_s, config.segment_s, config.overlap) == (2.0, 0.5, 1.0, 0.5)
     assert config.bands_hz == {
-        "delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0),
-        "beta": (13.0, 30.0), "gamma": (30.0, 45.0),
+        "delta": (1.0, 4.0),
+        "theta": (4.0, 8.0),
+        "alpha": (8.0, 13.0),
+        "beta": (13.0, 30.0),
+        "gamma": (30.0, 45.0),
     }
     layout = config.layout(250.0)
     assert (layout.window_samples, layout.hop_samples, layout.segment_samples) == (500, 125, 250)
@@ -168,14 +173,18 @@ def test_default_configuration_values() -> None:
         ({"window_s": -1.0}, "window_s", "greater than 0"),
         ({"bands_hz": {"theta": [4, 8], "alpha": [13, 8]}}, "bands_hz", "must be < hi_hz"),
         ({"bands_hz": {"alpha": [8, 13]}}, "bands_hz", "band 'theta' is required"),
-        ({"bands_hz": {"theta": [4, 8], "alpha": [8, 13], "Bad-Name": [1, 2]}}, "bands_hz",
-         "must match"),
+        (
+            {"bands_hz": {"theta": [4, 8], "alpha": [8, 13], "Bad-Name": [1, 2]}},
+            "bands_hz",
+            "must match",
+        ),
         ({"phase_measure": "pli"}, "phase_measure", "'wpli' or 'plv'"),
         ({"window_secs": 2.0}, "window_secs", "Extra inputs are not permitted"),
     ],
 )
-def test_invalid_configuration_names_the_field(kwargs: dict[str, object], field: str,
-                                               message: str) -> None:
+def test_invalid_configuration_names_the_field(
+    kwargs: dict[str, object], field: str, message: str
+) -> None:
     with pytest.raises(ValidationError) as info:
         FeaturesConfig(**kwargs)  # type: ignore[arg-type]
     error = info.value.errors()[0]
@@ -190,8 +199,11 @@ def test_invalid_configuration_names_the_field(kwargs: dict[str, object], field:
         (FeaturesConfig(hop_s=1.0, overlap=0.3), 255.0, "overlap=0.3 of a 255-sample segment"),
         (FeaturesConfig(), 80.0, r"band 'gamma' \[30.0, 45.0\) Hz must lie within \(0, 40\]"),
         (FeaturesConfig(line_noise_hz=60.0), 120.0, "exceeds the Nyquist"),
-        (FeaturesConfig(segment_s=0.25, window_s=1.0, hop_s=0.25), 256.0,
-         "band 'delta' .* contains no frequency bin"),
+        (
+            FeaturesConfig(segment_s=0.25, window_s=1.0, hop_s=0.25),
+            256.0,
+            "band 'delta' .* contains no frequency bin",
+        ),
     ],
 )
 def test_layout_rejects_what_does_not_fit_the_sampling_rate(
@@ -202,8 +214,13 @@ def test_layout_rejects_what_does_not_fit_the_sampling_rate(
 
 
 def test_config_round_trips_through_toml_like_data() -> None:
-    data = {"window_s": 4.0, "hop_s": 1.0, "bands_hz": {"theta": [4, 8], "alpha": [8, 12.5]},
-            "line_noise_hz": 60.0, "phase_measure": "plv"}
+    data = {
+        "window_s": 4.0,
+        "hop_s": 1.0,
+        "bands_hz": {"theta": [4, 8], "alpha": [8, 12.5]},
+        "line_noise_hz": 60.0,
+        "phase_measure": "plv",
+    }
     config = FeaturesConfig.model_validate(data)
     assert config.bands_hz["alpha"] == (8.0, 12.5)
     assert FeaturesConfig.model_validate(config.model_dump()) == config
@@ -218,8 +235,9 @@ def test_config_round_trips_through_toml_like_data() -> None:
         arrays(
             np.float64,
             st.tuples(st.just(3), st.integers(min_value=0, max_value=160)),
-            elements=st.floats(min_value=-1e9, max_value=1e9, allow_nan=False,
-                               allow_infinity=False),
+            elements=st.floats(
+                min_value=-1e9, max_value=1e9, allow_nan=False, allow_infinity=False
+            ),
         ),
         min_size=1,
         max_size=12,
@@ -232,9 +250,18 @@ def test_random_finite_blocks_never_produce_nan_and_keep_ranges(
     extractor = FeatureExtractor(3, 128.0, config, clip_level_uv=1e5)
     for block in blocks:
         for frame in extractor.push(block):
-            for name in ("band_power_uv2", "relative_power", "theta_alpha_ratio",
-                         "alpha_peak_hz", "line_length_uv", "coherence", "phase_sync",
-                         "mean_connectivity", "node_strength", "mean_coherence"):
+            for name in (
+                "band_power_uv2",
+                "relative_power",
+                "theta_alpha_ratio",
+                "alpha_peak_hz",
+                "line_length_uv",
+                "coherence",
+                "phase_sync",
+                "mean_connectivity",
+                "node_strength",
+                "mean_coherence",
+            ):
                 values = getattr(frame, name)
                 assert np.all(np.isfinite(values)), name
             assert np.all((frame.coherence >= 0.0) & (frame.coherence <= 1.0))

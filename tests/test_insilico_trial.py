@@ -12,6 +12,7 @@ import pytest
 
 from controller.config import ControllerConfig
 from insilico.report import TrialEntry
+from insilico.seeds import patient_seed
 from insilico.trial import aggregate, cohort_jobs, run_job
 
 NEUROSTIM = [sys.executable, "-m", "neurostim_cli.main"]
@@ -48,13 +49,14 @@ def test_cohort_is_paired_and_cycles_phenotypes() -> None:
     jobs = cohort_jobs(
         3, 2.0, ["off", "closed-loop"], ["chronic", "pediatric"], 10, "spectral", ControllerConfig()
     )
+    s0, s1, s2 = (patient_seed(10, i) for i in range(3))
     assert [(j.patient, j.policy, j.seed, j.phenotype) for j in jobs] == [
-        (0, "off", 10, "chronic"),
-        (0, "closed-loop", 10, "chronic"),
-        (1, "off", 11, "pediatric"),
-        (1, "closed-loop", 11, "pediatric"),
-        (2, "off", 12, "chronic"),
-        (2, "closed-loop", 12, "chronic"),
+        (0, "off", s0, "chronic"),
+        (0, "closed-loop", s0, "chronic"),
+        (1, "off", s1, "pediatric"),
+        (1, "closed-loop", s1, "pediatric"),
+        (2, "off", s2, "chronic"),
+        (2, "closed-loop", s2, "chronic"),
     ]
 
 
@@ -145,7 +147,7 @@ def test_tiny_trial_in_two_workers_matches_the_same_runs_in_process(tmp_path: Pa
         "median_lead_h",
     ):
         assert key in entries[0]
-    assert entries[0]["seed"] == entries[1]["seed"] == 5  # paired
+    assert entries[0]["seed"] == entries[1]["seed"] == patient_seed(5, 0)  # paired
     assert {(a["phenotype"], a["policy"]) for a in report["aggregates"]} >= {
         ("all", "off"),
         ("all", "closed-loop"),

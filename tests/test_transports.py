@@ -17,9 +17,11 @@ from firmware_bridge.transports import LinkClosed, memory_link_pair
 from firmware_bridge.transports.registry import open_link
 from firmware_bridge.url import (
     DeviceURLError,
+    MqttBroker,
     MqttURL,
     SerialURL,
     SimURL,
+    parse_broker_url,
     parse_device_url,
 )
 from simulator.firmware import FirmwareConfig, VirtualFirmware
@@ -71,9 +73,27 @@ def test_bad_device_urls_name_the_problem(url: str, message: str) -> None:
         parse_device_url(url)
 
 
-async def test_mqtt_url_is_refused_clearly_until_its_transport_exists() -> None:
-    with pytest.raises(LinkClosed, match="MQTT transport is not implemented"):
-        await open_link("mqtt://localhost/dev-1")
+async def test_mqtt_url_without_a_broker_fails_with_the_brokers_address() -> None:
+    from tests.mosquitto import free_port
+
+    port = free_port()  # nothing listens there
+    with pytest.raises(LinkClosed, match=f"127.0.0.1:{port}"):
+        await open_link(f"mqtt://127.0.0.1:{port}/dev-1")
+
+
+def test_mqtt_url_options_and_broker_urls() -> None:
+    url = parse_device_url("mqtt://ctl@b:1884/dev-1?tls=1&ca=/etc/ca.crt&password_file=/run/pw")
+    assert isinstance(url, MqttURL)
+    assert url.broker == MqttBroker("b", 1884, "ctl", None, True, "/etc/ca.crt", "/run/pw")
+    assert "pw" not in str(url.broker) and str(url) == "mqtt://ctl@b:1884/dev-1?tls=1"
+    assert parse_broker_url("mqtt://u:p@h") == MqttBroker("h", 1883, "u", "p")
+    assert parse_broker_url("mqtts://h/").port == 8883
+    with pytest.raises(DeviceURLError, match="no path"):
+        parse_broker_url("mqtt://h/dev-1")
+    with pytest.raises(DeviceURLError, match="ca= needs tls=1"):
+        parse_device_url("mqtt://h/d?ca=/x")
+    with pytest.raises(DeviceURLError, match="not a broker URL"):
+        parse_broker_url("serial:///dev/ttyUSB0")
 
 
 async def test_memory_link_pair_delivers_in_order_and_closes_both_ends() -> None:

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from controller.detector.kernels import NUMBA_AVAILABLE, median_mad_step
+from controller.detector.kernels import median_mad_step
+from controller.jit import numba_enabled
 
 #: MAD -> SD for normal data: 1 / Phi^-1(3/4).
 MAD_TO_SD = 1.4826
@@ -79,22 +80,30 @@ class StreamingMedianMad:
 
     ``location`` tracks the median; ``scale`` tracks 1.4826 * MAD.  NaN inputs leave their
     entry unchanged.  Steps are proportional to the floored scale, so a zero MAD can grow.
+    ``use_numba`` (when numba is importable) updates with the compiled kernel.
     """
 
-    def __init__(self, location: np.ndarray, scale: np.ndarray, floor_fraction: float) -> None:
+    def __init__(
+        self,
+        location: np.ndarray,
+        scale: np.ndarray,
+        floor_fraction: float,
+        use_numba: bool = True,
+    ) -> None:
         self.location = np.array(location, dtype=np.float64)
         self.scale = np.array(scale, dtype=np.float64)
         self.floor_fraction = floor_fraction
+        self.use_numba = numba_enabled(use_numba)
         self._everywhere = np.ones(self.location.shape, dtype=bool)
 
     def update(self, values: np.ndarray, rate: float, use: np.ndarray | None = None) -> None:
         """Move towards ``values`` with relaxation ``rate`` (0..1) per the module docstring.
 
-        Only entries with ``use`` (default: all) and a finite value move.  With numba the
-        compiled kernel does it in place, with the same result bit for bit.
+        Only entries with ``use`` (default: all) and a finite value move.  The compiled
+        kernel (``use_numba``) does it in place, with the same result bit for bit.
         """
         x = np.asarray(values, dtype=np.float64)
-        if NUMBA_AVAILABLE:
+        if self.use_numba:
             median_mad_step(
                 self.location,
                 self.scale,
@@ -162,11 +171,14 @@ class Baseline:
     """Robust location/scale per named feature: calibrated, then slowly adapted, saved as JSON.
 
     Feature values are passed as arrays in ``feature_names`` order; NaN means "not available
-    in this window" and is skipped.
+    in this window" and is skipped.  ``use_numba`` selects the tracker's compiled update.
     """
 
     def __init__(
-        self, feature_names: Sequence[str], settings: BaselineSettings | None = None
+        self,
+        feature_names: Sequence[str],
+        settings: BaselineSettings | None = None,
+        use_numba: bool = True,
     ) -> None:
         names = tuple(feature_names)
         if not names or len(set(names)) != len(names):
@@ -177,6 +189,7 @@ class Baseline:
             len(names), self.settings.max_calibration_windows
         )
         self._tracker: StreamingMedianMad | None = None
+        self._use_numba = numba_enabled(use_numba)
         self.calibrated_s = 0.0
         self.adapted_s = 0.0
 
@@ -186,6 +199,17 @@ class Baseline:
     def feature_names(self) -> tuple[str, ...]:
         """The features, in the order of every values array."""
         return self._names
+
+    @property
+    def use_numba(self) -> bool:
+        """Whether the tracker updates with the compiled kernel."""
+        return self._use_numba
+
+    @use_numba.setter
+    def use_numba(self, value: bool) -> None:
+        self._use_numba = numba_enabled(value)
+        if self._tracker is not None:
+            self._tracker.use_numba = self._use_numba
 
     @property
     def ready(self) -> bool:
@@ -253,7 +277,7 @@ class Baseline:
         location = np.nanmedian(rows, axis=0)
         mad = np.nanmedian(np.abs(rows - location), axis=0)
         self._tracker = StreamingMedianMad(
-            location, MAD_TO_SD * mad, self.settings.scale_floor_fraction
+            location, MAD_TO_SD * mad, self.settings.scale_floor_fraction, self._use_numba
         )
         self._buffer = None
 
@@ -308,7 +332,7 @@ class Baseline:
         baseline = cls(names, BaselineSettings(**data["settings"]))
         baseline._buffer = None
         baseline._tracker = StreamingMedianMad(
-            location, scale, baseline.settings.scale_floor_fraction
+            location, scale, baseline.settings.scale_floor_fraction, baseline.use_numba
         )
         baseline.calibrated_s = float(data["calibrated_s"])
         baseline.adapted_s = float(data["adapted_s"])

@@ -27,12 +27,13 @@ from controller.detector.baseline import (
     relaxation_rate,
 )
 from controller.detector.config import DetectorConfig
-from controller.detector.kernels import NUMBA_AVAILABLE, line_length_z
+from controller.detector.kernels import line_length_z
 from controller.detector.score import ScoreSmoother, SignatureWeights, SummaryFeatures, z_scores
 from controller.detector.signature import calibrated_detector_config
 from controller.detector.state_machine import ProdromeStateMachine, WindowInput
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureFrame
+from controller.jit import numba_enabled
 
 #: Good windows per channel that initialise the line-length reference (median/MAD):
 #: 64 hops = 32 s with the default 0.5 s hop.  Engineering choice.
@@ -59,7 +60,9 @@ class ArtifactGate:
         reference_tau_s: float,
         scale_floor_fraction: float,
         stim_channels: Sequence[int] = (),
+        use_numba: bool = True,
     ) -> None:
+        self._use_numba = numba_enabled(use_numba)
         self._n = n_channels
         self._z_limit = line_length_z
         self._tau_s = reference_tau_s
@@ -68,7 +71,7 @@ class ArtifactGate:
         self._warmup_count = np.zeros(n_channels, dtype=np.int64)
         self._ready = np.zeros(n_channels, dtype=bool)
         self._reference = StreamingMedianMad(
-            np.zeros(n_channels), np.zeros(n_channels), scale_floor_fraction
+            np.zeros(n_channels), np.zeros(n_channels), scale_floor_fraction, self._use_numba
         )
         self._stim: tuple[int, ...] = ()
         self.stim_channels = stim_channels
@@ -100,7 +103,7 @@ class ArtifactGate:
         if bad_stim:
             reasons.append(f"stimulation channel(s) {bad_stim} flagged bad")
         line_length = np.asarray(frame.line_length_uv, dtype=np.float64)
-        if self._all_ready and NUMBA_AVAILABLE:
+        if self._all_ready and self._use_numba:
             reasons.extend(self._check_compiled(frame, line_length, good))
             self._reference.update(line_length, relaxation_rate(dt_s, self._tau_s), good)
             return "; ".join(reasons)
@@ -193,7 +196,7 @@ class Detector:
         if config.calibration_file is not None and baseline is None:
             config, baseline = calibrated_detector_config(config)
         self._config = config
-        self._use_numba = use_numba and NUMBA_AVAILABLE
+        self._use_numba = numba_enabled(use_numba)
         self._channel_names = tuple(channel_names)
         n = len(self._channel_names)
         self._min_good = config.resolved_min_good_channels(n)
@@ -204,8 +207,9 @@ class Detector:
             max_calibration_windows=config.max_calibration_windows,
         )
         if baseline is None:
-            baseline = Baseline(config.feature_names, settings)
+            baseline = Baseline(config.feature_names, settings, use_numba=self._use_numba)
         else:
+            baseline.use_numba = self._use_numba
             baseline.check_features(config.feature_names)
             # The running configuration governs adaptation; the stored buffer cap stays.
             baseline.settings = dataclasses.replace(
@@ -224,6 +228,7 @@ class Detector:
             config.artifact_reference_tau_s,
             config.scale_floor_fraction,
             stim_channels,
+            use_numba=self._use_numba,
         )
         self._smoother = ScoreSmoother(config.score_smoothing_s)
         self._machine = ProdromeStateMachine(

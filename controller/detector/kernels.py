@@ -17,19 +17,11 @@ Two kinds of kernels:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 import numpy as np
 
-try:  # numba is optional at import time; without it the numpy path is used.
-    from numba import njit
-
-    NUMBA_AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    NUMBA_AVAILABLE = False
-
-F = TypeVar("F", bound=Callable[..., Any])
+from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
+from controller.jit import jit as _jit
 
 #: Summary feature kinds as kernel codes (config.SUMMARY_FEATURE_PATTERNS keys).
 KIND_CODES: dict[str, int] = {
@@ -44,13 +36,6 @@ KIND_CODES: dict[str, int] = {
     "phase_sync": 8,
     "mean_connectivity": 9,
 }
-
-
-def _jit(function: F) -> F:
-    """Compile with numba (cached on disk) when available; else leave as Python."""
-    if not NUMBA_AVAILABLE:
-        return function
-    return cast(F, njit(cache=True, nogil=True)(function))
 
 
 @_jit

@@ -22,13 +22,13 @@ from controller.detector.baseline import MIN_SCALE, relaxation_rate
 from controller.detector.config import SignatureFeature, parse_summary_feature
 from controller.detector.kernels import (
     KIND_CODES,
-    NUMBA_AVAILABLE,
     alpha_variability_step,
     alpha_variability_value,
     signature_score,
     summary_values,
 )
 from controller.features import FeatureFrame
+from controller.jit import numba_enabled
 
 #: log10 floor for band powers (µV²) so a silent band gives a finite log power.
 LOG_POWER_FLOOR_UV2 = 1e-12
@@ -52,9 +52,11 @@ class AlphaPeakVariability:
     per channel, updated only from good channels with a peak (alpha_peak_hz > 0).  A
     channel contributes once it has been followed for ``tau_s``; the feature is the mean
     SD over the good channels that qualify (Bjørk et al. 2009 measure the marker per site).
+    ``use_numba`` (when numba is importable) updates with the compiled kernel.
     """
 
-    def __init__(self, n_channels: int, tau_s: float) -> None:
+    def __init__(self, n_channels: int, tau_s: float, use_numba: bool = True) -> None:
+        self._use_numba = numba_enabled(use_numba)
         self._tau_s = tau_s
         self._mean = np.zeros(n_channels)
         self._var = np.zeros(n_channels)
@@ -64,9 +66,9 @@ class AlphaPeakVariability:
     def update(self, alpha_peak_hz: np.ndarray, good: np.ndarray, dt_s: float) -> None:
         """Add one window's peaks for the good channels (credited ``dt_s`` seconds).
 
-        With numba a compiled kernel does it in place, with the same result bit for bit.
+        The compiled kernel (``use_numba``) does it in place, with the same result bit for bit.
         """
-        if NUMBA_AVAILABLE:
+        if self._use_numba:
             alpha_variability_step(
                 self._mean,
                 self._var,
@@ -124,10 +126,12 @@ class SummaryFeatures:
     ):
         self.names = tuple(names)
         self._parsed = [parse_summary_feature(name) for name in self.names]
-        self._variability = AlphaPeakVariability(n_channels, alpha_peak_variability_s)
+        self._variability = AlphaPeakVariability(
+            n_channels, alpha_peak_variability_s, use_numba=use_numba
+        )
         self._getters: list[_Getter] | None = None
         self._resolved_for: tuple[tuple[str, ...], str] | None = None
-        self._use_numba = use_numba and NUMBA_AVAILABLE
+        self._use_numba = numba_enabled(use_numba)
         self._kinds = np.array([KIND_CODES[kind] for kind, _ in self._parsed], dtype=np.int64)
         self._bands = np.full(len(self.names), -1, dtype=np.int64)
         self._needs_variability = "alpha_peak_variability" in (kind for kind, _ in self._parsed)

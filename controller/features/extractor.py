@@ -18,10 +18,11 @@ from controller.features.assemble import FrameContext, assemble_frame
 from controller.features.compiled import CompiledWindows
 from controller.features.config import FeaturesConfig
 from controller.features.frame import FeatureFrame
-from controller.features.kernels import NUMBA_AVAILABLE, sanitize
+from controller.features.kernels import sanitize
 from controller.features.layout import FeatureLayout
 from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_spectra
 from controller.features.timestats import BlockStats, block_stats
+from controller.jit import numba_enabled
 
 
 def _clip_levels(
@@ -87,7 +88,7 @@ class FeatureExtractor:
         self._buffer = np.zeros((n_channels, capacity))
         self._compiled = (
             CompiledWindows(self._context, self._clip_level_uv)
-            if use_numba and NUMBA_AVAILABLE
+            if numba_enabled(use_numba)
             else None
         )
         self.reset(t0_s)

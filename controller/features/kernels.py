@@ -28,19 +28,11 @@ the kernels take them as index ranges ``lo[b]:hi[b]`` rather than masks.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
 
 import numpy as np
 
-try:  # numba is optional at import time; without it the numpy path is used.
-    from numba import njit
-
-    NUMBA_AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    NUMBA_AVAILABLE = False
-
-F = TypeVar("F", bound=Callable[..., Any])
+from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
+from controller.jit import jit as _jit
 
 BLOCK_FIELDS = 6
 (
@@ -65,13 +57,6 @@ CH_FIELDS = 6
 #: Rows of the per-channel flag output of :func:`window_features`.
 FLAG_FLATLINE, FLAG_CLIPPED, FLAG_INVALID, FLAG_GOOD = range(4)
 FLAG_FIELDS = 4
-
-
-def _jit(function: F) -> F:
-    """Compile with numba (cached on disk) when available; else leave as Python."""
-    if not NUMBA_AVAILABLE:
-        return function
-    return cast(F, njit(cache=True, nogil=True)(function))
 
 
 # -- samples in ------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 firmware_bridge imports nothing of ours, so transports that live elsewhere (the embedded
 simulated device behind ``sim://``, served by the simulator package) are registered from
-outside by the composition root; serial is built in. ``open_link`` is the only way any
+outside by the composition root; serial and MQTT are built in. ``open_link`` is the only way any
 shell (run, sim, console, rig) turns a URL into a ``Link``.
 """
 
@@ -18,14 +18,25 @@ from firmware_bridge.url import DeviceURL, SerialURL, parse_device_url, scheme_o
 #: Opens the transport a parsed URL names; raises LinkClosed when it cannot.
 Opener = Callable[[DeviceURL], Awaitable[Link]]
 
-_REFUSALS = {"mqtt": "the MQTT transport is not implemented in this version"}
-
 
 async def _open_serial(url: DeviceURL) -> Link:
     from firmware_bridge.transports.serial_link import SerialLink
 
     assert isinstance(url, SerialURL)
     return await SerialLink.open(url.port, url.baud)
+
+
+_mqtt_transport: list[Opener] = []
+
+
+async def _open_mqtt(url: DeviceURL) -> Link:
+    """aiomqtt is imported on first use; one ``MqttTransport`` per process keeps each
+    device's presence tracker across reconnects."""
+    if not _mqtt_transport:
+        from firmware_bridge.transports.mqtt import MqttTransport
+
+        _mqtt_transport.append(MqttTransport())
+    return await _mqtt_transport[0](url)
 
 
 class TransportRegistry:
@@ -66,7 +77,7 @@ class TransportRegistry:
         scheme = scheme_of(parsed)
         opener = self._openers.get(scheme)
         if opener is None:
-            why = _REFUSALS.get(scheme, "no transport is registered for it in this program")
+            why = "no transport is registered for it in this program"
             if scheme == "sim":
                 why = "sim:// needs the simulator: run through the neurostim command"
             raise LinkClosed(f"{parsed}: {why}")
@@ -76,6 +87,7 @@ class TransportRegistry:
 #: The process-wide registry the command line fills and every shell opens links through.
 transports = TransportRegistry()
 transports.register("serial", _open_serial)
+transports.register("mqtt", _open_mqtt)
 
 
 async def open_link(url: str | DeviceURL) -> Link:

@@ -30,16 +30,11 @@ from typing import Literal
 import numpy as np
 from scipy import signal
 
+from simulator.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
+from simulator.jit import jit
 from simulator.physiology.spectral import SlowFactorRamp, site_distance_matrix_mm
 from simulator.physiology.state import ModulationState
 from simulator.signals import Site, StimulationInput
-
-try:  # numba is optional (the "fast" extra); the numpy fallback gives the same numbers.
-    from numba import njit
-
-    NUMBA_AVAILABLE = True
-except ImportError:  # pragma: no cover - exercised only where numba is missing
-    NUMBA_AVAILABLE = False
 
 
 @dataclass(frozen=True)
@@ -328,7 +323,7 @@ def network_kernel_numpy(
 
 
 network_kernel_numba: Callable[..., None] | None = (
-    njit(cache=True)(_network_kernel_loops) if NUMBA_AVAILABLE else None
+    jit(_network_kernel_loops) if NUMBA_AVAILABLE else None
 )
 
 

@@ -1,0 +1,33 @@
+"""The simulator's one numba switch: whether numba is importable, and how kernels compile.
+
+numba is optional at import time; without it every kernel module's numpy path runs. Each
+part that has a compiled path takes ``use_numba`` and asks :func:`numba_enabled`, so
+``use_numba=False`` selects numpy everywhere in that part (the reference the compiled
+kernels are tested against), not only where a caller remembered to check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+try:
+    from numba import njit
+
+    NUMBA_AVAILABLE = True
+except ImportError:  # pragma: no cover - exercised only where numba is missing
+    NUMBA_AVAILABLE = False
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def jit(function: F) -> F:
+    """Compile with numba (cached on disk, no GIL) when available; else leave as Python."""
+    if not NUMBA_AVAILABLE:
+        return function
+    return cast(F, njit(cache=True, nogil=True)(function))
+
+
+def numba_enabled(use_numba: bool) -> bool:
+    """True when the compiled path is asked for and numba is importable."""
+    return use_numba and NUMBA_AVAILABLE

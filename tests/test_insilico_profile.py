@@ -1,0 +1,44 @@
+"""The per-stage profile of a headless run (``neurostim bench headless --profile``)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from controller.config import ControllerConfig
+from insilico.profile import OTHER, STAGES, profile_stages, stage_of_file
+from insilico.runner import SimSpec, run_sim
+from simulator.physiology.scenario import load_scenario
+
+
+def test_files_map_to_their_stage() -> None:
+    assert stage_of_file("/x/simulator/physiology/sensor_faults.py") == "sensor faults"
+    assert stage_of_file("/x/simulator/physiology/spectral.py") == "signal model"
+    assert stage_of_file("/x/simulator/firmware.py") == "firmware"
+    assert stage_of_file("/x/firmware_bridge/framing.py") == "codec"
+    assert stage_of_file("/x/firmware_bridge/session.py") == "sessions"
+    assert stage_of_file("/x/firmware_bridge/lockstep.py") == "pump"
+    assert stage_of_file("/x/controller/features/kernels.py") == "features"
+    assert stage_of_file("/x/controller/detector/detector.py") == "detector"
+    assert stage_of_file("/x/controller/core.py") == "core"
+    assert stage_of_file("/usr/lib/python3/site-packages/numpy/core/numeric.py") is None
+    assert stage_of_file("~") is None  # built-ins
+
+
+def test_a_short_run_splits_into_every_stage_of_the_loop() -> None:
+    scenario = load_scenario("faults")  # a sensor fault is active from 1 min
+    run_sim(SimSpec(scenario, 5.0, ControllerConfig()))  # compile outside the profile
+    virtual: list[float] = []
+
+    def run() -> float:
+        virtual.append(run_sim(SimSpec(scenario, 120.0, ControllerConfig())).virtual_s)
+        return virtual[-1]
+
+    stages = profile_stages(run)
+    by_name = {s.stage: s for s in stages}
+    assert [s.stage for s in stages] == [name for name, _ in STAGES] + [OTHER]
+    for name, _ in STAGES:
+        assert by_name[name].total_s > 0.0, name
+    assert np.isclose(sum(s.share for s in stages), 1.0)
+    # Foreign code (numpy, the C codec) is charged to our callers, not left over.
+    assert by_name[OTHER].share < 0.05
+    assert all(np.isclose(s.us_per_virtual_s, 1e6 * s.total_s / virtual[0]) for s in stages)

@@ -91,7 +91,7 @@ class EdfSignals:
     clip_level_uv: np.ndarray  # per channel: the smaller physical rail, in µV
 
 
-def _edf_signals(reader: pyedflib.EdfReader, path: Path) -> EdfSignals:
+def edf_signals(reader: pyedflib.EdfReader, path: Path) -> EdfSignals:
     n = reader.signals_in_file
     if n < 1:
         raise ValueError(f"{path}: no signals")
@@ -116,7 +116,7 @@ def _edf_signals(reader: pyedflib.EdfReader, path: Path) -> EdfSignals:
     return EdfSignals(labels, float(rates[0]), int(lengths.min()), factors, clip)
 
 
-def _stimulation_onsets_s(reader: pyedflib.EdfReader) -> list[float]:
+def stimulation_onsets_s(reader: pyedflib.EdfReader) -> list[float]:
     onsets, _durations, texts = reader.readAnnotations()
     return sorted(
         float(onset)
@@ -152,7 +152,7 @@ def iter_analysis(
         raise ValueError(f"chunk_samples={chunk_samples} must be >= 1")
     edf_path = Path(path)
     with pyedflib.EdfReader(str(edf_path)) as reader:
-        signals = _edf_signals(reader, edf_path)
+        signals = edf_signals(reader, edf_path)
         finite_clip = np.isfinite(signals.clip_level_uv).all()
         extractor = FeatureExtractor(
             len(signals.labels),
@@ -166,21 +166,38 @@ def iter_analysis(
             list(signals.labels),
             copy.deepcopy(baseline) if baseline is not None else None,
         )
-        changes_s = _stimulation_onsets_s(reader) if replay_stimulation_blanking else []
-        next_change = 0
-        last_t_end_s: float | None = None
-        for start in range(0, signals.n_samples, chunk_samples):
-            n = min(chunk_samples, signals.n_samples - start)
-            for frame in extractor.push(_read_block_uv(reader, signals, start, n)):
-                # a command sent after the previous window blanks from then on (as the core)
-                while next_change < len(changes_s) and changes_s[next_change] < frame.t_end_s:
-                    onset_s = changes_s[next_change]
-                    next_change += 1
-                    detector.blank_after_change(
-                        last_t_end_s if last_t_end_s is not None else onset_s
-                    )
-                yield AnalysisRow.of(frame, detector.update(frame))
-                last_t_end_s = frame.t_end_s
+        changes_s = stimulation_onsets_s(reader) if replay_stimulation_blanking else []
+        for frame, change_s in iter_frames(reader, signals, extractor, changes_s, chunk_samples):
+            if change_s is not None:
+                detector.blank_after_change(change_s)
+            yield AnalysisRow.of(frame, detector.update(frame))
+
+
+def iter_frames(
+    reader: pyedflib.EdfReader,
+    signals: EdfSignals,
+    extractor: FeatureExtractor,
+    changes_s: Sequence[float],
+    chunk_samples: int = DEFAULT_CHUNK_SAMPLES,
+) -> Iterator[tuple[FeatureFrame, float | None]]:
+    """The recording's frames, each with the time to blank from after a stimulation change.
+
+    A command annotated after the previous window blanks from that window's end on, as the
+    core blanks from the moment it sends one (the first window: from the annotation);
+    None when no change came since the previous window.
+    """
+    next_change = 0
+    last_t_end_s: float | None = None
+    for start in range(0, signals.n_samples, chunk_samples):
+        n = min(chunk_samples, signals.n_samples - start)
+        for frame in extractor.push(_read_block_uv(reader, signals, start, n)):
+            change_s: float | None = None
+            while next_change < len(changes_s) and changes_s[next_change] < frame.t_end_s:
+                onset_s = changes_s[next_change]
+                next_change += 1
+                change_s = last_t_end_s if last_t_end_s is not None else onset_s
+            yield frame, change_s
+            last_t_end_s = frame.t_end_s
 
 
 def analyze_recording(

@@ -11,6 +11,7 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from controller.calibrate_cli import register_calibrate
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.config_cli import register_config
 from controller.envelope import EnvelopeConflict
@@ -55,6 +56,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.set_defaults(handler=_run_command)
     register_config(sub)
     register_records(sub)
+    register_calibrate(sub)
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -19,6 +19,7 @@ from controller.config import ConfigError, ControllerConfig, load_config
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
 from firmware_bridge.exit_codes import ExitCode
+from insilico import prospective_cli
 from insilico.backends import Backend, DaskCluster, DaskUnavailable, InProcess, LocalProcesses
 from insilico.premice import TRIAL_PRESETS
 from insilico.report import SimReport, TrialReport
@@ -118,6 +119,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     _common_options(trial)
     trial.set_defaults(handler=_trial_command)
+    prospective_cli.register(sub)
 
 
 def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -55,6 +55,7 @@ from simulator.signals import GroundTruthEvent
 #: Progress callback: (virtual seconds done, virtual seconds planned).
 Progress = Callable[[float, float], None]
 
+
 @dataclass(frozen=True)
 class SimSpec:
     """One headless run: a scenario, for how long, with which controller configuration."""

@@ -236,8 +236,8 @@ def test_baseline_adapts_in_normal_only() -> None:
     det = Detector(config(baseline_adaptation_tau_s=60.0), ["c0", "c1", "c2", "c3"])
     i = calibrate(det)
     before = det.baseline.location
-    for k in range(10):  # NORMAL, values slightly high but below the upper threshold
-        assert det.update(make_frame(i + k, rel_beta=0.2 + 0.5 * SCALE)).state is (
+    for k in range(10):  # NORMAL, values slightly high but below the lower threshold
+        assert det.update(make_frame(i + k, rel_beta=0.2 + 0.3 * SCALE)).state is (
             DetectorState.NORMAL
         )
     moved, moved_scale = det.baseline.location, det.baseline.scale
@@ -249,6 +249,23 @@ def test_baseline_adapts_in_normal_only() -> None:
         np.testing.assert_array_equal(det.baseline.location, moved)
         np.testing.assert_array_equal(det.baseline.scale, moved_scale)
     assert out.state is DetectorState.PRODROME
+
+
+def test_baseline_frozen_in_normal_while_score_above_lower() -> None:
+    """Between the thresholds the state stays NORMAL, but the baseline must not learn it."""
+    det = Detector(
+        config(baseline_adaptation_tau_s=60.0, score_smoothing_s=0.0), ["c0", "c1", "c2", "c3"]
+    )
+    i = calibrate(det)
+    before, before_scale = det.baseline.location, det.baseline.scale
+    for k in range(20):  # z = 0.8: above lower (0.5), below upper (1.0)
+        out = det.update(make_frame(i + k, rel_beta=0.2 + 0.8 * SCALE))
+        assert out.state is DetectorState.NORMAL and out.score == pytest.approx(0.8, rel=1e-6)
+        np.testing.assert_array_equal(det.baseline.location, before)
+        np.testing.assert_array_equal(det.baseline.scale, before_scale)
+    i += 20
+    det.update(make_frame(i, rel_beta=0.2 + 0.3 * SCALE))  # back below lower: adapts again
+    assert det.baseline.location[0] > before[0]
 
 
 def test_loaded_baseline_starts_in_normal(tmp_path: Path) -> None:

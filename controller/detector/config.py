@@ -130,7 +130,8 @@ class DetectorConfig(BaseModel):
         default=43_200.0,
         ge=60.0,
         le=30 * SECONDS_PER_DAY,
-        description="time constant of the baseline's slow adaptation (NORMAL state only)",
+        description="time constant of the baseline's slow adaptation (NORMAL and score <= "
+        "lower_threshold only)",
     )
     features: list[SignatureFeature] = Field(
         default_factory=default_signature_features,
@@ -201,6 +202,11 @@ class DetectorConfig(BaseModel):
         le=SECONDS_PER_DAY,
         description="time constant of the running line-length reference of the artifact gate",
     )
+    calibration_file: str | None = Field(
+        default=None,
+        description="per-patient calibration (neurostim calibrate): its features, weights, "
+        "thresholds and baseline replace this table's (path relative to the working directory)",
+    )
 
     @field_validator("features")
     @classmethod
@@ -218,6 +224,15 @@ class DetectorConfig(BaseModel):
                 f"lower_threshold={self.lower_threshold} must be < "
                 f"upper_threshold={self.upper_threshold} (hysteresis)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_calibration_file(self) -> DetectorConfig:
+        """A named calibration must be readable now, not at the first frame of a run."""
+        if self.calibration_file is not None:
+            from controller.detector.signature import PatientSignature  # imports this module
+
+            PatientSignature.load(self.calibration_file)
         return self
 
     @property

@@ -29,6 +29,7 @@ from controller.detector.baseline import (
 from controller.detector.config import DetectorConfig
 from controller.detector.kernels import line_length_z
 from controller.detector.score import ScoreSmoother, SignatureWeights, SummaryFeatures, z_scores
+from controller.detector.signature import calibrated_detector_config
 from controller.detector.state_machine import ProdromeStateMachine, WindowInput
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureFrame
@@ -192,6 +193,8 @@ class Detector:
         stim_channels: Sequence[int] = (),
         use_numba: bool = True,
     ) -> None:
+        if config.calibration_file is not None and baseline is None:
+            config, baseline = calibrated_detector_config(config)
         self._config = config
         self._use_numba = numba_enabled(use_numba)
         self._channel_names = tuple(channel_names)
@@ -349,7 +352,7 @@ class Detector:
             )
         )
         state = transition.state
-        if learn and calibrated and state is DetectorState.NORMAL:
+        if learn and calibrated and state is DetectorState.NORMAL and self._below_lower():
             baseline.adapt(values, dt_s)
 
         scored = state not in (DetectorState.CALIBRATING, DetectorState.UNKNOWN)
@@ -367,6 +370,15 @@ class Detector:
         )
 
     # -- helpers ------------------------------------------------------------------------
+
+    def _below_lower(self) -> bool:
+        """The smoothed score is at or below the lower threshold (or not yet defined).
+
+        The baseline is frozen above it even in NORMAL: a score climbing towards the upper
+        threshold may be the start of a prodrome, which the baseline must not learn.
+        """
+        smoothed = self._smoother.value
+        return smoothed is None or smoothed <= self._config.lower_threshold
 
     def _z_and_score(self, values: np.ndarray) -> np.ndarray:
         """The window's clipped z-scores; sets the raw score (None if no term is finite)."""

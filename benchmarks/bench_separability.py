@@ -2,7 +2,7 @@
 
 Cohen's d (pooled SD) of 5-min log band powers (mean over sites) between interictal
 windows and windows in the second half of a prodrome, for a few simulated patients. The
-literature reports small group-level effects (REFERENCES section 2); a simulator whose
+literature reports small group-level effects (the prodrome literature); a simulator whose
 patients show d of 4-20 makes detection trivial. Runs the full signal model (spectral),
 so it takes a few minutes:
 

@@ -10,6 +10,7 @@ from controller.calibrate import read_attacks_file, recording_feature_log, truth
 from controller.config import ConfigError, ControllerConfig, load_config
 from controller.detector.calibration import CalibrationSettings, calibrate
 from firmware_bridge.exit_codes import ExitCode
+from firmware_bridge.units import SECONDS_PER_DAY
 
 
 def register_calibrate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -115,7 +116,8 @@ def _calibrate_command(args: argparse.Namespace) -> int:
     fit = signature.run_in
     features = ", ".join(f"{f.name} {f.direction} {f.weight:.2f}" for f in signature.features)
     print(
-        f"calibrated on {fit.duration_s / 86400:.2f} days, {fit.attacks} attacks: {features}; "
+        f"calibrated on {fit.duration_s / SECONDS_PER_DAY:.2f} days, {fit.attacks} attacks: "
+        f"{features}; "
         f"upper {signature.upper_threshold:.3f}, lower {signature.lower_threshold:.3f}; "
         f"occurrence period {signature.occurrence_period_h:g} h; run-in sensitivity "
         f"{(fit.sensitivity or 0.0):.2f} at time in warning {fit.time_in_warning:.2f} "

@@ -15,6 +15,7 @@ import time
 from dataclasses import asdict
 
 from controller.config import ControllerConfig
+from firmware_bridge.units import SECONDS_PER_DAY
 from insilico.backends import Backend, DaskCluster, LocalProcesses
 from insilico.profile import StageTime, profile_stages
 from insilico.runner import SimSpec, run_sim
@@ -40,7 +41,7 @@ def bench_headless(virtual_s: float, repeats: int) -> list[dict[str, float | str
                 "virtual_s": virtual_s,
                 "wall_s": best_wall_s,
                 "realtime_factor": virtual_s / best_wall_s,
-                "wall_s_per_virtual_day": 86400.0 * best_wall_s / virtual_s,
+                "wall_s_per_virtual_day": SECONDS_PER_DAY * best_wall_s / virtual_s,
             }
         )
     return rows

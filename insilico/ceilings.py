@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from controller.config import ControllerConfig
+from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import scoring
 from insilico.physiology_tier import Schedule, SessionPlan, migraine_days, run_course
 from insilico.report import MeanCI, TrialAggregate, TrialEntry
@@ -49,7 +50,7 @@ def ceiling_schedules(config: ControllerConfig) -> dict[str, Schedule]:
     shift = 0.0
     if "day_start_offset_s" in open_loop.model_fields_set:
         shift = START_TIME_OF_DAY_H * 3600.0 - open_loop.day_start_offset_s
-    times = tuple((t + shift) % 86_400.0 for t in open_loop.session_times_of_day_s)
+    times = tuple((t + shift) % SECONDS_PER_DAY for t in open_loop.session_times_of_day_s)
     return {
         "ceiling: open-loop": Schedule("daily", plan, times_of_day_s=times),
         "ceiling: perfect detector": Schedule(
@@ -79,7 +80,7 @@ def ceiling_aggregates(
         for index, phenotype, seed, days in patients:
             patient = VirtualPatient.from_phenotype(phenotype, seed)
             result = run_course(patient, seed, days, schedule, step_s=CEILING_STEP_S, device=device)
-            mmd = migraine_days(result.attacks, 0.0, days * 86_400.0) * 30.0 / days
+            mmd = migraine_days(result.attacks, 0.0, days * SECONDS_PER_DAY) * 30.0 / days
             if name == "off":
                 off_mmd[index] = mmd
                 continue

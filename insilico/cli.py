@@ -19,6 +19,7 @@ from controller.config import ConfigError, ControllerConfig, load_config
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
 from firmware_bridge.exit_codes import ExitCode
+from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import prospective_cli
 from insilico.backends import Backend, DaskCluster, DaskUnavailable, InProcess, LocalProcesses
 from insilico.premice import TRIAL_PRESETS
@@ -186,7 +187,7 @@ def _sim_command(args: argparse.Namespace) -> int:
             config = with_policy(config, args.policy)
         scenario = load_scenario(args.scenario)
         if args.days is not None:
-            duration_s = args.days * 86400.0
+            duration_s = args.days * SECONDS_PER_DAY
         elif args.duration is not None:
             duration_s = parse_duration_s(args.duration)
         else:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.config import ControllerConfig
+from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import scoring
 from insilico.backends import Backend
 from insilico.physiology_tier import migraine_days
@@ -63,7 +64,7 @@ def run_job(job: TrialJob) -> TrialEntry:
     scenario = scenario_from_dict(
         {
             "name": f"trial-{job.phenotype}-{job.patient}",
-            "duration_s": job.days * 86400.0,
+            "duration_s": job.days * SECONDS_PER_DAY,
             "model": job.model,
             "seed": job.seed,
             "patient": {"phenotype": job.phenotype, "seed": job.seed},
@@ -97,7 +98,7 @@ def run_job(job: TrialJob) -> TrialEntry:
         migraine_days=migraine_days(
             [(a.t_s, a.end_s if a.end_s is not None else report.virtual_s) for a in report.attacks],
             0.0,
-            job.days * 86400.0,
+            job.days * SECONDS_PER_DAY,
         ),
     )
 

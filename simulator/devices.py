@@ -2,7 +2,7 @@
 
 The default, ``etns-supraorbital``, is one coherent wearable: scalp EEG at the default
 sites and an external supraorbital trigeminal stimulator (e-TNS) with Cefaly's waveform
-(REFERENCES section 6; Schoenen et al. 2013, Neurology 80:697): biphasic, 60 Hz, 250 µs,
+(device labelling; Schoenen et al. 2013, Neurology 80:697): biphasic, 60 Hz, 250 µs,
 at most 16 mA, 20-min prevention sessions. Its numbers:
 
 * Skin electrode 30 x 94 mm = 28.2 cm² (Cefaly's self-adhesive supraorbital electrode is
@@ -47,6 +47,7 @@ import math
 from dataclasses import dataclass
 
 from firmware_bridge.messages import DeviceLimits
+from firmware_bridge.units import SECONDS_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ NVNS_CERVICAL = DevicePreset(
         max_charge_density_uc_per_cm2=30.0,
     ),
     electrode_area_cm2=2.0,
-    # 5 kHz bursts (1 ms) at 25 Hz, <= 60 mA (REFERENCES section 6); one labelled session =
+    # 5 kHz bursts (1 ms) at 25 Hz, <= 60 mA (device labelling); one labelled session =
     # two 120-s stimulations (both sides of the neck), the PREMIUM regimen's unit.
     labelled=LabelledSetting(60.0, 1000, 25.0, 240.0),
     sham=LabelledSetting(1.0, 30, 1.0, 240.0),
@@ -198,9 +199,9 @@ def device_preset(name: str) -> DevicePreset:
 
 def skin_impedance_ohm(preset: DevicePreset, t_s: float) -> float:
     """Stimulation electrode impedance ``t_s`` after power-up (a fresh electrode then)."""
-    life_s = preset.electrode_life_days * 86_400.0
+    life_s = preset.electrode_life_days * SECONDS_PER_DAY
     worn_s = t_s % life_s if life_s > 0 else t_s
-    rise = 1.0 - math.exp(-worn_s / (preset.gel_drying_tau_days * 86_400.0))
+    rise = 1.0 - math.exp(-worn_s / (preset.gel_drying_tau_days * SECONDS_PER_DAY))
     return (
         preset.impedance_start_ohm + (preset.impedance_dry_ohm - preset.impedance_start_ohm) * rise
     )

@@ -154,7 +154,7 @@ class VirtualFirmware:
         self.start_s = start_s
         self.output = OutputStage(config.limits.max_ramp_rate_ma_per_s, t_s=start_s)
         rng = np.random.default_rng(config.seed)
-        # Lead impedance 500-1500 Ω (REFERENCES.md section 7).
+        # Lead impedance 500-1500 Ω (the DBS and RNS safety literature).
         self._nominal_impedance_ohm = rng.uniform(500.0, 1500.0, len(source.sites))
         self._stim_index = list(config.stim_channels)
         self._preset: DevicePreset = device_preset(config.device)

@@ -174,7 +174,7 @@ def _reference_cross_spectra(window: np.ndarray, extractor: FeatureExtractor) ->
 
 @pytest.mark.parametrize("measure", ["wpli", "plv"])
 def test_phase_measure_equals_reference_formula(measure: str) -> None:
-    """wpli = |E[Im Sxy]| / E[|Im Sxy|], plv = |E[Sxy/|Sxy|]| (REFERENCES 9), E pooled over
+    """wpli = |E[Im Sxy]| / E[|Im Sxy|], plv = |E[Sxy/|Sxy|]| (mne-connectivity), E pooled over
     the window's segments and the band's bins."""
     fs = 250.0
     config = FeaturesConfig(phase_measure=measure)  # type: ignore[arg-type]

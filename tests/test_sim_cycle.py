@@ -24,7 +24,7 @@ from simulator.physiology.response import (
 )
 from simulator.signals import StimulationInput
 
-# A Cefaly-like session (REFERENCES section 6): 16 mA, 250 µs, 60 Hz.
+# A Cefaly-like session (device labelling): 16 mA, 250 µs, 60 Hz.
 CEFALY = StimulationInput(amplitude_ma=16.0, pulse_width_us=250.0, frequency_hz=60.0)
 OFF = StimulationInput()
 

@@ -66,7 +66,7 @@ def test_constant_input_at_or_below_110_settles_to_a_fixed_point(p_const: float)
 
 
 def test_constant_input_125_gives_slow_spike_like_cycle() -> None:
-    # Jansen & Rit 1995 / REFERENCES: 114-135 pulses/s gives a 2-4 Hz spike-like rhythm.
+    # Jansen & Rit 1995: 114-135 pulses/s gives a 2-4 Hz spike-like rhythm.
     x = _column(20.0, 125.0, 125.0)[round(5 * FS_HZ) :]
     assert 2.0 <= _dominant_hz(x) <= 4.0
     assert x.std() > 10.0

@@ -160,7 +160,7 @@ def test_phenotype_presets_draw_parameters_in_their_ranges() -> None:
         apm = [p.cycle.attacks_per_month for p in patients]
         assert preset.attacks_per_month[0] <= min(apm) <= max(apm) <= preset.attacks_per_month[1]
         speeds = [p.csd.speed_mm_per_min for p in patients]
-        assert min(speeds) >= 2.0 and max(speeds) <= 5.0  # Hadjikhani 2001 / REFERENCES 3
+        assert min(speeds) >= 2.0 and max(speeds) <= 5.0  # Hadjikhani 2001
         # Continuous efficacy (no responder flag): spread over (0, 1), mean of its Beta.
         efficacy = np.array([p.response.prophylactic_efficacy for p in patients])
         a, b = preset.prophylactic_efficacy_beta

@@ -45,7 +45,7 @@ from controller.detector.score import ScoreSmoother
 from controller.detector.signature import PatientSignature, RunInFit
 from controller.detector.state_machine import ProdromeStateMachine, WindowInput
 from controller.detector.types import DetectorState
-from firmware_bridge.units import SECONDS_PER_HOUR
+from firmware_bridge.units import SECONDS_PER_DAY, SECONDS_PER_HOUR
 
 
 class CalibrationError(ValueError):
@@ -281,7 +281,8 @@ def calibrate(
     onsets = sorted(float(o) for o in onsets_s if 0.0 <= o <= log.duration_s)
     if len(onsets) < s.min_attacks:
         raise CalibrationError(
-            f"the run-in has {len(onsets)} attack onset(s) within its {log.duration_s / 86400:.1f} "
+            f"the run-in has {len(onsets)} attack onset(s) within its "
+            f"{log.duration_s / SECONDS_PER_DAY:.1f} "
             f"days; calibration needs at least {s.min_attacks}"
         )
     before_s = s.baseline_exclusion_before_h * SECONDS_PER_HOUR

@@ -9,8 +9,8 @@ docs/detector.md.  In short:
   2009 (Clin Neurophysiol 120:464: alpha peak-frequency variability rises before attacks),
   Cao et al. 2016 (J Headache Pain 17: preictal coherence higher, bands delta-beta).
 - Durations are scaled to the prodrome, which lasts hours (pre-attack qEEG windows of
-  24-48 h, REFERENCES 2), not to the sub-second beta bursts of adaptive DBS.
-- Blanking after a stimulation change: 15 s, the Summit RC+S example (REFERENCES 5); the
+  24-48 h, the prodrome literature), not to the sub-second beta bursts of adaptive DBS.
+- Blanking after a stimulation change: 15 s, the Summit RC+S example (device manuals); the
   Percept's 2 s is shorter than one 2 s feature window plus a device ramp.
 """
 
@@ -77,7 +77,8 @@ class SignatureFeature(BaseModel):
 
 
 def default_signature_features() -> list[SignatureFeature]:
-    """The literature-grounded default signature (REFERENCES 2); equal weights, see docs."""
+    """The literature-grounded default signature (the prodrome literature); equal weights, see
+    docs."""
     cao = "Cao et al. 2016: preictal coherence higher (bands delta-beta)"
     return [
         SignatureFeature(

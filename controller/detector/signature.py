@@ -1,6 +1,6 @@
 """A patient's own detector settings, learnt from a run-in: ``PatientSignature`` and its file.
 
-RNS and Percept detectors are tuned to each patient (REFERENCES 5); this is the tuning,
+RNS and Percept detectors are tuned to each patient (device manuals); this is the tuning,
 saved together with the baseline it was learnt against: the signature's features, their
 directions and weights, the two thresholds, the occurrence period and horizon the operating
 point was chosen for, and what the run-in's ROC gave there.  The file is JSON with

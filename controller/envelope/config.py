@@ -1,7 +1,7 @@
 """Clinical limits of the safety envelope (the ``[envelope]`` TOML table).
 
-Defaults and their sources (REFERENCES.md sections in brackets are this project's
-summary of the public sources named):
+Defaults and their sources (brackets name the kind of source: [5] clinical closed-loop
+devices, [6] migraine neuromodulation devices, [7] stimulation safety):
 
 - amplitude 0-16 mA, pulse width 30-250 µs, rate 1-120 Hz: the default device, an external
   supraorbital e-TNS stimulator with Cefaly's waveform (<= 16 mA, 250 µs, 60 Hz prevention,
@@ -36,7 +36,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-SHANNON_K_DAMAGE = 1.85  # Shannon 1992: tissue damage seen at k >= 1.85 (REFERENCES 7)
+#: Shannon 1992: tissue damage seen at k >= 1.85.
+SHANNON_K_DAMAGE = 1.85
 
 
 class FallbackProgramConfig(BaseModel):

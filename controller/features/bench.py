@@ -43,7 +43,8 @@ from controller.features.spectra import psd_features
 
 @dataclass(frozen=True)
 class FeatureBenchCase:
-    """One benchmark setting (REFERENCES 1: 8 sites @ 250 Hz default; 64 ch @ 1 kHz)."""
+    """One benchmark setting (the RC+S and Percept sensing specifications: 8 sites @ 250 Hz
+    default; 64 ch @ 1 kHz)."""
 
     label: str
     n_channels: int

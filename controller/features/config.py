@@ -83,7 +83,7 @@ class FeaturesConfig(BaseModel):
         default=1.0e6, gt=0.0, le=1.0e9, description="|sample| above this is treated as invalid"
     )
     phase_measure: Literal["wpli", "plv"] = Field(
-        default="wpli", description="phase-based connectivity measure (REFERENCES 9 formulas)"
+        default="wpli", description="phase-based connectivity measure (mne-connectivity formulas)"
     )
     summary_measure: Literal["coherence", "phase"] = Field(
         default="coherence", description="measure behind mean_connectivity and node_strength"

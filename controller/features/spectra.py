@@ -5,7 +5,7 @@ Each Welch segment is transformed once, when its last sample arrives
 from the segments inside it (:func:`window_spectra`).  Conventions follow
 scipy.signal.welch / scipy.signal.csd / scipy.signal.coherence exactly (constant detrend
 per segment, periodic Hann taper, one-sided density scaling, mean over segments), and
-the phase measures follow the formulas REFERENCES 9 quotes from mne-connectivity
+the phase measures follow the formulas of mne-connectivity
 (wpli = |E[Im Sxy]| / E[|Im Sxy|], plv = |E[Sxy/|Sxy|]|).
 """
 

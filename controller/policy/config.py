@@ -3,18 +3,18 @@
 ``name`` selects the policy; each policy reads its own section, the others are ignored.
 Defaults and their sources:
 
-- therapy setting 16 mA, 60 Hz, 250 µs: Cefaly's labelled prevention setting (REFERENCES 6;
+- therapy setting 16 mA, 60 Hz, 250 µs: Cefaly's labelled prevention setting (device labelling;
   Schoenen et al. 2013), the default device's (external supraorbital e-TNS, 28.2 cm² skin
   electrode): 4 µC/phase, 0.14 µC/cm²/phase, Shannon k -0.25, 0.57 mA/cm².
 - sham: the same daily schedule at 1 mA, 30 µs, 1 Hz - the PREMICE sham device's setting
   (Schoenen et al. 2013): the device is on, perceptibly, far below a therapeutic dose.
-- open-loop scheduled: one 20 min session a day (Cefaly prevention, REFERENCES 6), at
+- open-loop scheduled: one 20 min session a day (Cefaly prevention, device labelling), at
   08:00 (engineering default: a morning session).
 - single-threshold: the detector's upper threshold (1.0 robust z, docs/detector.md).
 - dual-threshold: thresholds at the detector's hysteresis pair (0.5 / 1.0 robust z); one
-  step per 30 s, the Summit RC+S decision interval (REFERENCES 5); 2 mA steps between
+  step per 30 s, the Summit RC+S decision interval (device manuals); 2 mA steps between
   0 and the labelled 16 mA (engineering defaults).
-- prodrome-session: a 20 min session (Cefaly prevention, REFERENCES 6), then an 8 h
+- prodrome-session: a 20 min session (Cefaly prevention, device labelling), then an 8 h
   lockout (engineering default: at most three sessions in 24 h, which is the 60 min daily
   on-time budget of the envelope).
 """

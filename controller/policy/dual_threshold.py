@@ -1,9 +1,9 @@
 """The ``dual-threshold`` policy: adaptive-DBS style amplitude stepping.
 
-As in Percept BrainSense dual-threshold aDBS (REFERENCES 5): above the upper threshold the
+As in Percept BrainSense dual-threshold aDBS (device manuals): above the upper threshold the
 amplitude steps up, below the lower one it steps down, in between it holds, always
 between a minimum and a maximum, at most one step per update interval (30 s, the Summit
-RC+S decision interval, REFERENCES 5). The amplitude is min + n × step (capped at max),
+RC+S decision interval, device manuals). The amplitude is min + n × step (capped at max),
 so repeated steps cannot drift. An amplitude of 0 is requested as off.
 """
 

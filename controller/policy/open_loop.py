@@ -1,6 +1,6 @@
 """The ``open-loop`` policy: continuous stimulation, or fixed daily sessions.
 
-Scheduled mode follows the Cefaly prevention regimen (20 min daily, REFERENCES 6): the
+Scheduled mode follows the Cefaly prevention regimen (20 min daily, device labelling): the
 time of day is ``(t_s + day_start_offset_s) mod 86400``. Open loop ignores the detector.
 The ``sham`` policy is this schedule at the sham setting (a trial's sham arm).
 """

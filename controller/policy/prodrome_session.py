@@ -1,7 +1,7 @@
 """The ``prodrome-session`` policy (the default closed loop): one session per prodrome.
 
 On entering PRODROME it starts one therapy session of ``session_s`` (20 min, the Cefaly
-prevention dose, REFERENCES 6), then ignores PRODROME entries for ``lockout_s`` after the
+prevention dose, device labelling), then ignores PRODROME entries for ``lockout_s`` after the
 session ends. The session runs its full length even if the detector leaves PRODROME; an
 UNKNOWN or CALIBRATING detector aborts it (safe program) and starts the lockout.
 """

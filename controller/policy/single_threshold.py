@@ -1,6 +1,6 @@
 """The ``single-threshold`` policy: stimulate while the detector score is above a threshold.
 
-Like the Percept BrainSense single-threshold mode (REFERENCES 5), with the onset and
+Like the Percept BrainSense single-threshold mode (device manuals), with the onset and
 termination timing left to the detector. Blanked windows hold the previous decision.
 """
 

@@ -5,19 +5,19 @@ the wave starts at one site and reaches site i at
 
     t_i = t_0 + d(origin, i) / v          (d: Euclidean distance on the sheet, mm)
 
-with v the patient's propagation speed, 2-5 mm/min (REFERENCES section 3; ~3 mm/min in
+with v the patient's propagation speed, 2-5 mm/min (the CSD literature; ~3 mm/min in
 human ECoG; aura by fMRI 3.5 +- 1.1 mm/min, Hadjikhani et al. 2001, PNAS 98:4687).
 At a site, with tau = t - t_i >= 0:
 
 * DC shift: dc(tau) = A * (tau / tau_p) * exp(1 - tau / tau_p), a negative
-  excursion peaking at A (a few mV subdurally; tens of mV intracortically, REFERENCES
-  section 3) after tau_p. The shape (alpha function, tau_p = 60 s) is an ASSUMPTION.
+  excursion peaking at A (a few mV subdurally; tens of mV intracortically, the CSD literature)
+  after tau_p. The shape (alpha function, tau_p = 60 s) is an ASSUMPTION.
 * Suppression of activity (0..1): ramps to 1 over ``suppression_edge_s``, holds for
-  ``suppression_duration_s`` (5-7 min, REFERENCES section 3), then recovers linearly over
+  ``suppression_duration_s`` (5-7 min, the CSD literature), then recovers linearly over
   ``recovery_s`` (ASSUMPTION).
 * Delta rebound after recovery: delta power gain 1 + R * exp(-(tau - T_end) / tau_r),
   with tau_r = 30 min so that it has faded (< 5 %) by ~1.5 h (raised delta for up to
-  1-2 h, REFERENCES section 3). R = 1 (doubling) is an ASSUMPTION.
+  1-2 h, the CSD literature). R = 1 (doubling) is an ASSUMPTION.
 
 Sites farther than ``max_extent_mm`` from the origin are not invaded (ASSUMPTION knob;
 default: the whole montage).

@@ -42,10 +42,10 @@ from enum import StrEnum
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from firmware_bridge.units import SECONDS_PER_DAY
 from simulator.signals import GroundTruthEvent
 
 SECONDS_PER_HOUR = 3600.0
-SECONDS_PER_DAY = 86400.0
 #: Mean length of a month in days (365.25 / 12), used for attack frequencies.
 DAYS_PER_MONTH = 30.4375
 #: Empirical correction for the head start noise gives the first passage of a

@@ -12,10 +12,10 @@ draws one patient from them, then applies validated overrides. Sources:
   2-72 h (ICHD-3 note to 1.1). Medians within that range are ASSUMPTIONS.
 * Aura: ICHD-3 1.1 (without aura: 0) and 1.2 (with aura); the share of aura attacks in
   patients with aura, and in the other phenotypes, is an ASSUMPTION.
-* Prodrome: hours to ~2 days; pre-attack EEG windows 24-48 h (REFERENCES section 2).
+* Prodrome: hours to ~2 days; pre-attack EEG windows 24-48 h (the prodrome literature).
 * Postdrome and refractory durations: ASSUMPTIONS (no figure in the project's references).
 * CSD speed: Normal(3.5, 1.1) mm/min clipped to 2-5 mm/min (Hadjikhani et al. 2001;
-  REFERENCES section 3). DC shift: a few mV subdurally; suppression 5-7 min (idem).
+  the CSD literature). DC shift: a few mV subdurally; suppression 5-7 min (idem).
 * Therapy response: continuous per-patient efficacies (no responder flag), drawn from
   Beta distributions whose means are calibrated to PREMICE (Schoenen et al. 2013,
   Neurology 80:697: 38.1 % vs 12.1 % 50 %-responders, -2.06 vs -0.32 monthly migraine

@@ -36,9 +36,9 @@ import math
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from firmware_bridge.units import SECONDS_PER_DAY
 from simulator.signals import StimulationInput
 
-SECONDS_PER_DAY = 86_400.0
 #: Cefaly's labelled prevention session: 16 mA x 0.25 ms x 60 Hz x 1200 s (µC).
 CEFALY_SESSION_CHARGE_UC = 16.0 * 0.25 * 60.0 * 1200.0
 #: Nerivio prevention gain over sham at 2 and 8 weeks (Blumenfeld et al. 2023), in days.
@@ -101,12 +101,15 @@ class ResponseParams(BaseModel):
     )
     hill_n: float = Field(default=1.5, gt=0.0, le=10.0, description="acute: Hill exponent")
     habituation_tau_s: float = Field(
-        default=12 * 3600.0, gt=0.0, le=30 * 86400.0, description="memory of recent exposure"
+        default=12 * 3600.0,
+        gt=0.0,
+        le=30 * SECONDS_PER_DAY,
+        description="memory of recent exposure",
     )
     habituation_half_s: float = Field(
         default=2 * 3600.0,
         gt=0.0,
-        le=30 * 86400.0,
+        le=30 * SECONDS_PER_DAY,
         description="recent exposure that halves the acute effect",
     )
 

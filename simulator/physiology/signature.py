@@ -1,6 +1,6 @@
 """The prodromal (and ictal, postdromal) EEG signature: phase -> ModulationState.
 
-Effects are modest, per-patient parameter drifts (REFERENCES section 2: group-level,
+Effects are modest, per-patient parameter drifts (the prodrome literature: group-level,
 small, sometimes of opposite sign). Direction of each effect comes from a study;
 its *size* is a modelling ASSUMPTION (the studies report group statistics, not
 per-patient drifts), chosen modest. At full expression (late prodrome):
@@ -17,7 +17,7 @@ per-patient drifts), chosen modest. At full expression (late prodrome):
 * alpha peak frequency SD +0.3 Hz (Bjørk et al. 2009, Clin Neurophysiol 120:464:
   alpha peak-frequency variability rises before attacks)
 * input drive +10 pulses/s to the neural mass (ASSUMPTION: raised cortical excitability,
-  cf. lack of habituation d = -0.85 and larger CNV d = +0.58, Russo 2004 via REFERENCES)
+  cf. lack of habituation d = -0.85 and larger CNV d = +0.58, Russo 2004)
 
 Attack: alpha peak power +30 % (Bjørk et al. 2009: alpha peak power rises during attacks;
 size an ASSUMPTION). Postdrome: the attack's alpha elevation fades over the postdrome

@@ -2,8 +2,8 @@
 
 Real EEG band power of one person moves with vigilance, sleep, time awake and from day
 to day; a prodromal signature has to be found on top of that. Without it, 5-min averages
-separate prodrome from interictal far better than any study reports (REFERENCES
-section 2: small, group-level effects). Every component is a multiplicative band-power
+separate prodrome from interictal far better than any study reports (the prodrome literature:
+small, group-level effects). Every component is a multiplicative band-power
 gain shared by all sites (log gains add):
 
 * **Day-to-day drift**: per band an Ornstein-Uhlenbeck process in log power, correlation
@@ -35,10 +35,10 @@ import math
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from firmware_bridge.units import SECONDS_PER_DAY
 from simulator.physiology.state import BAND_NAMES
 
 SECONDS_PER_HOUR = 3600.0
-SECONDS_PER_DAY = 86_400.0
 
 Loadings = tuple[float, float, float, float, float]
 
@@ -52,13 +52,13 @@ class VariabilityParams(BaseModel):
     drift_sd_log: float = Field(default=0.15, ge=0.0, le=2.0)
     drift_tau_h: float = Field(default=48.0, gt=0.0, le=2400.0)
     drift_shared_fraction: float = Field(default=0.6, ge=0.0, le=1.0)
-    vigilance_tau_s: float = Field(default=900.0, gt=0.0, le=86_400.0)
+    vigilance_tau_s: float = Field(default=900.0, gt=0.0, le=SECONDS_PER_DAY)
     vigilance_loadings_log: Loadings = Field(
         default=(0.05, 0.15, -0.20, -0.05, 0.0), description="log gain per SD of drowsiness"
     )
     sleep_onset_h: float = Field(default=23.0, ge=0.0, lt=24.0, description="time of day")
     sleep_duration_h: float = Field(default=7.5, ge=0.0, le=16.0)
-    sleep_transition_tau_s: float = Field(default=900.0, gt=0.0, le=86_400.0)
+    sleep_transition_tau_s: float = Field(default=900.0, gt=0.0, le=SECONDS_PER_DAY)
     sleep_gain_log: Loadings = Field(
         default=(1.1, 0.4, -0.4, -0.3, -0.3), description="log gain when fully asleep"
     )

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import tempfile
 import time
@@ -26,16 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.bench_async import _lag_probe, _scripted_device, _TimedLink
+from controller.bench_async import BenchDevices, _lag_probe
 from controller.bench_device import bench_device
 from controller.config import ControllerConfig
 from controller.run import build_node
 from firmware_bridge.clock import AsyncioClock, ScaledClock
-from firmware_bridge.errors import LinkClosed
-from firmware_bridge.transports.base import Link
-from firmware_bridge.transports.memory import memory_link_pair
 from firmware_bridge.transports.registry import TransportRegistry
-from firmware_bridge.url import DeviceURL
 from simulator.embedded import GroundTruthFeed
 from tui.app import ConsoleApp
 from tui.session import ConsoleSession
@@ -62,19 +57,8 @@ async def latency(
     node = build_node(
         config, tmp / "audit.jsonl", tmp / "rec.edf", datetime.now(UTC), threaded_writes=True
     )
-    timed: list[_TimedLink] = []
-    devices: list[asyncio.Task[None]] = []
-
-    async def open_bench(url: DeviceURL) -> Link:
-        ctl, dev = memory_link_pair("bench")
-        devices.append(asyncio.create_task(_scripted_device(dev, info, clock)))
-        link = _TimedLink(ctl)
-        timed.append(link)
-        return link
-
-    registry = TransportRegistry()
-    registry.register("sim", open_bench)
-    session = ConsoleSession("sim://bench", node, clock, registry)
+    bench = BenchDevices(info, clock)
+    session = ConsoleSession("sim://bench", node, clock, bench.registry)
     lags: list[float] = []
     stop_probe = asyncio.Event()
     probe = asyncio.create_task(_lag_probe(lags, stop_probe))
@@ -103,12 +87,9 @@ async def latency(
     finally:
         stop_probe.set()
         await probe
-        for task in devices:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LinkClosed):
-                await task
+        await bench.stop()
         node.close(clock.now())
-    chunk_ms = np.array([t for link in timed for t in link.chunk_s]) * 1e3
+    chunk_ms = np.array(bench.chunk_s()) * 1e3
     lag_ms = np.array(lags) * 1e3
     counters = node.link_counters()
     shown = 0 if session.tap.buffer is None else session.tap.buffer.samples_seen

@@ -202,6 +202,34 @@ async def _scripted_device(link: Link, info: DeviceInfo, clock: AsyncioClock) ->
                 await task
 
 
+class BenchDevices:
+    """``sim://`` in a registry of its own: every link opened is a scripted device on a
+    memory link, timed on the controller's side."""
+
+    def __init__(self, info: DeviceInfo, clock: AsyncioClock) -> None:
+        self.info, self.clock = info, clock
+        self.links: list[_TimedLink] = []
+        self._devices: list[asyncio.Task[None]] = []
+        self.registry = TransportRegistry()
+        self.registry.register("sim", self._open)
+
+    async def _open(self, url: DeviceURL) -> Link:
+        ctl, dev = memory_link_pair("bench")
+        self._devices.append(asyncio.create_task(_scripted_device(dev, self.info, self.clock)))
+        link = _TimedLink(ctl)
+        self.links.append(link)
+        return link
+
+    def chunk_s(self) -> list[float]:
+        return [t for link in self.links for t in link.chunk_s]
+
+    async def stop(self) -> None:
+        for task in self._devices:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, LinkClosed):
+                await task
+
+
 async def _lag_probe(lags_s: list[float], stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     while not stop.is_set():
@@ -223,31 +251,17 @@ async def _measure(
     node = build_node(
         config, audit, record, datetime.now(UTC), threaded_writes=True
     )
-    timed: list[_TimedLink] = []
-    devices: list[asyncio.Task[None]] = []
-
-    async def open_bench(url: DeviceURL) -> Link:
-        ctl, dev = memory_link_pair("bench")
-        devices.append(asyncio.create_task(_scripted_device(dev, info, clock)))
-        link = _TimedLink(ctl)
-        timed.append(link)
-        return link
-
-    registry = TransportRegistry()
-    registry.register("sim", open_bench)
+    bench = BenchDevices(info, clock)
     stop_probe = asyncio.Event()
     lags: list[float] = []
     probe = asyncio.create_task(_lag_probe(lags, stop_probe))
     try:
-        await ControllerLoop("sim://bench", node, clock, registry).run(seconds)
+        await ControllerLoop("sim://bench", node, clock, bench.registry).run(seconds)
     finally:
         stop_probe.set()
         await probe
-        for task in devices:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, LinkClosed):
-                await task
-    chunk_ms = np.array([t for link in timed for t in link.chunk_s]) * 1e3
+        await bench.stop()
+    chunk_ms = np.array(bench.chunk_s()) * 1e3
     lag_ms = np.array(lags) * 1e3
     return AsyncLatencyRow(
         f"{n_channels} ch @ {rate_hz} Hz",

@@ -208,10 +208,7 @@ class ControllerNode:
             counters=self.link_counters(),
             features=core.last_frame,
             detector=core.last_output,
-            thresholds=(
-                core.config.detector.lower_threshold,
-                core.config.detector.upper_threshold,
-            ),
+            thresholds=_thresholds(core),
             calibration_s=core.config.detector.calibration_s,
             policy=core.policy.name,
             manual=core.manual,
@@ -701,6 +698,14 @@ def _counters(st: LinkStats) -> dict[str, int]:
 
 def _zero_counters() -> dict[str, int]:
     return dict.fromkeys(_COUNTER_KEYS, 0)
+
+
+def _thresholds(core: ControllerCore) -> tuple[float, float]:
+    """(lower, upper) as the detector uses them: a patient's calibration file sets its own."""
+    if core.detector is not None:
+        upper, lower = core.detector.thresholds
+        return (lower, upper)
+    return (core.config.detector.lower_threshold, core.config.detector.upper_threshold)
 
 
 def _budgets(core: ControllerCore, t_s: float) -> EnvelopeBudgets:

@@ -10,21 +10,26 @@ be judged against:
   sensitivity 1 and no false alarm would allow.
 
 Both run the patient's migraine cycle and therapy response only (no signals, no
-controller), so they cost a fraction of a second per patient-month.
+controller), so they cost a fraction of a second per patient-month. After a run-in (the
+entries' ``run_in_days``) the ceilings run the same run-in without stimulation and are
+scored, like the arms, on the period after it; the patient counts dose in the trial
+device's labelled sessions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from controller.config import ControllerConfig
 from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import scoring
+from insilico.device_setup import merged_overrides, resolve_device
 from insilico.physiology_tier import Schedule, SessionPlan, migraine_days, run_course
 from insilico.report import MeanCI, TrialAggregate, TrialEntry
-from simulator.devices import DEFAULT_DEVICE, device_preset
+from simulator.devices import DEFAULT_DEVICE
 from simulator.physiology.patient import VirtualPatient
 
 CEILING_STEP_S = 60.0
@@ -33,7 +38,9 @@ START_TIME_OF_DAY_H = 8.0
 TIER = "physiology"
 
 
-def ceiling_schedules(config: ControllerConfig) -> dict[str, Schedule]:
+def ceiling_schedules(
+    config: ControllerConfig, treatment_start_s: float = 0.0
+) -> dict[str, Schedule]:
     policy, env = config.policy, config.envelope
     therapy = policy.stimulation
     plan = SessionPlan(
@@ -52,7 +59,9 @@ def ceiling_schedules(config: ControllerConfig) -> dict[str, Schedule]:
         shift = START_TIME_OF_DAY_H * 3600.0 - open_loop.day_start_offset_s
     times = tuple((t + shift) % SECONDS_PER_DAY for t in open_loop.session_times_of_day_s)
     return {
-        "ceiling: open-loop": Schedule("daily", plan, times_of_day_s=times),
+        "ceiling: open-loop": Schedule(
+            "daily", plan, times_of_day_s=times, treatment_start_s=treatment_start_s
+        ),
         "ceiling: perfect detector": Schedule(
             "prodrome",
             SessionPlan(
@@ -64,36 +73,43 @@ def ceiling_schedules(config: ControllerConfig) -> dict[str, Schedule]:
                 env.ramp_down_ma_per_s,
             ),
             lockout_s=policy.prodrome_session.lockout_s,
+            treatment_start_s=treatment_start_s,
         ),
     }
 
 
 def ceiling_aggregates(
-    entries: Sequence[TrialEntry], config: ControllerConfig
+    entries: Sequence[TrialEntry],
+    config: ControllerConfig,
+    *,
+    device: str = DEFAULT_DEVICE,
+    patient_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[TrialAggregate]:
     """Per ceiling and phenotype group, for the patients (and seeds) of ``entries``."""
-    patients = sorted({(e.patient, e.phenotype, e.seed, e.days) for e in entries})
-    device = device_preset(DEFAULT_DEVICE)
+    patients = sorted({(e.patient, e.phenotype, e.seed, e.days, e.run_in_days) for e in entries})
+    preset = resolve_device(device)
+    overrides = merged_overrides(patient_overrides or {}, preset)
     rows: dict[str, list[tuple[str, float, float, float, float]]] = {}
-    off_mmd: dict[int, float] = {}
-    for name, schedule in {"off": Schedule.none(), **ceiling_schedules(config)}.items():
-        for index, phenotype, seed, days in patients:
-            patient = VirtualPatient.from_phenotype(phenotype, seed)
-            result = run_course(patient, seed, days, schedule, step_s=CEILING_STEP_S, device=device)
-            mmd = migraine_days(result.attacks, 0.0, days * SECONDS_PER_DAY) * 30.0 / days
-            if name == "off":
-                off_mmd[index] = mmd
-                continue
-            rows.setdefault(name, []).append(
-                (
-                    phenotype,
-                    len(result.attacks) * 30.0 / days,
-                    mmd,
-                    result.stim_time_s,
-                    off_mmd[index],
-                )
+    for _patient, phenotype, seed, days, run_in_days in patients:
+        patient = VirtualPatient.from_phenotype(phenotype, seed, overrides)
+        start_s = run_in_days * SECONDS_PER_DAY
+        end_s = start_s + days * SECONDS_PER_DAY
+        schedules = {"off": Schedule.none(), **ceiling_schedules(config, start_s)}
+        off_mmd = 0.0
+        for name, schedule in schedules.items():
+            result = run_course(
+                patient, seed, run_in_days + days, schedule, step_s=CEILING_STEP_S, device=preset
             )
-    groups = ["all", *sorted({p for _, p, _, _ in patients})]
+            attacks = [a for a in result.attacks if start_s <= a[0] < end_s]
+            mmd = migraine_days(result.attacks, start_s, end_s) * 30.0 / days
+            if name == "off":
+                off_mmd = mmd
+                continue
+            stim_s = result.stim_time_s  # no session before the treatment start
+            rows.setdefault(name, []).append(
+                (phenotype, len(attacks) * 30.0 / days, mmd, stim_s, off_mmd)
+            )
+    groups = ["all", *sorted({p for _, p, _, _, _ in patients})]
     out = []
     for name, values in rows.items():
         for group in groups if len(groups) > 2 else ["all"]:

@@ -16,12 +16,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from controller.config import ConfigError, ControllerConfig, load_config
+from controller.detector.calibration import CalibrationSettings
 from controller.envelope import EnvelopeConflict
 from controller.policy.config import PolicyName
 from firmware_bridge.exit_codes import ExitCode
 from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import prospective_cli
 from insilico.backends import Backend, DaskCluster, DaskUnavailable, InProcess, LocalProcesses
+from insilico.device_setup import DEVICE_CHOICES, controller_config_for, resolve_device
 from insilico.premice import TRIAL_PRESETS
 from insilico.report import SimReport, TrialReport
 from insilico.runner import SimSpec, run_sim, with_policy
@@ -29,6 +31,7 @@ from insilico.store import ResultStore
 from insilico.trial import (
     ALL_PHENOTYPES,
     DEFAULT_POLICIES,
+    RunInSpec,
     TrialProgress,
     cohort_jobs,
     run_trial,
@@ -58,6 +61,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sim.add_argument("--seed", type=int, help="run seed (default: the scenario's)")
     sim.add_argument("--model", choices=("spectral", "jansen-rit"), help="signal model")
     sim.add_argument("--policy", choices=POLICY_NAMES, help="policy (default: the config's)")
+    _device_option(sim)
     _common_options(sim)
     sim.add_argument("--record", type=Path, help="write an EDF+ recording (with ground truth)")
     sim.add_argument("--audit", type=Path, help="write the hash-chained audit log (JSONL)")
@@ -118,6 +122,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="DIR",
         help="keep finished jobs here; a restarted trial runs only the missing ones",
     )
+    _device_option(trial)
+    run_in = trial.add_argument_group(
+        "run-in",
+        "a run-in before every arm (no stimulation); the closed-loop arm's detector is "
+        "calibrated on it and judged prospectively on the arm's period",
+    )
+    run_in.add_argument(
+        "--calibrate-run-in", action="store_true", help="give every patient a run-in first"
+    )
+    run_in.add_argument(
+        "--run-in-max-days", type=float, default=60.0, help="longest run-in (not enrolled after)"
+    )
+    run_in.add_argument(
+        "--min-attacks", type=int, default=5, help="run-in attack onsets to enrol and calibrate"
+    )
+    run_in.add_argument(
+        "--time-in-warning", type=float, default=0.30, help="run-in warning budget (0-1)"
+    )
     _common_options(trial)
     trial.set_defaults(handler=_trial_command)
     prospective_cli.register(sub)
@@ -162,6 +184,16 @@ def _bench_headless(args: argparse.Namespace) -> int:
     return main_bench_headless(args.virtual_s, max(1, args.repeats), args.json, args.profile)
 
 
+def _device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device-preset",
+        choices=DEVICE_CHOICES,
+        default="e-tns",
+        help="simulated device: firmware, envelope, therapy and dose from its preset "
+        "(e-tns = etns-supraorbital, the default; implant and nvns-cervical: UNCALIBRATED)",
+    )
+
+
 def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="controller configuration TOML")
     parser.add_argument("--json", type=Path, help="write the JSON report here ('-': stdout)")
@@ -182,9 +214,11 @@ def _config(path: Path | None) -> ControllerConfig:
 
 def _sim_command(args: argparse.Namespace) -> int:
     try:
+        device = resolve_device(args.device_preset)
         config = _config(args.config)
         if args.policy is not None:
             config = with_policy(config, args.policy)
+        config = controller_config_for(config, device)
         scenario = load_scenario(args.scenario)
         if args.days is not None:
             duration_s = args.days * SECONDS_PER_DAY
@@ -204,6 +238,7 @@ def _sim_command(args: argparse.Namespace) -> int:
         model=args.model,
         record_path=args.record,
         audit_path=args.audit,
+        device=device.name,
     )
     try:
         with _ProgressDisplay("sim", duration_s) as display:
@@ -254,6 +289,10 @@ def _fmt(value: float | None, spec: str = ".2f", unit: str = "") -> str:
     return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
+def _milli(value: float | None) -> float | None:
+    return None if value is None else value / 1000.0
+
+
 def sim_table(report: SimReport) -> Table:
     """The readable summary of one run."""
     p, t = report.scores.prediction, report.scores.therapy
@@ -289,8 +328,11 @@ def sim_table(report: SimReport) -> Table:
         (
             "stimulation",
             f"{stim.sessions} session(s), {stim.time_on_s / 60.0:.1f} min on, "
-            f"{stim.charge_uc / 1000.0:.1f} mC, TEED {stim.teed_j:.4f} J",
+            f"{stim.charge_uc / 1000.0:.1f} mC "
+            f"({_fmt(_milli(stim.charge_per_session_uc), '.1f')} mC per session, "
+            f"{stim.dose_se:.2f} SE), TEED {stim.teed_j:.4f} J",
         ),
+        ("device", report.therapy_calibration),
         (
             "safety",
             f"clamps {safety.clamps or 0}, refusals {safety.refusals or 0}, "
@@ -333,13 +375,34 @@ def _trial_command(args: argparse.Namespace) -> int:
             + f" (policies: {', '.join(POLICY_NAMES)}; phenotypes: {', '.join(ALL_PHENOTYPES)})"
         )
     try:
+        device = resolve_device(args.device_preset)
         config = _config(args.config)
         for policy in policies:
-            with_policy(config, policy)
+            controller_config_for(with_policy(config, policy), device)
+        run_in = (
+            RunInSpec(
+                CalibrationSettings(
+                    target_time_in_warning=args.time_in_warning, min_attacks=args.min_attacks
+                ),
+                args.run_in_max_days,
+            )
+            if args.calibrate_run_in
+            else None
+        )
+        if run_in is not None and not run_in.max_days > 0:
+            raise ValueError("--run-in-max-days must be > 0")
     except (ConfigError, ValueError) as exc:
         return _fail(str(exc))
     jobs = cohort_jobs(
-        args.patients, args.days, policies, phenotypes, args.seed, args.model, config
+        args.patients,
+        args.days,
+        policies,
+        phenotypes,
+        args.seed,
+        args.model,
+        config,
+        device=device.name,
+        run_in=run_in,
     )
     wall_start = time.perf_counter()
     store = ResultStore(args.store) if args.store is not None else None
@@ -371,16 +434,27 @@ def _trial_command(args: argparse.Namespace) -> int:
         backend=backend.name,
         wall_start=wall_start,
         config=config,
+        device=device.name,
+        run_in=run_in,
     )
     _write_outputs(report, None, args.json, args.plot)
     if args.json is None or str(args.json) != "-":
         console = _stdout_console()
         console.print(trial_table(report))
         console.print(f"device: {report.therapy_calibration}")
-        console.print(
-            "detector prospective scores (per-patient calibration on a run-in, scored after): "
-            + ("see the JSON report" if report.detector_prospective else "not run in this trial")
-        )
+        if report.detector_prospective:
+            console.print(detector_table(report))
+        else:
+            console.print(
+                "detector prospective scores (per-patient calibration on a run-in, scored "
+                "after): not run in this trial (--calibrate-run-in runs them)"
+            )
+        for entry in report.entries:
+            if not entry.enrolled and entry.policy == policies[0]:
+                console.print(
+                    f"patient {entry.patient} ({entry.phenotype}) not enrolled: "
+                    f"{entry.not_enrolled_reason}"
+                )
     for failure in report.failures:
         print(
             f"neurostim: patient {failure.patient} ({failure.phenotype}) under "
@@ -434,6 +508,7 @@ def trial_table(report: TrialReport) -> Table:
         "stim h",
         "TEED J",
         "TEED vs open loop",
+        "mC/session",
         "sensitivity (chance)",
         "false alarms/day",
     ):
@@ -458,8 +533,46 @@ def trial_table(report: TrialReport) -> Table:
             _fmt(a.stim_time_h_per_patient, ".1f"),
             _fmt(a.teed_j_per_patient, ".1f"),
             _fmt(a.teed_vs_open_loop),
+            _fmt(
+                None if a.charge_per_session_uc is None else a.charge_per_session_uc / 1000, ".1f"
+            ),
             f"{_fmt(a.sensitivity)} ({_fmt(a.chance_sensitivity)})",
             _fmt(a.false_alarms_per_day),
+        )
+    return table
+
+
+def detector_table(report: TrialReport) -> Table:
+    """The closed-loop arm's detector, calibrated on each patient's run-in and scored on the
+    arm's period: medians per phenotype, and every patient's own p-value."""
+    table = Table(
+        title="detector, judged prospectively (closed-loop arm, calibrated on the run-in)"
+    )
+    for header in (
+        "phenotype",
+        "patients",
+        "median sensitivity",
+        "median time in warning",
+        "median FA/interictal day",
+        "median sens - TiW",
+        "p < 0.05",
+        "p per patient",
+        "implausible",
+    ):
+        table.add_column(header)
+    records = [e.prospective for e in report.entries if e.prospective is not None]
+    for s in report.detector_prospective:
+        mine = [r for r in records if s.phenotype in ("all", r.phenotype)]
+        table.add_row(
+            s.phenotype,
+            str(s.enrolled),
+            _fmt(s.median_sensitivity),
+            _fmt(s.median_time_in_warning),
+            _fmt(s.median_false_alarms_per_day),
+            _fmt(s.median_improvement, "+.2f"),
+            f"{s.beat_chance}/{s.enrolled}",
+            ", ".join(_fmt(r.p_value, ".3f") for r in mine),
+            str(s.implausible),
         )
     return table
 

@@ -35,6 +35,7 @@ import numpy as np
 
 from controller.envelope import EnvelopeConfig
 from insilico import scoring
+from insilico.device_setup import patient_overrides
 from insilico.physiology_tier import CourseResult, Schedule, SessionPlan, migraine_days, run_course
 from simulator.devices import DevicePreset, device_preset
 from simulator.physiology.cycle import SECONDS_PER_DAY
@@ -165,8 +166,7 @@ def arm_schedule(preset: TrialPreset, arm: ArmSpec, device: DevicePreset) -> Sch
 
 def trial_patient(preset: TrialPreset, index: int, seed: int) -> VirtualPatient:
     phenotype = preset.phenotypes[index % len(preset.phenotypes)]
-    device = device_preset(preset.device)
-    overrides = {"response": {"session_charge_uc": device.session_charge_uc}}
+    overrides = patient_overrides(device_preset(preset.device))
     return VirtualPatient.from_phenotype(phenotype, seed + index, overrides)
 
 

@@ -45,6 +45,7 @@ from controller.detector.signature import PatientSignature
 from controller.features import FeatureExtractor, FeatureFrame
 from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import scoring
+from insilico.report import PhenotypeSummary, PredictionScores, ProspectiveEntry
 from insilico.runner import attacks_from, phase_spans
 from simulator.physiology.patient import PatientSimulation, VirtualPatient
 from simulator.signals import DEFAULT_SITES, NO_STIMULATION, GroundTruthEvent, Site
@@ -72,55 +73,6 @@ class ProspectiveJob:
     sites: tuple[str, ...] = ()  # recording sites by label; empty: all default sites
 
 
-class ProspectiveEntry(BaseModel):
-    """What one patient gave (None where undefined, e.g. not enrolled)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    patient: int
-    phenotype: str
-    seed: int
-    attacks_per_month: float
-    enrolled: bool
-    reason: str
-    run_in_days: float
-    run_in_attacks: int
-    features: list[str]
-    occurrence_period_h: float | None
-    upper_threshold: float | None
-    run_in_sensitivity: float | None
-    run_in_time_in_warning: float | None
-    test_days: float
-    attacks: int
-    predicted: int
-    alarms: int
-    sensitivity: float | None
-    time_in_warning: float | None
-    false_alarms_per_day: float | None
-    improvement_over_chance: float | None
-    p_value: float | None
-    beats_chance: bool
-    implausible: bool
-    wall_s: float
-
-
-class PhenotypeSummary(BaseModel):
-    """Per phenotype: medians over enrolled patients and the share that beat chance."""
-
-    model_config = ConfigDict(frozen=True)
-
-    phenotype: str
-    patients: int
-    enrolled: int
-    median_sensitivity: float | None
-    median_time_in_warning: float | None
-    median_false_alarms_per_day: float | None
-    median_improvement: float | None
-    beat_chance: int
-    implausible: int
-    aim_met: bool
-
-
 class ProspectiveReport(BaseModel):
     """The whole study: settings, one entry per patient, one summary per phenotype."""
 
@@ -142,26 +94,35 @@ class ProspectiveReport(BaseModel):
     summaries: list[PhenotypeSummary]
 
 
-class _Patient:
-    """The simulated patient streamed through the feature extractor, with its attacks."""
+class StreamedPatient:
+    """A simulated patient's EEG streamed through the controller's feature extractor, with
+    the ground truth kept (the attack onsets are the patient's diary)."""
 
-    def __init__(self, job: ProspectiveJob) -> None:
+    def __init__(self, source: PatientSimulation, config: ControllerConfig) -> None:
+        self.source = source
+        self.names = [site.label for site in source.sites]
+        fs = source.sampling_rate_hz
+        self.extractor = FeatureExtractor(
+            len(self.names), fs, config.features, channel_names=self.names
+        )
+        self.block_samples = round(READ_BLOCK_S * fs)
+        self.truth: list[GroundTruthEvent] = []
+
+    @classmethod
+    def for_job(cls, job: ProspectiveJob) -> StreamedPatient:
         patient = VirtualPatient.from_phenotype(job.phenotype, job.seed)
-        self.attacks_per_month = patient.cycle.attacks_per_month
-        self.source = PatientSimulation(
+        source = PatientSimulation(
             patient,
             job.model,
             sites=select_sites(job.sites),
             sampling_rate_hz=job.sampling_rate_hz,
             seed=job.seed,
         )
-        self.names = [site.label for site in self.source.sites]
-        fs = self.source.sampling_rate_hz
-        self.extractor = FeatureExtractor(
-            len(self.names), fs, job.config.features, channel_names=self.names
-        )
-        self.block_samples = round(READ_BLOCK_S * fs)
-        self.truth: list[GroundTruthEvent] = []
+        return cls(source, job.config)
+
+    @property
+    def attacks_per_month(self) -> float:
+        return self.source.patient.cycle.attacks_per_month
 
     @property
     def t_s(self) -> float:
@@ -174,6 +135,12 @@ class _Patient:
         frames = self.extractor.push(self.source.read(self.block_samples, NO_STIMULATION))
         self.truth.extend(self.source.drain_ground_truth())
         return frames
+
+    def skip(self) -> None:
+        """Read one block of signal without features (the run-in of an arm that does not
+        calibrate: the same patient, the same random streams, a fraction of the cost)."""
+        self.source.read(self.block_samples, NO_STIMULATION)
+        self.truth.extend(self.source.drain_ground_truth())
 
 
 def select_sites(labels: Sequence[str]) -> tuple[Site, ...]:
@@ -190,45 +157,90 @@ def select_sites(labels: Sequence[str]) -> tuple[Site, ...]:
 def run_patient(job: ProspectiveJob) -> ProspectiveEntry:
     """Run-in, calibration, test and scores of one patient (module docstring)."""
     wall_start = time.perf_counter()
-    patient = _Patient(job)
+    patient = StreamedPatient.for_job(job)
     config = job.config
+    logger = run_in_logger(patient, config)
+    run_in_s = run_in(patient, job.settings.min_attacks, job.run_in_max_days, logger)
+    base = run_in_record(job.patient, job.phenotype, job.seed, patient, run_in_s)
+    try:
+        signature = calibrate_run_in(patient, logger, run_in_s, config, job.settings)
+    except CalibrationError as exc:
+        return not_enrolled(base, str(exc), time.perf_counter() - wall_start)
+    alarms = _test_alarms(patient, signature, config, job.test_days)
+    return scored_entry(base, patient.truth, signature, alarms, run_in_s, patient.t_s, wall_start)
+
+
+def run_in_logger(patient: StreamedPatient, config: ControllerConfig) -> FeatureLogger:
+    """The run-in's feature log: every candidate feature of the calibration."""
     candidates = candidate_feature_names(
         tuple(config.features.bands_hz), config.features.phase_measure
     )
-    logger = FeatureLogger(
+    return FeatureLogger(
         candidates,
         patient.names,
         config.detector,
         block_s=calibration_block_s(config.detector, config.features.hop_s),
     )
-    max_s = job.run_in_max_days * SECONDS_PER_DAY
+
+
+def run_in(
+    patient: StreamedPatient,
+    min_attacks: int,
+    max_days: float,
+    logger: FeatureLogger | None = None,
+) -> float:
+    """Stream the run-in until ``min_attacks`` onsets have been seen, plus the rest of that
+    day and one more (at most ``max_days``); features go to ``logger`` (None: signal only).
+    Returns the run-in's end (s). The end depends on the onsets only, so a run-in with and
+    one without features end at the same instant for the same patient and seed."""
+    max_s = max_days * SECONDS_PER_DAY
     end_s: float | None = None
     while patient.t_s < max_s and (end_s is None or patient.t_s < end_s):
-        for frame in patient.read():
-            logger.push(frame)
+        if logger is None:
+            patient.skip()
+        else:
+            for frame in patient.read():
+                logger.push(frame)
         onsets = patient.onsets_s()
-        if end_s is None and len(onsets) >= job.settings.min_attacks:
-            end_s = (onsets[job.settings.min_attacks - 1] // SECONDS_PER_DAY + 2) * SECONDS_PER_DAY
-    run_in_s = patient.t_s
-    run_in_onsets = [o for o in patient.onsets_s() if o < run_in_s]
-    base = {
-        "patient": job.patient,
-        "phenotype": job.phenotype,
-        "seed": job.seed,
+        if end_s is None and len(onsets) >= min_attacks:
+            end_s = (onsets[min_attacks - 1] // SECONDS_PER_DAY + 2) * SECONDS_PER_DAY
+    return patient.t_s
+
+
+def run_in_onsets(patient: StreamedPatient, run_in_s: float) -> list[float]:
+    return [o for o in patient.onsets_s() if o < run_in_s]
+
+
+def run_in_record(
+    index: int, phenotype: str, seed: int, patient: StreamedPatient, run_in_s: float
+) -> dict[str, object]:
+    """The fields of an entry the run-in decides."""
+    return {
+        "patient": index,
+        "phenotype": phenotype,
+        "seed": seed,
         "attacks_per_month": patient.attacks_per_month,
         "run_in_days": run_in_s / SECONDS_PER_DAY,
-        "run_in_attacks": len(run_in_onsets),
+        "run_in_attacks": len(run_in_onsets(patient, run_in_s)),
     }
-    try:
-        signature = calibrate(logger.log(), run_in_onsets, config.detector, job.settings)
-    except CalibrationError as exc:
-        return _not_enrolled(base, str(exc), time.perf_counter() - wall_start)
-    alarms = _test_alarms(patient, signature, config, job.test_days)
-    return _scored(base, patient, signature, alarms, run_in_s, job, wall_start)
+
+
+def calibrate_run_in(
+    patient: StreamedPatient,
+    logger: FeatureLogger,
+    run_in_s: float,
+    config: ControllerConfig,
+    settings: CalibrationSettings,
+) -> PatientSignature:
+    """The patient's signature from the run-in only (CalibrationError if it cannot)."""
+    return calibrate(logger.log(), run_in_onsets(patient, run_in_s), config.detector, settings)
 
 
 def _test_alarms(
-    patient: _Patient, signature: PatientSignature, config: ControllerConfig, test_days: float
+    patient: StreamedPatient,
+    signature: PatientSignature,
+    config: ControllerConfig,
+    test_days: float,
 ) -> list[float]:
     detector = Detector(
         signature.apply(config.detector),
@@ -245,30 +257,18 @@ def _test_alarms(
     return alarms
 
 
-def _scored(
+def scored_entry(
     base: dict[str, object],
-    patient: _Patient,
+    truth: list[GroundTruthEvent],
     signature: PatientSignature,
     alarms: list[float],
     start_s: float,
-    job: ProspectiveJob,
+    end_s: float,
     wall_start: float,
 ) -> ProspectiveEntry:
-    end_s = patient.t_s
-    duration_s = end_s - start_s
-    spans = phase_spans(sorted(patient.truth, key=lambda e: e.t_s), end_s)
-    attacks = [
-        (a.t_s - start_s, None if a.end_s is None else a.end_s - start_s)
-        for a in attacks_from(sorted(patient.truth, key=lambda e: e.t_s), spans)
-        if start_s <= a.t_s <= end_s
-    ]
-    prediction = scoring.score_prediction(
-        [a - start_s for a in alarms],
-        attacks,
-        duration_s,
-        max_lead_h=signature.occurrence_period_h,
-        min_lead_min=signature.horizon_min,
-    )
+    """The entry of an enrolled patient: the alarms in [start_s, end_s] scored against the
+    attacks there, with the occurrence period and horizon the calibration chose."""
+    prediction = prospective_scores(truth, signature, alarms, start_s, end_s)
     sensitivity, tiw = prediction.sensitivity, prediction.time_in_warning
     fit = signature.run_in
     return ProspectiveEntry(
@@ -280,7 +280,7 @@ def _scored(
         upper_threshold=signature.upper_threshold,
         run_in_sensitivity=fit.sensitivity,
         run_in_time_in_warning=fit.time_in_warning,
-        test_days=duration_s / SECONDS_PER_DAY,
+        test_days=(end_s - start_s) / SECONDS_PER_DAY,
         attacks=prediction.attacks,
         predicted=prediction.predicted,
         alarms=prediction.alarms,
@@ -295,7 +295,31 @@ def _scored(
     )
 
 
-def _not_enrolled(base: dict[str, object], reason: str, wall_s: float) -> ProspectiveEntry:
+def prospective_scores(
+    truth: list[GroundTruthEvent],
+    signature: PatientSignature,
+    alarms: list[float],
+    start_s: float,
+    end_s: float,
+) -> PredictionScores:
+    """docs/scoring.md's scores of the period [start_s, end_s] (times relative to its start)."""
+    ordered = sorted(truth, key=lambda e: e.t_s)
+    spans = phase_spans(ordered, end_s)
+    attacks = [
+        (a.t_s - start_s, None if a.end_s is None else a.end_s - start_s)
+        for a in attacks_from(ordered, spans)
+        if start_s <= a.t_s <= end_s
+    ]
+    return scoring.score_prediction(
+        [a - start_s for a in alarms if start_s <= a <= end_s],
+        attacks,
+        end_s - start_s,
+        max_lead_h=signature.occurrence_period_h,
+        min_lead_min=signature.horizon_min,
+    )
+
+
+def not_enrolled(base: dict[str, object], reason: str, wall_s: float) -> ProspectiveEntry:
     return ProspectiveEntry(
         **base,  # type: ignore[arg-type]
         enrolled=False,

@@ -13,6 +13,10 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
 class SiteReport(_Model):
     label: str
     x_mm: float
@@ -62,6 +66,8 @@ class StimulationReport(_Model):
     sessions: int  # off -> on transitions reported by the device
     charge_uc: float  # delivered charge per the device's STIM_STATE (µC)
     teed_j: float  # I² R f PW integrated over time, R = device-reported impedance (Koss 2005)
+    charge_per_session_uc: float | None = None  # charge_uc / sessions (None without one)
+    dose_se: float = 0.0  # charge_uc in the device's labelled sessions (1 SE = one session)
 
 
 class SafetyReport(_Model):
@@ -137,6 +143,59 @@ class SimReport(_Model):
     scores: Scores
     detector_final_state: str
     timeline: Timeline
+    #: The device's power-up on the patient's clock (> 0 after a run-in); report times are
+    #: the patient's, scores are of [start_s, start_s + the duration].
+    start_s: float = 0.0
+    device: str = "etns-supraorbital"
+    therapy_calibration: str = ""  # the device preset's calibration note
+
+
+# --- the per-patient detector, judged prospectively (neurostim prospective, trial) ---
+
+
+class ProspectiveEntry(_Frozen):
+    """What one patient gave (None where undefined, e.g. not enrolled)."""
+
+    patient: int
+    phenotype: str
+    seed: int
+    attacks_per_month: float
+    enrolled: bool
+    reason: str
+    run_in_days: float
+    run_in_attacks: int
+    features: list[str]
+    occurrence_period_h: float | None
+    upper_threshold: float | None
+    run_in_sensitivity: float | None
+    run_in_time_in_warning: float | None
+    test_days: float
+    attacks: int
+    predicted: int
+    alarms: int
+    sensitivity: float | None
+    time_in_warning: float | None
+    false_alarms_per_day: float | None
+    improvement_over_chance: float | None
+    p_value: float | None
+    beats_chance: bool
+    implausible: bool
+    wall_s: float
+
+
+class PhenotypeSummary(_Frozen):
+    """Per phenotype: medians over enrolled patients and the share that beat chance."""
+
+    phenotype: str
+    patients: int
+    enrolled: int
+    median_sensitivity: float | None
+    median_time_in_warning: float | None
+    median_false_alarms_per_day: float | None
+    median_improvement: float | None
+    beat_chance: int
+    implausible: int
+    aim_met: bool
 
 
 class TrialEntry(_Model):
@@ -163,6 +222,19 @@ class TrialEntry(_Model):
     wall_s: float
     realtime_factor: float
     migraine_days: int = 0  # calendar days (patient clock) with any part of an attack
+    sessions: int = 0  # off -> on transitions the device reported
+    dose_se: float = 0.0  # delivered charge in the device's labelled sessions
+    device: str = "etns-supraorbital"
+    #: With a run-in: its length and attacks (the arm starts after it); 0 without one.
+    run_in_days: float = 0.0
+    run_in_attacks: int = 0
+    enrolled: bool = True  # False: the run-in (or the calibration) did not enrol the patient
+    not_enrolled_reason: str = ""
+    #: The arm's detector alarms (PRODROME onsets) and attacks, s from the arm's start.
+    alarm_times_s: list[float] = Field(default_factory=list)
+    attack_periods_s: list[tuple[float, float | None]] = Field(default_factory=list)
+    #: A closed-loop arm with a run-in: its calibrated detector scored prospectively.
+    prospective: ProspectiveEntry | None = None
 
 
 class MeanCI(_Model):
@@ -191,6 +263,7 @@ class TrialAggregate(_Model):
     mmd_responder_ci95: tuple[float, float] | None = None  # Wilson 95 % interval
     stim_time_h_per_patient: float | None = None
     teed_j_per_patient: float | None = None
+    charge_per_session_uc: float | None = None  # pooled: charge / sessions
 
 
 class TrialFailure(_Model):
@@ -219,8 +292,9 @@ class TrialReport(_Model):
     ceilings: list[TrialAggregate] = Field(default_factory=list)
     device: str = "etns-supraorbital"
     therapy_calibration: str = ""
-    #: The detector's prospective scores per phenotype (calibrated per patient on a run-in,
-    #: scored on the later period: sensitivity, time in warning, false alarms per
-    #: interictal day, improvement over chance, p-value). Filled by the per-patient
-    #: detector evaluation; empty when the trial did not run it.
-    detector_prospective: list[dict[str, float | str | None]] = Field(default_factory=list)
+    #: Days of run-in before every arm (``--calibrate-run-in``), None: no run-in.
+    run_in_max_days: float | None = None
+    #: The closed-loop arm's detector, calibrated per patient on the run-in and scored on
+    #: the arm's period, per phenotype (medians; per-patient p-values in the entries'
+    #: ``prospective``). Empty when the trial had no run-in.
+    detector_prospective: list[PhenotypeSummary] = Field(default_factory=list)

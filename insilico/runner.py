@@ -9,6 +9,7 @@ jumps from one deadline to the next, so a virtual day takes seconds to minutes.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from firmware_bridge.clock import VirtualClock
 from firmware_bridge.lockstep import LockstepPump, Wire
 from firmware_bridge.messages import StimState
 from insilico import scoring
+from insilico.device_setup import merged_overrides, resolve_device
 from insilico.report import (
     AttackReport,
     DetectionReport,
@@ -46,7 +48,8 @@ from insilico.report import (
     Timeline,
 )
 from insilico.stimulation import StimulationMeter
-from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.devices import DEFAULT_DEVICE
+from simulator.firmware import VirtualFirmware, firmware_config_for
 from simulator.link_faults import LinkFaultInjector, LinkFaultSettings
 from simulator.physiology.patient import PatientSimulation
 from simulator.physiology.scenario import Scenario, link_fault_settings_at
@@ -75,6 +78,11 @@ class SimSpec:
     max_lead_h: float = 48.0
     min_lead_min: float = 30.0
     timeline_points: int = 5000
+    #: The device preset (simulator.devices, or a short name such as ``e-tns``).
+    device: str = DEFAULT_DEVICE
+    #: A patient already running (e.g. after a run-in): the device powers up at its current
+    #: time and the run is scored from there; None: a fresh one from the scenario.
+    source: PatientSimulation | None = None
 
     @property
     def run_seed(self) -> int:
@@ -170,17 +178,12 @@ def run_sim(
     """Run ``spec`` to its end and return the scored report; ``rate`` paces virtual time
     against the wall clock (1: real time), else it runs as fast as it can."""
     wall_start = time.perf_counter()
-    source = spec.scenario.build_source(seed_override=spec.seed, model_override=spec.model)
-    firmware = VirtualFirmware(
-        source,
-        FirmwareConfig(
-            seed=spec.run_seed,
-            samples_per_frame=spec.samples_per_frame,
-            source_block_samples=spec.source_block_samples,
-        ),
-        start_s=0.0,
+    source, firmware = build_device(spec)
+    start_s = firmware.start_s
+    end_s = start_s + spec.duration_s
+    start = datetime(2000, 1, 1) + timedelta(
+        hours=spec.scenario.spec.start_time_of_day_h, seconds=start_s
     )
-    start = datetime(2000, 1, 1) + timedelta(hours=spec.scenario.spec.start_time_of_day_h)
     config = on_patient_clock(spec.config, spec.scenario.spec.start_time_of_day_h)
     node = build_node(
         config,
@@ -198,7 +201,7 @@ def run_sim(
         lower_threshold=spec.config.detector.lower_threshold,
     )
     node.subscribe(seen.on_event)
-    clock = clock or VirtualClock(rate=rate)
+    clock = clock or VirtualClock(start_s=start_s, rate=rate)
     to_device, to_controller = _wires(spec)
     pump = LockstepPump(node, firmware, clock, a_to_b=to_device, b_to_a=to_controller)
     node.start(clock.now())
@@ -209,12 +212,12 @@ def run_sim(
         while clock.now() < until_s:
             pump.run_until(min(clock.now() + chunk_s, until_s), stop=stop)
             if progress is not None:
-                progress(min(clock.now(), spec.duration_s), spec.duration_s)
+                progress(min(clock.now(), end_s) - start_s, spec.duration_s)
             if stop is not None and stop():
                 return
 
     try:
-        advance(spec.duration_s, stop=lambda: node.failure is not None)
+        advance(end_s, stop=lambda: node.failure is not None)
         if node.failure is not None:
             raise node.failure
         # Stop as `neurostim run` does: the node's ramped stop, confirmed by the device.
@@ -225,6 +228,42 @@ def run_sim(
         node.close(clock.now())
     wall_s = time.perf_counter() - wall_start
     return _report(spec, source, firmware, node, seen, clock.now(), wall_s)
+
+
+def build_device(spec: SimSpec) -> tuple[PatientSimulation, VirtualFirmware]:
+    """The simulated patient and the firmware of ``spec.device`` around it (firmware limits,
+    electrode, impedance and battery from the preset; the patient's dose counted in the
+    preset's labelled sessions). The device powers up at the patient's current time."""
+    device = resolve_device(spec.device)
+    source = spec.source
+    if source is None:
+        source = device_scenario(spec.scenario, spec.device).build_source(
+            seed_override=spec.seed, model_override=spec.model
+        )
+    firmware = VirtualFirmware(
+        source,
+        firmware_config_for(
+            device.name,
+            seed=spec.run_seed,
+            samples_per_frame=spec.samples_per_frame,
+            source_block_samples=spec.source_block_samples,
+        ),
+        start_s=source.t_s,
+    )
+    return source, firmware
+
+
+def device_scenario(scenario: Scenario, device: str) -> Scenario:
+    """``scenario`` whose patient counts dose in ``device``'s labelled sessions (unless the
+    scenario's own patient overrides say otherwise)."""
+    patient = scenario.spec.patient
+    overrides = merged_overrides(patient.overrides, resolve_device(device))
+    if overrides == patient.overrides:
+        return scenario
+    spec = scenario.spec.model_copy(
+        update={"patient": patient.model_copy(update={"overrides": overrides})}
+    )
+    return dataclasses.replace(scenario, spec=spec)
 
 
 def _wires(spec: SimSpec) -> tuple[Wire | None, Wire | None]:
@@ -263,6 +302,15 @@ def phase_spans(events: list[GroundTruthEvent], end_s: float) -> list[PhaseSpan]
     return spans
 
 
+def clipped_spans(spans: list[PhaseSpan], start_s: float) -> list[PhaseSpan]:
+    """The spans from ``start_s`` on (the one running then starts there)."""
+    return [
+        PhaseSpan(phase=span.phase, start_s=max(span.start_s, start_s), end_s=span.end_s)
+        for span in spans
+        if span.end_s > start_s
+    ]
+
+
 def attacks_from(events: list[GroundTruthEvent], spans: list[PhaseSpan]) -> list[AttackReport]:
     ends = {span.start_s: span.end_s for span in spans if span.phase == "attack"}
     return [
@@ -281,17 +329,25 @@ def _report(
     end_s: float,
     wall_s: float,
 ) -> SimReport:
-    truth = sorted(source.ground_truth, key=lambda e: e.t_s)
+    start_s = firmware.start_s
     duration_s = spec.duration_s
-    spans = phase_spans(truth, duration_s)
-    attacks = attacks_from(truth, spans)
-    attack_periods = [(a.t_s, a.end_s) for a in attacks if a.t_s < duration_s]
+    window_end_s = start_s + duration_s
+    everything = sorted(source.ground_truth, key=lambda e: e.t_s)
+    spans = clipped_spans(phase_spans(everything, window_end_s), start_s)
+    attacks = [a for a in attacks_from(everything, spans) if a.t_s >= start_s]
+    truth = [e for e in everything if e.t_s >= start_s]
+    # Scored on the run's own period: times relative to the device's power-up.
+    attack_periods = [
+        (a.t_s - start_s, None if a.end_s is None else a.end_s - start_s)
+        for a in attacks
+        if a.t_s < window_end_s
+    ]
     seen.meter.finish(end_s)
     stim_time_s, teed_j = seen.meter.on_s, seen.meter.teed_j
     stats = node.core.stats
     session, device = node.session.stats, firmware.session.stats
     prediction = scoring.score_prediction(
-        seen.detections,
+        [t - start_s for t in seen.detections],
         attack_periods,
         duration_s,
         max_lead_h=spec.max_lead_h,
@@ -304,14 +360,15 @@ def _report(
         charge_uc=seen.delivered_charge_uc,
         teed_j=teed_j,
     )
+    preset = resolve_device(spec.device)
     return SimReport(
         scenario=spec.scenario.name,
         seed=spec.run_seed,
         policy=spec.config.policy.name,
         model=spec.model_name,
-        virtual_s=end_s,
+        virtual_s=end_s - start_s,
         wall_s=wall_s,
-        realtime_factor=end_s / wall_s if wall_s > 0 else math.inf,
+        realtime_factor=(end_s - start_s) / wall_s if wall_s > 0 else math.inf,
         sites=[SiteReport(label=s.label, x_mm=s.x_mm, y_mm=s.y_mm) for s in source.sites],
         ground_truth=[
             GroundTruthReport(t_s=e.t_s, kind=e.kind, site=e.site, detail=dict(e.detail))
@@ -325,6 +382,10 @@ def _report(
             sessions=seen.sessions,
             charge_uc=seen.delivered_charge_uc,
             teed_j=teed_j,
+            charge_per_session_uc=(
+                seen.delivered_charge_uc / seen.sessions if seen.sessions else None
+            ),
+            dose_se=seen.delivered_charge_uc / preset.session_charge_uc,
         ),
         safety=SafetyReport(
             clamps=dict(stats.clamps),
@@ -347,4 +408,7 @@ def _report(
         scores=Scores(prediction=prediction, therapy=therapy),
         detector_final_state=seen.final_state,
         timeline=seen.timeline,
+        start_s=start_s,
+        device=preset.name,
+        therapy_calibration=preset.calibration_note,
     )

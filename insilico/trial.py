@@ -1,29 +1,67 @@
 """``neurostim trial``: a virtual cohort, every patient under every policy (paired), run
 headless on a backend (insilico/backends.py: local processes or Dask), resumable from a
-result store (insilico/store.py), aggregated per policy and per phenotype."""
+result store (insilico/store.py), aggregated per policy and per phenotype.
+
+With a run-in (``RunInSpec``, ``--calibrate-run-in``) every arm of a patient first streams
+the same run-in (no stimulation; the detector-only tier of insilico/prospective.py) and then
+continues the same patient, course and random streams into its arm: the device powers up
+after the run-in and the arm is scored from there. A closed-loop arm logs the run-in's
+features, calibrates the patient's detector on them and runs with that calibration loaded
+(``[detector] calibration_file``, as ``neurostim run`` and ``sim`` load one); its alarms
+in the arm are then scored prospectively (``detector_prospective``). The run-in ends when
+it holds ``min_attacks`` attack onsets (plus the rest of that day and one more) - the
+onsets alone decide it, so it ends at the same instant in every arm.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from controller.config import ControllerConfig
+from controller.detector.calibration import CalibrationError, CalibrationSettings
+from controller.detector.signature import PatientSignature
+from controller.policy import build_policy
 from firmware_bridge.units import SECONDS_PER_DAY
-from insilico import scoring
+from insilico import prospective, scoring
 from insilico.backends import Backend
+from insilico.device_setup import controller_config_for, resolve_device
 from insilico.physiology_tier import migraine_days
-from insilico.report import MeanCI, TrialAggregate, TrialEntry, TrialFailure, TrialReport
-from insilico.runner import SimSpec, run_sim, with_policy
+from insilico.report import (
+    MeanCI,
+    ProspectiveEntry,
+    SimReport,
+    TrialAggregate,
+    TrialEntry,
+    TrialFailure,
+    TrialReport,
+)
+from insilico.runner import SimSpec, device_scenario, run_sim, with_policy
 from insilico.seeds import patient_seed
 from insilico.store import ResultStore
+from simulator.devices import DEFAULT_DEVICE
 from simulator.physiology.patient import Phenotype
-from simulator.physiology.scenario import scenario_from_dict
+from simulator.physiology.scenario import Scenario, scenario_from_dict
 
 DEFAULT_POLICIES = ("off", "open-loop", "closed-loop")
 ALL_PHENOTYPES = tuple(p.value for p in Phenotype)
+
+
+@dataclass(frozen=True)
+class RunInSpec:
+    """A run-in before every arm: until ``settings.min_attacks`` onsets (at most
+    ``max_days``); a closed-loop arm calibrates the patient's detector on it."""
+
+    settings: CalibrationSettings = field(default_factory=CalibrationSettings)
+    max_days: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -37,6 +75,10 @@ class TrialJob:
     days: float
     model: str
     config: ControllerConfig
+    device: str = DEFAULT_DEVICE
+    run_in: RunInSpec | None = None
+    #: Overrides of the drawn patient's parameters (simulator.physiology.patient).
+    patient_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def cohort_jobs(
@@ -47,33 +89,141 @@ def cohort_jobs(
     seed: int,
     model: str,
     config: ControllerConfig,
+    *,
+    device: str = DEFAULT_DEVICE,
+    run_in: RunInSpec | None = None,
+    patient_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[TrialJob]:
     """Patient ``i`` has phenotype ``phenotypes[i % len]`` and the seed
     ``patient_seed(seed, i)``; every policy sees the same patient and the same seed (a
     paired comparison)."""
     return [
         TrialJob(
-            i, phenotypes[i % len(phenotypes)], patient_seed(seed, i), policy, days, model, config
+            i,
+            phenotypes[i % len(phenotypes)],
+            patient_seed(seed, i),
+            policy,
+            days,
+            model,
+            config,
+            resolve_device(device).name,
+            run_in,
+            dict(patient_overrides or {}),
         )
         for i in range(patients)
         for policy in policies
     ]
 
 
-def run_job(job: TrialJob) -> TrialEntry:
+def trial_scenario(job: TrialJob) -> Scenario:
+    """The job's patient as a scenario (no forced events), its dose in the job's device."""
+    patient: dict[str, object] = {"phenotype": job.phenotype, "seed": job.seed}
+    if job.patient_overrides:
+        patient["overrides"] = job.patient_overrides
     scenario = scenario_from_dict(
         {
             "name": f"trial-{job.phenotype}-{job.patient}",
             "duration_s": job.days * SECONDS_PER_DAY,
             "model": job.model,
             "seed": job.seed,
-            "patient": {"phenotype": job.phenotype, "seed": job.seed},
+            "patient": patient,
         },
         source=f"trial patient {job.patient}",
     )
-    config = with_policy(job.config, job.policy)
-    report = run_sim(SimSpec(scenario, scenario.duration_s, config, timeline_points=10))
+    return device_scenario(scenario, job.device)
+
+
+def job_config(job: TrialJob) -> ControllerConfig:
+    """The job's policy on the job's device (envelope and therapy from its preset)."""
+    return controller_config_for(with_policy(job.config, job.policy), resolve_device(job.device))
+
+
+@dataclass
+class PreparedArm:
+    """An arm ready to run: its spec (a patient after the run-in, if any), what the run-in
+    gave, and the patient's signature if this arm calibrated one."""
+
+    spec: SimSpec
+    run_in: dict[str, object]
+    signature: PatientSignature | None = None
+    not_enrolled: str | None = None  # why the patient is not enrolled (no arm is run)
+
+
+def prepare_arm(job: TrialJob) -> PreparedArm:
+    """Build the arm's run; with a run-in, stream it first (and calibrate a closed-loop arm)."""
+    scenario = trial_scenario(job)
+    config = job_config(job)
+    spec = SimSpec(scenario, job.days * SECONDS_PER_DAY, config, timeline_points=10)
+    spec = dataclasses.replace(spec, device=job.device)
+    if job.run_in is None:
+        return PreparedArm(spec, {"run_in_days": 0.0, "run_in_attacks": 0})
+    settings = job.run_in.settings
+    patient = prospective.StreamedPatient(scenario.build_source(), config)
+    calibrates = build_policy(config.policy).closed_loop
+    logger = prospective.run_in_logger(patient, config) if calibrates else None
+    run_in_s = prospective.run_in(patient, settings.min_attacks, job.run_in.max_days, logger)
+    record = prospective.run_in_record(job.patient, job.phenotype, job.seed, patient, run_in_s)
+    arm = PreparedArm(dataclasses.replace(spec, source=patient.source), record)
+    if int(record["run_in_attacks"]) < settings.min_attacks:  # type: ignore[call-overload]
+        arm.not_enrolled = (
+            f"{record['run_in_attacks']} attack(s) in the {record['run_in_days']:.1f}-day "
+            f"run-in, {settings.min_attacks} needed"
+        )
+        return arm
+    if logger is not None:
+        try:
+            arm.signature = prospective.calibrate_run_in(
+                patient, logger, run_in_s, config, settings
+            )
+        except CalibrationError as exc:
+            arm.not_enrolled = f"calibration failed: {exc}"
+    return arm
+
+
+@contextmanager
+def calibration_loaded(arm: PreparedArm) -> Iterator[SimSpec]:
+    """The arm's spec with its signature saved to a file the detector loads through
+    ``[detector] calibration_file`` (the loading path of ``run`` and ``sim``)."""
+    if arm.signature is None:
+        yield arm.spec
+        return
+    with tempfile.TemporaryDirectory(prefix="neurostim-calibration-") as folder:
+        path = Path(folder) / "calibration.json"
+        arm.signature.save(path)
+        document = arm.spec.config.model_dump(exclude_unset=True)
+        document.setdefault("detector", {})["calibration_file"] = str(path)
+        yield dataclasses.replace(arm.spec, config=ControllerConfig.model_validate(document))
+
+
+def run_job(job: TrialJob) -> TrialEntry:
+    wall_start = time.perf_counter()
+    arm = prepare_arm(job)
+    if arm.not_enrolled is not None:
+        return _not_enrolled_entry(job, arm)
+    with calibration_loaded(arm) as spec:
+        report = run_sim(spec)
+    start_s = report.start_s
+    end_s = start_s + spec.duration_s
+    detector: ProspectiveEntry | None = None
+    if arm.signature is not None:
+        detector = prospective.scored_entry(
+            arm.run_in,
+            list(spec.source.ground_truth) if spec.source is not None else [],
+            arm.signature,
+            [d.t_s for d in report.detections],
+            start_s,
+            end_s,
+            wall_start,
+        )
+    return _entry(job, report, arm, detector)
+
+
+def _entry(
+    job: TrialJob, report: SimReport, arm: PreparedArm, detector: ProspectiveEntry | None
+) -> TrialEntry:
     prediction, therapy = report.scores.prediction, report.scores.therapy
+    start_s = report.start_s
+    end_s = start_s + job.days * SECONDS_PER_DAY
     return TrialEntry(
         patient=job.patient,
         phenotype=job.phenotype,
@@ -96,10 +246,52 @@ def run_job(job: TrialJob) -> TrialEntry:
         wall_s=report.wall_s,
         realtime_factor=report.realtime_factor,
         migraine_days=migraine_days(
-            [(a.t_s, a.end_s if a.end_s is not None else report.virtual_s) for a in report.attacks],
-            0.0,
-            job.days * SECONDS_PER_DAY,
+            [(a.t_s, a.end_s if a.end_s is not None else end_s) for a in report.attacks],
+            start_s,
+            end_s,
         ),
+        sessions=report.stimulation.sessions,
+        dose_se=report.stimulation.dose_se,
+        device=report.device,
+        run_in_days=float(arm.run_in["run_in_days"]),  # type: ignore[arg-type]
+        run_in_attacks=int(arm.run_in["run_in_attacks"]),  # type: ignore[call-overload]
+        alarm_times_s=[d.t_s - start_s for d in report.detections],
+        attack_periods_s=[
+            (a.t_s - start_s, None if a.end_s is None else a.end_s - start_s)
+            for a in report.attacks
+        ],
+        prospective=detector,
+    )
+
+
+def _not_enrolled_entry(job: TrialJob, arm: PreparedArm) -> TrialEntry:
+    """A patient the run-in did not enrol: no arm ran (every number is zero)."""
+    return TrialEntry(
+        patient=job.patient,
+        phenotype=job.phenotype,
+        seed=job.seed,
+        policy=job.policy,
+        days=0.0,
+        attacks=0,
+        attacks_per_30d=0.0,
+        attacks_scored=0,
+        predicted=0,
+        false_alarms=0,
+        interictal_days=0.0,
+        teed_j=0.0,
+        stim_time_s=0.0,
+        charge_uc=0.0,
+        sensitivity=None,
+        chance_sensitivity=0.0,
+        false_alarms_per_day=None,
+        median_lead_h=None,
+        wall_s=0.0,
+        realtime_factor=0.0,
+        device=job.device,
+        run_in_days=float(arm.run_in["run_in_days"]),  # type: ignore[arg-type]
+        run_in_attacks=int(arm.run_in["run_in_attacks"]),  # type: ignore[call-overload]
+        enrolled=False,
+        not_enrolled_reason=arm.not_enrolled or "",
     )
 
 
@@ -113,6 +305,14 @@ def job_spec(job: TrialJob) -> dict[str, object]:
         "days": job.days,
         "model": job.model,
         "config": job.config.model_dump(mode="json"),
+        "device": job.device,
+        "run_in": None
+        if job.run_in is None
+        else {
+            "settings": dataclasses.asdict(job.run_in.settings),
+            "max_days": job.run_in.max_days,
+        },
+        "patient_overrides": job.patient_overrides,
     }
 
 
@@ -197,13 +397,14 @@ def run_trial(
 
 
 def complete_patients(entries: list[TrialEntry], policies: Sequence[str]) -> list[TrialEntry]:
-    """The entries of patients that finished under every policy (a paired comparison needs
-    all of them)."""
+    """The entries of patients that finished, enrolled, under every policy (a paired
+    comparison needs all of them)."""
     wanted = set(policies)
     done: dict[int, set[str]] = {}
     for entry in entries:
-        done.setdefault(entry.patient, set()).add(entry.policy)
-    return [e for e in entries if done[e.patient] >= wanted]
+        if entry.enrolled:
+            done.setdefault(entry.patient, set()).add(entry.policy)
+    return [e for e in entries if done.get(e.patient, set()) >= wanted]
 
 
 def aggregate(entries: list[TrialEntry], policies: Sequence[str]) -> list[TrialAggregate]:
@@ -247,6 +448,8 @@ def _aggregate_one(
         reference = sum(e.teed_j for e in open_loop)
         teed_ratio = sum(e.teed_j for e in rows) / reference if reference > 0 else None
     mmd = mmd_versus_off(rows, off if policy != "off" else None)
+    sessions = sum(e.sessions for e in rows)
+    mmd["charge_per_session_uc"] = sum(e.charge_uc for e in rows) / sessions if sessions else None
     scored = sum(e.attacks_scored for e in rows)
     interictal = sum(e.interictal_days for e in rows)
     return TrialAggregate(
@@ -302,16 +505,28 @@ def trial_report(
     backend: str,
     wall_start: float,
     config: ControllerConfig | None = None,
+    device: str = DEFAULT_DEVICE,
+    run_in: RunInSpec | None = None,
+    patient_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> TrialReport:
     from insilico.ceilings import ceiling_aggregates
-    from simulator.devices import DEFAULT_DEVICE, device_preset
 
+    preset = resolve_device(device)
     complete = complete_patients(run.entries, policies)
-    ceilings = ceiling_aggregates(complete, config) if config is not None and complete else []
+    ceilings = (
+        ceiling_aggregates(
+            complete,
+            controller_config_for(config, preset),
+            device=preset.name,
+            patient_overrides=patient_overrides,
+        )
+        if config is not None and complete
+        else []
+    )
     return TrialReport(
         ceilings=ceilings,
-        device=DEFAULT_DEVICE,
-        therapy_calibration=device_preset(DEFAULT_DEVICE).calibration_note,
+        device=preset.name,
+        therapy_calibration=preset.calibration_note,
         patients=patients,
         days=days,
         policies=list(policies),
@@ -324,4 +539,16 @@ def trial_report(
         backend=backend,
         from_store=run.from_store,
         failures=run.failures,
+        run_in_max_days=None if run_in is None else run_in.max_days,
+        detector_prospective=detector_summaries(complete, phenotypes) if run_in else [],
     )
+
+
+def detector_summaries(
+    entries: Sequence[TrialEntry], phenotypes: Sequence[str]
+) -> list[prospective.PhenotypeSummary]:
+    """Per phenotype, the closed-loop arms' prospective detector records (the patients that
+    finished every arm), summarised as ``neurostim prospective`` summarises its own."""
+    records = [e.prospective for e in entries if e.prospective is not None]
+    present = [p for p in phenotypes if any(r.phenotype == p for r in records)]
+    return prospective.summarise(records, present) if records else []

@@ -7,8 +7,8 @@ labelled session. A run with it must use all of that, or it mixes devices:
 * the firmware gets the preset's limits, electrode, impedance window and battery
   (``simulator.firmware.firmware_config_for``, used by the runner);
 * the controller's envelope gets the preset's ranges, charge per phase, impedance window
-  and a daily charge budget of six labelled sessions, and the therapy, sham and session
-  lengths its labelled and sham settings - unless the configuration sets them itself (a
+  and a daily charge budget of six labelled sessions, and the therapy, sham, session
+  lengths and the dual-threshold policy's top amplitude its labelled and sham settings - unless the configuration sets them itself (a
   user's setting always wins; the envelope still reviews it);
 * the patient's therapy response counts dose in the preset's labelled sessions (1 SE =
   one labelled session; ``session_charge_uc``), which is how the calibration to PREMICE
@@ -86,6 +86,7 @@ def controller_config_for(config: ControllerConfig, device: DevicePreset) -> Con
     policy.setdefault("sham", {}).setdefault("stimulation", _setting(sham))
     policy.setdefault("open_loop", {}).setdefault("session_s", labelled.session_s)
     policy.setdefault("prodrome_session", {}).setdefault("session_s", labelled.session_s)
+    policy.setdefault("dual_threshold", {}).setdefault("max_amplitude_ma", labelled.amplitude_ma)
     return ControllerConfig.model_validate(document)
 
 

@@ -143,8 +143,8 @@ class SimReport(_Model):
     scores: Scores
     detector_final_state: str
     timeline: Timeline
-    #: The device's power-up on the patient's clock (> 0 after a run-in); report times are
-    #: the patient's, scores are of [start_s, start_s + the duration].
+    #: The device's power-up on the patient's clock (> 0 after a run-in). Every time in
+    #: the report is the device's (t = 0 at power-up), as the controller saw it.
     start_s: float = 0.0
     device: str = "etns-supraorbital"
     therapy_calibration: str = ""  # the device preset's calibration note

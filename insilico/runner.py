@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from controller.config import ControllerConfig
+from controller.detector.signature import calibrated_detector_config
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.node import ControllerNode
 from controller.observations import (
@@ -179,29 +180,29 @@ def run_sim(
     against the wall clock (1: real time), else it runs as fast as it can."""
     wall_start = time.perf_counter()
     source, firmware = build_device(spec)
-    start_s = firmware.start_s
-    end_s = start_s + spec.duration_s
-    start = datetime(2000, 1, 1) + timedelta(
-        hours=spec.scenario.spec.start_time_of_day_h, seconds=start_s
-    )
-    config = on_patient_clock(spec.config, spec.scenario.spec.start_time_of_day_h)
+    power_up_s = source.t_s  # on the patient's clock (> 0 after a run-in)
+    end_s = spec.duration_s
+    power_up_h = spec.scenario.spec.start_time_of_day_h + power_up_s / 3600.0
+    start = datetime(2000, 1, 1) + timedelta(hours=power_up_h)
+    config = on_patient_clock(spec.config, power_up_h % 24.0)
     node = build_node(
         config,
         spec.audit_path,
         spec.record_path,
         start,
-        _truth_annotations(source),
+        _truth_annotations(source, power_up_s),
         client_name="neurostim sim",
         retry_first_connect=True,
     )
     seen = _Observations(stim_channels=firmware.info.stim_channels)
+    detector_config, _ = calibrated_detector_config(spec.config.detector)  # as loaded
     seen.timeline = Timeline(
         step_s=max(1.0, spec.duration_s / spec.timeline_points),
-        upper_threshold=spec.config.detector.upper_threshold,
-        lower_threshold=spec.config.detector.lower_threshold,
+        upper_threshold=detector_config.upper_threshold,
+        lower_threshold=detector_config.lower_threshold,
     )
     node.subscribe(seen.on_event)
-    clock = clock or VirtualClock(start_s=start_s, rate=rate)
+    clock = clock or VirtualClock(rate=rate)
     to_device, to_controller = _wires(spec)
     pump = LockstepPump(node, firmware, clock, a_to_b=to_device, b_to_a=to_controller)
     node.start(clock.now())
@@ -212,7 +213,7 @@ def run_sim(
         while clock.now() < until_s:
             pump.run_until(min(clock.now() + chunk_s, until_s), stop=stop)
             if progress is not None:
-                progress(min(clock.now(), end_s) - start_s, spec.duration_s)
+                progress(min(clock.now(), end_s), spec.duration_s)
             if stop is not None and stop():
                 return
 
@@ -227,13 +228,14 @@ def run_sim(
     finally:
         node.close(clock.now())
     wall_s = time.perf_counter() - wall_start
-    return _report(spec, source, firmware, node, seen, clock.now(), wall_s)
+    return _report(spec, source, firmware, node, seen, clock.now(), wall_s, power_up_s)
 
 
 def build_device(spec: SimSpec) -> tuple[PatientSimulation, VirtualFirmware]:
     """The simulated patient and the firmware of ``spec.device`` around it (firmware limits,
     electrode, impedance and battery from the preset; the patient's dose counted in the
-    preset's labelled sessions). The device powers up at the patient's current time."""
+    preset's labelled sessions). The device powers up at the patient's current time: its
+    clock (and the controller's) starts at 0 there, whatever the patient's time."""
     device = resolve_device(spec.device)
     source = spec.source
     if source is None:
@@ -248,7 +250,7 @@ def build_device(spec: SimSpec) -> tuple[PatientSimulation, VirtualFirmware]:
             samples_per_frame=spec.samples_per_frame,
             source_block_samples=spec.source_block_samples,
         ),
-        start_s=source.t_s,
+        start_s=0.0,
     )
     return source, firmware
 
@@ -280,9 +282,11 @@ def _wires(spec: SimSpec) -> tuple[Wire | None, Wire | None]:
     return to_device.process, to_controller.process
 
 
-def _truth_annotations(source: PatientSimulation) -> Callable[[], list[tuple[float, str]]]:
+def _truth_annotations(
+    source: PatientSimulation, power_up_s: float
+) -> Callable[[], list[tuple[float, str]]]:
     def drain() -> list[tuple[float, str]]:
-        return [(e.t_s, e.annotation()) for e in source.drain_ground_truth()]
+        return [(e.t_s - power_up_s, e.annotation()) for e in source.drain_ground_truth()]
 
     return drain
 
@@ -300,6 +304,15 @@ def phase_spans(events: list[GroundTruthEvent], end_s: float) -> list[PhaseSpan]
     if end_s > start:
         spans.append(PhaseSpan(phase=phase, start_s=start, end_s=end_s))
     return spans
+
+
+def device_time_truth(events: list[GroundTruthEvent], power_up_s: float) -> list[GroundTruthEvent]:
+    """The patient's ground truth on the device's clock (t = 0 at power-up), in time order;
+    events before the power-up (a run-in) come out negative."""
+    ordered = sorted(events, key=lambda e: e.t_s)
+    if power_up_s == 0.0:
+        return ordered
+    return [dataclasses.replace(e, t_s=e.t_s - power_up_s) for e in ordered]
 
 
 def clipped_spans(spans: list[PhaseSpan], start_s: float) -> list[PhaseSpan]:
@@ -328,26 +341,20 @@ def _report(
     seen: _Observations,
     end_s: float,
     wall_s: float,
+    power_up_s: float = 0.0,
 ) -> SimReport:
-    start_s = firmware.start_s
     duration_s = spec.duration_s
-    window_end_s = start_s + duration_s
-    everything = sorted(source.ground_truth, key=lambda e: e.t_s)
-    spans = clipped_spans(phase_spans(everything, window_end_s), start_s)
-    attacks = [a for a in attacks_from(everything, spans) if a.t_s >= start_s]
-    truth = [e for e in everything if e.t_s >= start_s]
-    # Scored on the run's own period: times relative to the device's power-up.
-    attack_periods = [
-        (a.t_s - start_s, None if a.end_s is None else a.end_s - start_s)
-        for a in attacks
-        if a.t_s < window_end_s
-    ]
+    everything = device_time_truth(source.ground_truth, power_up_s)
+    spans = clipped_spans(phase_spans(everything, duration_s), 0.0)
+    attacks = [a for a in attacks_from(everything, spans) if a.t_s >= 0.0]
+    truth = [e for e in everything if e.t_s >= 0.0]
+    attack_periods = [(a.t_s, a.end_s) for a in attacks if a.t_s < duration_s]
     seen.meter.finish(end_s)
     stim_time_s, teed_j = seen.meter.on_s, seen.meter.teed_j
     stats = node.core.stats
     session, device = node.session.stats, firmware.session.stats
     prediction = scoring.score_prediction(
-        [t - start_s for t in seen.detections],
+        seen.detections,
         attack_periods,
         duration_s,
         max_lead_h=spec.max_lead_h,
@@ -366,9 +373,9 @@ def _report(
         seed=spec.run_seed,
         policy=spec.config.policy.name,
         model=spec.model_name,
-        virtual_s=end_s - start_s,
+        virtual_s=end_s,
         wall_s=wall_s,
-        realtime_factor=(end_s - start_s) / wall_s if wall_s > 0 else math.inf,
+        realtime_factor=end_s / wall_s if wall_s > 0 else math.inf,
         sites=[SiteReport(label=s.label, x_mm=s.x_mm, y_mm=s.y_mm) for s in source.sites],
         ground_truth=[
             GroundTruthReport(t_s=e.t_s, kind=e.kind, site=e.site, detail=dict(e.detail))
@@ -408,7 +415,7 @@ def _report(
         scores=Scores(prediction=prediction, therapy=therapy),
         detector_final_state=seen.final_state,
         timeline=seen.timeline,
-        start_s=start_s,
+        start_s=power_up_s,
         device=preset.name,
         therapy_calibration=preset.calibration_note,
     )

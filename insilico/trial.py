@@ -15,6 +15,7 @@ onsets alone decide it, so it ends at the same instant in every arm.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import tempfile
 import time
@@ -32,7 +33,7 @@ from controller.detector.signature import PatientSignature
 from controller.policy import build_policy
 from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import prospective, scoring
-from insilico.backends import Backend
+from insilico.backends import Backend, Outcome
 from insilico.device_setup import controller_config_for, resolve_device
 from insilico.physiology_tier import migraine_days
 from insilico.report import (
@@ -48,10 +49,12 @@ from insilico.runner import SimSpec, device_scenario, run_sim, with_policy
 from insilico.seeds import patient_seed
 from insilico.store import ResultStore
 from simulator.devices import DEFAULT_DEVICE
-from simulator.physiology.patient import Phenotype
+from simulator.physiology.patient import PatientSimulation, Phenotype
 from simulator.physiology.scenario import Scenario, scenario_from_dict
 
 DEFAULT_POLICIES = ("off", "open-loop", "closed-loop")
+#: The trial's scenarios start the patient's clock at 08:00 (the scenario default).
+START_TIME_OF_DAY_H = 8.0
 ALL_PHENOTYPES = tuple(p.value for p in Phenotype)
 
 
@@ -149,35 +152,98 @@ class PreparedArm:
     not_enrolled: str | None = None  # why the patient is not enrolled (no arm is run)
 
 
-def prepare_arm(job: TrialJob) -> PreparedArm:
-    """Build the arm's run; with a run-in, stream it first (and calibrate a closed-loop arm)."""
-    scenario = trial_scenario(job)
-    config = job_config(job)
-    spec = SimSpec(scenario, job.days * SECONDS_PER_DAY, config, timeline_points=10)
-    spec = dataclasses.replace(spec, device=job.device)
-    if job.run_in is None:
-        return PreparedArm(spec, {"run_in_days": 0.0, "run_in_attacks": 0})
+@dataclass
+class RunInResult:
+    """A patient at the end of its run-in: the running simulation, what the run-in gave,
+    and the signature calibrated on it (None if no closed-loop arm asked for one)."""
+
+    source: PatientSimulation
+    record: dict[str, object]
+    signature: PatientSignature | None = None
+    not_enrolled: str | None = None
+    calibration_error: str | None = None
+
+
+def is_closed_loop(job: TrialJob) -> bool:
+    return build_policy(job_config(job).policy).closed_loop
+
+
+def stream_run_in(job: TrialJob, calibrate: bool) -> RunInResult:
+    """The job's run-in (``job.run_in`` must be set); with ``calibrate`` its features are
+    logged and the patient's detector is calibrated on them."""
+    assert job.run_in is not None
     settings = job.run_in.settings
-    patient = prospective.StreamedPatient(scenario.build_source(), config)
-    calibrates = build_policy(config.policy).closed_loop
-    logger = prospective.run_in_logger(patient, config) if calibrates else None
+    config = job_config(job)
+    patient = prospective.StreamedPatient(trial_scenario(job).build_source(), config)
+    logger = prospective.run_in_logger(patient, config) if calibrate else None
     run_in_s = prospective.run_in(patient, settings.min_attacks, job.run_in.max_days, logger)
     record = prospective.run_in_record(job.patient, job.phenotype, job.seed, patient, run_in_s)
-    arm = PreparedArm(dataclasses.replace(spec, source=patient.source), record)
+    result = RunInResult(patient.source, record)
     if int(record["run_in_attacks"]) < settings.min_attacks:  # type: ignore[call-overload]
-        arm.not_enrolled = (
+        result.not_enrolled = (
             f"{record['run_in_attacks']} attack(s) in the {record['run_in_days']:.1f}-day "
             f"run-in, {settings.min_attacks} needed"
         )
-        return arm
-    if logger is not None:
+    elif logger is not None:
         try:
-            arm.signature = prospective.calibrate_run_in(
+            result.signature = prospective.calibrate_run_in(
                 patient, logger, run_in_s, config, settings
             )
         except CalibrationError as exc:
-            arm.not_enrolled = f"calibration failed: {exc}"
+            result.calibration_error = f"calibration failed: {exc}"
+    return result
+
+
+def prepare_arm(job: TrialJob, run_in: RunInResult | None = None) -> PreparedArm:
+    """Build the arm's run; with a run-in, after it: ``run_in`` if given (shared by the
+    patient's arms: the arm continues a copy of it), else streamed here. A closed-loop arm
+    gets the run-in's signature."""
+    spec = SimSpec(
+        trial_scenario(job),
+        job.days * SECONDS_PER_DAY,
+        job_config(job),
+        timeline_points=10,
+        device=job.device,
+    )
+    if job.run_in is None:
+        return PreparedArm(spec, {"run_in_days": 0.0, "run_in_attacks": 0})
+    closed_loop = is_closed_loop(job)
+    if run_in is None:
+        run_in = stream_run_in(job, calibrate=closed_loop)
+        source = run_in.source
+    else:
+        source = copy.deepcopy(run_in.source)
+    arm = PreparedArm(dataclasses.replace(spec, source=source), run_in.record)
+    arm.not_enrolled = run_in.not_enrolled
+    if closed_loop and arm.not_enrolled is None:
+        arm.not_enrolled = run_in.calibration_error
+        arm.signature = run_in.signature
     return arm
+
+
+@dataclass(frozen=True)
+class PatientArms:
+    """The arms of one patient that share one run-in (picklable: it crosses to a worker)."""
+
+    jobs: tuple[TrialJob, ...]
+
+
+def run_patient_arms(task: PatientArms) -> list[TrialEntry]:
+    """One run-in for the patient (with features if an arm is closed-loop), then every arm
+    on its own copy of the patient at the run-in's end: the same state, streams and
+    signature as separate run-ins would give, streamed once."""
+    first = task.jobs[0]
+    closed = [job for job in task.jobs if is_closed_loop(job)]
+    run_in = stream_run_in(closed[0] if closed else first, calibrate=bool(closed))
+    entries = []
+    for job in task.jobs:
+        wall_start = time.perf_counter()
+        arm = prepare_arm(job, run_in)
+        if arm.not_enrolled is not None:
+            entries.append(_not_enrolled_entry(job, arm))
+        else:
+            entries.append(run_prepared(job, arm, wall_start)[0])
+    return entries
 
 
 @contextmanager
@@ -200,8 +266,16 @@ def run_job(job: TrialJob) -> TrialEntry:
     arm = prepare_arm(job)
     if arm.not_enrolled is not None:
         return _not_enrolled_entry(job, arm)
+    return run_prepared(job, arm, wall_start)[0]
+
+
+def run_prepared(
+    job: TrialJob, arm: PreparedArm, wall_start: float
+) -> tuple[TrialEntry, SimReport]:
+    """Run a prepared (enrolled) arm through the full loop; its entry and the sim report."""
     with calibration_loaded(arm) as spec:
         report = run_sim(spec)
+    # The report is on the device's clock; the record on the patient's (as prospective's).
     start_s = report.start_s
     end_s = start_s + spec.duration_s
     detector: ProspectiveEntry | None = None
@@ -210,20 +284,19 @@ def run_job(job: TrialJob) -> TrialEntry:
             arm.run_in,
             list(spec.source.ground_truth) if spec.source is not None else [],
             arm.signature,
-            [d.t_s for d in report.detections],
+            [start_s + d.t_s for d in report.detections],
             start_s,
             end_s,
             wall_start,
         )
-    return _entry(job, report, arm, detector)
+    return _entry(job, report, arm, detector), report
 
 
 def _entry(
     job: TrialJob, report: SimReport, arm: PreparedArm, detector: ProspectiveEntry | None
 ) -> TrialEntry:
     prediction, therapy = report.scores.prediction, report.scores.therapy
-    start_s = report.start_s
-    end_s = start_s + job.days * SECONDS_PER_DAY
+    end_s = job.days * SECONDS_PER_DAY
     return TrialEntry(
         patient=job.patient,
         phenotype=job.phenotype,
@@ -247,19 +320,18 @@ def _entry(
         realtime_factor=report.realtime_factor,
         migraine_days=migraine_days(
             [(a.t_s, a.end_s if a.end_s is not None else end_s) for a in report.attacks],
-            start_s,
+            0.0,
             end_s,
+            start_time_of_day_h=(START_TIME_OF_DAY_H + report.start_s / 3600.0) % 24.0,
         ),
         sessions=report.stimulation.sessions,
         dose_se=report.stimulation.dose_se,
         device=report.device,
         run_in_days=float(arm.run_in["run_in_days"]),  # type: ignore[arg-type]
         run_in_attacks=int(arm.run_in["run_in_attacks"]),  # type: ignore[call-overload]
-        alarm_times_s=[d.t_s - start_s for d in report.detections],
-        attack_periods_s=[
-            (a.t_s - start_s, None if a.end_s is None else a.end_s - start_s)
-            for a in report.attacks
-        ],
+        # The arm's period only (not the node's ramped stop after it), as the record scores.
+        alarm_times_s=[d.t_s for d in report.detections if d.t_s <= end_s],
+        attack_periods_s=[(a.t_s, a.end_s) for a in report.attacks if a.t_s <= end_s],
         prospective=detector,
     )
 
@@ -373,27 +445,61 @@ def run_trial(
         )
 
     report()
-    for outcome in backend.run(run_job, [jobs[i] for i in missing]):
-        index = missing[outcome.index]
-        job = jobs[index]
-        if outcome.result is None:
-            failures[index] = TrialFailure(
-                patient=job.patient,
-                phenotype=job.phenotype,
-                policy=job.policy,
-                error=outcome.error or "unknown error",
-            )
-        else:
-            results[index] = outcome.result
+    for indices, outcome in _run_missing(backend, jobs, missing):
+        for position, index in enumerate(indices):
+            job = jobs[index]
+            if outcome.result is None:
+                failures[index] = TrialFailure(
+                    patient=job.patient,
+                    phenotype=job.phenotype,
+                    policy=job.policy,
+                    error=outcome.error or "unknown error",
+                )
+                continue
+            entry = outcome.result[position]
+            results[index] = entry
             run_days += job.days
             if store is not None:
-                store.save(job_spec(job), outcome.result.model_dump(mode="json"))
+                store.save(job_spec(job), entry.model_dump(mode="json"))
         report()
     return TrialRun(
         entries=[results[i] for i in sorted(results)],
         failures=[failures[i] for i in sorted(failures)],
         from_store=from_store,
     )
+
+
+def _run_job_as_list(job: TrialJob) -> list[TrialEntry]:
+    return [run_job(job)]
+
+
+def _run_missing(
+    backend: Backend, jobs: list[TrialJob], missing: list[int]
+) -> Iterator[tuple[list[int], Outcome[list[TrialEntry]]]]:
+    """The missing jobs on ``backend``: one task per job, or, for jobs with a run-in, one
+    task per patient (its arms share one run-in). Yields (job indices, their outcome)."""
+    shared: dict[int, list[int]] = {}
+    groups: list[list[int]] = []
+    for index in missing:
+        if jobs[index].run_in is None:
+            groups.append([index])
+        else:
+            shared.setdefault(jobs[index].patient, []).append(index)
+    if not shared:
+        for outcome in backend.run(_run_job_as_list, [jobs[i] for i in missing]):
+            yield [missing[outcome.index]], outcome
+        return
+    groups.extend(shared.values())
+    tasks = [PatientArms(tuple(jobs[i] for i in group)) for group in groups]
+    for outcome in backend.run(_run_group, tasks):
+        yield groups[outcome.index], outcome
+
+
+def _run_group(task: PatientArms) -> list[TrialEntry]:
+    """A task: one job without a run-in, or a patient's arms after their shared run-in."""
+    if len(task.jobs) == 1 and task.jobs[0].run_in is None:
+        return [run_job(task.jobs[0])]
+    return run_patient_arms(task)
 
 
 def complete_patients(entries: list[TrialEntry], policies: Sequence[str]) -> list[TrialEntry]:

@@ -7,9 +7,10 @@ labelled session. A run with it must use all of that, or it mixes devices:
 * the firmware gets the preset's limits, electrode, impedance window and battery
   (``simulator.firmware.firmware_config_for``, used by the runner);
 * the controller's envelope gets the preset's ranges, charge per phase, impedance window
-  and a daily charge budget of six labelled sessions, and the therapy, sham, session
-  lengths and the dual-threshold policy's top amplitude its labelled and sham settings - unless the configuration sets them itself (a
-  user's setting always wins; the envelope still reviews it);
+  and a daily charge budget of six labelled sessions; the therapy, the sham, the session
+  lengths and the dual-threshold policy's top amplitude get its labelled and sham
+  settings - unless the configuration sets them itself (a user's setting always wins;
+  the envelope still reviews it);
 * the patient's therapy response counts dose in the preset's labelled sessions (1 SE =
   one labelled session; ``session_charge_uc``), which is how the calibration to PREMICE
   carries across devices - by assumption for every device but the e-TNS.

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from controller.config import ControllerConfig
+from controller.envelope import EnvelopeConfig
 from simulator.devices import (
     DEFAULT_DEVICE,
     DEVICE_PRESETS,
@@ -69,7 +70,7 @@ def controller_config_for(config: ControllerConfig, device: DevicePreset) -> Con
     limits, labelled, sham = device.limits, device.labelled, device.sham
     document = config.model_dump(exclude_unset=True)
     envelope = document.setdefault("envelope", {})
-    derived_envelope = {
+    derived_envelope: dict[str, float] = {
         "max_amplitude_ma": limits.max_amplitude_ma,
         "min_pulse_width_us": limits.min_pulse_width_us,
         "max_pulse_width_us": limits.max_pulse_width_us,
@@ -80,6 +81,12 @@ def controller_config_for(config: ControllerConfig, device: DevicePreset) -> Con
         "impedance_min_ohm": device.impedance_window_ohm[0],
         "impedance_max_ohm": device.impedance_window_ohm[1],
     }
+    default_ramp = EnvelopeConfig().ramp_up_ma_per_s
+    if labelled.amplitude_ma / default_ramp > labelled.session_s:
+        # A short session would end before the envelope's slow ramp reached the labelled
+        # amplitude: such a device ramps at its own maximum (as the nVNS preset trial does).
+        derived_envelope["ramp_up_ma_per_s"] = limits.max_ramp_rate_ma_per_s
+        derived_envelope["ramp_down_ma_per_s"] = limits.max_ramp_rate_ma_per_s
     for key, value in derived_envelope.items():
         envelope.setdefault(key, value)
     policy = document.setdefault("policy", {})

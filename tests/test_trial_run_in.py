@@ -82,13 +82,15 @@ def _job(policy: str, run_in: RunInSpec = RUN_IN) -> TrialJob:
 class ClosedLoopRun:
     arm: PreparedArm
     sim: SimReport
-    report: TrialReport
+    report: TrialReport  # from the arms run one by one, each with its own run-in
+    shared: TrialRun  # the same arms through run_trial: one run-in shared by both
 
 
 @pytest.fixture(scope="module")
 def trial() -> ClosedLoopRun:
     """The off arm through the trial's job, the closed-loop arm prepared and run in steps
-    (the same calls ``run_job`` makes) so the test can see its sim report."""
+    (the same calls ``run_job`` makes) so the test can see its sim report; then both
+    through ``run_trial``, which streams the patient's run-in once for both arms."""
     off = run_job(_job("off"))
     closed_job = _job("closed-loop")
     arm = prepare_arm(closed_job)
@@ -108,7 +110,22 @@ def trial() -> ClosedLoopRun:
         run_in=RUN_IN,
         patient_overrides=FAST_CYCLE,
     )
-    return ClosedLoopRun(arm, sim, report)
+    shared = run_trial([_job("off"), closed_job], InProcess())
+    return ClosedLoopRun(arm, sim, report, shared)
+
+
+def _without_wall_time(data: dict[str, object]) -> dict[str, object]:
+    out = {k: v for k, v in data.items() if k not in ("wall_s", "realtime_factor")}
+    if isinstance(out.get("prospective"), dict):
+        out["prospective"] = _without_wall_time(out["prospective"])  # type: ignore[arg-type]
+    return out
+
+
+def test_a_shared_run_in_gives_the_arms_separate_run_ins_give(trial: ClosedLoopRun) -> None:
+    assert not trial.shared.failures
+    shared = [_without_wall_time(e.model_dump()) for e in trial.shared.entries]
+    separate = [_without_wall_time(e.model_dump()) for e in trial.report.entries]
+    assert shared == separate
 
 
 def test_every_arm_starts_after_the_same_run_in(trial: ClosedLoopRun) -> None:
@@ -147,10 +164,10 @@ def test_closed_loop_record_is_the_scoring_of_its_own_alarms(trial: ClosedLoopRu
     assert record.time_in_warning == pytest.approx(expected.time_in_warning)
     assert record.false_alarms_per_day == expected.false_alarms_per_day
     assert record.p_value == expected.p_value
-    if record.sensitivity is not None:
-        assert record.improvement_over_chance == pytest.approx(
-            record.sensitivity - record.time_in_warning
-        )
+    assert record.sensitivity is not None and record.time_in_warning is not None
+    assert record.improvement_over_chance == pytest.approx(
+        record.sensitivity - record.time_in_warning
+    )
     # The report's per-phenotype summary is the median over those records.
     (chronic,) = [s for s in report.detector_prospective if s.phenotype == "chronic"]
     assert chronic.enrolled == 1

@@ -34,6 +34,7 @@ from controller.policy import build_policy
 from firmware_bridge.units import SECONDS_PER_DAY
 from insilico import prospective, scoring
 from insilico.backends import Backend, Outcome
+from insilico.ceilings import START_TIME_OF_DAY_H
 from insilico.device_setup import controller_config_for, resolve_device
 from insilico.physiology_tier import migraine_days
 from insilico.report import (
@@ -53,8 +54,6 @@ from simulator.physiology.patient import PatientSimulation, Phenotype
 from simulator.physiology.scenario import Scenario, scenario_from_dict
 
 DEFAULT_POLICIES = ("off", "open-loop", "closed-loop")
-#: The trial's scenarios start the patient's clock at 08:00 (the scenario default).
-START_TIME_OF_DAY_H = 8.0
 ALL_PHENOTYPES = tuple(p.value for p in Phenotype)
 
 

@@ -391,6 +391,7 @@ def cohort_jobs(
                         config,
                         settings,
                         sampling_rate_hz,
+                        tuple(sites),
                     )
                 )
                 found += 1

@@ -151,3 +151,21 @@ def test_site_selection_by_label() -> None:
     assert len(select_sites([])) == 8
     with pytest.raises(ValueError, match=r"unknown site\(s\) \['Cz'\]"):
         select_sites(["Cz"])
+
+
+def test_cohort_jobs_carry_the_chosen_sites_to_the_patient() -> None:
+    from insilico.prospective import StreamedPatient
+
+    jobs = cohort_jobs(
+        1,
+        ["chronic"],
+        0,
+        run_in_max_days=1.0,
+        test_days=1.0,
+        model="spectral",
+        config=ControllerConfig(),
+        settings=CalibrationSettings(),
+        sites=["Fp1", "C3"],
+    )
+    assert jobs[0].sites == ("Fp1", "C3")
+    assert StreamedPatient.for_job(jobs[0]).names == ["Fp1", "C3"]

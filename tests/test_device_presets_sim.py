@@ -101,3 +101,40 @@ def test_sim_command_takes_the_preset_and_reports_its_note(tmp_path: Path) -> No
     assert report["device"] == "implant"
     assert "UNCALIBRATED" in report["therapy_calibration"]
     assert "UNCALIBRATED" in done.stdout  # the table says it too
+
+
+def test_trial_command_runs_every_arm_on_the_preset(tmp_path: Path) -> None:
+    out = tmp_path / "trial.json"
+    done = subprocess.run(
+        [
+            *NEUROSTIM,
+            "trial",
+            "--patients",
+            "1",
+            "--days",
+            "0.02",
+            "--policies",
+            "off,open-loop",
+            "--phenotypes",
+            "chronic",
+            "--device-preset",
+            "implant",
+            "--workers",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(out.read_text())
+    assert report["device"] == "implant"
+    assert "UNCALIBRATED" in report["therapy_calibration"]
+    assert {e["device"] for e in report["entries"]} == {"implant"}
+    open_loop = next(e for e in report["entries"] if e["policy"] == "open-loop")
+    # The 08:00 session starts at t = 0: its charge is counted in implant sessions.
+    assert open_loop["charge_uc"] > 0
+    assert open_loop["dose_se"] == pytest.approx(open_loop["charge_uc"] / IMPLANT.session_charge_uc)
+    assert "UNCALIBRATED" in done.stdout

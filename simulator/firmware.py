@@ -329,7 +329,8 @@ class VirtualFirmware:
             frequency_hz=out.frequency_hz,
         )
         uv = self.source.read(self.config.source_block_samples, stim)
-        counts = np.rint(uv / self.config.scale_uv_per_count)
+        counts = uv / self.config.scale_uv_per_count
+        np.rint(counts, out=counts)
         np.clip(counts, -32768, 32767, out=counts)
         return counts.astype(np.int16)
 

@@ -235,6 +235,7 @@ class SpectralModel:
         self._cached_key: bytes | None = None
         self._cached_amp: np.ndarray | None = None
         self._cached_mix: np.ndarray | None = None
+        self._cached_mix_gain = 0.0  # the coherence gain _cached_mix was made for
 
     # ----------------------------------------------------------------- properties
     @property
@@ -361,10 +362,16 @@ class SpectralModel:
             psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
             psd[:, -1] = 0.0
             amp = np.sqrt(psd * self._fft_scale).astype(np.float32)
-            rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
-            mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
             self._cached_key, self._cached_amp = key, amp
-            self._cached_mix = mix.astype(np.float32)
+            coherence_gain = float(state.coherence_gain)
+            if self._cached_mix is None or coherence_gain != self._cached_mix_gain:
+                # The mixing depends on the coherence gain alone, which stays 1 outside
+                # prodromes while band gains and alpha peaks move at every cell.
+                rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
+                mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
+                self._cached_mix = mix.astype(np.float32)
+                self._cached_mix_gain = coherence_gain
+        assert self._cached_mix is not None
         return self._cached_amp, self._cached_mix
 
     def _complex_gaussian(self, shape: tuple[int, ...]) -> np.ndarray:

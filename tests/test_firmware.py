@@ -250,7 +250,7 @@ class _Wiretap:
 _ACTIONS = st.sampled_from(["stim", "off", "estop", "clear", "bad-impedance", "good-impedance"])
 
 
-@settings(max_examples=25, deadline=None, derandomize=True)
+@settings(max_examples=12, deadline=None, derandomize=True)
 @given(
     script=st.lists(
         st.tuples(st.floats(0.01, 3.0), _ACTIONS, st.floats(0.5, 4.0)), min_size=1, max_size=6

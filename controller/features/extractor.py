@@ -18,7 +18,6 @@ from controller.features.assemble import FrameContext, assemble_frame
 from controller.features.compiled import CompiledWindows
 from controller.features.config import FeaturesConfig
 from controller.features.frame import FeatureFrame
-from controller.features.kernels import sanitize
 from controller.features.layout import FeatureLayout
 from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_spectra
 from controller.features.timestats import BlockStats, block_stats
@@ -231,27 +230,27 @@ class FeatureExtractor:
         layout = self._layout
         n = self._n_samples
         end = n - self._buffer_origin  # buffer column just after the newest sample
-        sanitize(
+        block_n = layout.block_samples
+        seg_n, grid = layout.segment_samples, layout.segment_grid_samples
+        win_n, hop = layout.window_samples, layout.hop_samples
+        window_start = n - win_n if n >= win_n and (n - win_n) % hop == 0 else -1
+        fs = layout.sampling_rate_hz
+        frame = compiled.event(
             self._buffer,
             self._sanitized_n - self._buffer_origin,
             end,
             self._config.max_abs_uv,
             self._block_invalid,
+            n // block_n - 1 if n % block_n == 0 else -1,
+            n > block_n,
+            (n - seg_n) // grid if n >= seg_n and (n - seg_n) % grid == 0 else -1,
+            window_start,
+            self._t0_s + window_start / fs,
+            self._t0_s + n / fs,
         )
         self._sanitized_n = n
-        block_n = layout.block_samples
-        if n % block_n == 0:
-            compiled.add_block(
-                n // block_n - 1, self._buffer, end - block_n, n > block_n, self._block_invalid
-            )
-        seg_n, grid = layout.segment_samples, layout.segment_grid_samples
-        if n >= seg_n and (n - seg_n) % grid == 0:
-            compiled.add_segment((n - seg_n) // grid, self._buffer, end - seg_n)
-        win_n, hop = layout.window_samples, layout.hop_samples
-        if n >= win_n and (n - win_n) % hop == 0:
-            start = n - win_n
-            fs = layout.sampling_rate_hz
-            frames.append(compiled.frame(start, self._t0_s + start / fs, self._t0_s + n / fs))
+        if frame is not None:
+            frames.append(frame)
 
     def _emit(self, start: int) -> FeatureFrame:
         layout = self._layout

@@ -399,8 +399,7 @@ class ControllerCore:
         assert self.extractor is not None and self.detector is not None
         out = _Collect()
         self.stats.sample_blocks += 1
-        block_uv = event.counts * self._scales[:, None]
-        for frame in self.extractor.push(block_uv):
+        for frame in self.extractor.push_counts(event.counts, self._scales):
             self.stats.windows += 1
             self.last_frame = frame
             self._decide(frame, now, out)

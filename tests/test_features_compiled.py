@@ -212,3 +212,26 @@ def test_fused_event_gives_the_frames_of_separate_kernel_calls_bit_for_bit(
     assert len(fused_frames) == len(separate_frames) > 10
     for left, right in zip(fused_frames, separate_frames, strict=True):
         _assert_frames_identical(left, right)
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_push_counts_gives_the_frames_of_push_of_the_scaled_block_bit_for_bit(
+    use_numba: bool,
+) -> None:
+    rng = np.random.default_rng(21)
+    counts = rng.integers(-32768, 32767, (5, 3000), dtype=np.int16)
+    counts[1, 400:420] = 32767  # at the rail: clipped
+    wire_order = np.ascontiguousarray(counts.T).T  # strided, as decoded from a frame
+    scale = np.array([0.1, 0.25, 0.05, 1.0, 0.3])
+    by_counts, by_uv = (
+        FeatureExtractor(5, FS, clip_level_uv=32767.0 * scale, use_numba=use_numba)
+        for _ in range(2)
+    )
+    counted: list[FeatureFrame] = []
+    scaled: list[FeatureFrame] = []
+    for start in range(0, counts.shape[1], 125):
+        counted.extend(by_counts.push_counts(wire_order[:, start : start + 125], scale))
+        scaled.extend(by_uv.push(counts[:, start : start + 125] * scale[:, None]))
+    assert len(counted) == len(scaled) > 10
+    for left, right in zip(counted, scaled, strict=True):
+        _assert_frames_identical(left, right)

@@ -129,6 +129,35 @@ class CompiledWindows:
             [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
         )
         self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
+        #: The arguments of kernels.segment_and_window that never change (rings are
+        #: updated in place).
+        self._window_constants = (
+            layout.psd_scale,
+            layout.conn_bins,
+            self._seg_psd,
+            self._seg_auto,
+            self._seg_cross,
+            self._seg_phase,
+            self._blocks,
+            layout.block_samples,
+            self._band_lo,
+            self._band_hi,
+            self._band_conn_lo,
+            self._band_conn_hi,
+            layout.band_conn_mean_weights,
+            layout.alpha_peak_bins,
+            layout.line_bins,
+            layout.total_bins,
+            layout.freqs_hz,
+            layout.df_hz,
+            layout.theta_index,
+            layout.alpha_index,
+            pairs.first,
+            pairs.second,
+            self._plv,
+            self._summary_index,
+            self._thresholds,
+        )
         self._seg_slot_cache: dict[int, np.ndarray] = {}
         self._blk_slot_cache: dict[int, np.ndarray] = {}
 
@@ -220,37 +249,12 @@ class CompiledWindows:
         if window_start < 0:
             self._segment_terms(spectrum, slot)
             return None
-        pairs = self._context.pairs
         arrays = segment_and_window(
             spectrum,
-            layout.psd_scale,
-            layout.conn_bins,
             slot,
-            self._seg_psd,
-            self._seg_auto,
-            self._seg_cross,
-            self._seg_phase,
             self._segment_slots(window_start),
-            self._blocks,
             self._block_slots(window_start),
-            block_n,
-            self._band_lo,
-            self._band_hi,
-            self._band_conn_lo,
-            self._band_conn_hi,
-            layout.band_conn_mean_weights,
-            layout.alpha_peak_bins,
-            layout.line_bins,
-            layout.total_bins,
-            layout.freqs_hz,
-            layout.df_hz,
-            layout.theta_index,
-            layout.alpha_index,
-            pairs.first,
-            pairs.second,
-            self._plv,
-            self._summary_index,
-            self._thresholds,
+            *self._window_constants,
         )
         return self._frame_of(arrays, t_start_s, t_end_s)
 

@@ -18,6 +18,7 @@ from controller.features.assemble import FrameContext, assemble_frame
 from controller.features.compiled import CompiledWindows
 from controller.features.config import FeaturesConfig
 from controller.features.frame import FeatureFrame
+from controller.features.kernels import write_scaled
 from controller.features.layout import FeatureLayout
 from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_spectra
 from controller.features.timestats import BlockStats, block_stats
@@ -136,16 +137,38 @@ class FeatureExtractor:
     def push(self, block_uv: np.ndarray) -> list[FeatureFrame]:
         """Add (channels, samples) µV; return the frames of the windows completed by it."""
         block = np.asarray(block_uv, dtype=np.float64)
+        self._check_block(block)
+        return self._push(block, None)
+
+    def push_counts(self, counts: np.ndarray, scale_uv_per_count: np.ndarray) -> list[FeatureFrame]:
+        """:meth:`push` of ``counts * scale_uv_per_count[:, None]`` (integer ADC counts, one
+        scale per channel), the same frames bit for bit.
+
+        Why: on the compiled path the products are written straight into the sample
+        buffer, so a SAMPLES frame costs no intermediate µV block.
+        """
+        scale = np.asarray(scale_uv_per_count, dtype=np.float64)
+        if self._compiled is None:
+            return self.push(counts * scale[:, None])
+        self._check_block(counts)
+        if scale.shape != (self._n_channels,):
+            raise ValueError(f"scale_uv_per_count must have {self._n_channels} entries")
+        return self._push(counts, scale)
+
+    def _check_block(self, block: np.ndarray) -> None:
         if block.ndim != 2 or block.shape[0] != self._n_channels:
             raise ValueError(
                 f"block must be shaped ({self._n_channels}, n_samples), got {block.shape}"
             )
+
+    def _push(self, block: np.ndarray, scale: np.ndarray | None) -> list[FeatureFrame]:
+        """The event loop of :meth:`push`; ``scale``: ``block`` holds counts to scale."""
         frames: list[FeatureFrame] = []
         position = 0
         total = block.shape[1]
         while position < total:
             take = min(total - position, self._next_event_n - self._n_samples)
-            self._write(block if take == total else block[:, position : position + take])
+            self._write(block if take == total else block[:, position : position + take], scale)
             position += take
             if self._n_samples == self._next_event_n:
                 self._handle_events(frames)
@@ -165,7 +188,7 @@ class FeatureExtractor:
         window_end = win_n if n < win_n else win_n + ((n - win_n) // hop + 1) * hop
         return min(block_end, segment_end, window_end)
 
-    def _write(self, piece: np.ndarray) -> None:
+    def _write(self, piece: np.ndarray, scale: np.ndarray | None = None) -> None:
         """Append a piece that never crosses an event, zero-filling invalid samples.
 
         On the compiled path the piece is copied as is and checked in one kernel call at
@@ -180,7 +203,9 @@ class FeatureExtractor:
             self._buffer[:, :keep] = self._buffer[:, used - keep : used]
             self._buffer_origin = self._n_samples - keep
             used = keep
-        if self._compiled is not None:
+        if scale is not None:  # counts, compiled path only
+            write_scaled(self._buffer, used, piece, scale)
+        elif self._compiled is not None:
             self._buffer[:, used : used + width] = piece
         else:
             valid = np.abs(piece) <= self._config.max_abs_uv  # False for NaN and inf too

@@ -82,6 +82,16 @@ def sanitize(
 
 
 @_jit
+def write_scaled(buffer: np.ndarray, start: int, counts: np.ndarray, scale: np.ndarray) -> None:
+    """``buffer[:, start:start + n] = counts * scale[:, None]`` (the same products as numpy's
+    int-to-float64 multiply), without the intermediate block."""
+    for c in range(counts.shape[0]):
+        factor = scale[c]
+        for k in range(counts.shape[1]):
+            buffer[c, start + k] = counts[c, k] * factor
+
+
+@_jit
 def block_stats_into(
     buffer: np.ndarray,
     start: int,
@@ -590,16 +600,17 @@ def prepare_event(
 @_jit
 def segment_and_window(
     spectrum: np.ndarray,
+    segment_slot: int,
+    seg_slots: np.ndarray,
+    blk_slots: np.ndarray,
+    # -- from here on the same objects every event (CompiledWindows passes them as a tuple)
     psd_scale: np.ndarray,
     conn_bins: np.ndarray,
-    segment_slot: int,
     seg_psd: np.ndarray,
     seg_auto: np.ndarray,
     seg_cross: np.ndarray,
     seg_phase: np.ndarray,
-    seg_slots: np.ndarray,
     blocks: np.ndarray,
-    blk_slots: np.ndarray,
     block_samples: int,
     band_lo: np.ndarray,
     band_hi: np.ndarray,

@@ -40,9 +40,10 @@ from controller.detector.score import (
     z_scores,
 )
 from controller.detector.signature import calibrated_detector_config
-from controller.detector.state_machine import ProdromeStateMachine, WindowInput
+from controller.detector.state_machine import ProdromeStateMachine
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureFrame
+from controller.frozen import build_frozen
 from controller.jit import numba_enabled
 
 #: Good windows per channel that initialise the line-length reference (median/MAD):
@@ -496,31 +497,32 @@ class Detector:
             if self._last_raw_score is not None and not blanked:
                 self._smoother.update(self._last_raw_score, dt_s)
 
-        transition = self._machine.step(
-            WindowInput(
-                dt_s=dt_s,
-                score=self._smoother.value if self._last_raw_score is not None else None,
-                blanked=blanked,
-                enough_channels=enough,
-                calibrated=calibrated,
-            )
+        transition = self._machine.advance(
+            dt_s,
+            self._smoother.value if self._last_raw_score is not None else None,
+            blanked,
+            enough,
+            calibrated,
         )
         state = transition.state
         if learn and calibrated and state is DetectorState.NORMAL and self._below_lower():
             self._baseline.adapt(values, dt_s)
 
         scored = state not in (DetectorState.CALIBRATING, DetectorState.UNKNOWN)
-        return DetectorOutput(
-            t_s=frame.t_end_s,
-            state=state,
-            score=self._smoother.value if scored else None,
-            changed=transition.changed,
-            blanked=blanked,
-            good_channels=n_good,
-            reason=self._reason(
-                state, transition.reason, n_good, blank_reasons, finished_calibration
-            ),
-            z_scores=z_by_name,
+        return build_frozen(
+            DetectorOutput,
+            {
+                "t_s": frame.t_end_s,
+                "state": state,
+                "score": self._smoother.value if scored else None,
+                "changed": transition.changed,
+                "blanked": blanked,
+                "good_channels": n_good,
+                "reason": self._reason(
+                    state, transition.reason, n_good, blank_reasons, finished_calibration
+                ),
+                "z_scores": z_by_name,
+            },
         )
 
     def _change_blanking_reason(self) -> str:

@@ -35,6 +35,7 @@ from controller.features.kernels import (
     taper_segment,
     window_features,
 )
+from controller.frozen import build_frozen
 
 #: What :func:`window_features` returns (see its docstring).
 WindowArrays = tuple[
@@ -305,36 +306,44 @@ class CompiledWindows:
                 conn_freqs_hz=self._conn_freqs_hz,
                 coherence=pairs_to_matrix(coherence_bins, context.pairs),
             )
-        quality = SignalQuality(
-            flatline=flags[FLAG_FLATLINE],
-            clipped=flags[FLAG_CLIPPED],
-            line_noise_ratio=per_channel[CH_LINE_NOISE],
-            invalid=flags[FLAG_INVALID],
-            good=flags[FLAG_GOOD],
-            std_uv=per_channel[CH_STD],
-            clipped_fraction=per_channel[CH_CLIPPED_FRACTION],
+        quality = build_frozen(
+            SignalQuality,
+            {
+                "flatline": flags[FLAG_FLATLINE],
+                "clipped": flags[FLAG_CLIPPED],
+                "line_noise_ratio": per_channel[CH_LINE_NOISE],
+                "invalid": flags[FLAG_INVALID],
+                "good": flags[FLAG_GOOD],
+                "std_uv": per_channel[CH_STD],
+                "clipped_fraction": per_channel[CH_CLIPPED_FRACTION],
+            },
         )
         mean_coherence, mean_phase_sync = means[0], means[1]
-        return FeatureFrame(
-            t_start_s=t_start_s,
-            t_end_s=t_end_s,
-            band_names=layout.band_names,
-            channel_names=context.channel_names,
-            band_power_uv2=band[0],
-            relative_power=band[1],
-            theta_alpha_ratio=per_channel[CH_THETA_ALPHA],
-            alpha_peak_hz=per_channel[CH_ALPHA_PEAK],
-            line_length_uv=per_channel[CH_LINE_LENGTH],
-            coherence=matrices[0],
-            phase_sync=matrices[1],
-            phase_measure=context.config.phase_measure,
-            summary_measure=context.config.summary_measure,
-            mean_coherence=mean_coherence,
-            mean_phase_sync=mean_phase_sync,
-            mean_connectivity=mean_coherence if self._summary_index == 0 else mean_phase_sync,
-            node_strength=strength,
-            quality=quality,
-            spectra=spectra,
+        return build_frozen(
+            FeatureFrame,
+            {
+                "t_start_s": t_start_s,
+                "t_end_s": t_end_s,
+                "band_names": layout.band_names,
+                "channel_names": context.channel_names,
+                "band_power_uv2": band[0],
+                "relative_power": band[1],
+                "theta_alpha_ratio": per_channel[CH_THETA_ALPHA],
+                "alpha_peak_hz": per_channel[CH_ALPHA_PEAK],
+                "line_length_uv": per_channel[CH_LINE_LENGTH],
+                "coherence": matrices[0],
+                "phase_sync": matrices[1],
+                "phase_measure": context.config.phase_measure,
+                "summary_measure": context.config.summary_measure,
+                "mean_coherence": mean_coherence,
+                "mean_phase_sync": mean_phase_sync,
+                "mean_connectivity": (
+                    mean_coherence if self._summary_index == 0 else mean_phase_sync
+                ),
+                "node_strength": strength,
+                "quality": quality,
+                "spectra": spectra,
+            },
         )
 
     def _segment_slots(self, start: int) -> np.ndarray:

@@ -489,11 +489,17 @@ class Detector:
         learn = enough and not blanked
         z_by_name: dict[str, float] = {}
         if z is not None:
-            z_by_name = {
-                name: v
-                for name, v in zip(self._feature_names, z.tolist(), strict=True)
-                if math.isfinite(v)
-            }
+            values_z = z.tolist()
+            # A finite sum has only finite terms (NaN marks a missing feature); an
+            # overflowing sum of finite terms merely takes the filtering branch.
+            if not math.isfinite(sum(values_z)):
+                z_by_name = {
+                    name: v
+                    for name, v in zip(self._feature_names, values_z, strict=True)
+                    if math.isfinite(v)
+                }
+            else:
+                z_by_name = dict(zip(self._feature_names, values_z, strict=True))
             if self._last_raw_score is not None and not blanked:
                 self._smoother.update(self._last_raw_score, dt_s)
 

@@ -31,6 +31,7 @@ from controller.features.kernels import (
     block_stats_into,
     prepare_event,
     segment_and_window,
+    segment_and_window_lean,
     segment_terms,
     taper_segment,
     window_features,
@@ -38,8 +39,16 @@ from controller.features.kernels import (
 from controller.frozen import build_frozen
 
 #: What :func:`window_features` returns (see its docstring).
+#: The PSD and the coherence bins are None when the frame keeps no spectra.
 WindowArrays = tuple[
-    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+    np.ndarray | None,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray | None,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
 ]
 
 RfftRows = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -250,14 +259,18 @@ class CompiledWindows:
         if window_start < 0:
             self._segment_terms(spectrum, slot)
             return None
-        arrays = segment_and_window(
-            spectrum,
-            slot,
-            self._segment_slots(window_start),
-            self._block_slots(window_start),
-            *self._window_constants,
+        seg_slots, blk_slots = self._segment_slots(window_start), self._block_slots(window_start)
+        if self._context.keep_spectra:
+            arrays = segment_and_window(
+                spectrum, slot, seg_slots, blk_slots, *self._window_constants
+            )
+            return self._frame_of(arrays, t_start_s, t_end_s)
+        band, per_channel, flags, matrices, means, strength = segment_and_window_lean(
+            spectrum, slot, seg_slots, blk_slots, *self._window_constants
         )
-        return self._frame_of(arrays, t_start_s, t_end_s)
+        return self._frame_of(
+            (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s
+        )
 
     def frame(self, start: int, t_start_s: float, t_end_s: float) -> FeatureFrame:
         """The frame of the window starting ``start`` samples into the stream."""
@@ -300,6 +313,7 @@ class CompiledWindows:
         psd, band, per_channel, flags, coherence_bins, matrices, means, strength = arrays
         spectra = None
         if context.keep_spectra:
+            assert psd is not None and coherence_bins is not None
             spectra = WindowSpectra(
                 freqs_hz=layout.freqs_hz,
                 psd_uv2_per_hz=psd,

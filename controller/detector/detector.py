@@ -225,10 +225,10 @@ class Detector:
     ``stim_channels`` are row indices of the stimulation electrodes (artifact gating).
     ``use_numba`` (default; effective when numba is importable) computes the summary
     features, z-scores and score with compiled kernels (controller/detector/kernels.py):
-    the same values to rounding, several times faster per window.  Once calibrated, with
-    every artifact reference initialised, ``fuse_steady_state`` (default) runs those kernels
-    in one call per window (kernels.steady_window); False calls them one by one, the
-    reference the fused call is tested against bit for bit.
+    the same values to rounding, several times faster per window.  Once every artifact
+    reference is initialised, ``fuse_steady_state`` (default) runs those kernels in one
+    call per window (kernels.steady_window); False calls them one by one, the reference
+    the fused call is tested against bit for bit.
     """
 
     def __init__(
@@ -246,7 +246,7 @@ class Detector:
         self._config = config
         self._use_numba = numba_enabled(use_numba)
         self._fuse_steady_state = fuse_steady_state
-        self._steady_constants: tuple[Any, ...] | None = None
+        self._steady_constants: dict[bool, tuple[Any, ...]] = {}
         self._channel_names = tuple(channel_names)
         n = len(self._channel_names)
         self._min_good = config.resolved_min_good_channels(n)
@@ -362,49 +362,51 @@ class Detector:
             )
         dt_s = self._credit(frame)
         good = np.asarray(frame.quality.good, dtype=bool)
-        if self._fuse_steady_state and self._gate.compiled_ready and self._baseline.ready:
-            return self._conclude(frame, dt_s, *self._steady_window(frame, good, dt_s), False)
-        n_good = int(np.count_nonzero(good))
-        enough = n_good >= self._min_good
-        blank_reasons = []
-        artifact = self._gate.check(frame, good, dt_s)
-        if artifact:
-            blank_reasons.append(f"artifact: {artifact}")
-        if frame.t_start_s < self._blank_until_s:
-            blank_reasons.append(self._change_blanking_reason())
-        blanked = bool(blank_reasons)
-        learn = enough and not blanked
-        values = self._summary.values(frame, good, dt_s, learn=learn)
-
         baseline = self._baseline
         calibrated = baseline.ready
-        finished_calibration = False
-        if not calibrated and learn:
-            finished_calibration = baseline.add_calibration(values, dt_s)
-
         z: np.ndarray | None = None
-        self._last_raw_score = None
-        if calibrated and enough:
-            z = self._z_and_score(values)
+        if self._fuse_steady_state and self._gate.compiled_ready:
+            n_good, blank_reasons, values, z = self._steady_window(frame, good, dt_s)
+            enough = n_good >= self._min_good
+        else:
+            n_good = int(np.count_nonzero(good))
+            enough = n_good >= self._min_good
+            blank_reasons = []
+            artifact = self._gate.check(frame, good, dt_s)
+            if artifact:
+                blank_reasons.append(f"artifact: {artifact}")
+            if frame.t_start_s < self._blank_until_s:
+                blank_reasons.append(self._change_blanking_reason())
+            values = self._summary.values(frame, good, dt_s, learn=enough and not blank_reasons)
+            self._last_raw_score = None
+            if calibrated and enough:
+                z = self._z_and_score(values)
+
+        finished_calibration = False
+        if not calibrated and enough and not blank_reasons:
+            finished_calibration = baseline.add_calibration(values, dt_s)
         return self._conclude(
             frame, dt_s, n_good, blank_reasons, values, z, calibrated, finished_calibration
         )
 
     def _steady_window(
         self, frame: FeatureFrame, good: np.ndarray, dt_s: float
-    ) -> tuple[int, list[str], np.ndarray, np.ndarray | None, bool]:
-        """:meth:`update`'s gate, summary values and score in one compiled call, once the
-        baseline is calibrated and every artifact reference initialised (the steady state).
+    ) -> tuple[int, list[str], np.ndarray, np.ndarray | None]:
+        """:meth:`update`'s gate, summary values and (once calibrated) score in one
+        compiled call, once every artifact reference is initialised (the steady state).
 
         Same steps in the same order as the separate calls (kernels.steady_window), so the
-        same bits; returns what :meth:`_conclude` needs.
+        same bits; returns the good channels, the blanking reasons, the values and the
+        z-scores (None when not scored), and sets ``_last_raw_score``.
         """
         gate, summary = self._gate, self._summary
         bad_stim = gate.bad_stimulation_channels(frame, good)
         changing = frame.t_start_s < self._blank_until_s
         summary.resolve(frame)
-        if self._steady_constants is None:
-            self._steady_constants = self._steady_window_constants()
+        calibrated = self._baseline.ready
+        constants = self._steady_constants.get(calibrated)
+        if constants is None:
+            constants = self._steady_constants[calibrated] = self._steady_window_constants()
         values = np.empty(len(self._feature_names))
         jumped, n_good, raw = steady_window(
             np.asarray(frame.line_length_uv, dtype=np.float64),
@@ -421,7 +423,7 @@ class Detector:
             frame.mean_phase_sync,
             frame.mean_connectivity,
             values,
-            *self._steady_constants,
+            *constants,
         )
         artifacts = [bad_stim] if bad_stim else []
         if jumped:
@@ -429,16 +431,18 @@ class Detector:
         blank_reasons = [f"artifact: {'; '.join(artifacts)}"] if artifacts else []
         if changing:
             blank_reasons.append(self._change_blanking_reason())
-        enough = n_good >= self._min_good
-        self._last_raw_score = None if not enough or math.isnan(raw) else float(raw)
-        return n_good, blank_reasons, values, self._z if enough else None, True
+        scored = calibrated and n_good >= self._min_good
+        self._last_raw_score = None if not scored or math.isnan(raw) else float(raw)
+        return n_good, blank_reasons, values, self._z if scored else None
 
     def _steady_window_constants(self) -> tuple[Any, ...]:
-        """The arguments of kernels.steady_window that are the same objects every window:
-        once calibrated, the compiled path updates the references, the variability and the
-        baseline tracker in place, so the arrays are built once and reused."""
+        """The arguments of kernels.steady_window that are the same objects every window
+        (before calibration, and after it): the compiled path updates the references, the
+        variability and the baseline tracker in place, so the arrays are built once."""
         gate, summary, baseline, weights = self._gate, self._summary, self._baseline, self._weights
         reference, variability = gate.reference, summary.variability
+        calibrated = baseline.ready
+        unscored = np.zeros(len(self._feature_names))  # no baseline yet: no score
         return (
             self._min_good,
             reference.location,
@@ -460,8 +464,9 @@ class Detector:
             summary.kinds,
             summary.bands,
             LOG_POWER_FLOOR_UV2,
-            baseline.tracker_location,
-            baseline.tracker_scale,
+            calibrated,
+            baseline.tracker_location if calibrated else unscored,
+            baseline.tracker_scale if calibrated else unscored,
             baseline.settings.scale_floor_fraction,
             self._config.z_clip,
             weights.sign,

@@ -296,6 +296,7 @@ def steady_window(
     kinds: np.ndarray,
     bands: np.ndarray,
     log_power_floor: float,
+    score_window: bool,
     baseline_location: np.ndarray,
     baseline_scale: np.ndarray,
     baseline_floor_fraction: float,
@@ -306,11 +307,11 @@ def steady_window(
     mean_abs_normal: float,
     z_out: np.ndarray,
 ) -> tuple[int, int, float]:
-    """One window of a calibrated detector whose artifact references are all initialised:
-    the artifact gate's line-length rule and reference update, the alpha-peak variability
+    """One window of a detector whose artifact references are all initialised: the
+    artifact gate's line-length rule and reference update, the alpha-peak variability
     update (windows that are neither blanked nor short of good channels), the summary
-    values and the signature score, by the kernels above called in the detector's order
-    (so the same bits as calling them one by one).
+    values and, once calibrated (``score_window``), the signature score, by the kernels
+    above called in the detector's order (so the same bits as calling them one by one).
 
     ``blanked_already``: the window is blanked for another reason (a stimulation channel
     flagged bad, blanking after a change).  Returns (channels over the line-length limit,
@@ -376,7 +377,7 @@ def steady_window(
         values_out,
     )
     score = np.nan
-    if enough:
+    if enough and score_window:
         score = signature_score(
             values_out,
             baseline_location,

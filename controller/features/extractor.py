@@ -191,10 +191,10 @@ class FeatureExtractor:
     def _write(self, piece: np.ndarray, scale: np.ndarray | None = None) -> None:
         """Append a piece that never crosses an event, zero-filling invalid samples.
 
-        On the compiled path the piece is copied as is and checked in one kernel call at
-        the next event (:meth:`_handle_events_compiled`): with 10-sample SAMPLES frames
-        that saves a call per frame.  Unchecked samples never reach a summary, and they
-        are fewer than a block, so compaction always keeps them.
+        On the compiled path the piece is copied as is (counts times ``scale`` when given)
+        and checked in one kernel call at the next event (:meth:`_handle_events_compiled`):
+        with 10-sample SAMPLES frames that saves a call per frame.  Unchecked samples never
+        reach a summary, and they are fewer than a block, so compaction always keeps them.
         """
         used = self._n_samples - self._buffer_origin
         width = piece.shape[1]

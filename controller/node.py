@@ -36,6 +36,7 @@ from controller.core import (
     describe_setting,
 )
 from controller.device_check import DeviceCheck, DeviceFinding, Severity
+from controller.frozen import build_frozen
 from controller.observations import (
     CommandAnswered,
     CommandIssued,
@@ -256,7 +257,8 @@ class ControllerNode:
 
     def on_time(self, now: float) -> None:
         self._now = now
-        self._send_held(now)
+        if self._held:
+            self._send_held(now)
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
             if self._reconnect_would_clear_latch:
@@ -268,7 +270,9 @@ class ControllerNode:
         if not self.finished:
             self._handle(self.session.handle_timeout(now), now)
         if self.check is not None and self.state is LinkState.READY:
-            self._on_findings(self.check.check_time(now), now)
+            findings = self.check.check_time(now)
+            if findings:
+                self._on_findings(findings, now)
 
     # -- link lifecycle (shells that open links) ---------------------------------------
 
@@ -580,7 +584,7 @@ class ControllerNode:
                 self.recording.annotate(annotation)
         if self._subscribers:
             for output in result.outputs:
-                self._emit(DetectorUpdated(output.t_s, output))
+                self._emit(build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output}))
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:

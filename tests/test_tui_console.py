@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyedflib
 import pytest
 from textual.widgets import Input
 
@@ -52,8 +53,9 @@ def make_console(
 
 
 async def advance(app: ConsoleApp, clock: ScaledClock, seconds: float) -> None:
-    await clock.jump_to(clock.now() + seconds)
-    app.redraw()
+    """Run the loop's thread ``seconds`` of virtual time ahead, then redraw from a view."""
+    await app.session.jump_by(seconds)
+    await app.redraw()
 
 
 async def advance_until_calibrated(app: ConsoleApp, clock: ScaledClock, limit_s: float) -> None:
@@ -168,7 +170,7 @@ async def test_quit_ramps_down_and_the_device_confirms(tmp_path: Path) -> None:
         await advance(app, clock, 40.0)
         assert session.snapshot().reported.amplitude_ma > 0.0  # type: ignore[union-attr]
         await pilot.press("q")
-        await clock.jump_to(clock.now() + 120.0)
+        await session.jump_by(120.0)
         await pilot.pause()
     outcome = session.node.stop_outcome
     assert outcome is not None and outcome.ramped_down, outcome
@@ -266,3 +268,38 @@ async def test_e_types_in_a_text_field_and_ctrl_e_still_stops(tmp_path: Path) ->
         await pilot.press("ctrl+e")
         await advance(app, clock, 1.0)
         assert session.snapshot().estop_latched
+
+
+async def test_r_starts_and_stops_an_edf_recording(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app, session, clock = make_console(audit_path)
+    edf_path = tmp_path / "bench.edf"
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 5.0)
+        assert "EDF+ off" in app.status_line.plain
+        await pilot.press("r")
+        field = app.screen.query_one("#record-path", Input)
+        assert field.value.endswith(".edf")  # a suggestion the operator may keep
+        field.value = str(edf_path)
+        await pilot.press("enter")
+        await pilot.pause()
+        await advance(app, clock, 12.0)
+        snap = session.snapshot()
+        assert snap.recording and snap.record_path == str(edf_path)
+        assert f"EDF+ {edf_path} ● REC" in app.status_line.plain
+        await pilot.press("r")
+        await pilot.pause()
+        await advance(app, clock, 1.0)
+        assert not session.snapshot().recording
+        assert f"recording stopped: {edf_path}" in app.status_line.plain
+        assert "EDF+ off" in app.status_line.plain
+    with pyedflib.EdfReader(str(edf_path)) as edf:
+        assert edf.filetype == pyedflib.FILETYPE_EDFPLUS
+        info = snap.device
+        assert info is not None
+        assert edf.getSignalLabels() == [ch.label for ch in info.channels]
+        seconds = edf.getNSamples()[0] / edf.getSampleFrequency(0)
+        assert 11.0 <= seconds <= 14.0  # about the 12 virtual seconds between the keys
+    kinds = audit_kinds(audit_path)
+    assert kinds.count("recording_started") == kinds.count("recording_stopped") == 1
+    assert verify_audit(audit_path).ok

@@ -303,3 +303,23 @@ async def test_r_starts_and_stops_an_edf_recording(tmp_path: Path) -> None:
     kinds = audit_kinds(audit_path)
     assert kinds.count("recording_started") == kinds.count("recording_stopped") == 1
     assert verify_audit(audit_path).ok
+
+
+async def test_the_fast_forward_runs_through_the_calibration_on_the_loop_thread(
+    tmp_path: Path,
+) -> None:
+    app, session, clock = make_console(tmp_path / "audit.jsonl", console_config("off"))
+    app.fast_forward_calibration = True
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(600):  # the jump runs on the loop's thread; the UI stays free
+            await pilot.pause(0.05)
+            snap = session.snapshot()
+            if not clock.jumping and snap.detector is not None:
+                break
+        snap = session.snapshot()
+        assert snap.detector is not None and snap.detector.state.value != "CALIBRATING"
+        assert snap.calibration_elapsed_s == snap.calibration_s == 20.0
+        assert clock.paused  # the test's clock stays paused after the jump
+        assert clock.now() >= 20.0
+        await app.redraw()
+        assert "calibration" in app.detector_panel.plain and "20/20 s" in app.detector_panel.plain

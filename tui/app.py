@@ -39,6 +39,9 @@ from tui.widgets.traces import SPANS_S
 
 #: Redraws per second: smooth enough to watch, far below the sample rate.
 REFRESH_HZ = 10.0
+#: Redraws per second while the simulated device fast-forwards: the loop's thread then
+#: runs flat out, and every redraw takes the interpreter from it for a while.
+FAST_FORWARD_REFRESH_HZ = 1.0
 #: Simulated-device speeds the operator steps through.
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
 _CLEAR_KEYS = frozenset({"y", "R", "shift+r"})
@@ -88,6 +91,7 @@ class ConsoleApp(App[int]):
         self.quitting = False
         self.view: ConsoleView | None = None
         self._drawing = False
+        self._ticks = 0
         self._recordings_started = 0
         self.estop_banner = EstopBanner(id="estop")
         self.device_panel = DevicePanel(id="device")
@@ -142,8 +146,19 @@ class ConsoleApp(App[int]):
 
     def _tick(self) -> None:
         """The refresh timer: one view at a time; a busy loop skips a frame, never the UI."""
-        if not self._drawing:
-            self.run_worker(self.redraw(), name="redraw", group="redraw")
+        self._ticks += 1
+        if self._drawing or (self._fast_forwarding() and self._ticks % self._ticks_per_ff_redraw):
+            return
+        self.run_worker(self.redraw(), name="redraw", group="redraw")
+
+    def _fast_forwarding(self) -> bool:
+        pace = None if self.view is None else self.view.pace
+        return pace is not None and pace.jumping
+
+    @property
+    def _ticks_per_ff_redraw(self) -> int:
+        hz = self.refresh_hz or FAST_FORWARD_REFRESH_HZ
+        return max(1, round(hz / FAST_FORWARD_REFRESH_HZ))
 
     async def redraw(self) -> None:
         """Ask the loop's thread for a view, then draw it."""

@@ -100,7 +100,7 @@ def marker_form() -> TextForm:
 
 def recording_form(suggested: str) -> TextForm:
     return TextForm(
-        "EDF+ file to record into from now on (enter starts, escape cancels; r again stops)",
+        "EDF+ file to record into (enter starts, escape cancels)",
         "record-path",
         value=suggested,
     )

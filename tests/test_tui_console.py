@@ -17,6 +17,8 @@ from controller.config import ControllerConfig
 from controller.policy import POLICY_NAMES
 from controller.run import build_node
 from firmware_bridge.clock import ScaledClock
+from firmware_bridge.errors import DeviceUnreachable
+from firmware_bridge.transports.memory import MemoryLink, memory_link_pair
 from firmware_bridge.transports.registry import TransportRegistry
 from simulator.embedded import GroundTruthFeed
 from tui.app import ConsoleApp
@@ -323,3 +325,39 @@ async def test_the_fast_forward_runs_through_the_calibration_on_the_loop_thread(
         assert clock.now() >= 20.0
         await app.redraw()
         assert "calibration" in app.detector_panel.plain and "20/20 s" in app.detector_panel.plain
+
+
+async def test_a_device_that_never_answers_fails_cleanly_and_the_estop_still_works(
+    tmp_path: Path,
+) -> None:
+    """A port with nothing behind it: the handshake runs out on the loop's thread while
+    the screen stays live (an E-stop goes out and is audited), then the console ends
+    with the unreachable device as its failure."""
+    clock = ScaledClock()
+    clock.pause()
+    silent_ends: list[object] = []
+
+    async def open_silent(url: object) -> MemoryLink:
+        ours, theirs = memory_link_pair("silent")
+        silent_ends.append(theirs)  # kept open, never read: nobody answers
+        return ours
+
+    registry = TransportRegistry()
+    registry.register("sim", open_silent)
+    audit_path = tmp_path / "audit.jsonl"
+    node = build_node(console_config(), audit_path, None, datetime(2026, 1, 1, tzinfo=UTC))
+    session = ConsoleSession("sim://nobody", node, clock, registry, clock)
+    app = ConsoleApp(session, fast_forward_calibration=False, refresh_hz=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 0.5)
+        assert session.snapshot().link.value == "connecting"
+        await pilot.press("e")
+        assert session.snapshot().estop_latched
+        await advance(app, clock, 120.0)
+        for _ in range(100):
+            if app.failure is not None:
+                break
+            await pilot.pause(0.05)
+    assert isinstance(app.failure, DeviceUnreachable), app.failure
+    assert app.return_code == 1
+    assert "estop" in audit_kinds(audit_path)

@@ -138,7 +138,8 @@ class ConsoleApp(App[int]):
         except (BridgeError, ValueError) as exc:  # unreachable, version, envelope conflict
             self.failure = exc
         if self.quitting or self.failure is not None:
-            self.exit(0 if self.failure is None else 1)
+            code = 0 if self.failure is None else 1
+            self.exit(code, return_code=code)
         else:
             self.say("the loop has stopped; q quits")
 

@@ -26,7 +26,7 @@ from tui.forms import SettingForm
 from tui.session import ConsoleSession
 
 SIZE = (160, 50)
-URL = "sim://console-demo?seed=3"
+URL = "sim://default?seed=3"  # the default patient; the demo has a compressed cycle
 
 
 def console_config(policy: str = "open-loop") -> ControllerConfig:

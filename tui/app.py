@@ -76,13 +76,16 @@ class ConsoleApp(App[int]):
         *,
         fast_forward_calibration: bool = True,
         refresh_hz: float | None = REFRESH_HZ,
+        fast_forward_after_s: float = 0.0,
     ) -> None:
         """``refresh_hz`` None: redraw only after operator actions and ``redraw`` calls
-        (tests that move time themselves)."""
+        (tests that move time themselves). ``fast_forward_after_s``: virtual seconds the
+        fast-forward goes on after the calibration (the demo's prodrome build-up)."""
         super().__init__()
         self.refresh_hz = refresh_hz
         self.session = session
         self.fast_forward_calibration = fast_forward_calibration
+        self.fast_forward_after_s = fast_forward_after_s
         self.span_s = 10.0
         self.clearing = False  # first step of clearing the E-stop latch taken
         self.note = ""
@@ -128,7 +131,10 @@ class ConsoleApp(App[int]):
         loop_done = self.session.start()
         self.run_worker(self._run_loop(loop_done), name="controller loop", exit_on_error=False)
         if self.fast_forward_calibration and self.session.sim_clock is not None:
-            self.run_worker(self.session.fast_forward_calibration(), name="fast-forward")
+            self.run_worker(
+                self.session.fast_forward_calibration(self.fast_forward_after_s),
+                name="fast-forward",
+            )
         if self.refresh_hz is not None:
             self.set_interval(1.0 / self.refresh_hz, self._tick)
 

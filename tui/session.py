@@ -56,6 +56,9 @@ FAST_FORWARD_MARGIN_S = 5.0
 #: Further jumps while the detector still calibrates (blanked windows are not credited).
 FAST_FORWARD_STEP_S = 30.0
 FAST_FORWARD_EXTENSIONS = 120
+#: Small jumps until the device has described itself and the detector exists.
+FAST_FORWARD_CONNECT_STEP_S = 0.5
+FAST_FORWARD_CONNECT_STEPS = 60
 
 
 @dataclass(frozen=True)
@@ -315,14 +318,19 @@ class ConsoleSession:
         assert clock is not None, "only a simulated device's clock can jump"
         await asyncio.wrap_future(self.thread.submit(_jump(clock, None, seconds)))
 
-    async def fast_forward_calibration(self) -> None:
+    async def fast_forward_calibration(self, then_s: float = 0.0) -> None:
         """Jump through the detector's calibration (its credited seconds, which blanking
-        can stretch beyond the configured time), then hand over to the clock's rate."""
-        await asyncio.wrap_future(self.thread.submit(self._fast_forward()))
+        can stretch beyond the configured time), then ``then_s`` more, then hand over to
+        the clock's rate."""
+        await asyncio.wrap_future(self.thread.submit(self._fast_forward(then_s)))
 
-    async def _fast_forward(self) -> None:
+    async def _fast_forward(self, then_s: float) -> None:
         clock = self.sim_clock
         assert clock is not None
+        for _ in range(FAST_FORWARD_CONNECT_STEPS):
+            if self.node.core.detector is not None:
+                break  # built from the device's description (calibrated, with a file)
+            await clock.jump_to(clock.now() + FAST_FORWARD_CONNECT_STEP_S)
         snap = self._snapshot_now()
         left_s = snap.calibration_s - snap.calibration_elapsed_s
         if left_s > 0:
@@ -332,6 +340,8 @@ class ConsoleSession:
             if out is not None and out.state.value != "CALIBRATING":
                 break
             await clock.jump_to(clock.now() + FAST_FORWARD_STEP_S)
+        if then_s > 0:
+            await clock.jump_to(clock.now() + then_s)
 
 
 def ramp_limit(configured_ma_per_s: float, limits: DeviceLimits | None) -> float:

@@ -24,7 +24,7 @@ class DetectorPanel(Panel):
         text.append(f" {state} ", STATE_STYLE.get(state, "bold") + " reverse")
         if out is not None:
             score = "—" if out.score is None else f"{out.score:+.2f}"
-            text.append(f"  score {score}  (lower {lower:g}, upper {upper:g})")
+            text.append(f"  score {score}  (lower {lower:.3g}, upper {upper:.3g})")
             if out.blanked:
                 text.append("  BLANKED", "bold yellow")
             text.append(f"\n{out.good_channels} good channels")
@@ -53,9 +53,9 @@ def _score_trace(scores: tuple[ScorePoint, ...], lower: float, upper: float, wid
     recent = np.array([p.score for p in points if p.t_s >= t_end - SCORE_SPAN_S], dtype=float)
     cols = columns(recent, width)
     rows = (
-        (f"> {upper:<4g}", lambda s: s > upper, "magenta"),
+        (f"> {upper:<4.2g}", lambda s: s > upper, "magenta"),
         ("  mid ", lambda s: lower <= s <= upper, "yellow"),
-        (f"< {lower:<4g}", lambda s: s < lower, "green"),
+        (f"< {lower:<4.2g}", lambda s: s < lower, "green"),
     )
     for i, (label, inside, style) in enumerate(rows):
         if i:

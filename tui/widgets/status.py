@@ -16,7 +16,7 @@ class StatusLine(Panel):
         clock = view.pace
         if clock is not None:
             if clock.jumping:
-                pace = "fast-forward (calibration)"
+                pace = "fast-forward"
             elif clock.paused:
                 pace = "PAUSED"
             else:

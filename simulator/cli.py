@@ -50,6 +50,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="built-in scenario (default, aura-demo, faults), a scenario TOML file, or noise",
     )
     serve.add_argument("--model", choices=["spectral", "jansen-rit"], help="signal model")
+    serve.add_argument(
+        "--signal-block-frames",
+        type=int,
+        default=1,
+        help=(
+            "generate the signal N frames at a time (default 1: a stimulation change shows "
+            "in the signal within one frame; more costs less CPU per device, for fleets)"
+        ),
+    )
     serve.add_argument("--seed", type=int, default=0)
     serve.add_argument(
         "--key-file",
@@ -99,7 +108,14 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     mqtt_bench.register(bench_sub)
 
 
+def _source_block_samples(args: argparse.Namespace) -> int:
+    return args.signal_block_frames * FirmwareConfig.samples_per_frame
+
+
 def _serve_command(args: argparse.Namespace) -> int:
+    if args.signal_block_frames < 1:
+        print("neurostim device serve: --signal-block-frames must be >= 1", file=sys.stderr)
+        return 2
     if args.transport == "mqtt":
         return asyncio.run(_serve_mqtt(args))
     if not (args.pty or args.port):
@@ -122,7 +138,13 @@ async def _serve(args: argparse.Namespace) -> int:
         params["model"] = args.model
     try:
         key = device_key(args.key_file)
-        device = build_device(args.scenario, params, start_s=clock.now(), signing_key=key)
+        device = build_device(
+            args.scenario,
+            params,
+            start_s=clock.now(),
+            signing_key=key,
+            source_block_samples=_source_block_samples(args),
+        )
     except (DeviceSpecError, KeyFileError) as exc:
         print(f"neurostim device serve: {exc}", file=sys.stderr)
         return 2
@@ -197,6 +219,7 @@ async def _serve_mqtt(args: argparse.Namespace) -> int:
             args.seed,
             keys,
             args.keepalive,
+            _source_block_samples(args),
         )
     except (ValueError, DeviceURLError) as exc:  # DeviceSpecError, KeyFileError, counters
         print(f"neurostim device serve: {exc}", file=sys.stderr)

@@ -48,9 +48,12 @@ def build_device(
     start_s: float = 0.0,
     signing_key: bytes | None = None,
     device_id: str | None = None,
+    source_block_samples: int | None = None,
 ) -> SimulatedDevice:
     """``scenario`` is a built-in name, a TOML path, an EDF/BDF recording to replay (resampled
     to 250 Hz), or ``noise`` (placeholder EEG);
+    ``source_block_samples`` (a multiple of the frame) trades how soon the signal shows a
+    stimulation change for CPU per device (None: the firmware's default, one frame);
     ``start_s`` is the clock reading at the device's power-up; ``signing_key`` makes the
     device refuse unsigned commands (docs/protocol.md section 1.4)."""
     unknown = sorted(set(params) - set(KNOWN_PARAMS))
@@ -64,7 +67,13 @@ def build_device(
     name = FirmwareConfig.device_id if device_id is None else device_id
 
     def config(seed: int) -> FirmwareConfig:
-        return FirmwareConfig(device_id=name, seed=seed, signing_key=signing_key)
+        block = FirmwareConfig.source_block_samples
+        return FirmwareConfig(
+            device_id=name,
+            seed=seed,
+            signing_key=signing_key,
+            source_block_samples=block if source_block_samples is None else source_block_samples,
+        )
 
     model = params.get("model")
     if model is not None and model not in MODELS:

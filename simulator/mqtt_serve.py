@@ -47,6 +47,7 @@ def build_broker_devices(
     seed: int = 0,
     keys: dict[str, bytes] | None = None,
     keepalive_s: int = KEEPALIVE_S,
+    source_block_samples: int | None = None,
 ) -> list[BrokerDevice]:
     """Devices (patient seeds ``seed``, ``seed + 1``, ...) with links not yet started.
 
@@ -58,7 +59,14 @@ def build_broker_devices(
         if model:
             params["model"] = model
         key = None if keys is None else keys[device_id]
-        device = build_device(scenario, params, clock.now(), signing_key=key, device_id=device_id)
+        device = build_device(
+            scenario,
+            params,
+            clock.now(),
+            signing_key=key,
+            device_id=device_id,
+            source_block_samples=source_block_samples,
+        )
         counter = SessionCounter.in_dir(state_dir, device_id)
         counter.last()  # an unreadable counter stops here, not in the connection loop
         firmware_version = device.firmware.info.firmware_version

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 from firmware_bridge.framing import MAX_ENCODED
 from firmware_bridge.messages import MsgType
@@ -160,6 +162,18 @@ def client_for(
     return client
 
 
+def _paho(client: aiomqtt.Client) -> mqtt.Client:
+    """The paho client under an aiomqtt client, for publishing frames without awaiting each.
+
+    aiomqtt's ``publish`` waits for every message with a task, an event and a timeout, and
+    looks its id up among all pending calls; at the thousands of frames per second of a
+    fleet that costs more than the frames, and the lookup grows with the backlog until the
+    loop collapses. The frames do not need that wait: the sessions resend commands by id
+    and a sample gap is counted, not retried. paho's ``publish`` only queues the packet;
+    aiomqtt's socket callbacks on the same event loop write it out."""
+    return client._client
+
+
 def _unique_identifier(role: str, device_id: str) -> str:
     return f"neurostim-{role}-{device_id}-{os.getpid()}-{os.urandom(3).hex()}"
 
@@ -187,7 +201,6 @@ class _MqttEnd(LinkContext):
         self._client: aiomqtt.Client | None = None
         self._closing = False
         self._closed = False
-        self._publishing: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
         self._attempted = asyncio.Event()  # the first connect attempt ended (either way)
 
@@ -290,21 +303,22 @@ class _MqttEnd(LinkContext):
         if client is None:
             self._send_offline(len(frames))
             return
+        paho = _paho(client)
         for frame in frames:
-            task = asyncio.create_task(
-                client.publish(self._frames_out, frame, qos=frame_qos(frame))
-            )
-            self._publishing.add(task)
-            task.add_done_callback(self._published)
+            info = paho.publish(self._frames_out, frame, qos=frame_qos(frame))
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                self.stats.publish_failures += 1
         self.stats.publishes_tx += len(frames)
 
     def _send_offline(self, n_frames: int) -> None:
         raise LinkClosed(f"{self.description}: not connected to the broker")
 
-    def _published(self, task: asyncio.Task[None]) -> None:
-        self._publishing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self.stats.publish_failures += 1
+    async def _flush(self, client: aiomqtt.Client, timeout_s: float) -> None:
+        """Wait until every queued frame has been written to the broker's socket."""
+        paho = _paho(client)
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while paho.want_write() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
 
     async def receive(self) -> bytes:
         if self._closed:
@@ -324,12 +338,9 @@ class _MqttEnd(LinkContext):
         self._closing = True
         client = self._client
         if client is not None:
-            if self._publishing:  # the last frames (a BYE) leave before the connection
-                await asyncio.wait(set(self._publishing), timeout=CLOSE_FLUSH_S)
+            await self._flush(client, CLOSE_FLUSH_S)  # the last frames (a BYE) leave first
             with contextlib.suppress(aiomqtt.MqttError, asyncio.TimeoutError):
                 await asyncio.wait_for(self._before_close(client), CLOSE_FLUSH_S)
-        for task in list(self._publishing):
-            task.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

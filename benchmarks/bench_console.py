@@ -1,14 +1,17 @@
 """What the bench console costs the closed loop (printed, never asserted).
 
 Run from the repository root: ``.venv/bin/python -m benchmarks.bench_console [--seconds S]
-[--rss-hours H]``.
+[--rss-hours H] [--fast-forward-s S]``.
 
 - Latency: the scripted device of ``controller.bench_async`` (noise in real time, every
-  command ACKed) at 8 ch @ 250 Hz and 64 ch @ 1 kHz, the real loop and node, with the
-  console attached (headless, 160x50, redrawing at its normal rate) and without it: chunk
-  latency (receive to next receive, which includes the console's sample tap), event-loop
-  lag, redraw time, and what was dropped (samples the display missed, frames lost, gaps,
+  command ACKed) at 8 ch @ 250 Hz and 64 ch @ 1 kHz, the real loop and node on the
+  console's loop thread, with the console attached (headless, 160x50, redrawing at its
+  normal rate on its own thread) and without it: chunk latency (receive to next receive,
+  which includes the console's sample tap), the loop thread's event-loop lag, the time
+  to draw a view, and what was dropped (samples the display missed, frames lost, gaps,
   audit-writer waits).
+- Fast-forward: the wall time the console takes to fast-forward the detector's default
+  calibration on the embedded simulated patient.
 - Memory: the console on the embedded simulated patient, fast-forwarded through
   ``--rss-hours`` of virtual time; RSS sampled every 5 virtual minutes.
 """
@@ -24,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from textual.pilot import Pilot
 
 from controller.bench_async import BenchDevices, _lag_probe
 from controller.bench_device import bench_device
@@ -61,34 +65,35 @@ async def latency(
     session = ConsoleSession("sim://bench", node, clock, bench.registry)
     lags: list[float] = []
     stop_probe = asyncio.Event()
-    probe = asyncio.create_task(_lag_probe(lags, stop_probe))
+    session.thread.start()
+    session.thread.submit(_lag_probe(lags, stop_probe))  # the loop thread's lag
     redraw_s: list[float] = []
     try:
         if console:
             app = ConsoleApp(session, fast_forward_calibration=False)
-            plain_redraw = app.redraw
+            plain_draw = app.draw
 
-            def timed_redraw() -> None:
+            def timed_draw() -> None:
                 t0 = time.perf_counter()
-                plain_redraw()
+                plain_draw()
                 redraw_s.append(time.perf_counter() - t0)
 
-            app.redraw = timed_redraw  # type: ignore[method-assign]
+            app.draw = timed_draw  # type: ignore[method-assign]
             async with app.run_test(size=SIZE) as pilot:
                 await asyncio.sleep(seconds)
                 await pilot.press("q")
                 while not node.finished:
                     await asyncio.sleep(0.05)
         else:
-            run = asyncio.create_task(session.run())
+            done = session.start()
             await asyncio.sleep(seconds)
             await session.quit()
-            await run
+            await asyncio.wrap_future(done)
     finally:
-        stop_probe.set()
-        await probe
-        await bench.stop()
-        node.close(clock.now())
+        if session.thread.running:
+            session.thread.call(stop_probe.set).result(5.0)
+            session.thread.submit(bench.stop()).result(5.0)
+        session.shutdown()  # what is left on the loop thread is cancelled
     chunk_ms = np.array(bench.chunk_s()) * 1e3
     lag_ms = np.array(lags) * 1e3
     counters = node.link_counters()
@@ -110,30 +115,50 @@ async def latency(
     }
 
 
-async def memory(hours: float) -> list[tuple[float, float]]:
+def console_on_demo_patient(config: ControllerConfig) -> tuple[ConsoleApp, ConsoleSession]:
     clock = ScaledClock()
     registry = TransportRegistry()
     registry.register("sim", GroundTruthFeed(clock).open_url)
     tmp = Path(tempfile.mkdtemp())
-    node = build_node(
-        ControllerConfig(), tmp / "audit.jsonl", None, datetime.now(UTC), threaded_writes=True
-    )
+    node = build_node(config, tmp / "audit.jsonl", None, datetime.now(UTC), threaded_writes=True)
     session = ConsoleSession("sim://console-demo?seed=1", node, clock, registry, clock)
-    app = ConsoleApp(session, fast_forward_calibration=False)
+    return ConsoleApp(session, fast_forward_calibration=False), session
+
+
+async def quit_console(app: ConsoleApp, session: ConsoleSession, pilot: Pilot[int]) -> None:
+    await session.pause()
+    await pilot.press("q")
+    await session.run_on()
+    await session.jump_by(120.0)
+
+
+async def fast_forward(calibration_s: float) -> tuple[float, float]:
+    """(virtual s, wall s) of the console's fast-forward through the calibration."""
+    config = ControllerConfig.model_validate({"detector": {"calibration_s": calibration_s}})
+    app, session = console_on_demo_patient(config)
+    async with app.run_test(size=SIZE) as pilot:
+        t0 = time.perf_counter()
+        await session.fast_forward_calibration()
+        wall_s = time.perf_counter() - t0
+        virtual_s = session.now()
+        await quit_console(app, session, pilot)
+    return virtual_s, wall_s
+
+
+async def memory(hours: float) -> list[tuple[float, float]]:
+    app, session = console_on_demo_patient(ControllerConfig())
     samples: list[tuple[float, float]] = []
     async with app.run_test(size=SIZE) as pilot:
         step_s = 300.0
-        while clock.now() < hours * 3600.0:
-            await clock.jump_to(clock.now() + step_s)
-            await pilot.pause()
-            samples.append((clock.now(), rss_mb()))
+        while session.now() < hours * 3600.0:
+            await session.jump_by(step_s)
+            await app.redraw()
+            samples.append((session.now(), rss_mb()))
             print(
-                f"  virtual {clock.now() / 60:5.0f} min  RSS {samples[-1][1]:7.1f} MB", flush=True
+                f"  virtual {session.now() / 60:5.0f} min  RSS {samples[-1][1]:7.1f} MB",
+                flush=True,
             )
-        clock.pause()
-        await pilot.press("q")
-        clock.resume()
-        await clock.jump_to(clock.now() + 120.0)
+        await quit_console(app, session, pilot)
     return samples
 
 
@@ -141,6 +166,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=20.0, help="real time per latency case")
     parser.add_argument("--rss-hours", type=float, default=1.0, help="virtual hours (0 skips)")
+    parser.add_argument(
+        "--fast-forward-s",
+        type=float,
+        default=ControllerConfig().detector.calibration_s,
+        help="calibration seconds to fast-forward (0 skips)",
+    )
     args = parser.parse_args()
     # The scripted device speaks protocol 1.0 without ramps or an E-stop latch: the node's
     # device check reports it on every status (and E-stops); the numbers stay valid.
@@ -159,6 +190,12 @@ def main() -> int:
                     f"{v:>13.3f}" if isinstance(v, float) else f"{v!s:>13}" for v in row.values()
                 )
             )
+    if args.fast_forward_s > 0:
+        virtual_s, wall_s = asyncio.run(fast_forward(args.fast_forward_s))
+        print(
+            f"fast-forward: {virtual_s:.0f} virtual s in {wall_s:.1f} s wall "
+            f"({virtual_s / wall_s:.0f}x)"
+        )
     if args.rss_hours > 0:
         t0 = time.perf_counter()
         samples = asyncio.run(memory(args.rss_hours))

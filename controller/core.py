@@ -23,6 +23,7 @@ from controller.detector.types import DetectorOutput, DetectorState
 from controller.envelope import EnvelopeDecision, SafetyEnvelope
 from controller.envelope.limits import within_envelope
 from controller.features import FeatureExtractor, FeatureFrame
+from controller.frozen import build_frozen
 from controller.observations import Clamped, Refused
 from controller.policy import POLICY_NAMES, Policy, StimRequest, build_policy
 from firmware_bridge.events import (
@@ -117,13 +118,16 @@ class _Collect:
         self.annotations.append(Annotation(text, t_device_s))
 
     def result(self) -> CoreResult:
-        return CoreResult(
-            tuple(self.commands),
-            tuple(self.records),
-            tuple(self.annotations),
-            tuple(self.outputs),
-            tuple(self.clamps),
-            tuple(self.refusals),
+        return build_frozen(
+            CoreResult,
+            {
+                "commands": tuple(self.commands),
+                "records": tuple(self.records),
+                "annotations": tuple(self.annotations),
+                "outputs": tuple(self.outputs),
+                "clamps": tuple(self.clamps),
+                "refusals": tuple(self.refusals),
+            },
         )
 
 
@@ -399,8 +403,7 @@ class ControllerCore:
         assert self.extractor is not None and self.detector is not None
         out = _Collect()
         self.stats.sample_blocks += 1
-        block_uv = event.counts * self._scales[:, None]
-        for frame in self.extractor.push(block_uv):
+        for frame in self.extractor.push_counts(event.counts, self._scales):
             self.stats.windows += 1
             self.last_frame = frame
             self._decide(frame, now, out)

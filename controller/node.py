@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from controller.audit import AuditLog
 from controller.backoff import Backoff
@@ -36,6 +37,7 @@ from controller.core import (
     describe_setting,
 )
 from controller.device_check import DeviceCheck, DeviceFinding, Severity
+from controller.frozen import build_frozen
 from controller.observations import (
     CommandAnswered,
     CommandIssued,
@@ -80,6 +82,8 @@ log = logging.getLogger(__name__)
 
 #: Builds the recording once the device has described itself (labels, rate, scales).
 RecordingFactory = Callable[[DeviceInfo], RecordingSink]
+#: A recording factory for a file the operator names while the loop runs.
+RecordingOpener = Callable[[Path], RecordingFactory]
 #: Annotations from outside the protocol, on the device's sample clock (index / rate):
 #: e.g. a simulator's ground truth. Returns (t_device_s, text) pairs not yet delivered.
 AnnotationSource = Callable[[], list[tuple[float, str]]]
@@ -90,6 +94,15 @@ OPERATOR_MARKER_CODE = 1
 #: Two device faults within this window, or one dangerous one, end in ESTOP: one odd
 #: report may be a glitch, a second one means the device cannot be trusted.
 REPEATED_FINDING_WINDOW_S = 600.0
+
+
+@dataclass(frozen=True)
+class RecordingChange:
+    """What became of starting or stopping the recording: done, or refused and why."""
+
+    done: bool
+    path: str | None
+    reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,12 @@ class ControllerNode:
         key: bytes | None = None,
         session_factory: Callable[[], ControllerSession] | None = None,
         retry_first_connect: bool = False,
+        recording_opener: RecordingOpener | None = None,
     ) -> None:
         """``retry_first_connect``: keep trying when the first handshake gets no answer
         (a simulated link that drops frames); otherwise that is a failure the shell reports
-        as an unreachable device."""
+        as an unreachable device. ``recording_opener``: how ``start_recording`` makes a
+        recording of a file named while the loop runs (None: it refuses)."""
         loop_cfg = core.config.loop
         self.core = core
         self.audit = audit
@@ -163,6 +178,7 @@ class ControllerNode:
         self._closed = False
         self._now = 0.0
         self._retry_first_connect = retry_first_connect
+        self._recording_opener = recording_opener
 
     # -- observation -------------------------------------------------------------------
 
@@ -210,6 +226,7 @@ class ControllerNode:
             detector=core.last_output,
             thresholds=_thresholds(core),
             calibration_s=core.config.detector.calibration_s,
+            calibration_elapsed_s=_calibration_elapsed_s(core),
             policy=core.policy.name,
             manual=core.manual,
             requested=self._requested,
@@ -256,7 +273,8 @@ class ControllerNode:
 
     def on_time(self, now: float) -> None:
         self._now = now
-        self._send_held(now)
+        if self._held:
+            self._send_held(now)
         if self._reconnect_at is not None and now >= self._reconnect_at:
             self._reconnect_at = None
             if self._reconnect_would_clear_latch:
@@ -268,7 +286,9 @@ class ControllerNode:
         if not self.finished:
             self._handle(self.session.handle_timeout(now), now)
         if self.check is not None and self.state is LinkState.READY:
-            self._on_findings(self.check.check_time(now), now)
+            findings = self.check.check_time(now)
+            if findings:
+                self._on_findings(findings, now)
 
     # -- link lifecycle (shells that open links) ---------------------------------------
 
@@ -384,6 +404,46 @@ class ControllerNode:
         """Switch policy by name; raises ValueError naming the choices for an unknown one."""
         self._now = now
         self._carry(self.core.set_policy(name, now), now)
+
+    def start_recording(self, path: Path, now: float) -> RecordingChange:
+        """Record the device's samples into ``path`` from now until ``stop_recording``.
+
+        Refused while a recording runs (one file at a time: a second one would split the
+        samples), before the device has described what it records, or without an opener.
+        """
+        self._now = now
+        refusal = self._recording_refusal()
+        if refusal:
+            return RecordingChange(False, None, refusal)
+        assert self._recording_opener is not None and self.core.info is not None
+        factory = self._recording_opener(path)
+        self.recording = factory(self.core.info)
+        self._recording_factory = factory  # a reconnect to the same device keeps this file
+        self.audit.record("recording_started", now, path=str(self.recording.path))
+        return RecordingChange(True, str(self.recording.path))
+
+    def stop_recording(self, now: float) -> RecordingChange:
+        """Close the running recording (a valid EDF+ file from its start to now)."""
+        self._now = now
+        recording = self.recording
+        if recording is None or not recording.open:
+            return RecordingChange(False, None, "no recording is running")
+        recording.close()
+        self.recording = None
+        self._recording_factory = None  # a reconnect must not reopen (overwrite) the file
+        self.audit.record("recording_stopped", now, path=str(recording.path))
+        return RecordingChange(True, str(recording.path))
+
+    def _recording_refusal(self) -> str:
+        if self.recording is not None and self.recording.open:
+            return f"a recording is already running ({self.recording.path}): stop it first"
+        if self._recording_opener is None:
+            return "this controller was built without a way to open recordings"
+        if self.core.info is None:
+            return "no device yet: the recording needs its channels and rate"
+        if self._closed:
+            return "the controller is closed"
+        return ""
 
     def close(self, now: float) -> None:
         """Write the final record, close the recording and the audit log (idempotent)."""
@@ -580,7 +640,7 @@ class ControllerNode:
                 self.recording.annotate(annotation)
         if self._subscribers:
             for output in result.outputs:
-                self._emit(DetectorUpdated(output.t_s, output))
+                self._emit(build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output}))
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:
@@ -706,6 +766,17 @@ def _thresholds(core: ControllerCore) -> tuple[float, float]:
         upper, lower = core.detector.thresholds
         return (lower, upper)
     return (core.config.detector.lower_threshold, core.config.detector.upper_threshold)
+
+
+def _calibration_elapsed_s(core: ControllerCore) -> float:
+    """Credited calibration seconds so far; the whole period once the baseline is ready
+    (also a baseline loaded from a calibration file)."""
+    detector = core.detector
+    if detector is None:
+        return 0.0
+    baseline = detector.baseline
+    required_s = core.config.detector.calibration_s
+    return required_s if baseline.ready else min(baseline.calibrated_s, required_s)
 
 
 def _budgets(core: ControllerCore, t_s: float) -> EnvelopeBudgets:

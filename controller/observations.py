@@ -68,7 +68,8 @@ class NodeSnapshot:
     features: FeatureFrame | None
     detector: DetectorOutput | None
     thresholds: tuple[float, float]
-    calibration_s: float
+    calibration_s: float  # credited seconds the detector's baseline needs
+    calibration_elapsed_s: float  # credited so far (= calibration_s once calibrated)
     policy: str
     manual: bool
     requested: StimSetting | None  # the last command sent

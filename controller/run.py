@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -11,7 +12,7 @@ from controller.audit import AuditLog
 from controller.config import ControllerConfig
 from controller.core import ControllerCore, CoreStats
 from controller.loop import ControllerLoop, LoopReport
-from controller.node import AnnotationSource, ControllerNode, RecordingFactory
+from controller.node import AnnotationSource, ControllerNode, RecordingFactory, RecordingOpener
 from controller.recorder import EdfRecorder
 from controller.recording_sink import RecordingSink
 from controller.writer_thread import WriterThread
@@ -59,9 +60,12 @@ def build_node(
     key: bytes | None = None,
     client_name: str = "neurostim controller",
     retry_first_connect: bool = False,
+    recording_start: Callable[[], datetime] | None = None,
 ) -> ControllerNode:
     """A node with its audit log and recording; ``threaded_writes`` moves the file writes
-    off the caller's thread (the async shell); lockstep runs keep them inline."""
+    off the caller's thread (the async shell); lockstep runs keep them inline.
+    ``recording_start``: the date in the header of a recording the operator starts later
+    (``ControllerNode.start_recording``); default ``start``."""
     writer = WriterThread("audit-writer") if threaded_writes and audit_path else None
     audit = AuditLog(
         audit_path, flush_interval_s=config.recording.audit_flush_interval_s, writer=writer
@@ -71,6 +75,12 @@ def build_node(
         if record_path is not None
         else None
     )
+    started = recording_start or (lambda: start)
+
+    def open_recording(path: Path) -> RecordingFactory:
+        return edf_recording_factory(path, started(), threaded_writes)
+
+    opener: RecordingOpener = open_recording
     return ControllerNode(
         ControllerCore(config),
         audit,
@@ -79,6 +89,7 @@ def build_node(
         key=key,
         client_name=client_name,
         retry_first_connect=retry_first_connect,
+        recording_opener=opener,
     )
 
 

@@ -324,20 +324,26 @@ class Samples:
 
     @classmethod
     def decode_with(cls, payload: bytes, n_channels: int) -> Self:
-        body = len(payload) - 4
-        if body <= 0 or body % (2 * n_channels):
-            raise MalformedPayload(
-                f"SAMPLES payload of {len(payload)} bytes does not hold whole samples "
-                f"of {n_channels} channels"
-            )
-        (first,) = _SAMPLES_HEAD.unpack_from(payload)
-        counts = np.frombuffer(payload, dtype=_INT16_LE, offset=4).reshape(-1, n_channels).T
-        return cls(first, counts)
+        return cls(*decode_samples_payload(payload, n_channels))
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Samples):
             return NotImplemented
         return self.first_index == other.first_index and np.array_equal(self.counts, other.counts)
+
+
+def decode_samples_payload(payload: bytes, n_channels: int) -> tuple[int, np.ndarray]:
+    """``(first_index, counts)`` of a SAMPLES payload, counts a read-only int16 view
+    shaped (channels, samples); what ``Samples.decode_with`` holds, without the object."""
+    body = len(payload) - 4
+    if body <= 0 or body % (2 * n_channels):
+        raise MalformedPayload(
+            f"SAMPLES payload of {len(payload)} bytes does not hold whole samples "
+            f"of {n_channels} channels"
+        )
+    (first,) = _SAMPLES_HEAD.unpack_from(payload)
+    counts = np.frombuffer(payload, dtype=_INT16_LE, offset=4).reshape(-1, n_channels).T
+    return first, counts
 
 
 def encode_samples_payload(first_index: int, counts: np.ndarray) -> bytes:
@@ -558,6 +564,20 @@ def _impedance_struct(n: int) -> struct.Struct:
     return fmt
 
 
+#: Fault codes set in each fault-flags value seen so far: STATUS comes every second with
+#: one of a handful of values, and iterating an Enum class is slow.
+_FAULTS_OF_FLAGS: dict[int, tuple[FaultCode, ...]] = {}
+
+
+def _faults_of(flags: int) -> tuple[FaultCode, ...]:
+    codes = _FAULTS_OF_FLAGS.get(flags)
+    if codes is None:
+        codes = tuple(code for code in FaultCode if flags & (1 << code))
+        if len(_FAULTS_OF_FLAGS) < 4096:  # a bound against arbitrary flags from the wire
+            _FAULTS_OF_FLAGS[flags] = codes
+    return codes
+
+
 @dataclass(frozen=True)
 class Status:
     MSG_TYPE: ClassVar[MsgType] = MsgType.STATUS
@@ -566,7 +586,7 @@ class Status:
     impedance_ohm: tuple[int, ...] = field(default=())
 
     def active_faults(self) -> list[FaultCode]:
-        return [code for code in FaultCode if self.fault_flags & (1 << code)]
+        return list(_faults_of(self.fault_flags))
 
     def encode(self) -> bytes:
         n = len(self.impedance_ohm)

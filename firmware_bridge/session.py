@@ -69,12 +69,12 @@ from firmware_bridge.messages import (
     MsgType,
     Nack,
     NackReason,
-    Samples,
     Status,
     StimSet,
     StimSetting,
     StimState,
     UnknownMessageType,
+    decode_samples_payload,
     encode_heartbeat_payload,
     encode_samples_payload,
     encode_samples_payload_interleaved,
@@ -197,6 +197,15 @@ class SessionState(Enum):
     FAILED = "failed"
 
 
+# Module constants: reading an Enum member through its class runs a descriptor (Python
+# 3.11), several times slower than a global; the per-step paths compare against these.
+_IDLE = SessionState.IDLE
+_HANDSHAKING = SessionState.HANDSHAKING
+_READY = SessionState.READY
+_LOST = SessionState.LOST
+_FAILED = SessionState.FAILED
+
+
 class UnsupportedByDevice(ValueError):
     """The device's protocol minor version lacks the message asked for."""
 
@@ -234,8 +243,9 @@ class ControllerSession(_Endpoint):
         super().__init__(key)
         self.client_name = client_name
         self.timing = timing
-        self.state = SessionState.IDLE
-        self.info: DeviceInfo | None = None
+        self.state = _IDLE
+        self._info: DeviceInfo | None = None
+        self._n_channels = 0  # len(info.channels)
         self._hello_attempts = 0
         self._hello_deadline: float | None = None
         self._next_heartbeat: float | None = None
@@ -254,11 +264,21 @@ class ControllerSession(_Endpoint):
 
     def connect(self, now: float) -> None:
         """Start (or restart after a loss) the handshake."""
-        self.state = SessionState.HANDSHAKING
+        self.state = _HANDSHAKING
         self._hello_attempts = 0
         self._next_heartbeat = None  # heartbeats resume when the handshake completes
         self._reanchor = self._expected_index is not None
         self._send_hello(now)
+
+    @property
+    def info(self) -> DeviceInfo | None:
+        """The device's DEVICE_INFO (None before the first handshake)."""
+        return self._info
+
+    @info.setter
+    def info(self, info: DeviceInfo | None) -> None:
+        self._info = info
+        self._n_channels = 0 if info is None else len(info.channels)
 
     @property
     def peer_minor(self) -> int | None:
@@ -304,7 +324,7 @@ class ControllerSession(_Endpoint):
         watchdog fault. Heartbeats stop now; the session is IDLE once the BYE is answered
         or times out. Returns None (nothing sent) when there is no session or the device
         speaks 1.0 (it would skip the BYE and trip its watchdog as before)."""
-        if self.state is not SessionState.READY or self.info is None or self.info.minor < 1:
+        if self.state is not _READY or self.info is None or self.info.minor < 1:
             return None
         self._next_heartbeat = None
         cid = self._command(Bye(self._take_command_id()), now, sign=False)
@@ -330,7 +350,7 @@ class ControllerSession(_Endpoint):
         c = self._next_heartbeat
         if c is not None and (due is None or c < due):
             due = c
-        if self.state is SessionState.READY and self._last_rx_s is not None:
+        if self.state is _READY and self._last_rx_s is not None:
             c = self._last_rx_s + self._peer_timeout_s
             if due is None or c < due:
                 due = c
@@ -348,18 +368,18 @@ class ControllerSession(_Endpoint):
             self._deferred.clear()
             self._deferred_due = None
         hello_due = self._hello_deadline is not None and now >= self._hello_deadline
-        if self.state is SessionState.HANDSHAKING and hello_due:
+        if self.state is _HANDSHAKING and hello_due:
             if self._hello_attempts < self.timing.hello_attempts:
                 self._send_hello(now)
             else:
-                self.state = SessionState.FAILED
+                self.state = _FAILED
                 self._hello_deadline = None
                 events.append(HandshakeFailed(self._hello_attempts))
-        if self.state is SessionState.READY:
+        if self.state is _READY:
             assert self._last_rx_s is not None
             silent = now - self._last_rx_s
             if now >= self._last_rx_s + self._peer_timeout_s:  # the deadline's own expression
-                self.state = SessionState.LOST
+                self.state = _LOST
                 self._next_heartbeat = None
                 events.append(PeerLost(silent))
                 events.extend(self._fail_all_pending())
@@ -428,7 +448,7 @@ class ControllerSession(_Endpoint):
         """The BYE was answered or gave up: the session is over."""
         if command_id == self._bye_id:
             self._bye_id = None
-            self.state = SessionState.IDLE
+            self.state = _IDLE
             self._next_heartbeat = None
 
     def _command(self, msg: Command, now: float, sign: bool) -> int:
@@ -456,24 +476,24 @@ class ControllerSession(_Endpoint):
         return events
 
     def _on_samples(self, frame: Frame) -> SamplesReceived | None:
-        if self.state is not SessionState.READY or self.info is None:
+        if self.state is not _READY or self._info is None:
             self.stats.unexpected += 1
             return None
         try:
-            msg = Samples.decode_with(frame.payload, len(self.info.channels))
+            first_index, counts = decode_samples_payload(frame.payload, self._n_channels)
         except MalformedPayload:
             self.stats.malformed += 1
             return None
-        n = msg.n_samples
+        n = counts.shape[1]
         missing = 0
         if self._expected_index is None:
-            index = msg.first_index
+            index = first_index
         else:
-            delta = (msg.first_index - self._expected_index) % _INDEX_MODULO
+            delta = (first_index - self._expected_index) % _INDEX_MODULO
             if delta >= _HALF_INDEX:  # behind what we have: duplicate or overlap
                 if self._reanchor:
                     self.stats.index_resets += 1
-                    index = msg.first_index
+                    index = first_index
                 else:
                     self.stats.sample_duplicates += 1
                     return None
@@ -488,16 +508,16 @@ class ControllerSession(_Endpoint):
         self._expected_index = index + n
         stats.samples_rx += n
         stats.sample_frames_rx += 1
-        return SamplesReceived(index, msg.counts, frame.timestamp_us, missing)
+        return SamplesReceived(index, counts, frame.timestamp_us, missing)
 
     def _on_message(self, msg: Message, now: float) -> list[Event]:
         if isinstance(msg, DeviceInfo):
             return self._on_device_info(msg, now)
         if isinstance(msg, HelloReject):
-            if self.state is not SessionState.HANDSHAKING:
+            if self.state is not _HANDSHAKING:
                 self.stats.unexpected += 1
                 return []
-            self.state = SessionState.FAILED
+            self.state = _FAILED
             self._hello_deadline = None
             return [VersionRejected(msg.major, msg.minor, msg.text)]
         if isinstance(msg, Ack | Nack):
@@ -523,15 +543,15 @@ class ControllerSession(_Endpoint):
         return []
 
     def _on_device_info(self, info: DeviceInfo, now: float) -> list[Event]:
-        if self.state is not SessionState.HANDSHAKING:
+        if self.state is not _HANDSHAKING:
             self.stats.unexpected += 1
             return []
         if info.major != PROTOCOL_MAJOR:
-            self.state = SessionState.FAILED
+            self.state = _FAILED
             self._hello_deadline = None
             return [VersionRejected(info.major, info.minor, "DEVICE_INFO of another major version")]
         self.info = info
-        self.state = SessionState.READY
+        self.state = _READY
         self._hello_deadline = None
         beat_s = info.heartbeat_interval_ms / 1000.0
         self._heartbeat_interval_s = min(beat_s, info.watchdog_ms / 4000.0)

@@ -51,6 +51,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     serve.add_argument("--model", choices=["spectral", "jansen-rit"], help="signal model")
     serve.add_argument(
+        "--samples-per-frame",
+        type=int,
+        help=f"samples per SAMPLES frame (default {FirmwareConfig.samples_per_frame})",
+    )
+    serve.add_argument(
         "--signal-block-frames",
         type=int,
         default=1,
@@ -108,14 +113,14 @@ def register_bench(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser
     mqtt_bench.register(bench_sub)
 
 
-def _source_block_samples(args: argparse.Namespace) -> int:
-    return args.signal_block_frames * FirmwareConfig.samples_per_frame
-
-
 def _serve_command(args: argparse.Namespace) -> int:
-    if args.signal_block_frames < 1:
-        print("neurostim device serve: --signal-block-frames must be >= 1", file=sys.stderr)
-        return 2
+    for flag, value in (
+        ("--signal-block-frames", args.signal_block_frames),
+        ("--samples-per-frame", args.samples_per_frame),
+    ):
+        if value is not None and value < 1:
+            print(f"neurostim device serve: {flag} must be >= 1", file=sys.stderr)
+            return 2
     if args.transport == "mqtt":
         return asyncio.run(_serve_mqtt(args))
     if not (args.pty or args.port):
@@ -143,7 +148,8 @@ async def _serve(args: argparse.Namespace) -> int:
             params,
             start_s=clock.now(),
             signing_key=key,
-            source_block_samples=_source_block_samples(args),
+            samples_per_frame=args.samples_per_frame,
+            signal_block_frames=args.signal_block_frames,
         )
     except (DeviceSpecError, KeyFileError) as exc:
         print(f"neurostim device serve: {exc}", file=sys.stderr)
@@ -219,7 +225,8 @@ async def _serve_mqtt(args: argparse.Namespace) -> int:
             args.seed,
             keys,
             args.keepalive,
-            _source_block_samples(args),
+            args.samples_per_frame,
+            args.signal_block_frames,
         )
     except (ValueError, DeviceURLError) as exc:  # DeviceSpecError, KeyFileError, counters
         print(f"neurostim device serve: {exc}", file=sys.stderr)

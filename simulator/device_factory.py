@@ -48,12 +48,14 @@ def build_device(
     start_s: float = 0.0,
     signing_key: bytes | None = None,
     device_id: str | None = None,
-    source_block_samples: int | None = None,
+    samples_per_frame: int | None = None,
+    signal_block_frames: int = 1,
 ) -> SimulatedDevice:
     """``scenario`` is a built-in name, a TOML path, an EDF/BDF recording to replay (resampled
     to 250 Hz), or ``noise`` (placeholder EEG);
-    ``source_block_samples`` (a multiple of the frame) trades how soon the signal shows a
-    stimulation change for CPU per device (None: the firmware's default, one frame);
+    ``samples_per_frame`` (None: the firmware's default) sets the SAMPLES frame length;
+    ``signal_block_frames`` trades how soon the signal shows a stimulation change for CPU
+    per device (the signal is made that many frames at a time);
     ``start_s`` is the clock reading at the device's power-up; ``signing_key`` makes the
     device refuse unsigned commands (docs/protocol.md section 1.4)."""
     unknown = sorted(set(params) - set(KNOWN_PARAMS))
@@ -67,12 +69,13 @@ def build_device(
     name = FirmwareConfig.device_id if device_id is None else device_id
 
     def config(seed: int) -> FirmwareConfig:
-        block = FirmwareConfig.source_block_samples
+        frame = FirmwareConfig.samples_per_frame if samples_per_frame is None else samples_per_frame
         return FirmwareConfig(
             device_id=name,
             seed=seed,
             signing_key=signing_key,
-            source_block_samples=block if source_block_samples is None else source_block_samples,
+            samples_per_frame=frame,
+            source_block_samples=frame * signal_block_frames,
         )
 
     model = params.get("model")

@@ -190,7 +190,8 @@ class VirtualFirmware:
     # -- the sans-IO surface -----------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
-        self.advance_to(now)
+        if not self._settled_at(now):
+            self.advance_to(now)
         for event in self.session.receive_data(data, now):
             self._on_event(event, now)
         if self._status_due:
@@ -218,6 +219,21 @@ class VirtualFirmware:
         if d is not None and d < due:
             due = d
         return due
+
+    def _settled_at(self, now: float) -> bool:
+        """True when the device is already at ``now`` (``advance_to(now)`` ran, or it was
+        powered up then) and nothing can be due again at ``now``: no ramp moving the output
+        and no STATUS owed. Every timer served at ``now`` is rescheduled strictly after it,
+        and no event received since (ack, heartbeat, HELLO, BYE) sets one at or before it,
+        so running ``advance_to(now)`` again would change nothing."""
+        out = self.output
+        return (
+            now == self.now_s
+            and not self._status_due
+            and out.t_s == now
+            and self._battery_t == now
+            and out.amplitude_ma == out.target_ma
+        )
 
     def advance_to(self, now: float) -> None:
         """Run the device up to ``now``: acquire and send samples, ramps, timers."""
@@ -313,24 +329,27 @@ class VirtualFirmware:
             frequency_hz=out.frequency_hz,
         )
         uv = self.source.read(self.config.source_block_samples, stim)
-        counts = np.rint(uv / self.config.scale_uv_per_count)
+        counts = uv / self.config.scale_uv_per_count
+        np.rint(counts, out=counts)
         np.clip(counts, -32768, 32767, out=counts)
         return counts.astype(np.int16)
 
     def _impedances(self) -> _ImpedanceView:
         override = self.source.impedance_ohm()
-        impedances = (
-            self._nominal_impedance_ohm if override is None else np.asarray(override, float)
-        )
-        if override is not None and self._skin_update >= 0:
-            # The source reports its recording electrodes; the stimulation electrode is the
-            # skin electrode, never below its drying impedance (a sensor fault may raise it).
-            impedances = impedances.copy()
-            stim = impedances[self._stim_index]
-            impedances[self._stim_index] = np.maximum(stim, self._skin_ohm)
-        reading = None if override is None else impedances.tobytes()
+        raw = None if override is None else np.asarray(override, float)
+        reading = None if raw is None else raw.tobytes()
         view = self._impedance_view
         if view is None or view.reading != reading:
+            # The view also depends on the skin electrode's impedance: its hourly update
+            # drops the view (_update_skin_impedance), so the source's reading is the key.
+            impedances = self._nominal_impedance_ohm if raw is None else raw
+            if raw is not None and self._skin_update >= 0:
+                # The source reports its recording electrodes; the stimulation electrode is
+                # the skin electrode, never below its drying impedance (a sensor fault may
+                # raise it).
+                impedances = impedances.copy()
+                stim = impedances[self._stim_index]
+                impedances[self._stim_index] = np.maximum(stim, self._skin_ohm)
             lo, hi = self.config.impedance_window_ohm
             stim = impedances[self._stim_index]
             view = self._impedance_view = _ImpedanceView(

@@ -22,10 +22,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def jit(function: F) -> F:
-    """Compile with numba (cached on disk, no GIL) when available; else leave as Python."""
+    """Compile with numba (cached on disk, no GIL) when available; else leave as Python.
+
+    ``error_model="numpy"``: a float division by zero gives inf or nan, as in numpy,
+    instead of raising. The kernels never divide by zero (their denominators are sums
+    with 1 or counts >= 1); without the check on every division the loops compile to
+    straight-line code. It changes no result of a division by a non-zero number.
+    """
     if not NUMBA_AVAILABLE:
         return function
-    return cast(F, njit(cache=True, nogil=True)(function))
+    return cast(F, njit(cache=True, nogil=True, error_model="numpy")(function))
 
 
 def numba_enabled(use_numba: bool) -> bool:

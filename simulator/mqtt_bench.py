@@ -64,6 +64,12 @@ def register(bench_sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     parser.add_argument("--rate", type=float, default=200.0, help="commands per second")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each stream test")
     parser.add_argument("--count", type=int, default=0, help="also N devices on one broker")
+    parser.add_argument(
+        "--fleet-samples-per-frame",
+        type=int,
+        default=FirmwareConfig.samples_per_frame,
+        help="the fleet devices' SAMPLES frame length (default %(default)s: 40 ms at 250 Hz)",
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(handler=main_bench_mqtt)
 
@@ -253,7 +259,7 @@ async def _throughput(
 
 
 async def _fleet(
-    broker: MqttBroker, count: int, seconds: float, state_dir: Path
+    broker: MqttBroker, count: int, seconds: float, state_dir: Path, samples_per_frame: int
 ) -> dict[str, object]:
     serve = subprocess.Popen(
         [
@@ -277,8 +283,10 @@ async def _fleet(
             str(state_dir),
             # One process plays every device: the signal is made a second at a time so
             # that the devices' CPU goes to the frames and the broker, which are measured.
+            "--samples-per-frame",
+            str(samples_per_frame),
             "--signal-block-frames",
-            "25",
+            str(max(1, 250 // samples_per_frame)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -323,6 +331,7 @@ async def _fleet(
         p99s = [_percentiles_ms(e.latencies_s)["p99_ms"] for e in ends if e.latencies_s]
         return {
             "devices": count,
+            "samples_per_frame": samples_per_frame,
             "handshaken": len(ends),
             # Each message crosses the broker once each way: the devices' publishes arrive
             # here (rx), ours go to the devices (tx); both pass through the broker.
@@ -363,7 +372,9 @@ async def _bench(
     ]
     if args.count:
         _progress(f"{args.count} devices on one broker")
-        results["fleet"] = await _fleet(broker, args.count, args.seconds, state_dir)
+        results["fleet"] = await _fleet(
+            broker, args.count, args.seconds, state_dir, args.fleet_samples_per_frame
+        )
     return results
 
 

@@ -47,7 +47,8 @@ def build_broker_devices(
     seed: int = 0,
     keys: dict[str, bytes] | None = None,
     keepalive_s: int = KEEPALIVE_S,
-    source_block_samples: int | None = None,
+    samples_per_frame: int | None = None,
+    signal_block_frames: int = 1,
 ) -> list[BrokerDevice]:
     """Devices (patient seeds ``seed``, ``seed + 1``, ...) with links not yet started.
 
@@ -65,7 +66,8 @@ def build_broker_devices(
             clock.now(),
             signing_key=key,
             device_id=device_id,
-            source_block_samples=source_block_samples,
+            samples_per_frame=samples_per_frame,
+            signal_block_frames=signal_block_frames,
         )
         counter = SessionCounter.in_dir(state_dir, device_id)
         counter.last()  # an unreadable counter stops here, not in the connection loop

@@ -140,7 +140,7 @@ def test_compiled_score_matches_z_scores_and_weights() -> None:
 #: Every compiled detector kernel, by the module that calls it.
 DETECTOR_KERNELS = {
     "controller.detector.baseline": ("median_mad_step",),
-    "controller.detector.detector": ("line_length_z",),
+    "controller.detector.detector": ("line_length_z", "steady_window"),
     "controller.detector.score": (
         "alpha_variability_step",
         "alpha_variability_value",
@@ -206,9 +206,16 @@ def test_detector_decisions_do_not_depend_on_numba(monkeypatch: pytest.MonkeyPat
     slow = Detector(config, names, stim_channels=[1], use_numba=False)
     slow_outputs = run(slow)
     assert calls == {}, f"the numpy detector called compiled kernels: {calls}"
+    separate = Detector(config, names, stim_channels=[1], fuse_steady_state=False)
+    separate_outputs = run(separate)
+    every_kernel = {k for names in DETECTOR_KERNELS.values() for k in names}
+    assert set(calls) == every_kernel - {"steady_window"}
+    calls.clear()
     fast = Detector(config, names, stim_channels=[1], use_numba=True)
     fast_outputs = run(fast)
-    assert set(calls) == {k for names in DETECTOR_KERNELS.values() for k in names}
+    assert "steady_window" in calls and set(calls) <= every_kernel
+    # The fused steady-state call is the separate kernels in one: the same outputs exactly.
+    assert fast_outputs == separate_outputs
     assert len(fast_outputs) == len(slow_outputs)
     seen: set[tuple[str, bool]] = set()
     for a, b in zip(fast_outputs, slow_outputs, strict=True):
@@ -237,3 +244,53 @@ def test_detector_decisions_do_not_depend_on_numba(monkeypatch: pytest.MonkeyPat
         fast.baseline.scale, slow.baseline.scale, rtol=1e-9, atol=1e-12 * MAD_TO_SD
     )
     assert not math.isnan(float(fast.baseline.location[0]))
+
+
+@pytest.mark.parametrize(
+    ("stim_channels", "change_at_s"),
+    [((4,), None), ((1,), 90.0), ((0, 4), 130.0)],
+    ids=["stim-channel-goes-flat", "blanking-after-a-change", "both"],
+)
+def test_fused_steady_window_equals_the_separate_kernels_exactly(
+    stim_channels: tuple[int, ...], change_at_s: float | None
+) -> None:
+    """Blanking by a bad stimulation channel, by a change, by a line-length jump and too
+    few good channels all pass through the fused call: every output field is identical."""
+    fs, n_ch = 250.0, 6
+    rng = np.random.default_rng(9)
+    n = int(200 * fs)
+    t = np.arange(n) / fs
+    data = 10.0 * rng.standard_normal((n_ch, n)) + 8.0 * np.sin(2 * np.pi * 10.0 * t)
+    data[2, int(100 * fs) : int(101 * fs)] += 500.0 * rng.standard_normal(int(fs))
+    data[4, int(120 * fs) : int(140 * fs)] = 0.0
+    data[:4, int(160 * fs) : int(165 * fs)] = 0.0  # too few good channels for a while
+    config = DetectorConfig(
+        features=[SignatureFeature(name=name) for name in ALL_KINDS],
+        alpha_peak_variability_s=10.0,
+        calibration_s=40.0,
+        score_smoothing_s=5.0,
+        onset_s=2.0,
+        termination_s=2.0,
+        min_good_channels=3,
+    )
+    names = FeatureExtractor(n_ch, fs).channel_names
+
+    def run(detector: Detector) -> list[DetectorOutput]:
+        extractor = FeatureExtractor(n_ch, fs)
+        outputs = []
+        for start in range(0, n, 125):
+            for frame in extractor.push(data[:, start : start + 125]):
+                if change_at_s is not None and frame.t_end_s == change_at_s:
+                    detector.blank_after_change(frame.t_end_s)
+                outputs.append(detector.update(frame))
+        return outputs
+
+    fused = run(Detector(config, names, stim_channels=stim_channels))
+    separate = run(Detector(config, names, stim_channels=stim_channels, fuse_steady_state=False))
+    assert fused == separate
+    reasons = " ".join(o.reason for o in fused)
+    assert "line length jump" in reasons and "good channels <" in reasons
+    if 4 in stim_channels:
+        assert "flagged bad" in reasons
+    if change_at_s is not None:
+        assert "stimulation change" in reasons

@@ -14,9 +14,9 @@ import pytest
 import scipy.fft
 
 from controller.features import FeatureExtractor, FeatureFrame, FeaturesConfig
-from controller.features.compiled import rfft_rows
+from controller.features.compiled import CompiledWindows, rfft_rows
 from controller.features.frame import SignalQuality, WindowSpectra
-from controller.features.kernels import NUMBA_AVAILABLE
+from controller.features.kernels import NUMBA_AVAILABLE, sanitize
 
 pytestmark = pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
 
@@ -159,3 +159,79 @@ def test_rfft_rows_is_scipy_rfft_bit_for_bit() -> None:
     x = np.random.default_rng(2).standard_normal((8, 250))
     out = np.empty((8, 126), dtype=np.complex128)
     np.testing.assert_array_equal(rfft_rows(x, out), scipy.fft.rfft(x, axis=1))
+
+
+def _event_by_separate_calls(
+    self: CompiledWindows,
+    buffer: np.ndarray,
+    sanitize_start: int,
+    end: int,
+    max_abs_uv: float,
+    invalid: np.ndarray,
+    block_key: int,
+    has_previous: bool,
+    segment_key: int,
+    window_start: int,
+    t_start_s: float,
+    t_end_s: float,
+) -> FeatureFrame | None:
+    """CompiledWindows.event as one kernel call per step: the fused call's slow twin."""
+    layout = self._context.layout
+    sanitize(buffer, sanitize_start, end, max_abs_uv, invalid)
+    if block_key >= 0:
+        self.add_block(block_key, buffer, end - layout.block_samples, has_previous, invalid)
+    if segment_key >= 0:
+        self.add_segment(segment_key, buffer, end - layout.segment_samples)
+    return None if window_start < 0 else self.frame(window_start, t_start_s, t_end_s)
+
+
+def _assert_frames_identical(left: FeatureFrame, right: FeatureFrame) -> None:
+    for field in fields(FeatureFrame):
+        a, b = getattr(left, field.name), getattr(right, field.name)
+        if isinstance(a, SignalQuality | WindowSpectra):
+            for inner in fields(a):
+                np.testing.assert_array_equal(getattr(a, inner.name), getattr(b, inner.name))
+        elif isinstance(a, np.ndarray):
+            assert a.dtype == b.dtype, field.name
+            np.testing.assert_array_equal(a, b, err_msg=field.name)
+        else:
+            assert a == b, field.name
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fused_event_gives_the_frames_of_separate_kernel_calls_bit_for_bit(
+    case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, n_channels, chunk, corrupt = CASES[case]
+    data = _data(n_channels, 12.0, seed=13, corrupt=corrupt)
+    fused = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=True)
+    fused_frames = _frames(fused, data, chunk)
+    monkeypatch.setattr(CompiledWindows, "event", _event_by_separate_calls)
+    separate = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=True)
+    separate_frames = _frames(separate, data, chunk)
+    assert len(fused_frames) == len(separate_frames) > 10
+    for left, right in zip(fused_frames, separate_frames, strict=True):
+        _assert_frames_identical(left, right)
+
+
+@pytest.mark.parametrize("use_numba", [True, False])
+def test_push_counts_gives_the_frames_of_push_of_the_scaled_block_bit_for_bit(
+    use_numba: bool,
+) -> None:
+    rng = np.random.default_rng(21)
+    counts = rng.integers(-32768, 32767, (5, 3000), dtype=np.int16)
+    counts[1, 400:420] = 32767  # at the rail: clipped
+    wire_order = np.ascontiguousarray(counts.T).T  # strided, as decoded from a frame
+    scale = np.array([0.1, 0.25, 0.05, 1.0, 0.3])
+    by_counts, by_uv = (
+        FeatureExtractor(5, FS, clip_level_uv=32767.0 * scale, use_numba=use_numba)
+        for _ in range(2)
+    )
+    counted: list[FeatureFrame] = []
+    scaled: list[FeatureFrame] = []
+    for start in range(0, counts.shape[1], 125):
+        counted.extend(by_counts.push_counts(wire_order[:, start : start + 125], scale))
+        scaled.extend(by_uv.push(counts[:, start : start + 125] * scale[:, None]))
+    assert len(counted) == len(scaled) > 10
+    for left, right in zip(counted, scaled, strict=True):
+        _assert_frames_identical(left, right)

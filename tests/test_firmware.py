@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_bridge.clock import VirtualClock
 from firmware_bridge.events import (
@@ -209,3 +211,79 @@ def test_samples_carry_the_stimulation_artifact_of_the_delivered_output() -> Non
     spectrum = np.abs(np.fft.rfft(on[0] - off[0]))
     freqs = np.fft.rfftfreq(250, 1 / 250)
     assert freqs[np.argmax(spectrum)] == pytest.approx(120.0)  # 130 Hz aliased at 250 Hz
+
+
+class _AlwaysAdvancing(VirtualFirmware):
+    """The firmware without its same-instant shortcut: every ``receive_data`` first runs
+    ``advance_to`` in full."""
+
+    def _settled_at(self, now: float) -> bool:
+        return False
+
+
+class _Wiretap:
+    """A lockstep peer that passes everything to a firmware and logs what it sends."""
+
+    def __init__(self, firmware: VirtualFirmware) -> None:
+        self.firmware = firmware
+        self.sent: list[tuple[float, bytes]] = []
+        self._now = 0.0
+
+    def receive_data(self, data: bytes, now: float) -> None:
+        self._now = now
+        self.firmware.receive_data(data, now)
+
+    def data_to_send(self) -> bytes:
+        data = self.firmware.data_to_send()
+        if data:
+            self.sent.append((self._now, data))
+        return data
+
+    def next_deadline(self) -> float | None:
+        return self.firmware.next_deadline()
+
+    def on_time(self, now: float) -> None:
+        self._now = now
+        self.firmware.on_time(now)
+
+
+_ACTIONS = st.sampled_from(["stim", "off", "estop", "clear", "bad-impedance", "good-impedance"])
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(
+    script=st.lists(
+        st.tuples(st.floats(0.01, 3.0), _ACTIONS, st.floats(0.5, 4.0)), min_size=1, max_size=6
+    )
+)
+def test_same_instant_shortcut_sends_the_bytes_of_the_full_advance(
+    script: list[tuple[float, str, float]],
+) -> None:
+    """Skipping the second ``advance_to`` at one instant changes no byte either way."""
+
+    def run(firmware_type: type[VirtualFirmware]) -> tuple[list[tuple[float, bytes]], ...]:
+        clock = VirtualClock()
+        source = _Source(seed=4)
+        tap = _Wiretap(firmware_type(source, firmware_config_for("implant")))
+        ctl = RecordingPeer(ControllerSession())
+        pump = LockstepPump(ctl, tap, clock)
+        ctl.session.connect(0.0)
+        pump.run_until(0.5)
+        for wait_s, action, amplitude_ma in script:
+            pump.run_until(clock.now() + wait_s)
+            now = clock.now()
+            if action == "stim":
+                ctl.session.send_stim_set(StimSetting(True, amplitude_ma, 100, 130.0, 2.0), now)
+            elif action == "off":
+                ctl.session.send_stim_set(StimSetting(False, 0.0, 100, 130.0, 1.0), now)
+            elif action == "estop":
+                ctl.session.send_estop(now)
+            elif action == "clear":
+                ctl.session.send_estop_clear(now)
+            else:
+                bad = action == "bad-impedance"
+                source.impedance = np.full(8, 50_000.0 if bad else 1000.0)
+        pump.run_until(clock.now() + 3.0)
+        return tap.sent, [(0.0, repr(e).encode()) for e in ctl.events]
+
+    assert run(VirtualFirmware) == run(_AlwaysAdvancing)

@@ -18,8 +18,10 @@ from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import (
     Estop,
     EstopClear,
+    FaultCode,
     Hello,
     MalformedPayload,
+    Status,
     StimSet,
     StimSetting,
     StimState,
@@ -212,3 +214,14 @@ def test_controller_and_device_agree_under_random_frame_loss(drops: list[int], s
     if ctl.session.info is not None:
         assert set(sent) <= outcomes
     assert fw.commands_applied - applied_before <= len(sent)
+
+
+@given(st.integers(0, 0xFFFFFFFF))
+def test_active_faults_are_the_codes_whose_bits_are_set_every_time(flags: int) -> None:
+    """The per-flags memo gives what reading the bits gives, on the first call and after."""
+    expected = [code for code in FaultCode if flags & (1 << code)]
+    status = Status(50, flags)
+    assert status.active_faults() == expected
+    assert status.active_faults() == expected
+    status.active_faults().clear()  # each call's list is the caller's own
+    assert status.active_faults() == expected

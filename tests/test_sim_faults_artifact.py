@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import signal
 
 from simulator.physiology.artifact import (
@@ -206,3 +208,35 @@ def test_invalid_faults_are_rejected() -> None:
         inj.activate(ActiveSensorFault(SensorFaultKind.FLATLINE, (5,)))
     with pytest.raises(KeyError):
         inj.deactivate(99)
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    sizes=st.lists(st.integers(1, 700), min_size=1, max_size=6),
+    noise_uv_rms=st.sampled_from([0.0, 0.25, 3.0]),
+)
+def test_fault_free_fast_path_gives_the_samples_of_the_full_stage(
+    seed: int, sizes: list[int], noise_uv_rms: float
+) -> None:
+    """Without an active fault ``apply`` skips the fault machinery; the samples, the
+    noise stream and the state a later fault starts from are those of the full stage."""
+    params = SensorParams(noise_floor_uv_rms=noise_uv_rms)
+    fast = SensorFaultInjector(4, FS_HZ, seed, params)
+    full = SensorFaultInjector(4, FS_HZ, seed, params)
+    signal_rng = np.random.default_rng(seed)
+    for n in sizes:
+        block = 30.0 * signal_rng.standard_normal((4, n))
+        original = block.copy()
+        got = fast.apply(block)
+        assert np.array_equal(got, full._apply_all(block))
+        assert np.array_equal(block, original)  # the input is never written to
+        assert got is not block
+    for fault in (
+        ActiveSensorFault(SensorFaultKind.FLATLINE, (2,)),  # holds the last sample
+        ActiveSensorFault(SensorFaultKind.LINE_NOISE, (1,)),  # phase from the sample clock
+    ):
+        fast.activate(fault)
+        full.activate(fault)
+    block = np.ones((4, 50))
+    assert np.array_equal(fast.apply(block), full.apply(block))

@@ -248,3 +248,22 @@ def test_bench_measures_both_models_at_both_sizes() -> None:
         assert r.wall_s > 0 and r.realtime_factor == pytest.approx(r.virtual_s / r.wall_s)
     table = format_bench_table(rows)
     assert "x real time" in table and len(table.splitlines()) == 2 + len(rows)
+
+
+def test_cached_spectral_factors_equal_fresh_ones_as_gains_and_coherence_move() -> None:
+    """The mixing is kept while only band gains and alpha peaks move; whatever changes,
+    the factors are the numbers a model without any cache computes."""
+    cached = SpectralModel(DEFAULT_SITES, FS_HZ, seed=3)
+    rng = np.random.default_rng(11)
+    coherence = 1.0
+    for step in range(12):
+        state = ModulationState.baseline(N_SITES, alpha_peak_hz=9.0 + rng.random())
+        state.band_gain *= 1.0 + 0.2 * rng.random(state.band_gain.shape)
+        if step % 4 == 3:
+            coherence = 1.0 + rng.random()
+        state.coherence_gain = coherence
+        fresh = SpectralModel(DEFAULT_SITES, FS_HZ, seed=3)
+        amp, mix = cached._spectral_factors(state)
+        amp_fresh, mix_fresh = fresh._spectral_factors(state)
+        assert np.array_equal(amp, amp_fresh)
+        assert np.array_equal(mix, mix_fresh)

@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pyedflib
 import pytest
 from textual.widgets import Input
 
@@ -16,6 +17,8 @@ from controller.config import ControllerConfig
 from controller.policy import POLICY_NAMES
 from controller.run import build_node
 from firmware_bridge.clock import ScaledClock
+from firmware_bridge.errors import DeviceUnreachable
+from firmware_bridge.transports.memory import MemoryLink, memory_link_pair
 from firmware_bridge.transports.registry import TransportRegistry
 from simulator.embedded import GroundTruthFeed
 from tui.app import ConsoleApp
@@ -23,7 +26,7 @@ from tui.forms import SettingForm
 from tui.session import ConsoleSession
 
 SIZE = (160, 50)
-URL = "sim://console-demo?seed=3"
+URL = "sim://default?seed=3"  # the default patient; the demo has a compressed cycle
 
 
 def console_config(policy: str = "open-loop") -> ControllerConfig:
@@ -52,8 +55,9 @@ def make_console(
 
 
 async def advance(app: ConsoleApp, clock: ScaledClock, seconds: float) -> None:
-    await clock.jump_to(clock.now() + seconds)
-    app.redraw()
+    """Run the loop's thread ``seconds`` of virtual time ahead, then redraw from a view."""
+    await app.session.jump_by(seconds)
+    await app.redraw()
 
 
 async def advance_until_calibrated(app: ConsoleApp, clock: ScaledClock, limit_s: float) -> None:
@@ -168,7 +172,7 @@ async def test_quit_ramps_down_and_the_device_confirms(tmp_path: Path) -> None:
         await advance(app, clock, 40.0)
         assert session.snapshot().reported.amplitude_ma > 0.0  # type: ignore[union-attr]
         await pilot.press("q")
-        await clock.jump_to(clock.now() + 120.0)
+        await session.jump_by(120.0)
         await pilot.pause()
     outcome = session.node.stop_outcome
     assert outcome is not None and outcome.ramped_down, outcome
@@ -266,3 +270,94 @@ async def test_e_types_in_a_text_field_and_ctrl_e_still_stops(tmp_path: Path) ->
         await pilot.press("ctrl+e")
         await advance(app, clock, 1.0)
         assert session.snapshot().estop_latched
+
+
+async def test_r_starts_and_stops_an_edf_recording(tmp_path: Path) -> None:
+    audit_path = tmp_path / "audit.jsonl"
+    app, session, clock = make_console(audit_path)
+    edf_path = tmp_path / "bench.edf"
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 5.0)
+        assert "EDF+ off" in app.status_line.plain
+        await pilot.press("r")
+        field = app.screen.query_one("#record-path", Input)
+        assert field.value.endswith(".edf")  # a suggestion the operator may keep
+        field.value = str(edf_path)
+        await pilot.press("enter")
+        await pilot.pause()
+        await advance(app, clock, 12.0)
+        snap = session.snapshot()
+        assert snap.recording and snap.record_path == str(edf_path)
+        assert f"EDF+ {edf_path} ● REC" in app.status_line.plain
+        await pilot.press("r")
+        await pilot.pause()
+        await advance(app, clock, 1.0)
+        assert not session.snapshot().recording
+        assert f"recording stopped: {edf_path}" in app.status_line.plain
+        assert "EDF+ off" in app.status_line.plain
+    with pyedflib.EdfReader(str(edf_path)) as edf:
+        assert edf.filetype == pyedflib.FILETYPE_EDFPLUS
+        info = snap.device
+        assert info is not None
+        assert edf.getSignalLabels() == [ch.label for ch in info.channels]
+        seconds = edf.getNSamples()[0] / edf.getSampleFrequency(0)
+        assert 11.0 <= seconds <= 14.0  # about the 12 virtual seconds between the keys
+    kinds = audit_kinds(audit_path)
+    assert kinds.count("recording_started") == kinds.count("recording_stopped") == 1
+    assert verify_audit(audit_path).ok
+
+
+async def test_the_fast_forward_runs_through_the_calibration_on_the_loop_thread(
+    tmp_path: Path,
+) -> None:
+    app, session, clock = make_console(tmp_path / "audit.jsonl", console_config("off"))
+    app.fast_forward_calibration = True
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(600):  # the jump runs on the loop's thread; the UI stays free
+            await pilot.pause(0.05)
+            snap = session.snapshot()
+            if not clock.jumping and snap.detector is not None:
+                break
+        snap = session.snapshot()
+        assert snap.detector is not None and snap.detector.state.value != "CALIBRATING"
+        assert snap.calibration_elapsed_s == snap.calibration_s == 20.0
+        assert clock.paused  # the test's clock stays paused after the jump
+        assert clock.now() >= 20.0
+        await app.redraw()
+        assert "calibration" in app.detector_panel.plain and "20/20 s" in app.detector_panel.plain
+
+
+async def test_a_device_that_never_answers_fails_cleanly_and_the_estop_still_works(
+    tmp_path: Path,
+) -> None:
+    """A port with nothing behind it: the handshake runs out on the loop's thread while
+    the screen stays live (an E-stop goes out and is audited), then the console ends
+    with the unreachable device as its failure."""
+    clock = ScaledClock()
+    clock.pause()
+    silent_ends: list[object] = []
+
+    async def open_silent(url: object) -> MemoryLink:
+        ours, theirs = memory_link_pair("silent")
+        silent_ends.append(theirs)  # kept open, never read: nobody answers
+        return ours
+
+    registry = TransportRegistry()
+    registry.register("sim", open_silent)
+    audit_path = tmp_path / "audit.jsonl"
+    node = build_node(console_config(), audit_path, None, datetime(2026, 1, 1, tzinfo=UTC))
+    session = ConsoleSession("sim://nobody", node, clock, registry, clock)
+    app = ConsoleApp(session, fast_forward_calibration=False, refresh_hz=None)
+    async with app.run_test(size=SIZE) as pilot:
+        await advance(app, clock, 0.5)
+        assert session.snapshot().link.value == "connecting"
+        await pilot.press("e")
+        assert session.snapshot().estop_latched
+        await advance(app, clock, 120.0)
+        for _ in range(100):
+            if app.failure is not None:
+                break
+            await pilot.pause(0.05)
+    assert isinstance(app.failure, DeviceUnreachable), app.failure
+    assert app.return_code == 1
+    assert "estop" in audit_kinds(audit_path)

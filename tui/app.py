@@ -1,13 +1,16 @@
 """``ConsoleApp``: the bench console for one device.
 
-The controller loop runs as a worker in the app's own event loop; the screen is redrawn
-from the node's snapshot and the session's bounded histories ``REFRESH_HZ`` times a
-second, never per sample or per event. Every key is an operator input to the node.
+The controller loop runs on a thread of its own (``ConsoleSession.start``); the screen is
+redrawn from a frozen ``ConsoleView`` of the node's snapshot and the session's bounded
+histories ``REFRESH_HZ`` times a second, never per sample or per event, so drawing never
+delays a frame. Every key is an operator input to the node, handed to the loop's thread.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import concurrent.futures
+from pathlib import Path
 from typing import ClassVar
 
 from textual.app import App, ComposeResult
@@ -18,11 +21,10 @@ from textual.widgets import Footer, Input
 
 from controller.loop import LoopReport
 from controller.policy import POLICY_NAMES
-from firmware_bridge.clock import ScaledClock
 from firmware_bridge.errors import BridgeError
 from firmware_bridge.messages import StimSetting
-from tui.forms import MarkerForm, PolicyForm, SettingForm, SettingInput
-from tui.session import ConsoleSession
+from tui.forms import PolicyForm, SettingForm, SettingInput, marker_form, recording_form
+from tui.session import ConsoleSession, ConsoleView, ramp_limit
 from tui.widgets import (
     AuditTail,
     DetectorPanel,
@@ -37,13 +39,11 @@ from tui.widgets.traces import SPANS_S
 
 #: Redraws per second: smooth enough to watch, far below the sample rate.
 REFRESH_HZ = 10.0
+#: Redraws per second while the simulated device fast-forwards: the loop's thread then
+#: runs flat out, and every redraw takes the interpreter from it for a while.
+FAST_FORWARD_REFRESH_HZ = 1.0
 #: Simulated-device speeds the operator steps through.
 SPEEDS = (0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0)
-#: Extra virtual seconds after the calibration when fast-forwarding it.
-FAST_FORWARD_MARGIN_S = 5.0
-#: Further jumps while the detector still calibrates (blanked windows are not credited).
-FAST_FORWARD_STEP_S = 30.0
-FAST_FORWARD_EXTENSIONS = 120
 _CLEAR_KEYS = frozenset({"y", "R", "shift+r"})
 
 
@@ -55,18 +55,19 @@ class ConsoleApp(App[int]):
         # The E-stop comes first and has priority: one key, no dialog, in every screen.
         Binding("e", "estop", "E-STOP", priority=True),
         Binding("ctrl+e", "estop_anywhere", "E-STOP (typing)", show=False, priority=True),
-        Binding("R", "clear_estop", "clear latch (R, y)"),
+        Binding("R", "clear_estop", "clear latch (R y)"),
         Binding("y", "confirm_clear", "confirm", show=False),
-        Binding("u", "resume", "resume policy"),
+        Binding("u", "resume", "resume"),
         Binding("s", "stop_therapy", "stop therapy"),
-        Binding("a", "manual", "manual setting"),
+        Binding("a", "manual", "manual"),
         Binding("p", "policy", "policy"),
         Binding("m", "marker", "marker"),
-        Binding("t", "span", "time span"),
-        Binding("space", "pause", "pause sim"),
+        Binding("r", "record", "EDF+ rec"),
+        Binding("t", "span", "span"),
+        Binding("space", "pause", "pause"),
         Binding("plus", "faster", "faster"),
         Binding("minus", "slower", "slower"),
-        Binding("q", "quit_console", "quit (ramped stop)"),
+        Binding("q", "quit_console", "quit"),
     ]
 
     def __init__(
@@ -75,19 +76,26 @@ class ConsoleApp(App[int]):
         *,
         fast_forward_calibration: bool = True,
         refresh_hz: float | None = REFRESH_HZ,
+        fast_forward_after_s: float = 0.0,
     ) -> None:
         """``refresh_hz`` None: redraw only after operator actions and ``redraw`` calls
-        (tests that move time themselves)."""
+        (tests that move time themselves). ``fast_forward_after_s``: virtual seconds the
+        fast-forward goes on after the calibration (the demo's prodrome build-up)."""
         super().__init__()
         self.refresh_hz = refresh_hz
         self.session = session
         self.fast_forward_calibration = fast_forward_calibration
+        self.fast_forward_after_s = fast_forward_after_s
         self.span_s = 10.0
         self.clearing = False  # first step of clearing the E-stop latch taken
         self.note = ""
         self.failure: BaseException | None = None
         self.report: LoopReport | None = None
         self.quitting = False
+        self.view: ConsoleView | None = None
+        self._drawing = False
+        self._ticks = 0
+        self._recordings_started = 0
         self.estop_banner = EstopBanner(id="estop")
         self.device_panel = DevicePanel(id="device")
         self.detector_panel = DetectorPanel(id="detector")
@@ -120,51 +128,74 @@ class ConsoleApp(App[int]):
             (self.audit_tail, "Audit log"),
         ):
             panel.border_title = title
-        self.run_worker(self._run_loop(), name="controller loop", exit_on_error=False)
+        loop_done = self.session.start()
+        self.run_worker(self._run_loop(loop_done), name="controller loop", exit_on_error=False)
         if self.fast_forward_calibration and self.session.sim_clock is not None:
-            self.run_worker(self._fast_forward(self.session.sim_clock), name="fast-forward")
+            self.run_worker(
+                self.session.fast_forward_calibration(self.fast_forward_after_s),
+                name="fast-forward",
+            )
         if self.refresh_hz is not None:
-            self.set_interval(1.0 / self.refresh_hz, self.redraw)
-        self.redraw()
+            self.set_interval(1.0 / self.refresh_hz, self._tick)
 
-    async def _run_loop(self) -> None:
+    async def _run_loop(self, done: concurrent.futures.Future[LoopReport]) -> None:
         try:
-            self.report = await self.session.run()
+            self.report = await asyncio.wrap_future(done)
         except (BridgeError, ValueError) as exc:  # unreachable, version, envelope conflict
             self.failure = exc
         if self.quitting or self.failure is not None:
-            self.exit(0 if self.failure is None else 1)
+            code = 0 if self.failure is None else 1
+            self.exit(code, return_code=code)
         else:
-            self.note = "the loop has stopped; q quits"
-
-    async def _fast_forward(self, clock: ScaledClock) -> None:
-        """Jump through the detector's calibration (its credited seconds, which blanking
-        can stretch beyond the configured time), then hand over to the clock's rate."""
-        calibration_s = self.session.node.snapshot().calibration_s
-        await clock.jump_to(clock.now() + calibration_s + FAST_FORWARD_MARGIN_S)
-        for _ in range(FAST_FORWARD_EXTENSIONS):
-            out = self.session.node.snapshot().detector
-            if out is not None and out.state.value != "CALIBRATING":
-                break
-            await clock.jump_to(clock.now() + FAST_FORWARD_STEP_S)
+            self.say("the loop has stopped; q quits")
 
     # -- drawing ---------------------------------------------------------------------------
 
-    def redraw(self) -> None:
-        if not self.estop_banner.is_mounted:
-            return  # before the first layout or while leaving
-        session = self.session
-        snap = session.snapshot()
+    def _tick(self) -> None:
+        """The refresh timer: one view at a time; a busy loop skips a frame, never the UI."""
+        self._ticks += 1
+        if self._drawing or (self._fast_forwarding() and self._ticks % self._ticks_per_ff_redraw):
+            return
+        self.run_worker(self.redraw(), name="redraw", group="redraw")
+
+    def _fast_forwarding(self) -> bool:
+        pace = None if self.view is None else self.view.pace
+        return pace is not None and pace.jumping
+
+    @property
+    def _ticks_per_ff_redraw(self) -> int:
+        hz = self.refresh_hz or FAST_FORWARD_REFRESH_HZ
+        return max(1, round(hz / FAST_FORWARD_REFRESH_HZ))
+
+    async def redraw(self) -> None:
+        """Ask the loop's thread for a view, then draw it."""
+        if self._drawing:
+            return
+        self._drawing = True
+        try:
+            self.view = await self.session.view(self.span_s)
+        except TimeoutError:
+            self.note = "the controller loop does not answer"
+        finally:
+            self._drawing = False
+        self.draw()
+
+    def draw(self) -> None:
+        """Draw the last view (the note and the clearing prompt may be newer)."""
+        view = self.view
+        if view is None or not self.estop_banner.is_mounted:
+            return  # before the first view or layout, or while leaving
+        snap = view.snapshot
         self.estop_banner.show(snap, self.clearing)
-        self.device_panel.show(snap, session)
-        self.detector_panel.show(snap, session, self.detector_panel.content_size.width)
-        self.stim_panel.show(snap, session, self.stim_panel.content_size.width)
+        self.device_panel.show(view)
+        self.detector_panel.show(view, self.detector_panel.content_size.width)
+        self.stim_panel.show(view, self.stim_panel.content_size.width)
         traces = self.traces_panel
-        traces.show(session.tap, self.span_s, traces.content_size.width, traces.content_size.height)
+        traces.show(view.traces, self.span_s, traces.content_size.width, traces.content_size.height)
         self.features_panel.show(snap, self.features_panel.content_size.height)
         audit = self.audit_tail
-        audit.show(session.node, audit.content_size.height, audit.content_size.width)
-        self.status_line.show(snap, session, self._status_note())
+        audit.show(view.audit_tail, audit.content_size.height, audit.content_size.width)
+        self.status_line.show(view, self._status_note())
 
     def _status_note(self) -> str:
         if self.failure is not None:
@@ -173,7 +204,7 @@ class ConsoleApp(App[int]):
 
     def say(self, note: str) -> None:
         self.note = note
-        self.redraw()
+        self.draw()
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -191,14 +222,19 @@ class ConsoleApp(App[int]):
 
     async def action_estop(self) -> None:
         self.clearing = False
-        await self.session.estop()
+        try:
+            await self.session.estop()
+        except TimeoutError:
+            self.say("E-STOP NOT CONFIRMED: the controller loop does not answer")
+            return
         self.say("E-STOP sent")
+        await self.redraw()
 
     async def action_estop_anywhere(self) -> None:
         await self.action_estop()
 
-    def action_clear_estop(self) -> None:
-        if not self.session.snapshot().estop_latched:
+    async def action_clear_estop(self) -> None:
+        if not (await self.session.fresh_snapshot()).estop_latched:
             self.say("no E-stop latch to clear")
             return
         self.clearing = True
@@ -223,14 +259,15 @@ class ConsoleApp(App[int]):
             else f"stop refused by {result.refused_rule}: {result.detail}"
         )
 
-    def action_manual(self) -> None:
-        snap = self.session.snapshot()
+    async def action_manual(self) -> None:
+        snap = await self.session.fresh_snapshot()
         current = snap.requested if snap.requested is not None and snap.requested.enabled else None
+        limits = None if snap.device is None else snap.device.limits
         form = SettingForm(
             current.amplitude_ma if current else 0.5,
             current.pulse_width_us if current else 200,
             current.frequency_hz if current else 10.0,
-            self.session.ramp_limit(self.session.ramp_up_ma_per_s),
+            ramp_limit(self.session.ramp_up_ma_per_s, limits),
         )
         self.push_screen(form, self._manual_submitted)
 
@@ -255,8 +292,8 @@ class ConsoleApp(App[int]):
         else:
             self.say("manual setting sent; u resumes the policy")
 
-    def action_policy(self) -> None:
-        current = self.session.snapshot().policy
+    async def action_policy(self) -> None:
+        current = (await self.session.fresh_snapshot()).policy
         self.push_screen(PolicyForm(POLICY_NAMES, current), self._policy_chosen)
 
     async def _policy_chosen(self, name: str | None) -> None:
@@ -270,45 +307,71 @@ class ConsoleApp(App[int]):
         self.say(f"policy {name}")
 
     def action_marker(self) -> None:
-        self.push_screen(MarkerForm(), self._marker_written)
+        self.push_screen(marker_form(), self._marker_written)
 
     async def _marker_written(self, text: str | None) -> None:
         if text:
             await self.session.marker(text)
             self.say(f"marker: {text}")
 
+    async def action_record(self) -> None:
+        """Stop the running recording, or ask for a file and start one."""
+        snap = await self.session.fresh_snapshot()
+        if snap.recording:
+            change = await self.session.stop_recording()
+            self.say(f"recording stopped: {change.path}" if change.done else change.reason)
+            return
+        self.push_screen(recording_form(self._suggested_recording()), self._recording_named)
+
+    def _suggested_recording(self) -> str:
+        """A file name that does not exist yet in the working directory."""
+        while True:
+            self._recordings_started += 1
+            name = f"console-recording-{self._recordings_started}.edf"
+            if not Path(name).exists():
+                return name
+
+    async def _recording_named(self, path: str | None) -> None:
+        if not path:
+            return
+        change = await self.session.start_recording(Path(path))
+        self.say(
+            f"recording into {change.path}" if change.done else f"not recording: {change.reason}"
+        )
+        await self.redraw()
+
     def action_span(self) -> None:
         i = SPANS_S.index(self.span_s) if self.span_s in SPANS_S else 0
         self.span_s = SPANS_S[(i + 1) % len(SPANS_S)]
-        self.redraw()
+        self._tick()
 
-    def action_pause(self) -> None:
+    async def action_pause(self) -> None:
         clock = self.session.sim_clock
         if clock is None:
             return
         if clock.paused:
-            clock.resume()
+            await self.session.run_on()
             self.say("simulated device running")
         else:
-            clock.pause()
+            await self.session.pause()
             self.say("simulated device paused (the controller waits with it)")
 
-    def action_faster(self) -> None:
-        self._step_speed(+1)
+    async def action_faster(self) -> None:
+        await self._step_speed(+1)
 
-    def action_slower(self) -> None:
-        self._step_speed(-1)
+    async def action_slower(self) -> None:
+        await self._step_speed(-1)
 
-    def _step_speed(self, step: int) -> None:
+    async def _step_speed(self, step: int) -> None:
         clock = self.session.sim_clock
         if clock is None:
             return
         faster = [s for s in SPEEDS if s > clock.rate]
         slower = [s for s in SPEEDS if s < clock.rate]
         if step > 0 and faster:
-            clock.rate = faster[0]
+            await self.session.set_rate(faster[0])
         elif step < 0 and slower:
-            clock.rate = slower[-1]
+            await self.session.set_rate(slower[-1])
         self.say(f"simulated device at ×{clock.rate:g}")
 
     async def action_quit_console(self) -> None:
@@ -325,6 +388,5 @@ class ConsoleApp(App[int]):
         """Textual's own quit (ctrl+q) takes the same ramped stop as ``q``."""
         await self.action_quit_console()
 
-    async def on_unmount(self) -> None:
-        with contextlib.suppress(Exception):
-            self.session.node.close(self.session.now())
+    def on_unmount(self) -> None:
+        self.session.shutdown()

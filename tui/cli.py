@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +26,16 @@ if TYPE_CHECKING:
     from tui.app import ConsoleApp
     from tui.fleet import PresenceListener
 
-#: A scenario whose prodrome starts a minute after the default calibration.
+#: The demo patient: a compressed cycle whose 1 h prodrome starts a minute in.
 DEFAULT_DEVICE = "sim://console-demo?seed=1"
+#: The demo patient's own calibration (``neurostim calibrate`` on its run-in; made by
+#: ``tui/demo/make-calibration.sh``): the detector starts calibrated.
+DEMO_CALIBRATION = "console-demo-calibration.json"
+#: How much of the demo's prodrome is fast-forwarded: its build-up (the signature's
+#: expression ramps in over the first 30 min, then the detector's 5 min smoothing and
+#: 10 min onset time), so that the detection and the stimulation session it starts come
+#: in the first minutes of real time.
+DEMO_FAST_FORWARD_S = 45 * 60.0
 
 #: Set by the composition root: hands the clock to the simulated devices behind sim://.
 SimClockSetter = Callable[[Clock], None]
@@ -74,8 +83,15 @@ def _console_command(args: argparse.Namespace) -> int:
     from tui.app import ConsoleApp
     from tui.session import ConsoleSession
 
+    demo = args.device == DEFAULT_DEVICE and not args.config and not args.broker
     try:
-        config = load_config(args.config) if args.config else ControllerConfig()
+        config = (
+            load_config(args.config)
+            if args.config
+            else demo_config()
+            if demo
+            else ControllerConfig()
+        )
         key = load_key(args.key_file, args.device_id) if args.key_file else None
         url = parse_device_url(args.device)
     except (ConfigError, KeyFileError, DeviceURLError) as exc:
@@ -126,7 +142,12 @@ def _console_command(args: argparse.Namespace) -> int:
         ramp_down_ma_per_s=config.envelope.ramp_down_ma_per_s,
         impedance_window_ohm=(config.envelope.impedance_min_ohm, config.envelope.impedance_max_ohm),
     )
-    app = ConsoleApp(session, fast_forward_calibration=simulated and not args.no_fast_forward)
+    fast_forward = simulated and not args.no_fast_forward
+    app = ConsoleApp(
+        session,
+        fast_forward_calibration=fast_forward,
+        fast_forward_after_s=DEMO_FAST_FORWARD_S if demo and fast_forward else 0.0,
+    )
     root = logging.getLogger()
     saved = root.handlers[:]
     # The terminal belongs to the console: log lines go to its status line instead.
@@ -190,6 +211,12 @@ def _exit_report(failure: BaseException | None, session: object) -> int:
             f"{outcome.ramped_down}" + (f" ({outcome.error})" if outcome.error else "")
         )
     return 0
+
+
+def demo_config() -> ControllerConfig:
+    """The defaults, with the demo patient's calibration."""
+    calibration = resources.files("tui.demo").joinpath(DEMO_CALIBRATION)
+    return ControllerConfig.model_validate({"detector": {"calibration_file": str(calibration)}})
 
 
 def _optional_path(value: str | None) -> Path | None:

@@ -66,22 +66,44 @@ class SettingForm(ModalScreen[SettingInput | None]):
         self.dismiss(None)
 
 
-class MarkerForm(ModalScreen[str | None]):
+class TextForm(ModalScreen[str | None]):
+    """One line of text; enter submits it (stripped, None when empty), escape cancels."""
+
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "cancel")]
 
+    def __init__(self, prompt: str, field_id: str, placeholder: str = "", value: str = "") -> None:
+        super().__init__()
+        self._prompt = prompt
+        self._field = (field_id, placeholder, value)
+
     def compose(self) -> ComposeResult:
+        field_id, placeholder, value = self._field
         with Vertical(classes="form"):
-            yield Label(
-                "Marker text (enter adds it to the audit log, the recording and "
-                "the device; escape cancels)"
-            )
-            yield Input(id="marker", placeholder="e.g. patient reports aura")
+            yield Label(self._prompt)
+            yield Input(value, id=field_id, placeholder=placeholder)
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.dismiss(event.value.strip() or None)
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def marker_form() -> TextForm:
+    return TextForm(
+        "Marker text (enter adds it to the audit log, the recording and the device; "
+        "escape cancels)",
+        "marker",
+        placeholder="e.g. patient reports aura",
+    )
+
+
+def recording_form(suggested: str) -> TextForm:
+    return TextForm(
+        "EDF+ file to record into (enter starts, escape cancels)",
+        "record-path",
+        value=suggested,
+    )
 
 
 class PolicyForm(ModalScreen[str | None]):

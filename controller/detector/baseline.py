@@ -32,9 +32,9 @@ from controller.jit import numba_enabled
 #: MAD -> SD for normal data: 1 / Phi^-1(3/4).
 MAD_TO_SD = 1.4826
 #: Location step per unit rate and scale: 1 / (2 phi(0)) = sqrt(pi / 2).
-_MEDIAN_STEP = math.sqrt(math.pi / 2.0)
+MEDIAN_STEP = math.sqrt(math.pi / 2.0)
 #: MAD step divisor: 2 * density of |X - mu| at its median, times SD (= 4 phi(0.6745)).
-_MAD_STEP_DIVISOR = 4.0 * math.exp(-0.5 * 0.6744897501960817**2) / math.sqrt(2.0 * math.pi)
+MAD_STEP_DIVISOR = 4.0 * math.exp(-0.5 * 0.6744897501960817**2) / math.sqrt(2.0 * math.pi)
 #: Smallest usable scale whatever the floor fraction (keeps z finite for constant features).
 MIN_SCALE = 1e-12
 #: Finite values each feature needs before calibration may finish.
@@ -112,8 +112,8 @@ class StreamingMedianMad:
                 rate,
                 self.floor_fraction,
                 MIN_SCALE,
-                _MEDIAN_STEP,
-                _MAD_STEP_DIVISOR,
+                MEDIAN_STEP,
+                MAD_STEP_DIVISOR,
                 MAD_TO_SD,
             )
             return
@@ -130,8 +130,8 @@ class StreamingMedianMad:
         step_scale = floored_scale(self.scale, self.location, self.floor_fraction)
         deviation = np.where(seen, x - self.location, 0.0)
         mad = self.scale / MAD_TO_SD
-        location_step = _MEDIAN_STEP * rate * step_scale * np.sign(deviation)
-        mad_step = (rate * step_scale / _MAD_STEP_DIVISOR) * np.sign(np.abs(deviation) - mad)
+        location_step = MEDIAN_STEP * rate * step_scale * np.sign(deviation)
+        mad_step = (rate * step_scale / MAD_STEP_DIVISOR) * np.sign(np.abs(deviation) - mad)
         self.location = np.where(seen, self.location + location_step, self.location)
         new_mad = np.maximum(mad + mad_step, 0.0)
         self.scale = np.where(seen, MAD_TO_SD * new_mad, self.scale)

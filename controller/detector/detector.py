@@ -14,11 +14,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from controller.detector.baseline import (
+    MAD_STEP_DIVISOR,
     MAD_TO_SD,
+    MEDIAN_STEP,
     MIN_SCALE,
     Baseline,
     BaselineSettings,
@@ -27,12 +30,20 @@ from controller.detector.baseline import (
     relaxation_rate,
 )
 from controller.detector.config import DetectorConfig
-from controller.detector.kernels import line_length_z
-from controller.detector.score import ScoreSmoother, SignatureWeights, SummaryFeatures, z_scores
+from controller.detector.kernels import line_length_z, steady_window
+from controller.detector.score import (
+    LOG_POWER_FLOOR_UV2,
+    MEAN_ABS_NORMAL,
+    ScoreSmoother,
+    SignatureWeights,
+    SummaryFeatures,
+    z_scores,
+)
 from controller.detector.signature import calibrated_detector_config
-from controller.detector.state_machine import ProdromeStateMachine, WindowInput
+from controller.detector.state_machine import ProdromeStateMachine
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureFrame
+from controller.frozen import build_frozen
 from controller.jit import numba_enabled
 
 #: Good windows per channel that initialise the line-length reference (median/MAD):
@@ -96,14 +107,42 @@ class ArtifactGate:
         """Per channel: True once the line-length reference is initialised."""
         return self._ready.copy()
 
+    @property
+    def compiled_ready(self) -> bool:
+        """Every reference is initialised and the compiled kernels are on: the steady state
+        in which the detector runs the whole gate inside one kernel call."""
+        return self._all_ready and self._use_numba
+
+    @property
+    def reference(self) -> StreamingMedianMad:
+        """The live line-length reference (location, scale) per channel."""
+        return self._reference
+
+    @property
+    def reference_tau_s(self) -> float:
+        return self._tau_s
+
+    @property
+    def z_limit(self) -> float:
+        return self._z_limit
+
+    @property
+    def scale_floor_fraction(self) -> float:
+        return self._floor
+
+    @property
+    def line_z(self) -> np.ndarray:
+        """The last judged window's robust z per channel (compiled path; NaN: not judged)."""
+        return self._z
+
     def check(self, frame: FeatureFrame, good: np.ndarray, dt_s: float) -> str:
         """Why the window is an artifact ("" if clean); then learn its line lengths."""
         reasons: list[str] = []
-        bad_stim = [frame.channel_names[i] for i in self._stim if not good[i]]
+        bad_stim = self.bad_stimulation_channels(frame, good)
         if bad_stim:
-            reasons.append(f"stimulation channel(s) {bad_stim} flagged bad")
+            reasons.append(bad_stim)
         line_length = np.asarray(frame.line_length_uv, dtype=np.float64)
-        if self._all_ready and self._use_numba:
+        if self.compiled_ready:
             reasons.extend(self._check_compiled(frame, line_length, good))
             self._reference.update(line_length, relaxation_rate(dt_s, self._tau_s), good)
             return "; ".join(reasons)
@@ -114,13 +153,25 @@ class ArtifactGate:
             z = (line_length - ref.location) / scale
             jumped = judged & (z > self._z_limit)
             if jumped.any():
-                names = [frame.channel_names[i] for i in np.flatnonzero(jumped)]
-                reasons.append(
-                    f"line length jump > {self._z_limit:g} robust z on {names} "
-                    f"(max {float(z[jumped].max()):.1f})"
-                )
+                reasons.append(self._jump_text(frame, jumped, z))
         self._learn(line_length, good, dt_s)
         return "; ".join(reasons)
+
+    def bad_stimulation_channels(self, frame: FeatureFrame, good: np.ndarray) -> str:
+        """Rule (1): the reason naming the stimulation channels flagged bad ("" if none)."""
+        bad_stim = [frame.channel_names[i] for i in self._stim if not good[i]]
+        return f"stimulation channel(s) {bad_stim} flagged bad" if bad_stim else ""
+
+    def jump_reason(self, frame: FeatureFrame, good: np.ndarray) -> str:
+        """Rule (2)'s reason from the compiled path's z (:attr:`line_z`)."""
+        return self._jump_text(frame, good & (self._z > self._z_limit), self._z)
+
+    def _jump_text(self, frame: FeatureFrame, jumped: np.ndarray, z: np.ndarray) -> str:
+        names = [frame.channel_names[i] for i in np.flatnonzero(jumped)]
+        return (
+            f"line length jump > {self._z_limit:g} robust z on {names} "
+            f"(max {float(z[jumped].max()):.1f})"
+        )
 
     def _check_compiled(
         self, frame: FeatureFrame, line_length: np.ndarray, good: np.ndarray
@@ -141,14 +192,7 @@ class ArtifactGate:
             self._z_limit,
             self._z,
         )
-        if not jumped:
-            return []
-        over = good & (self._z > self._z_limit)
-        names = [frame.channel_names[i] for i in np.flatnonzero(over)]
-        return [
-            f"line length jump > {self._z_limit:g} robust z on {names} "
-            f"(max {float(self._z[over].max()):.1f})"
-        ]
+        return [self.jump_reason(frame, good)] if jumped else []
 
     def _learn(self, line_length: np.ndarray, good: np.ndarray, dt_s: float) -> None:
         warming = good & ~self._ready & np.isfinite(line_length)
@@ -181,7 +225,10 @@ class Detector:
     ``stim_channels`` are row indices of the stimulation electrodes (artifact gating).
     ``use_numba`` (default; effective when numba is importable) computes the summary
     features, z-scores and score with compiled kernels (controller/detector/kernels.py):
-    the same values to rounding, several times faster per window.
+    the same values to rounding, several times faster per window.  Once every artifact
+    reference is initialised, ``fuse_steady_state`` (default) runs those kernels in one
+    call per window (kernels.steady_window); False calls them one by one, the reference
+    the fused call is tested against bit for bit.
     """
 
     def __init__(
@@ -192,11 +239,14 @@ class Detector:
         *,
         stim_channels: Sequence[int] = (),
         use_numba: bool = True,
+        fuse_steady_state: bool = True,
     ) -> None:
         if config.calibration_file is not None and baseline is None:
             config, baseline = calibrated_detector_config(config)
         self._config = config
         self._use_numba = numba_enabled(use_numba)
+        self._fuse_steady_state = fuse_steady_state
+        self._steady_constants: dict[bool, tuple[Any, ...]] = {}
         self._channel_names = tuple(channel_names)
         n = len(self._channel_names)
         self._min_good = config.resolved_min_good_channels(n)
@@ -312,62 +362,182 @@ class Detector:
             )
         dt_s = self._credit(frame)
         good = np.asarray(frame.quality.good, dtype=bool)
-        n_good = int(np.count_nonzero(good))
-        enough = n_good >= self._min_good
-        blank_reasons = []
-        artifact = self._gate.check(frame, good, dt_s)
-        if artifact:
-            blank_reasons.append(f"artifact: {artifact}")
-        if frame.t_start_s < self._blank_until_s:
-            blank_reasons.append(f"stimulation change, blanking until {self._blank_until_s:.1f} s")
-        blanked = bool(blank_reasons)
-        learn = enough and not blanked
-        values = self._summary.values(frame, good, dt_s, learn=learn)
-
         baseline = self._baseline
         calibrated = baseline.ready
-        finished_calibration = False
-        if not calibrated and learn:
-            finished_calibration = baseline.add_calibration(values, dt_s)
+        z: np.ndarray | None = None
+        if self._fuse_steady_state and self._gate.compiled_ready:
+            n_good, blank_reasons, values, z = self._steady_window(frame, good, dt_s)
+            enough = n_good >= self._min_good
+        else:
+            n_good = int(np.count_nonzero(good))
+            enough = n_good >= self._min_good
+            blank_reasons = []
+            artifact = self._gate.check(frame, good, dt_s)
+            if artifact:
+                blank_reasons.append(f"artifact: {artifact}")
+            if frame.t_start_s < self._blank_until_s:
+                blank_reasons.append(self._change_blanking_reason())
+            values = self._summary.values(frame, good, dt_s, learn=enough and not blank_reasons)
+            self._last_raw_score = None
+            if calibrated and enough:
+                z = self._z_and_score(values)
 
+        finished_calibration = False
+        if not calibrated and enough and not blank_reasons:
+            finished_calibration = baseline.add_calibration(values, dt_s)
+        return self._conclude(
+            frame, dt_s, n_good, blank_reasons, values, z, calibrated, finished_calibration
+        )
+
+    def _steady_window(
+        self, frame: FeatureFrame, good: np.ndarray, dt_s: float
+    ) -> tuple[int, list[str], np.ndarray, np.ndarray | None]:
+        """:meth:`update`'s gate, summary values and (once calibrated) score in one
+        compiled call, once every artifact reference is initialised (the steady state).
+
+        Same steps in the same order as the separate calls (kernels.steady_window), so the
+        same bits; returns the good channels, the blanking reasons, the values and the
+        z-scores (None when not scored), and sets ``_last_raw_score``.
+        """
+        gate, summary = self._gate, self._summary
+        bad_stim = gate.bad_stimulation_channels(frame, good)
+        changing = frame.t_start_s < self._blank_until_s
+        summary.resolve(frame)
+        calibrated = self._baseline.ready
+        constants = self._steady_constants.get(calibrated)
+        if constants is None:
+            constants = self._steady_constants[calibrated] = self._steady_window_constants()
+        values = np.empty(len(self._feature_names))
+        jumped, n_good, raw = steady_window(
+            np.asarray(frame.line_length_uv, dtype=np.float64),
+            good,
+            bool(bad_stim) or changing,
+            relaxation_rate(dt_s, gate.reference_tau_s),
+            relaxation_rate(dt_s, summary.variability.tau_s),
+            dt_s,
+            frame.band_power_uv2,
+            frame.relative_power,
+            frame.theta_alpha_ratio,
+            np.asarray(frame.alpha_peak_hz, dtype=np.float64),
+            frame.mean_coherence,
+            frame.mean_phase_sync,
+            frame.mean_connectivity,
+            values,
+            *constants,
+        )
+        artifacts = [bad_stim] if bad_stim else []
+        if jumped:
+            artifacts.append(gate.jump_reason(frame, good))
+        blank_reasons = [f"artifact: {'; '.join(artifacts)}"] if artifacts else []
+        if changing:
+            blank_reasons.append(self._change_blanking_reason())
+        scored = calibrated and n_good >= self._min_good
+        self._last_raw_score = None if not scored or math.isnan(raw) else float(raw)
+        return n_good, blank_reasons, values, self._z if scored else None
+
+    def _steady_window_constants(self) -> tuple[Any, ...]:
+        """The arguments of kernels.steady_window that are the same objects every window
+        (before calibration, and after it): the compiled path updates the references, the
+        variability and the baseline tracker in place, so the arrays are built once."""
+        gate, summary, baseline, weights = self._gate, self._summary, self._baseline, self._weights
+        reference, variability = gate.reference, summary.variability
+        calibrated = baseline.ready
+        unscored = np.zeros(len(self._feature_names))  # no baseline yet: no score
+        return (
+            self._min_good,
+            reference.location,
+            reference.scale,
+            reference.floor_fraction,
+            gate.z_limit,
+            gate.line_z,
+            gate.scale_floor_fraction,
+            MIN_SCALE,
+            MEDIAN_STEP,
+            MAD_STEP_DIVISOR,
+            MAD_TO_SD,
+            variability.mean,
+            variability.var,
+            variability.followed_s,
+            variability.started,
+            variability.tau_s,
+            summary.needs_variability,
+            summary.kinds,
+            summary.bands,
+            LOG_POWER_FLOOR_UV2,
+            calibrated,
+            baseline.tracker_location if calibrated else unscored,
+            baseline.tracker_scale if calibrated else unscored,
+            baseline.settings.scale_floor_fraction,
+            self._config.z_clip,
+            weights.sign,
+            weights.both,
+            weights.weights,
+            MEAN_ABS_NORMAL,
+            self._z,
+        )
+
+    def _conclude(
+        self,
+        frame: FeatureFrame,
+        dt_s: float,
+        n_good: int,
+        blank_reasons: list[str],
+        values: np.ndarray,
+        z: np.ndarray | None,
+        calibrated: bool,
+        finished_calibration: bool,
+    ) -> DetectorOutput:
+        """Smoothing, the state machine, baseline adaptation and the verdict of a window
+        whose values and raw score (``_last_raw_score``) are known."""
+        blanked = bool(blank_reasons)
+        enough = n_good >= self._min_good
+        learn = enough and not blanked
         z_by_name: dict[str, float] = {}
-        self._last_raw_score = None
-        if calibrated and enough:
-            z = self._z_and_score(values)
-            z_by_name = {
-                name: v
-                for name, v in zip(self._feature_names, z.tolist(), strict=True)
-                if math.isfinite(v)
-            }
+        if z is not None:
+            values_z = z.tolist()
+            # A finite sum has only finite terms (NaN marks a missing feature); an
+            # overflowing sum of finite terms merely takes the filtering branch.
+            if not math.isfinite(sum(values_z)):
+                z_by_name = {
+                    name: v
+                    for name, v in zip(self._feature_names, values_z, strict=True)
+                    if math.isfinite(v)
+                }
+            else:
+                z_by_name = dict(zip(self._feature_names, values_z, strict=True))
             if self._last_raw_score is not None and not blanked:
                 self._smoother.update(self._last_raw_score, dt_s)
 
-        transition = self._machine.step(
-            WindowInput(
-                dt_s=dt_s,
-                score=self._smoother.value if self._last_raw_score is not None else None,
-                blanked=blanked,
-                enough_channels=enough,
-                calibrated=calibrated,
-            )
+        transition = self._machine.advance(
+            dt_s,
+            self._smoother.value if self._last_raw_score is not None else None,
+            blanked,
+            enough,
+            calibrated,
         )
         state = transition.state
         if learn and calibrated and state is DetectorState.NORMAL and self._below_lower():
-            baseline.adapt(values, dt_s)
+            self._baseline.adapt(values, dt_s)
 
         scored = state not in (DetectorState.CALIBRATING, DetectorState.UNKNOWN)
-        return DetectorOutput(
-            t_s=frame.t_end_s,
-            state=state,
-            score=self._smoother.value if scored else None,
-            changed=transition.changed,
-            blanked=blanked,
-            good_channels=n_good,
-            reason=self._reason(
-                state, transition.reason, n_good, blank_reasons, finished_calibration
-            ),
-            z_scores=z_by_name,
+        return build_frozen(
+            DetectorOutput,
+            {
+                "t_s": frame.t_end_s,
+                "state": state,
+                "score": self._smoother.value if scored else None,
+                "changed": transition.changed,
+                "blanked": blanked,
+                "good_channels": n_good,
+                "reason": self._reason(
+                    state, transition.reason, n_good, blank_reasons, finished_calibration
+                ),
+                "z_scores": z_by_name,
+            },
         )
+
+    def _change_blanking_reason(self) -> str:
+        return f"stimulation change, blanking until {self._blank_until_s:.1f} s"
 
     # -- helpers ------------------------------------------------------------------------
 

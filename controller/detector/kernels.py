@@ -257,3 +257,138 @@ def alpha_variability_value(
             total += math.sqrt(var[c])
             count += 1
     return total / count if count > 0 else np.nan
+
+
+@_jit
+def steady_window(
+    line_length: np.ndarray,
+    good: np.ndarray,
+    blanked_already: bool,
+    reference_rate: float,
+    variability_rate: float,
+    dt_s: float,
+    band_power_uv2: np.ndarray,
+    relative_power: np.ndarray,
+    theta_alpha_ratio: np.ndarray,
+    alpha_peak_hz: np.ndarray,
+    mean_coherence: np.ndarray,
+    mean_phase_sync: np.ndarray,
+    mean_connectivity: np.ndarray,
+    values_out: np.ndarray,
+    # -- from here on the same objects every window (the detector passes them as a tuple)
+    min_good: int,
+    reference_location: np.ndarray,
+    reference_scale: np.ndarray,
+    reference_floor_fraction: float,
+    z_limit: float,
+    line_z_out: np.ndarray,
+    gate_floor_fraction: float,
+    min_scale: float,
+    median_step: float,
+    mad_step_divisor: float,
+    mad_to_sd: float,
+    variability_mean: np.ndarray,
+    variability_var: np.ndarray,
+    variability_followed_s: np.ndarray,
+    variability_started: np.ndarray,
+    variability_tau_s: float,
+    needs_variability: bool,
+    kinds: np.ndarray,
+    bands: np.ndarray,
+    log_power_floor: float,
+    score_window: bool,
+    baseline_location: np.ndarray,
+    baseline_scale: np.ndarray,
+    baseline_floor_fraction: float,
+    z_clip: float,
+    sign: np.ndarray,
+    both: np.ndarray,
+    weights: np.ndarray,
+    mean_abs_normal: float,
+    z_out: np.ndarray,
+) -> tuple[int, int, float]:
+    """One window of a detector whose artifact references are all initialised: the
+    artifact gate's line-length rule and reference update, the alpha-peak variability
+    update (windows that are neither blanked nor short of good channels), the summary
+    values and, once calibrated (``score_window``), the signature score, by the kernels
+    above called in the detector's order (so the same bits as calling them one by one).
+
+    ``blanked_already``: the window is blanked for another reason (a stimulation channel
+    flagged bad, blanking after a change).  Returns (channels over the line-length limit,
+    good channels, raw score; NaN when too few good channels or no finite term).
+    """
+    n_good = 0
+    for c in range(good.shape[0]):
+        if good[c]:
+            n_good += 1
+    jumped = line_length_z(
+        line_length,
+        good,
+        reference_location,
+        reference_scale,
+        gate_floor_fraction,
+        min_scale,
+        z_limit,
+        line_z_out,
+    )
+    median_mad_step(
+        reference_location,
+        reference_scale,
+        line_length,
+        good,
+        reference_rate,
+        reference_floor_fraction,
+        min_scale,
+        median_step,
+        mad_step_divisor,
+        mad_to_sd,
+    )
+    enough = n_good >= min_good
+    if enough and not (blanked_already or jumped > 0):
+        alpha_variability_step(
+            variability_mean,
+            variability_var,
+            variability_followed_s,
+            variability_started,
+            alpha_peak_hz,
+            good,
+            variability_rate,
+            dt_s,
+        )
+    variability_hz = np.nan
+    if needs_variability:
+        variability_hz = alpha_variability_value(
+            variability_var, variability_followed_s, good, variability_tau_s
+        )
+    summary_values(
+        kinds,
+        bands,
+        good,
+        band_power_uv2,
+        relative_power,
+        theta_alpha_ratio,
+        alpha_peak_hz,
+        line_length,
+        mean_coherence,
+        mean_phase_sync,
+        mean_connectivity,
+        variability_hz,
+        log_power_floor,
+        values_out,
+    )
+    score = np.nan
+    if enough and score_window:
+        score = signature_score(
+            values_out,
+            baseline_location,
+            baseline_scale,
+            baseline_floor_fraction,
+            min_scale,
+            z_clip,
+            sign,
+            both,
+            weights,
+            mean_abs_normal,
+            z_out,
+        )
+    return jumped, n_good, score

@@ -96,6 +96,30 @@ class AlphaPeakVariability:
         self._var = np.where(old, (1.0 - a) * (self._var + a * delta * delta), self._var)
         self._followed_s = np.where(old, self._followed_s + max(dt_s, 0.0), self._followed_s)
 
+    @property
+    def tau_s(self) -> float:
+        return self._tau_s
+
+    @property
+    def mean(self) -> np.ndarray:
+        """Live running mean per channel (Hz), for the detector's fused kernel."""
+        return self._mean
+
+    @property
+    def var(self) -> np.ndarray:
+        """Live running variance per channel (Hz²)."""
+        return self._var
+
+    @property
+    def followed_s(self) -> np.ndarray:
+        """Live time each channel has been followed."""
+        return self._followed_s
+
+    @property
+    def started(self) -> np.ndarray:
+        """Live flags: the channel has had a peak."""
+        return self._started
+
     def value_hz_compiled(self, good: np.ndarray) -> float:
         """:meth:`value_hz` by the compiled kernel (same to rounding; needs numba)."""
         return float(alpha_variability_value(self._var, self._followed_s, good, self._tau_s))
@@ -136,13 +160,33 @@ class SummaryFeatures:
         self._bands = np.full(len(self.names), -1, dtype=np.int64)
         self._needs_variability = "alpha_peak_variability" in (kind for kind, _ in self._parsed)
 
+    @property
+    def variability(self) -> AlphaPeakVariability:
+        """The running alpha-peak variability (updated in place by the fused kernel)."""
+        return self._variability
+
+    @property
+    def needs_variability(self) -> bool:
+        """Whether a configured feature is the alpha-peak variability."""
+        return self._needs_variability
+
+    @property
+    def kinds(self) -> np.ndarray:
+        """Kernel code per feature (kernels.KIND_CODES)."""
+        return self._kinds
+
+    @property
+    def bands(self) -> np.ndarray:
+        """Band index per feature (-1: no band); valid after :meth:`resolve`."""
+        return self._bands
+
     def values(self, frame: FeatureFrame, good: np.ndarray, dt_s: float, learn: bool) -> np.ndarray:
         """Feature values of ``frame`` (NaN where unavailable).
 
         ``learn`` lets this window update the running alpha-peak variability (the detector
         passes False for blanked and UNKNOWN windows, so artifacts never enter it).
         """
-        getters = self._resolve(frame)
+        getters = self.resolve(frame)
         if learn:
             self._variability.update(frame.alpha_peak_hz, good, dt_s)
         if not self._use_numba:
@@ -166,7 +210,9 @@ class SummaryFeatures:
         )
         return out
 
-    def _resolve(self, frame: FeatureFrame) -> list[_Getter]:
+    def resolve(self, frame: FeatureFrame) -> list[_Getter]:
+        """Resolve bands and measures against ``frame`` (again only when they change);
+        ValueError naming the feature when the frame lacks one."""
         key = (tuple(frame.band_names), frame.phase_measure)
         if self._getters is None or self._resolved_for != key:
             self._getters = [
@@ -242,14 +288,15 @@ class SignatureWeights:
 
     def __init__(self, features: Sequence[SignatureFeature]) -> None:
         self.weights = np.array([f.weight for f in features], dtype=np.float64)
-        self._sign = np.array(
+        #: +1 (up) or -1 (down) per term; 0 for "both" terms, which use |z| instead.
+        self.sign = np.array(
             [{"up": 1.0, "down": -1.0, "both": 0.0}[f.direction] for f in features]
         )
-        self._both = np.array([f.direction == "both" for f in features])
+        self.both = np.array([f.direction == "both" for f in features])
 
     def signed(self, z: np.ndarray) -> np.ndarray:
         """Each z as evidence for a prodrome: +z (up), -z (down), |z| - sqrt(2/pi) (both)."""
-        return np.where(self._both, np.abs(z) - MEAN_ABS_NORMAL, self._sign * z)
+        return np.where(self.both, np.abs(z) - MEAN_ABS_NORMAL, self.sign * z)
 
     def score(self, z: np.ndarray) -> float | None:
         """Weighted mean of the signed z over available features; None if none is available."""
@@ -280,8 +327,8 @@ class SignatureWeights:
             floor_fraction,
             MIN_SCALE,
             z_clip,
-            self._sign,
-            self._both,
+            self.sign,
+            self.both,
             self.weights,
             MEAN_ABS_NORMAL,
             z_out,

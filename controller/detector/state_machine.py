@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.detector.types import DetectorState
+from controller.frozen import build_frozen
 
 CORE_STATES = (DetectorState.NORMAL, DetectorState.SUSPECT, DetectorState.PRODROME)
 
@@ -104,21 +105,37 @@ class ProdromeStateMachine:
 
     def step(self, window: WindowInput) -> Transition:
         """Advance by one window and report the resulting state."""
+        return self.advance(
+            window.dt_s, window.score, window.blanked, window.enough_channels, window.calibrated
+        )
+
+    def advance(
+        self,
+        dt_s: float,
+        score: float | None,
+        blanked: bool,
+        enough_channels: bool,
+        calibrated: bool,
+    ) -> Transition:
+        """:meth:`step` with the window's fields as arguments (the detector's hot path)."""
         previous = self._state
-        if not window.enough_channels:
+        if not enough_channels:
             self._state = DetectorState.UNKNOWN
             reason = f"too few good channels; {self._core.value} and its timers held"
-        elif not window.calibrated:
+        elif not calibrated:
             self._state = DetectorState.CALIBRATING
             reason = "calibrating the baseline"
-        elif window.blanked or window.score is None:
+        elif blanked or score is None:
             self._state = self._core
-            why = "blanked" if window.blanked else "no scorable feature"
+            why = "blanked" if blanked else "no scorable feature"
             reason = f"{why}: {self._core.value} and its timers held"
         else:
-            reason = self._advance(window.score, max(window.dt_s, 0.0))
+            reason = self._advance(score, max(dt_s, 0.0))
             self._state = self._core
-        return Transition(self._state, self._state is not previous, reason)
+        return build_frozen(
+            Transition,
+            {"state": self._state, "changed": self._state is not previous, "reason": reason},
+        )
 
     def _advance(self, score: float, dt_s: float) -> str:
         upper, lower = self.upper_threshold, self.lower_threshold

@@ -29,10 +29,27 @@ from controller.features.kernels import (
     FLAG_GOOD,
     FLAG_INVALID,
     block_stats_into,
+    prepare_event,
+    segment_and_window,
+    segment_and_window_lean,
     segment_terms,
     taper_segment,
     window_features,
 )
+from controller.frozen import build_frozen
+
+#: What :func:`window_features` returns (see its docstring).
+#: The PSD and the coherence bins are None when the frame keeps no spectra.
+WindowArrays = tuple[
+    np.ndarray | None,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray | None,
+    np.ndarray,
+    np.ndarray,
+    np.ndarray,
+]
 
 RfftRows = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
@@ -122,6 +139,35 @@ class CompiledWindows:
             [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
         )
         self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
+        #: The arguments of kernels.segment_and_window that never change (rings are
+        #: updated in place).
+        self._window_constants = (
+            layout.psd_scale,
+            layout.conn_bins,
+            self._seg_psd,
+            self._seg_auto,
+            self._seg_cross,
+            self._seg_phase,
+            self._blocks,
+            layout.block_samples,
+            self._band_lo,
+            self._band_hi,
+            self._band_conn_lo,
+            self._band_conn_hi,
+            layout.band_conn_mean_weights,
+            layout.alpha_peak_bins,
+            layout.line_bins,
+            layout.total_bins,
+            layout.freqs_hz,
+            layout.df_hz,
+            layout.theta_index,
+            layout.alpha_index,
+            pairs.first,
+            pairs.second,
+            self._plv,
+            self._summary_index,
+            self._thresholds,
+        )
         self._seg_slot_cache: dict[int, np.ndarray] = {}
         self._blk_slot_cache: dict[int, np.ndarray] = {}
 
@@ -142,10 +188,13 @@ class CompiledWindows:
     def add_segment(self, key: int, buffer: np.ndarray, start: int) -> None:
         """Transform segment ``key`` = buffer[:, start:start + segment] once."""
         layout = self._context.layout
-        pairs = self._context.pairs
         taper_segment(buffer, start, layout.taper, self._tapered)
         spectrum = rfft_rows(self._tapered, self._spectrum)
-        slot = key % self._n_seg_slots
+        self._segment_terms(spectrum, key % self._n_seg_slots)
+
+    def _segment_terms(self, spectrum: np.ndarray, slot: int) -> None:
+        layout = self._context.layout
+        pairs = self._context.pairs
         segment_terms(
             spectrum,
             layout.psd_scale,
@@ -161,12 +210,74 @@ class CompiledWindows:
             self._seg_phase[slot],
         )
 
+    def event(
+        self,
+        buffer: np.ndarray,
+        sanitize_start: int,
+        end: int,
+        max_abs_uv: float,
+        invalid: np.ndarray,
+        block_key: int,
+        has_previous: bool,
+        segment_key: int,
+        window_start: int,
+        t_start_s: float,
+        t_end_s: float,
+    ) -> FeatureFrame | None:
+        """One event of the stream in at most three calls (two kernels and the FFT).
+
+        ``buffer[:, sanitize_start:end]`` is checked first; then block ``block_key`` and
+        segment ``segment_key`` end at ``end`` (-1: none ends there), and the window
+        starting ``window_start`` samples into the stream is complete (-1: none is).  Same
+        results, bit for bit, as :meth:`add_block`, :meth:`add_segment` and :meth:`frame`
+        called in that order.
+        """
+        layout = self._context.layout
+        block_n, segment_n = layout.block_samples, layout.segment_samples
+        prepare_event(
+            buffer,
+            sanitize_start,
+            end,
+            max_abs_uv,
+            invalid,
+            end - block_n if block_key >= 0 else -1,
+            block_n,
+            has_previous,
+            self._clip_level_uv,
+            self._blocks,
+            block_key % self._n_blk_slots,
+            end - segment_n if segment_key >= 0 else -1,
+            layout.taper,
+            self._tapered,
+        )
+        if segment_key < 0:
+            if window_start < 0:
+                return None
+            return self.frame(window_start, t_start_s, t_end_s)
+        spectrum = rfft_rows(self._tapered, self._spectrum)
+        slot = segment_key % self._n_seg_slots
+        if window_start < 0:
+            self._segment_terms(spectrum, slot)
+            return None
+        seg_slots, blk_slots = self._segment_slots(window_start), self._block_slots(window_start)
+        if self._context.keep_spectra:
+            arrays = segment_and_window(
+                spectrum, slot, seg_slots, blk_slots, *self._window_constants
+            )
+            return self._frame_of(arrays, t_start_s, t_end_s)
+        band, per_channel, flags, matrices, means, strength = segment_and_window_lean(
+            spectrum, slot, seg_slots, blk_slots, *self._window_constants
+        )
+        return self._frame_of(
+            (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s
+        )
+
     def frame(self, start: int, t_start_s: float, t_end_s: float) -> FeatureFrame:
         """The frame of the window starting ``start`` samples into the stream."""
         context = self._context
         layout = context.layout
         pairs = context.pairs
-        psd, band, per_channel, flags, coherence_bins, matrices, means, strength = window_features(
+        arrays = window_features(
             self._seg_psd,
             self._seg_auto,
             self._seg_cross,
@@ -193,44 +304,60 @@ class CompiledWindows:
             self._summary_index,
             self._thresholds,
         )
+        return self._frame_of(arrays, t_start_s, t_end_s)
+
+    def _frame_of(self, arrays: WindowArrays, t_start_s: float, t_end_s: float) -> FeatureFrame:
+        """The FeatureFrame around one window's kernel outputs."""
+        context = self._context
+        layout = context.layout
+        psd, band, per_channel, flags, coherence_bins, matrices, means, strength = arrays
         spectra = None
         if context.keep_spectra:
+            assert psd is not None and coherence_bins is not None
             spectra = WindowSpectra(
                 freqs_hz=layout.freqs_hz,
                 psd_uv2_per_hz=psd,
                 conn_freqs_hz=self._conn_freqs_hz,
-                coherence=pairs_to_matrix(coherence_bins, pairs),
+                coherence=pairs_to_matrix(coherence_bins, context.pairs),
             )
-        quality = SignalQuality(
-            flatline=flags[FLAG_FLATLINE],
-            clipped=flags[FLAG_CLIPPED],
-            line_noise_ratio=per_channel[CH_LINE_NOISE],
-            invalid=flags[FLAG_INVALID],
-            good=flags[FLAG_GOOD],
-            std_uv=per_channel[CH_STD],
-            clipped_fraction=per_channel[CH_CLIPPED_FRACTION],
+        quality = build_frozen(
+            SignalQuality,
+            {
+                "flatline": flags[FLAG_FLATLINE],
+                "clipped": flags[FLAG_CLIPPED],
+                "line_noise_ratio": per_channel[CH_LINE_NOISE],
+                "invalid": flags[FLAG_INVALID],
+                "good": flags[FLAG_GOOD],
+                "std_uv": per_channel[CH_STD],
+                "clipped_fraction": per_channel[CH_CLIPPED_FRACTION],
+            },
         )
         mean_coherence, mean_phase_sync = means[0], means[1]
-        return FeatureFrame(
-            t_start_s=t_start_s,
-            t_end_s=t_end_s,
-            band_names=layout.band_names,
-            channel_names=context.channel_names,
-            band_power_uv2=band[0],
-            relative_power=band[1],
-            theta_alpha_ratio=per_channel[CH_THETA_ALPHA],
-            alpha_peak_hz=per_channel[CH_ALPHA_PEAK],
-            line_length_uv=per_channel[CH_LINE_LENGTH],
-            coherence=matrices[0],
-            phase_sync=matrices[1],
-            phase_measure=context.config.phase_measure,
-            summary_measure=context.config.summary_measure,
-            mean_coherence=mean_coherence,
-            mean_phase_sync=mean_phase_sync,
-            mean_connectivity=mean_coherence if self._summary_index == 0 else mean_phase_sync,
-            node_strength=strength,
-            quality=quality,
-            spectra=spectra,
+        return build_frozen(
+            FeatureFrame,
+            {
+                "t_start_s": t_start_s,
+                "t_end_s": t_end_s,
+                "band_names": layout.band_names,
+                "channel_names": context.channel_names,
+                "band_power_uv2": band[0],
+                "relative_power": band[1],
+                "theta_alpha_ratio": per_channel[CH_THETA_ALPHA],
+                "alpha_peak_hz": per_channel[CH_ALPHA_PEAK],
+                "line_length_uv": per_channel[CH_LINE_LENGTH],
+                "coherence": matrices[0],
+                "phase_sync": matrices[1],
+                "phase_measure": context.config.phase_measure,
+                "summary_measure": context.config.summary_measure,
+                "mean_coherence": mean_coherence,
+                "mean_phase_sync": mean_phase_sync,
+                "mean_connectivity": (
+                    mean_coherence if self._summary_index == 0 else mean_phase_sync
+                ),
+                "node_strength": strength,
+                "quality": quality,
+                "spectra": spectra,
+            },
         )
 
     def _segment_slots(self, start: int) -> np.ndarray:

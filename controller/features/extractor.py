@@ -18,7 +18,7 @@ from controller.features.assemble import FrameContext, assemble_frame
 from controller.features.compiled import CompiledWindows
 from controller.features.config import FeaturesConfig
 from controller.features.frame import FeatureFrame
-from controller.features.kernels import sanitize
+from controller.features.kernels import write_scaled
 from controller.features.layout import FeatureLayout
 from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_spectra
 from controller.features.timestats import BlockStats, block_stats
@@ -137,16 +137,38 @@ class FeatureExtractor:
     def push(self, block_uv: np.ndarray) -> list[FeatureFrame]:
         """Add (channels, samples) µV; return the frames of the windows completed by it."""
         block = np.asarray(block_uv, dtype=np.float64)
+        self._check_block(block)
+        return self._push(block, None)
+
+    def push_counts(self, counts: np.ndarray, scale_uv_per_count: np.ndarray) -> list[FeatureFrame]:
+        """:meth:`push` of ``counts * scale_uv_per_count[:, None]`` (integer ADC counts, one
+        scale per channel), the same frames bit for bit.
+
+        Why: on the compiled path the products are written straight into the sample
+        buffer, so a SAMPLES frame costs no intermediate µV block.
+        """
+        scale = np.asarray(scale_uv_per_count, dtype=np.float64)
+        if self._compiled is None:
+            return self.push(counts * scale[:, None])
+        self._check_block(counts)
+        if scale.shape != (self._n_channels,):
+            raise ValueError(f"scale_uv_per_count must have {self._n_channels} entries")
+        return self._push(counts, scale)
+
+    def _check_block(self, block: np.ndarray) -> None:
         if block.ndim != 2 or block.shape[0] != self._n_channels:
             raise ValueError(
                 f"block must be shaped ({self._n_channels}, n_samples), got {block.shape}"
             )
+
+    def _push(self, block: np.ndarray, scale: np.ndarray | None) -> list[FeatureFrame]:
+        """The event loop of :meth:`push`; ``scale``: ``block`` holds counts to scale."""
         frames: list[FeatureFrame] = []
         position = 0
         total = block.shape[1]
         while position < total:
             take = min(total - position, self._next_event_n - self._n_samples)
-            self._write(block if take == total else block[:, position : position + take])
+            self._write(block if take == total else block[:, position : position + take], scale)
             position += take
             if self._n_samples == self._next_event_n:
                 self._handle_events(frames)
@@ -166,13 +188,13 @@ class FeatureExtractor:
         window_end = win_n if n < win_n else win_n + ((n - win_n) // hop + 1) * hop
         return min(block_end, segment_end, window_end)
 
-    def _write(self, piece: np.ndarray) -> None:
+    def _write(self, piece: np.ndarray, scale: np.ndarray | None = None) -> None:
         """Append a piece that never crosses an event, zero-filling invalid samples.
 
-        On the compiled path the piece is copied as is and checked in one kernel call at
-        the next event (:meth:`_handle_events_compiled`): with 10-sample SAMPLES frames
-        that saves a call per frame.  Unchecked samples never reach a summary, and they
-        are fewer than a block, so compaction always keeps them.
+        On the compiled path the piece is copied as is (counts times ``scale`` when given)
+        and checked in one kernel call at the next event (:meth:`_handle_events_compiled`):
+        with 10-sample SAMPLES frames that saves a call per frame.  Unchecked samples never
+        reach a summary, and they are fewer than a block, so compaction always keeps them.
         """
         used = self._n_samples - self._buffer_origin
         width = piece.shape[1]
@@ -181,7 +203,9 @@ class FeatureExtractor:
             self._buffer[:, :keep] = self._buffer[:, used - keep : used]
             self._buffer_origin = self._n_samples - keep
             used = keep
-        if self._compiled is not None:
+        if scale is not None:  # counts, compiled path only
+            write_scaled(self._buffer, used, piece, scale)
+        elif self._compiled is not None:
             self._buffer[:, used : used + width] = piece
         else:
             valid = np.abs(piece) <= self._config.max_abs_uv  # False for NaN and inf too
@@ -231,27 +255,27 @@ class FeatureExtractor:
         layout = self._layout
         n = self._n_samples
         end = n - self._buffer_origin  # buffer column just after the newest sample
-        sanitize(
+        block_n = layout.block_samples
+        seg_n, grid = layout.segment_samples, layout.segment_grid_samples
+        win_n, hop = layout.window_samples, layout.hop_samples
+        window_start = n - win_n if n >= win_n and (n - win_n) % hop == 0 else -1
+        fs = layout.sampling_rate_hz
+        frame = compiled.event(
             self._buffer,
             self._sanitized_n - self._buffer_origin,
             end,
             self._config.max_abs_uv,
             self._block_invalid,
+            n // block_n - 1 if n % block_n == 0 else -1,
+            n > block_n,
+            (n - seg_n) // grid if n >= seg_n and (n - seg_n) % grid == 0 else -1,
+            window_start,
+            self._t0_s + window_start / fs,
+            self._t0_s + n / fs,
         )
         self._sanitized_n = n
-        block_n = layout.block_samples
-        if n % block_n == 0:
-            compiled.add_block(
-                n // block_n - 1, self._buffer, end - block_n, n > block_n, self._block_invalid
-            )
-        seg_n, grid = layout.segment_samples, layout.segment_grid_samples
-        if n >= seg_n and (n - seg_n) % grid == 0:
-            compiled.add_segment((n - seg_n) // grid, self._buffer, end - seg_n)
-        win_n, hop = layout.window_samples, layout.hop_samples
-        if n >= win_n and (n - win_n) % hop == 0:
-            start = n - win_n
-            fs = layout.sampling_rate_hz
-            frames.append(compiled.frame(start, self._t0_s + start / fs, self._t0_s + n / fs))
+        if frame is not None:
+            frames.append(frame)
 
     def _emit(self, start: int) -> FeatureFrame:
         layout = self._layout

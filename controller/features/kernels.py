@@ -82,6 +82,16 @@ def sanitize(
 
 
 @_jit
+def write_scaled(buffer: np.ndarray, start: int, counts: np.ndarray, scale: np.ndarray) -> None:
+    """``buffer[:, start:start + n] = counts * scale[:, None]`` (the same products as numpy's
+    int-to-float64 multiply), without the intermediate block."""
+    for c in range(counts.shape[0]):
+        factor = scale[c]
+        for k in range(counts.shape[1]):
+            buffer[c, start + k] = counts[c, k] * factor
+
+
+@_jit
 def block_stats_into(
     buffer: np.ndarray,
     start: int,
@@ -547,3 +557,190 @@ def window_features(
         pair_values, first, second, flags[FLAG_GOOD], summary_index, matrices, means, strength
     )
     return psd, band, per_channel, flags, coherence_bins, matrices, means, strength
+
+
+# -- one event, fused --------------------------------------------------------------------
+
+
+@_jit
+def prepare_event(
+    buffer: np.ndarray,
+    sanitize_start: int,
+    end: int,
+    max_abs_uv: float,
+    invalid_count: np.ndarray,
+    block_start: int,
+    block_samples: int,
+    has_previous: bool,
+    clip_level_uv: np.ndarray,
+    blocks: np.ndarray,
+    block_slot: int,
+    segment_start: int,
+    taper: np.ndarray,
+    tapered: np.ndarray,
+) -> None:
+    """:func:`sanitize`, then :func:`block_stats_into` (if ``block_start`` >= 0) into ring
+    slot ``block_slot``, then :func:`taper_segment` (if ``segment_start`` >= 0): the
+    sample-side work of one event in one call, with the same arithmetic as the three."""
+    sanitize(buffer, sanitize_start, end, max_abs_uv, invalid_count)
+    if block_start >= 0:
+        block_stats_into(
+            buffer,
+            block_start,
+            block_samples,
+            has_previous,
+            clip_level_uv,
+            invalid_count,
+            blocks[block_slot],
+        )
+    if segment_start >= 0:
+        taper_segment(buffer, segment_start, taper, tapered)
+
+
+@_jit
+def segment_and_window(
+    spectrum: np.ndarray,
+    segment_slot: int,
+    seg_slots: np.ndarray,
+    blk_slots: np.ndarray,
+    # -- from here on the same objects every event (CompiledWindows passes them as a tuple)
+    psd_scale: np.ndarray,
+    conn_bins: np.ndarray,
+    seg_psd: np.ndarray,
+    seg_auto: np.ndarray,
+    seg_cross: np.ndarray,
+    seg_phase: np.ndarray,
+    blocks: np.ndarray,
+    block_samples: int,
+    band_lo: np.ndarray,
+    band_hi: np.ndarray,
+    band_conn_lo: np.ndarray,
+    band_conn_hi: np.ndarray,
+    band_conn_mean_weights: np.ndarray,
+    alpha_bins: np.ndarray,
+    line_bins: np.ndarray,
+    total_bins: np.ndarray,
+    freqs_hz: np.ndarray,
+    df_hz: float,
+    theta_index: int,
+    alpha_index: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    plv: bool,
+    summary_index: int,
+    thresholds: np.ndarray,
+) -> tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]:
+    """:func:`segment_terms` of the newest segment into ring slot ``segment_slot``, then
+    :func:`window_features` of the window it completes: one call when a segment and a
+    window end together (every hop with the default layout)."""
+    segment_terms(
+        spectrum,
+        psd_scale,
+        conn_bins,
+        band_conn_lo,
+        band_conn_hi,
+        first,
+        second,
+        plv,
+        seg_psd[segment_slot],
+        seg_auto[segment_slot],
+        seg_cross[segment_slot],
+        seg_phase[segment_slot],
+    )
+    return window_features(
+        seg_psd,
+        seg_auto,
+        seg_cross,
+        seg_phase,
+        seg_slots,
+        blocks,
+        blk_slots,
+        block_samples,
+        band_lo,
+        band_hi,
+        band_conn_lo,
+        band_conn_hi,
+        band_conn_mean_weights,
+        alpha_bins,
+        line_bins,
+        total_bins,
+        freqs_hz,
+        df_hz,
+        theta_index,
+        alpha_index,
+        first,
+        second,
+        plv,
+        summary_index,
+        thresholds,
+    )
+
+
+@_jit
+def segment_and_window_lean(
+    spectrum: np.ndarray,
+    segment_slot: int,
+    seg_slots: np.ndarray,
+    blk_slots: np.ndarray,
+    psd_scale: np.ndarray,
+    conn_bins: np.ndarray,
+    seg_psd: np.ndarray,
+    seg_auto: np.ndarray,
+    seg_cross: np.ndarray,
+    seg_phase: np.ndarray,
+    blocks: np.ndarray,
+    block_samples: int,
+    band_lo: np.ndarray,
+    band_hi: np.ndarray,
+    band_conn_lo: np.ndarray,
+    band_conn_hi: np.ndarray,
+    band_conn_mean_weights: np.ndarray,
+    alpha_bins: np.ndarray,
+    line_bins: np.ndarray,
+    total_bins: np.ndarray,
+    freqs_hz: np.ndarray,
+    df_hz: float,
+    theta_index: int,
+    alpha_index: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    plv: bool,
+    summary_index: int,
+    thresholds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`segment_and_window` without the PSD and the coherence bins, for frames that
+    keep no spectra: every array handed back to Python costs its conversion."""
+    _, band, per_channel, flags, _, matrices, means, strength = segment_and_window(
+        spectrum,
+        segment_slot,
+        seg_slots,
+        blk_slots,
+        psd_scale,
+        conn_bins,
+        seg_psd,
+        seg_auto,
+        seg_cross,
+        seg_phase,
+        blocks,
+        block_samples,
+        band_lo,
+        band_hi,
+        band_conn_lo,
+        band_conn_hi,
+        band_conn_mean_weights,
+        alpha_bins,
+        line_bins,
+        total_bins,
+        freqs_hz,
+        df_hz,
+        theta_index,
+        alpha_index,
+        first,
+        second,
+        plv,
+        summary_index,
+        thresholds,
+    )
+    return band, per_channel, flags, matrices, means, strength

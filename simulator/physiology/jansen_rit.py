@@ -177,6 +177,12 @@ def _network_kernel_loops(
     k kernel constants; heun: Heun (explicit trapezoid) else forward Euler; sos/zi:
     anti-alias + high-pass cascade (scipy layout, zi (sections, n, 2)) applied at the
     integration rate; out (n, n_out) receives every ``decimation``-th filtered y1 - y2.
+
+    Every per-site sum (the draws of a step, the coupling, the filter cascade) runs in a
+    loop over sites nested inside the loop over its terms, and the three sigmoids of a
+    site are taken together: each site's arithmetic keeps its order, so the numbers are
+    those of computing site by site, but the sites' independent chains (additions,
+    exponentials) overlap in the processor instead of waiting on each other.
     """
     amp_e, amp_i, ra, rb = k[_K_A], k[_K_B], k[_K_LA], k[_K_LB]
     v0, e0, r = k[_K_V0], k[_K_E0], k[_K_R]
@@ -187,39 +193,51 @@ def _network_kernel_loops(
     n_steps = out.shape[1] * decimation
     inv_draws = 1.0 / draws_per_step
     p = np.empty(n)
+    acc = np.empty(n)
+    cpl = np.empty(n)
+    xs = np.empty(n)
     s_pyr = np.empty(n)
+    s_exc = np.empty(n)
+    s_inh = np.empty(n)
     k1 = np.empty((6, n))
     yp = np.empty((6, n))
     draw = first_draw
     for step in range(n_steps):
         # Extrinsic input for this step: mean of the draws falling inside it.
         for i in range(n):
-            acc = 0.0
-            for m in range(draws_per_step):
-                z = keys[i] + (draw + np.uint64(m) + np.uint64(1)) * _GOLDEN
+            acc[i] = 0.0
+        for m in range(draws_per_step):
+            offset = (draw + np.uint64(m) + np.uint64(1)) * _GOLDEN
+            for i in range(n):
+                z = keys[i] + offset
                 z = (z ^ (z >> np.uint64(30))) * _MIX1
                 z = (z ^ (z >> np.uint64(27))) * _MIX2
                 z = z ^ (z >> np.uint64(31))
-                acc += np.float64(z >> np.uint64(11)) * _TO_UNIT
-            p[i] = p_low + p_span * (acc * inv_draws) + extra[i]
+                acc[i] += np.float64(z >> np.uint64(11)) * _TO_UNIT
+        for i in range(n):
+            p[i] = p_low + p_span * (acc[i] * inv_draws) + extra[i]
         draw += np.uint64(draws_per_step)
         # Stage 1: derivatives at y.
         for i in range(n):
             s_pyr[i] = two_e0 / (1.0 + np.exp(r * (v0 - (y[1, i] - y[2, i]))))
+            s_exc[i] = two_e0 / (1.0 + np.exp(r * (v0 - c1 * y[0, i])))
+            s_inh[i] = two_e0 / (1.0 + np.exp(r * (v0 - c3 * y[0, i])))
+            cpl[i] = 0.0
+        for j in range(n):
+            s_j = s_pyr[j]
+            for i in range(n):
+                cpl[i] += coupling[i, j] * s_j
         for i in range(n):
-            cpl = 0.0
-            for j in range(n):
-                cpl += coupling[i, j] * s_pyr[j]
-            s_exc = two_e0 / (1.0 + np.exp(r * (v0 - c1 * y[0, i])))
-            s_inh = two_e0 / (1.0 + np.exp(r * (v0 - c3 * y[0, i])))
             k1[0, i] = y[3, i]
             k1[1, i] = y[4, i]
             k1[2, i] = y[5, i]
             k1[3, i] = amp_e * ra * s_pyr[i] - 2.0 * ra * y[3, i] - ra * ra * y[0, i]
             k1[4, i] = (
-                amp_e * ra * (p[i] + cpl + c2 * s_exc) - 2.0 * ra * y[4, i] - ra * ra * y[1, i]
+                amp_e * ra * (p[i] + cpl[i] + c2 * s_exc[i])
+                - 2.0 * ra * y[4, i]
+                - ra * ra * y[1, i]
             )
-            k1[5, i] = amp_i * rb * c4 * s_inh - 2.0 * rb * y[5, i] - rb * rb * y[2, i]
+            k1[5, i] = amp_i * rb * c4 * s_inh[i] - 2.0 * rb * y[5, i] - rb * rb * y[2, i]
         if not heun:
             for c in range(6):
                 for i in range(n):
@@ -231,19 +249,21 @@ def _network_kernel_loops(
             # Stage 2: derivatives at the Euler predictor, then the trapezoid update.
             for i in range(n):
                 s_pyr[i] = two_e0 / (1.0 + np.exp(r * (v0 - (yp[1, i] - yp[2, i]))))
+                s_exc[i] = two_e0 / (1.0 + np.exp(r * (v0 - c1 * yp[0, i])))
+                s_inh[i] = two_e0 / (1.0 + np.exp(r * (v0 - c3 * yp[0, i])))
+                cpl[i] = 0.0
+            for j in range(n):
+                s_j = s_pyr[j]
+                for i in range(n):
+                    cpl[i] += coupling[i, j] * s_j
             for i in range(n):
-                cpl = 0.0
-                for j in range(n):
-                    cpl += coupling[i, j] * s_pyr[j]
-                s_exc = two_e0 / (1.0 + np.exp(r * (v0 - c1 * yp[0, i])))
-                s_inh = two_e0 / (1.0 + np.exp(r * (v0 - c3 * yp[0, i])))
                 d3 = amp_e * ra * s_pyr[i] - 2.0 * ra * yp[3, i] - ra * ra * yp[0, i]
                 d4 = (
-                    amp_e * ra * (p[i] + cpl + c2 * s_exc)
+                    amp_e * ra * (p[i] + cpl[i] + c2 * s_exc[i])
                     - 2.0 * ra * yp[4, i]
                     - ra * ra * yp[1, i]
                 )
-                d5 = amp_i * rb * c4 * s_inh - 2.0 * rb * yp[5, i] - rb * rb * yp[2, i]
+                d5 = amp_i * rb * c4 * s_inh[i] - 2.0 * rb * yp[5, i] - rb * rb * yp[2, i]
                 y[0, i] += 0.5 * dt * (k1[0, i] + yp[3, i])
                 y[1, i] += 0.5 * dt * (k1[1, i] + yp[4, i])
                 y[2, i] += 0.5 * dt * (k1[2, i] + yp[5, i])
@@ -254,14 +274,18 @@ def _network_kernel_loops(
         keep = (step + 1) % decimation == 0
         col = (step + 1) // decimation - 1
         for i in range(n):
-            x = y[1, i] - y[2, i]
-            for sec in range(n_sections):
-                x_new = sos[sec, 0] * x + zi[sec, i, 0]
-                zi[sec, i, 0] = sos[sec, 1] * x - sos[sec, 4] * x_new + zi[sec, i, 1]
-                zi[sec, i, 1] = sos[sec, 2] * x - sos[sec, 5] * x_new
-                x = x_new
-            if keep:
-                out[i, col] = x
+            xs[i] = y[1, i] - y[2, i]
+        for sec in range(n_sections):
+            b0, b1, b2, a1, a2 = sos[sec, 0], sos[sec, 1], sos[sec, 2], sos[sec, 4], sos[sec, 5]
+            for i in range(n):
+                x = xs[i]
+                x_new = b0 * x + zi[sec, i, 0]
+                zi[sec, i, 0] = b1 * x - a1 * x_new + zi[sec, i, 1]
+                zi[sec, i, 1] = b2 * x - a2 * x_new
+                xs[i] = x_new
+        if keep:
+            for i in range(n):
+                out[i, col] = xs[i]
 
 
 def network_kernel_numpy(

@@ -416,7 +416,9 @@ class PatientSimulation:
         ):
             # Fast path (small device blocks): a slice of the current cell's buffer.
             offset = start - cell_start
-            out = self._cell_buffer[:, offset : offset + n_samples].copy()
+            out = self._cell_buffer[:, offset : offset + n_samples]
+            if stim_on:
+                out = out.copy()  # the artifact is added in place below
             self._n_read = start + n_samples
             self._advance_physiology(self._n_read, stim_on)
         else:
@@ -536,7 +538,10 @@ class PatientSimulation:
             self.ground_truth.extend(self.csd.arrivals_until(self.cycle.t_s))
 
     def _apply_sensors(self, block_uv: np.ndarray) -> np.ndarray:
-        """Run the sensor injector over the block, switching faults at their exact samples."""
+        """Run the sensor injector over the block, switching faults at their exact samples.
+
+        ``block_uv`` may be a view of the cell buffer: the injector never writes into it.
+        """
         first = self._n_read - block_uv.shape[1]
         if not self._boundaries or self._boundaries[0].sample >= self._n_read:
             return self._sensors.apply(block_uv)

@@ -177,6 +177,35 @@ class SensorFaultInjector:
 
     def apply(self, block_uv: np.ndarray) -> np.ndarray:
         """Return the block as recorded (new array, µV) and advance the sample clock."""
+        if (
+            not self._active
+            and type(block_uv) is np.ndarray
+            and block_uv.dtype == np.float64
+            and block_uv.ndim == 2
+            and block_uv.shape[0] == self._n
+            and block_uv.shape[1]
+        ):
+            return self._apply_noise_only(block_uv)
+        return self._apply_all(block_uv)
+
+    def _apply_noise_only(self, block_uv: np.ndarray) -> np.ndarray:
+        """``_apply_all`` without a fault: the noise floor added to a fresh array. The
+        noise is drawn into the output itself instead of into a copy of the block; the
+        sums are the same numbers (floating-point addition is commutative)."""
+        n = block_uv.shape[1]
+        noise_rms = self._noise_rms()
+        if self._any_noise:
+            x = self._rng.standard_normal((self._n, n))
+            x *= noise_rms[:, None]
+            x += block_uv
+        else:
+            x = block_uv.copy()
+        self._sample += n
+        self._last_uv = x[:, -1].copy()
+        return x
+
+    def _apply_all(self, block_uv: np.ndarray) -> np.ndarray:
+        """Noise floor and every active fault, in the documented order."""
         x = np.array(block_uv, dtype=np.float64)
         if x.ndim != 2 or x.shape[0] != self._n:
             raise ValueError(f"block must have shape ({self._n}, n_samples), got {x.shape}")

@@ -32,6 +32,7 @@ docs/simulator_models.md.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -184,6 +185,7 @@ class SpectralModel:
         self._hop = self._n_fft - self._n_fade
         self._df_hz = self._fs / self._n_fft
         self._freqs_hz = np.fft.rfftfreq(self._n_fft, d=1.0 / self._fs)
+        self._freqs_list: list[float] = self._freqs_hz.tolist()
         n_bins = self._freqs_hz.size
         # irfft scale: a bin of one-sided PSD S contributes S*df of variance when
         # |X|^2 = S * fs * N / 2 (see docs/simulator_models.md).
@@ -233,6 +235,7 @@ class SpectralModel:
         self._cached_key: bytes | None = None
         self._cached_amp: np.ndarray | None = None
         self._cached_mix: np.ndarray | None = None
+        self._cached_mix_gain = 0.0  # the coherence gain _cached_mix was made for
 
     # ----------------------------------------------------------------- properties
     @property
@@ -324,14 +327,18 @@ class SpectralModel:
         gains = np.asarray(state.band_gain, dtype=np.float64)  # (5, n_sites)
         weighted = gains * self._band_power[:, None]
         psd = weighted.T @ self._flat_templates  # flat bands (alpha row of templates is 0)
-        # Background takes the gain of the band it lies in (1 outside all bands).
-        gain_at_f = np.vstack((gains, np.ones((1, gains.shape[1]))))[self._band_index].T
+        # Background takes the gain of the band it lies in (1 outside all bands). Gathered
+        # site-major so the product runs over contiguous rows.
+        with_outside = np.ones((_N_BANDS + 1, gains.shape[1]))
+        with_outside[:_N_BANDS] = gains
+        gain_at_f = with_outside.T[:, self._band_index]
         psd += gain_at_f * self._background_base
         # Alpha: Gaussian at each site's peak (within +-6 sigma), normalised on the grid.
         peak = np.asarray(state.alpha_peak_hz, dtype=np.float64)[:, None]
         sigma = self._params.alpha_sigma_hz
-        lo = int(np.searchsorted(self._freqs_hz, peak.min() - 6.0 * sigma))
-        hi = int(np.searchsorted(self._freqs_hz, peak.max() + 6.0 * sigma, side="right"))
+        # bisect on the grid as a list: np.searchsorted's result, without its call overhead.
+        lo = bisect_left(self._freqs_list, float(peak.min()) - 6.0 * sigma)
+        hi = bisect_right(self._freqs_list, float(peak.max()) + 6.0 * sigma)
         lo, hi = max(lo, 1), max(hi, lo + 1)
         bump = np.exp(-0.5 * ((self._freqs_hz[None, lo:hi] - peak) / sigma) ** 2)
         bump /= bump.sum(axis=1, keepdims=True) * self._df_hz
@@ -355,10 +362,16 @@ class SpectralModel:
             psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
             psd[:, -1] = 0.0
             amp = np.sqrt(psd * self._fft_scale).astype(np.float32)
-            rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
-            mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
             self._cached_key, self._cached_amp = key, amp
-            self._cached_mix = mix.astype(np.float32)
+            coherence_gain = float(state.coherence_gain)
+            if self._cached_mix is None or coherence_gain != self._cached_mix_gain:
+                # The mixing depends on the coherence gain alone, which stays 1 outside
+                # prodromes while band gains and alpha peaks move at every cell.
+                rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
+                mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
+                self._cached_mix = mix.astype(np.float32)
+                self._cached_mix_gain = coherence_gain
+        assert self._cached_mix is not None
         return self._cached_amp, self._cached_mix
 
     def _complex_gaussian(self, shape: tuple[int, ...]) -> np.ndarray:

@@ -6,7 +6,6 @@ from typing import Any
 
 from rich.text import Text
 
-from controller.node import ControllerNode
 from tui.widgets.panel import Panel
 
 #: Records too frequent to be worth a line (the score trace and the panels show them).
@@ -38,8 +37,8 @@ def _short(value: object) -> str:
 
 
 class AuditTail(Panel):
-    def show(self, node: ControllerNode, lines: int, width: int) -> None:
-        records = [r for r in node.audit.records if r.get("kind") not in _QUIET]
+    def show(self, tail: tuple[dict[str, Any], ...], lines: int, width: int) -> None:
+        records = [r for r in tail if r.get("kind") not in _QUIET]
         text = Text()
         for i, record in enumerate(records[-max(1, lines) :]):
             if i:

@@ -3,14 +3,11 @@ thresholds, calibration progress, blanking."""
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 from rich.text import Text
 
-from controller.observations import NodeSnapshot
 from tui.render import STATE_STYLE, columns, gauge
-from tui.session import ConsoleSession
+from tui.session import ConsoleView, ScorePoint
 from tui.widgets.panel import Panel
 
 #: How far back the score trace reaches.
@@ -18,7 +15,8 @@ SCORE_SPAN_S = 300.0
 
 
 class DetectorPanel(Panel):
-    def show(self, snap: NodeSnapshot, session: ConsoleSession, width: int) -> None:
+    def show(self, view: ConsoleView, width: int) -> None:
+        snap = view.snapshot
         out = snap.detector
         lower, upper = snap.thresholds
         text = Text()
@@ -26,7 +24,7 @@ class DetectorPanel(Panel):
         text.append(f" {state} ", STATE_STYLE.get(state, "bold") + " reverse")
         if out is not None:
             score = "—" if out.score is None else f"{out.score:+.2f}"
-            text.append(f"  score {score}  (lower {lower:g}, upper {upper:g})")
+            text.append(f"  score {score}  (lower {lower:.3g}, upper {upper:.3g})")
             if out.blanked:
                 text.append("  BLANKED", "bold yellow")
             text.append(f"\n{out.good_channels} good channels")
@@ -35,33 +33,18 @@ class DetectorPanel(Panel):
         else:
             text.append("  waiting for the first feature window")
         text.append("\ncalibration ")
-        calibrated = _calibrated_s(snap)
+        calibrated = snap.calibration_elapsed_s
         text.append(gauge(calibrated, snap.calibration_s, max(10, width - 34)))
-        text.append(f" {min(calibrated, snap.calibration_s):.0f}/{snap.calibration_s:.0f} s")
+        text.append(f" {calibrated:.0f}/{snap.calibration_s:.0f} s")
         text.append("\n")
-        text.append(_score_trace(session, lower, upper, max(10, width - 8)))
+        text.append(_score_trace(view.scores, lower, upper, max(10, width - 8)))
         self.draw(text)
 
 
-def _calibrated_s(snap: NodeSnapshot) -> float:
-    """Credited calibration seconds as the detector reports them in its reason ("calibrating
-    12.5/1800.0 s"); the snapshot has no field for them. Done once it has left CALIBRATING."""
-    out = snap.detector
-    if out is None:
-        return 0.0
-    if out.state.value != "CALIBRATING":
-        return snap.calibration_s
-    found = _CALIBRATED.search(out.reason)
-    return float(found.group(1)) if found else 0.0
-
-
-_CALIBRATED = re.compile(r"calibrating ([0-9.]+)/")
-
-
-def _score_trace(session: ConsoleSession, lower: float, upper: float, width: int) -> Text:
+def _score_trace(scores: tuple[ScorePoint, ...], lower: float, upper: float, width: int) -> Text:
     """Three rows: above the upper threshold, between, below the lower one; one column
     per time slice of the last ``SCORE_SPAN_S``."""
-    points = [p for p in session.scores if p.score is not None]
+    points = [p for p in scores if p.score is not None]
     text = Text()
     if not points:
         text.append("score trace: no scores yet", "dim")
@@ -70,9 +53,9 @@ def _score_trace(session: ConsoleSession, lower: float, upper: float, width: int
     recent = np.array([p.score for p in points if p.t_s >= t_end - SCORE_SPAN_S], dtype=float)
     cols = columns(recent, width)
     rows = (
-        (f"> {upper:<4g}", lambda s: s > upper, "magenta"),
+        (f"> {upper:<4.2g}", lambda s: s > upper, "magenta"),
         ("  mid ", lambda s: lower <= s <= upper, "yellow"),
-        (f"< {lower:<4g}", lambda s: s < lower, "green"),
+        (f"< {lower:<4.2g}", lambda s: s < lower, "green"),
     )
     for i, (label, inside, style) in enumerate(rows):
         if i:

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from controller.observations import NodeSnapshot
 from tui.render import LINK_STYLE, labelled
-from tui.session import ConsoleSession
+from tui.session import ConsoleView
 from tui.widgets.panel import Panel
 
 
 class DevicePanel(Panel):
-    def show(self, snap: NodeSnapshot, session: ConsoleSession) -> None:
+    def show(self, view: ConsoleView) -> None:
+        snap = view.snapshot
         info, c = snap.device, snap.counters
         link = Text(snap.link.value.upper(), LINK_STYLE.get(snap.link.value, ""))
         rows: list[tuple[str, Text | str]] = [("link", link)]
         if info is None:
-            rows.append(("device", session.url))
+            rows.append(("device", view.url))
         else:
             rows += [
                 (
@@ -38,15 +38,15 @@ class DevicePanel(Panel):
                 f"{c.reconnect_attempts} tries, {c.link_losses} losses, {c.connects} connects",
             ),
         ]
-        status = session.status
+        status = view.status
         if status is None:
             rows.append(("battery", "—"))
         else:
             rows.append(("battery", f"{status.status.battery_pct} %  (at {status.t_s:.0f} s)"))
             imp = status.status.impedance_ohm
             if imp:
-                low, high = session.impedance_window_ohm
-                rows.append(("impedance", _impedances(imp, session.impedance_window_ohm)))
+                low, high = view.impedance_window_ohm
+                rows.append(("impedance", _impedances(imp, view.impedance_window_ohm)))
                 rows.append(("window", f"{low / 1000:g}-{high / 1000:g} kΩ (red: outside)"))
         self.draw(labelled(rows))
 

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 from rich.text import Text
 
-from controller.observations import NodeSnapshot
-from tui.session import ConsoleSession
+from tui.session import ConsoleView
 from tui.widgets.panel import Panel
 
 
 class StatusLine(Panel):
-    def show(self, snap: NodeSnapshot, session: ConsoleSession, note: str) -> None:
+    def show(self, view: ConsoleView, note: str) -> None:
+        snap = view.snapshot
         text = Text()
         text.append(f" t {snap.t_s:9.1f} s ", "bold")
-        clock = session.sim_clock
+        clock = view.pace
         if clock is not None:
             if clock.jumping:
-                pace = "fast-forward (calibration)"
+                pace = "fast-forward"
             elif clock.paused:
                 pace = "PAUSED"
             else:
@@ -27,9 +27,9 @@ class StatusLine(Panel):
         text.append(f"  audit {audit} ({snap.audit_records} records")
         text.append(f", {snap.audit_overflows} waits)" if snap.audit_overflows else ")")
         if snap.record_path:
-            text.append(f"  EDF+ {snap.record_path}{'' if snap.recording else ' (closed)'}")
+            text.append(f"  EDF+ {snap.record_path}{' ● REC' if snap.recording else ' (closed)'}")
         else:
-            text.append("  EDF+ off")
+            text.append("  EDF+ off (r records)")
         if note:
             text.append(f"  │ {note}", "italic")
         self.draw(text)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from rich.text import Text
 
 from controller.envelope.limits import shannon_k
-from controller.observations import NodeSnapshot
 from firmware_bridge.messages import StimSetting, StimState
 from tui.render import fmt, gauge
-from tui.session import ConsoleSession
+from tui.session import ConsoleView
 from tui.widgets.panel import Panel
 
 #: Charge per phase in µC from mA and µs.
@@ -21,7 +20,8 @@ def charge_per_phase_uc(amplitude_ma: float, pulse_width_us: float) -> float:
 
 
 class StimulationPanel(Panel):
-    def show(self, snap: NodeSnapshot, session: ConsoleSession, width: int) -> None:
+    def show(self, view: ConsoleView, width: int) -> None:
+        snap = view.snapshot
         text = Text()
         text.append("requested ", "bold")
         text.append(_setting(snap.requested))
@@ -79,7 +79,7 @@ class StimulationPanel(Panel):
         else:
             text.append("\nenvelope: built when the device has described itself", "dim")
         text.append("\nlast clamp  ", "bold")
-        clamp = session.last_clamp
+        clamp = view.last_clamp
         text.append(
             "none"
             if clamp is None
@@ -88,7 +88,7 @@ class StimulationPanel(Panel):
             "dim" if clamp is None else "yellow",
         )
         text.append("\nlast refusal ", "bold")
-        refusal = session.last_refusal
+        refusal = view.last_refusal
         text.append(
             "none"
             if refusal is None

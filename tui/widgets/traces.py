@@ -9,7 +9,7 @@ import numpy as np
 from rich.text import Text
 
 from tui.render import any_in_columns, columns, sparkline
-from tui.sample_tap import SampleTap
+from tui.sample_tap import TraceWindow
 from tui.widgets.panel import Panel
 
 #: Time spans the operator steps through (seconds).
@@ -39,8 +39,7 @@ def nice_scale_uv(peak: float) -> float:
 
 
 class TracesPanel(Panel):
-    def show(self, tap: SampleTap, span_s: float, width: int, height: int) -> None:
-        window = tap.window(span_s)
+    def show(self, window: TraceWindow | None, span_s: float, width: int, height: int) -> None:
         text = Text()
         if window is None or window.t_s.size == 0:
             self.draw(Text("waiting for samples…", "dim"))

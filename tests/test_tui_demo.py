@@ -17,7 +17,7 @@ from tui.cli import DEFAULT_DEVICE, DEMO_FAST_FORWARD_S, demo_config
 from tui.session import ConsoleSession
 
 #: Minutes of real time after the fast-forward within which the demo must show both.
-WITHIN_MIN = 12.0
+WITHIN_MIN = 6.0
 
 
 async def test_the_demo_detects_and_stimulates_within_minutes_of_the_fast_forward() -> None:

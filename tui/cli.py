@@ -33,9 +33,9 @@ DEFAULT_DEVICE = "sim://console-demo?seed=1"
 DEMO_CALIBRATION = "console-demo-calibration.json"
 #: How much of the demo's prodrome is fast-forwarded: its build-up (the signature's
 #: expression ramps in over the first 30 min, then the detector's 5 min smoothing and
-#: 10 min onset time), so that the detection and the stimulation session it starts come
-#: in the first minutes of real time.
-DEMO_FAST_FORWARD_S = 45 * 60.0
+#: most of its 10 min onset time), so that the operator arrives in SUSPECT and the
+#: detection and the stimulation session it starts come in the first minutes of real time.
+DEMO_FAST_FORWARD_S = 52 * 60.0
 
 #: Set by the composition root: hands the clock to the simulated devices behind sim://.
 SimClockSetter = Callable[[Clock], None]

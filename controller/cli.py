@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +20,7 @@ from firmware_bridge.clock import AsyncioClock
 from firmware_bridge.errors import DeviceUnreachable, ProtocolMismatch
 from firmware_bridge.exit_codes import ExitCode
 from firmware_bridge.keys import KeyFileError, load_key
+from firmware_bridge.stop_signals import stop_on_signals
 from firmware_bridge.transports.base import LinkClosed
 from firmware_bridge.url import DeviceURLError
 
@@ -111,10 +111,7 @@ def _run_command(args: argparse.Namespace) -> int:
 async def _run(
     args: argparse.Namespace, config: ControllerConfig, key: bytes | None = None
 ) -> RunResult:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     return await run_controller(
         args.device,
         config,

@@ -73,15 +73,12 @@ def _devices(args: argparse.Namespace) -> int:
 
 async def _watch_devices(broker: MqttBroker, json_out: bool) -> int:
     import json
-    import signal
 
     from firmware_bridge.presence_watch import describe, watch_presence
+    from firmware_bridge.stop_signals import stop_on_signals
     from firmware_bridge.transports.mqtt_presence import Presence
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
 
     def show(record: Presence) -> None:
         row = describe(record)

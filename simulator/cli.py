@@ -6,12 +6,12 @@ import argparse
 import asyncio
 import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 
 from firmware_bridge.clock import MonotonicClock
 from firmware_bridge.keys import KeyFileError, load_key
+from firmware_bridge.stop_signals import stop_on_signals
 from firmware_bridge.transports.base import Link
 from firmware_bridge.transports.mqtt import KEEPALIVE_S
 from firmware_bridge.transports.pty_link import PtyDeviceLink
@@ -169,10 +169,7 @@ async def _serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     try:
         await serve_firmware(firmware, device_link(device, link, clock, args.seed), clock, stop)
     finally:
@@ -239,10 +236,7 @@ async def _serve_mqtt(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     await serve_broker_devices(fleet, clock, stop)
     applied = sum(m.device.firmware.commands_applied for m in fleet)
     connects = sum(m.link.stats.connects for m in fleet)

@@ -19,7 +19,8 @@ import json
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable
+from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,7 +85,7 @@ class ControllerEnd:
     latencies_s: list[float] = field(default_factory=list)
     samples: int = 0
     #: Commands answered otherwise than ACK, by what happened (a NACK's reason, timeout).
-    not_acked: dict[str, int] = field(default_factory=dict)
+    not_acked: Counter[str] = field(default_factory=Counter)
     connected: asyncio.Event = field(default_factory=asyncio.Event)
     _wake: asyncio.Event | None = None
 
@@ -99,16 +100,20 @@ class ControllerEnd:
                 scheduled = self.scheduled_s.pop(event.command_id, None)
                 if scheduled is not None:
                     self.latencies_s.append(now - scheduled)
-            elif isinstance(event, CommandNacked | CommandTimedOut):
-                if self.scheduled_s.pop(event.command_id, None) is not None:
-                    what = getattr(event, "reason_name", "TIMEOUT")
-                    self.not_acked[what] = self.not_acked.get(what, 0) + 1
+            elif isinstance(event, CommandNacked):
+                self._not_acked(event.command_id, event.reason_name)
+            elif isinstance(event, CommandTimedOut):
+                self._not_acked(event.command_id, "TIMEOUT")
             elif isinstance(event, SamplesReceived):
                 self.samples += event.counts.shape[1]
             elif isinstance(event, Connected):
                 self.connected.set()
             elif isinstance(event, HandshakeFailed):
                 self.session.connect(now)  # a loaded device answers late: ask again
+
+    def _not_acked(self, command_id: int, what: str) -> None:
+        if self.scheduled_s.pop(command_id, None) is not None:
+            self.not_acked[what] += 1
 
     async def flush(self) -> None:
         data = self.session.data_to_send()
@@ -161,14 +166,6 @@ class ControllerEnd:
         self.scheduled_s[command_id] = scheduled_s
         await self.flush()
         self.wake()
-
-
-def _merged(counts: Iterable[dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for one in counts:
-        for what, n in one.items():
-            total[what] = total.get(what, 0) + n
-    return total
 
 
 def _percentiles_ms(latencies_s: list[float]) -> dict[str, float]:
@@ -343,7 +340,7 @@ async def _fleet(
             "sample_gaps": sum(e.session.stats.sample_gaps for e in ends),
             "commands": sum(len(e.latencies_s) for e in ends),
             "unanswered": sum(len(e.scheduled_s) for e in ends),
-            "not_acked": _merged(e.not_acked for e in ends),
+            "not_acked": dict(sum((e.not_acked for e in ends), Counter[str]())),
             # Over the devices with at least one ACK (all of them when nothing is lost).
             "per_device_p99_ms_median": round(float(np.median(p99s)), 3) if p99s else None,
             "per_device_p99_ms_worst": round(float(np.max(p99s)), 3) if p99s else None,

@@ -85,6 +85,10 @@ class CoreResult:
         return not (self.commands or self.records or self.annotations or self.outputs)
 
 
+#: The result of an input that decided nothing (shared: results are immutable).
+_NOTHING = CoreResult()
+
+
 @dataclass
 class CoreStats:
     sample_blocks: int = 0
@@ -232,7 +236,7 @@ class ControllerCore:
     def on_event(self, event: object, now: float) -> CoreResult:
         """Feed one protocol event (answers to commands go to ``on_command_outcome``)."""
         if isinstance(event, SamplesReceived):
-            return self._on_samples(event, now)
+            return self.on_samples(event, now)
         out = _Collect()
         if isinstance(event, StimStateReceived):
             self._on_stim_state(event.state, now, out)
@@ -399,12 +403,18 @@ class ControllerCore:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _on_samples(self, event: SamplesReceived, now: float) -> CoreResult:
+    def on_samples(self, event: SamplesReceived, now: float) -> CoreResult:
+        """:meth:`on_event` of a SAMPLES frame (the node calls it directly: it is most of
+        the events)."""
         assert self.extractor is not None and self.detector is not None
+        stats = self.stats
+        stats.sample_blocks += 1
+        frames = self.extractor.push_counts(event.counts, self._scales)
+        if not frames:
+            return _NOTHING
         out = _Collect()
-        self.stats.sample_blocks += 1
-        for frame in self.extractor.push_counts(event.counts, self._scales):
-            self.stats.windows += 1
+        for frame in frames:
+            stats.windows += 1
             self.last_frame = frame
             self._decide(frame, now, out)
         return out.result()

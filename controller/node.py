@@ -95,6 +95,14 @@ OPERATOR_MARKER_CODE = 1
 #: report may be a glitch, a second one means the device cannot be trusted.
 REPEATED_FINDING_WINDOW_S = 600.0
 
+# The link states as module constants: the per-step checks compare against them four
+# times a virtual second, and on Python 3.11 reading an Enum member through its class is
+# a descriptor call, several times the cost of reading a global.
+_READY = LinkState.READY
+_STOPPING = LinkState.STOPPING
+_STOPPED = LinkState.STOPPED
+_FAILED = LinkState.FAILED
+
 
 @dataclass(frozen=True)
 class RecordingChange:
@@ -189,7 +197,8 @@ class ControllerNode:
     @property
     def finished(self) -> bool:
         """Stopped or failed: the shell may close the link."""
-        return self.state in (LinkState.STOPPED, LinkState.FAILED)
+        state = self.state
+        return state is _STOPPED or state is _FAILED
 
     @property
     def holding(self) -> bool:
@@ -265,10 +274,13 @@ class ControllerNode:
         return self.session.data_to_send()
 
     def next_deadline(self) -> float | None:
-        due = None if self.finished else self.session.next_deadline()
-        for extra in (self._reconnect_at, self._stop_deadline):
-            if extra is not None and (due is None or extra < due):
-                due = extra
+        state = self.state
+        due = None if state is _STOPPED or state is _FAILED else self.session.next_deadline()
+        reconnect_at, stop_deadline = self._reconnect_at, self._stop_deadline
+        if reconnect_at is not None and (due is None or reconnect_at < due):
+            due = reconnect_at
+        if stop_deadline is not None and (due is None or stop_deadline < due):
+            due = stop_deadline
         return due
 
     def on_time(self, now: float) -> None:
@@ -283,9 +295,12 @@ class ControllerNode:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
-        if not self.finished:
-            self._handle(self.session.handle_timeout(now), now)
-        if self.check is not None and self.state is LinkState.READY:
+        state = self.state
+        if state is not _STOPPED and state is not _FAILED:
+            events = self.session.handle_timeout(now)
+            if events:
+                self._handle(events, now)
+        if self.check is not None and self.state is _READY:
             findings = self.check.check_time(now)
             if findings:
                 self._on_findings(findings, now)
@@ -301,9 +316,9 @@ class ControllerNode:
         """The transport closed: forget the session and wait the backoff before a new link."""
         self._now = now
         self._link_open = False
-        was_ready = self.state in (LinkState.READY, LinkState.STOPPING)
+        was_ready = self.state in (_READY, _STOPPING)
         self._retire_session()
-        if self.state is LinkState.STOPPING:
+        if self.state is _STOPPING:
             self._finish_stop(now, False, f"link lost during the ramp-down: {reason}")
             return
         if self.finished:
@@ -332,13 +347,13 @@ class ControllerNode:
     def request_stop(self, now: float, reason: str = "operator") -> None:
         """Ramp stimulation down and finish once the device confirms zero output."""
         self._now = now
-        if self.state is LinkState.STOPPING or self.finished:
+        if self.state is _STOPPING or self.finished:
             return
         self._stop_reason = reason
-        if self.state is not LinkState.READY:
+        if self.state is not _READY:
             self._finish_stop(now, False, "not connected: the device's watchdog stops its output")
             return
-        self._set_state(LinkState.STOPPING, now, reason)
+        self._set_state(_STOPPING, now, reason)
         self._stop_deadline = now + self.stop_timeout_s
         self._carry(self.core.shutdown(now), now)
 
@@ -363,7 +378,7 @@ class ControllerNode:
         self._emit(EstopChanged(now, False, "operator"))
         if self.check is not None:
             self.check.latch_cleared(now)
-        if self.state is not LinkState.READY:
+        if self.state is not _READY:
             if self._link_open and self._reconnect_at is None and not self.finished:
                 self._handshake(now)  # a reconnect held back for the latch's sake
             return
@@ -396,7 +411,7 @@ class ControllerNode:
         """An operator's note: audited, in the recording, and sent to the device."""
         self._now = now
         self._carry(self.core.operator_marker(text, now), now)
-        if self.state is LinkState.READY:
+        if self.state is _READY:
             self.session.send_marker(OPERATOR_MARKER_CODE, text, now)
         self._emit(MarkerAdded(now, text, "operator"))
 
@@ -479,7 +494,7 @@ class ControllerNode:
             elif isinstance(event, Connected):
                 self._on_connected(event.info, now)
             elif isinstance(event, PeerLost):
-                if self.state is LinkState.STOPPING:
+                if self.state is _STOPPING:
                     self._finish_stop(now, False, "device silent during the ramp-down")
                     continue
                 self._lost(now, f"device silent for {event.silent_s:.2f} s")
@@ -511,7 +526,7 @@ class ControllerNode:
         self.check.connected(now)
         if self.recording is None and self._recording_factory is not None:
             self.recording = self._recording_factory(info)
-        self._set_state(LinkState.READY, now, info.device_id)
+        self._set_state(_READY, now, info.device_id)
         log.info("connected to %s (firmware %s)", info.device_id, info.firmware_version)
         self._carry(result, now)
 
@@ -522,9 +537,8 @@ class ControllerNode:
             if self._annotation_source is not None:
                 for t_device_s, text in self._annotation_source():
                     self._carry_annotation(t_device_s, text)
-        result = self.core.on_event(event, now)
-        self._carry(result, now)
-        if self.state is not LinkState.STOPPING:
+        self._carry(self.core.on_samples(event, now), now)
+        if self.state is not _STOPPING:
             self.audit.tick(now)
 
     def _carry_annotation(self, t_device_s: float, text: str) -> None:
@@ -551,7 +565,7 @@ class ControllerNode:
         self._emit(CommandAnswered(now, cid, outcome, _nack_reason(event)))
         if outcome != "ack":
             log.warning("command %d %s %s", cid, outcome, detail.get("reason", ""))
-        if cid == self._stop_command_id and self.state is LinkState.STOPPING:
+        if cid == self._stop_command_id and self.state is _STOPPING:
             if outcome == "ack":
                 self._stop_acked = True
             else:
@@ -578,7 +592,7 @@ class ControllerNode:
         if self.check is not None:
             self._on_findings(self.check.stim_state(state, now), now)
         if (
-            self.state is LinkState.STOPPING
+            self.state is _STOPPING
             and self._stop_acked
             and not state.enabled
             and state.amplitude_ma == 0.0
@@ -638,15 +652,18 @@ class ControllerNode:
         if self.recording is not None:
             for annotation in result.annotations:
                 self.recording.annotate(annotation)
-        if self._subscribers:
+        subscribers = self._subscribers
+        if subscribers:
             for output in result.outputs:
-                self._emit(build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output}))
+                updated = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
+                for subscriber in subscribers:
+                    subscriber(updated)
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:
                 self._emit(refusal)
         for command in result.commands:
-            if self.state not in (LinkState.READY, LinkState.STOPPING):
+            if self.state is not _READY and self.state is not _STOPPING:
                 self._carry(self.core.on_command_outcome(command.token, "lost", now), now)
             elif audit.durable and not self._held:
                 self._send(command, now)
@@ -694,13 +711,13 @@ class ControllerNode:
 
     def _finish_stop(self, now: float, ramped_down: bool, error: str | None) -> None:
         self._stop_deadline = None
-        if not ramped_down and self.state is LinkState.STOPPING and self._link_open:
+        if not ramped_down and self.state is _STOPPING and self._link_open:
             # A stop that is not confirmed ends with the stop that needs no confirmation.
             self._send_estop(now)
             self.audit.record("estop", now, sync=True, reason=error or "stop failed")
         outcome = StopOutcome(ramped_down, self._stop_reason or "stop", error)
         self.stop_outcome = outcome
-        self._set_state(LinkState.STOPPED, now, error or "ramped down")
+        self._set_state(_STOPPED, now, error or "ramped down")
         self._emit(Stopped(now, outcome))
         if error:
             log.warning("stop: %s", error)
@@ -708,7 +725,7 @@ class ControllerNode:
     def _fail(self, now: float, failure: BridgeError) -> None:
         self.failure = failure
         self._reconnect_at = None
-        self._set_state(LinkState.FAILED, now, str(failure))
+        self._set_state(_FAILED, now, str(failure))
 
     def _set_state(self, state: LinkState, now: float, detail: str = "") -> None:
         if state is self.state:

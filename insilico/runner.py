@@ -139,22 +139,32 @@ class _Observations:
         self.meter.report(now, state.amplitude_ma, state.frequency_hz, state.pulse_width_us)
 
     def _on_detector(self, output: DetectorOutput) -> None:
-        self.final_state = output.state.value
-        if output.changed and output.state is DetectorState.PRODROME:
+        state = output.state
+        value = _STATE_VALUES[state]
+        self.final_state = value
+        if output.changed and state is _PRODROME:
             self.detections.append(output.t_s)
         line = self.timeline
         amplitude = self.last_state.amplitude_ma if self.last_state is not None else 0.0
-        same_step = bool(line.t_s) and (
-            math.floor(output.t_s / line.step_s) == math.floor(line.t_s[-1] / line.step_s)
+        t_s = output.t_s
+        times = line.t_s
+        same_step = bool(times) and (
+            math.floor(t_s / line.step_s) == math.floor(times[-1] / line.step_s)
         )
         if same_step:  # keep the last value of each step
-            line.t_s[-1], line.score[-1] = output.t_s, output.score
-            line.state[-1], line.amplitude_ma[-1] = output.state.value, amplitude
+            times[-1], line.score[-1] = t_s, output.score
+            line.state[-1], line.amplitude_ma[-1] = value, amplitude
             return
-        line.t_s.append(output.t_s)
+        times.append(t_s)
         line.score.append(output.score)
-        line.state.append(output.state.value)
+        line.state.append(value)
         line.amplitude_ma.append(amplitude)
+
+
+# Read at every detector window: a dict lookup and a global instead of an Enum member's
+# ``value`` and a class attribute (both descriptor calls on Python 3.11).
+_STATE_VALUES = {state: state.value for state in DetectorState}
+_PRODROME = DetectorState.PRODROME
 
 
 def on_patient_clock(config: ControllerConfig, start_time_of_day_h: float) -> ControllerConfig:

@@ -46,6 +46,12 @@ from controller.features import FeatureFrame
 from controller.frozen import build_frozen
 from controller.jit import numba_enabled
 
+# Detector states as globals: compared at every window (on Python 3.11 reading an Enum
+# member through its class is a descriptor call).
+_NORMAL = DetectorState.NORMAL
+_UNKNOWN = DetectorState.UNKNOWN
+_CALIBRATING = DetectorState.CALIBRATING
+
 #: Good windows per channel that initialise the line-length reference (median/MAD):
 #: 64 hops = 32 s with the default 0.5 s hop.  Engineering choice.
 ARTIFACT_WARMUP_WINDOWS = 64
@@ -247,6 +253,10 @@ class Detector:
         self._use_numba = numba_enabled(use_numba)
         self._fuse_steady_state = fuse_steady_state
         self._steady_constants: dict[bool, tuple[Any, ...]] = {}
+        #: The relaxation rates of the artifact reference and the alpha-peak variability
+        #: for the last credited time (both taus are fixed).
+        self._steady_rates_dt_s = math.nan
+        self._steady_rates = (0.0, 0.0)
         self._channel_names = tuple(channel_names)
         n = len(self._channel_names)
         self._min_good = config.resolved_min_good_channels(n)
@@ -407,13 +417,20 @@ class Detector:
         constants = self._steady_constants.get(calibrated)
         if constants is None:
             constants = self._steady_constants[calibrated] = self._steady_window_constants()
+        if dt_s != self._steady_rates_dt_s:  # nearly every window credits the same hop
+            self._steady_rates = (
+                relaxation_rate(dt_s, gate.reference_tau_s),
+                relaxation_rate(dt_s, summary.variability.tau_s),
+            )
+            self._steady_rates_dt_s = dt_s
+        reference_rate, variability_rate = self._steady_rates
         values = np.empty(len(self._feature_names))
         jumped, n_good, raw = steady_window(
             np.asarray(frame.line_length_uv, dtype=np.float64),
             good,
             bool(bad_stim) or changing,
-            relaxation_rate(dt_s, gate.reference_tau_s),
-            relaxation_rate(dt_s, summary.variability.tau_s),
+            reference_rate,
+            variability_rate,
             dt_s,
             frame.band_power_uv2,
             frame.relative_power,
@@ -508,29 +525,28 @@ class Detector:
             if self._last_raw_score is not None and not blanked:
                 self._smoother.update(self._last_raw_score, dt_s)
 
-        transition = self._machine.advance(
+        state, changed, machine_reason = self._machine.advance(
             dt_s,
             self._smoother.value if self._last_raw_score is not None else None,
             blanked,
             enough,
             calibrated,
         )
-        state = transition.state
-        if learn and calibrated and state is DetectorState.NORMAL and self._below_lower():
+        if learn and calibrated and state is _NORMAL and self._below_lower():
             self._baseline.adapt(values, dt_s)
 
-        scored = state not in (DetectorState.CALIBRATING, DetectorState.UNKNOWN)
+        scored = state is not _CALIBRATING and state is not _UNKNOWN
         return build_frozen(
             DetectorOutput,
             {
                 "t_s": frame.t_end_s,
                 "state": state,
                 "score": self._smoother.value if scored else None,
-                "changed": transition.changed,
+                "changed": changed,
                 "blanked": blanked,
                 "good_channels": n_good,
                 "reason": self._reason(
-                    state, transition.reason, n_good, blank_reasons, finished_calibration
+                    state, machine_reason, n_good, blank_reasons, finished_calibration
                 ),
                 "z_scores": z_by_name,
             },
@@ -585,10 +601,10 @@ class Detector:
         blank_reasons: list[str],
         finished_calibration: bool,
     ) -> str:
-        if state is DetectorState.UNKNOWN:
+        if state is _UNKNOWN:
             return f"{n_good} good channels < {self._min_good} required; {machine_reason}"
         blanked = "; ".join(blank_reasons)
-        if state is DetectorState.CALIBRATING:
+        if state is _CALIBRATING:
             b = self._baseline
             if finished_calibration:
                 return f"baseline calibrated over {b.calibrated_s:.1f} s"

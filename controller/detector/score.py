@@ -155,6 +155,8 @@ class SummaryFeatures:
         )
         self._getters: list[_Getter] | None = None
         self._resolved_for: tuple[tuple[str, ...], str] | None = None
+        #: The frame's band names object last resolved (frames of one extractor share it).
+        self._resolved_names: tuple[str, ...] | None = None
         self._use_numba = numba_enabled(use_numba)
         self._kinds = np.array([KIND_CODES[kind] for kind, _ in self._parsed], dtype=np.int64)
         self._bands = np.full(len(self.names), -1, dtype=np.int64)
@@ -213,7 +215,12 @@ class SummaryFeatures:
     def resolve(self, frame: FeatureFrame) -> list[_Getter]:
         """Resolve bands and measures against ``frame`` (again only when they change);
         ValueError naming the feature when the frame lacks one."""
-        key = (tuple(frame.band_names), frame.phase_measure)
+        band_names = frame.band_names
+        if self._getters is not None and band_names is self._resolved_names:
+            resolved = self._resolved_for
+            if resolved is not None and frame.phase_measure == resolved[1]:
+                return self._getters  # the same (immutable) band names as last time
+        key = (tuple(band_names), frame.phase_measure)
         if self._getters is None or self._resolved_for != key:
             self._getters = [
                 self._getter(name, kind, groups, frame)
@@ -224,6 +231,8 @@ class SummaryFeatures:
                 for _, groups in self._parsed
             ]
             self._resolved_for = key
+        # Only an immutable tuple may be recognised by identity next time.
+        self._resolved_names = band_names if isinstance(band_names, tuple) else None
         return self._getters
 
     def _getter(self, name: str, kind: str, groups: dict[str, str], frame: FeatureFrame) -> _Getter:
@@ -348,6 +357,8 @@ class ScoreSmoother:
         self._tau_s = tau_s
         self._value: float | None = None
         self._weight = 0.0
+        self._rate_dt_s = math.nan  # the last credited time and its relaxation rate
+        self._rate = 0.0
 
     @property
     def value(self) -> float | None:
@@ -356,7 +367,13 @@ class ScoreSmoother:
 
     def update(self, raw: float, dt_s: float) -> float:
         """Add one raw score credited ``dt_s`` seconds; return the smoothed score."""
-        a = 1.0 if self._tau_s <= 0.0 else relaxation_rate(dt_s, self._tau_s)
+        if self._tau_s <= 0.0:
+            a = 1.0
+        elif dt_s == self._rate_dt_s:  # nearly every window credits the same hop
+            a = self._rate
+        else:
+            a = self._rate = relaxation_rate(dt_s, self._tau_s)
+            self._rate_dt_s = dt_s
         self._weight = (1.0 - a) * self._weight + a
         if self._value is None:
             self._value = raw

@@ -31,6 +31,12 @@ from controller.frozen import build_frozen
 
 CORE_STATES = (DetectorState.NORMAL, DetectorState.SUSPECT, DetectorState.PRODROME)
 
+# The states as globals: the machine compares them at every window, and on Python 3.11
+# reading an Enum member through its class is a descriptor call.
+_NORMAL, _SUSPECT, _PRODROME = CORE_STATES
+_UNKNOWN = DetectorState.UNKNOWN
+_CALIBRATING = DetectorState.CALIBRATING
+
 
 @dataclass(frozen=True)
 class WindowInput:
@@ -78,8 +84,8 @@ class ProdromeStateMachine:
         self.lower_threshold = lower_threshold
         self.onset_s = onset_s
         self.termination_s = termination_s
-        self._core = DetectorState.NORMAL
-        self._state = DetectorState.NORMAL if calibrated else DetectorState.CALIBRATING
+        self._core = _NORMAL
+        self._state = _NORMAL if calibrated else _CALIBRATING
         self._above_s: float | None = None
         self._below_s: float | None = None
 
@@ -105,9 +111,10 @@ class ProdromeStateMachine:
 
     def step(self, window: WindowInput) -> Transition:
         """Advance by one window and report the resulting state."""
-        return self.advance(
+        state, changed, reason = self.advance(
             window.dt_s, window.score, window.blanked, window.enough_channels, window.calibrated
         )
+        return build_frozen(Transition, {"state": state, "changed": changed, "reason": reason})
 
     def advance(
         self,
@@ -116,14 +123,15 @@ class ProdromeStateMachine:
         blanked: bool,
         enough_channels: bool,
         calibrated: bool,
-    ) -> Transition:
-        """:meth:`step` with the window's fields as arguments (the detector's hot path)."""
+    ) -> tuple[DetectorState, bool, str]:
+        """:meth:`step` with the window's fields as arguments and the transition's as a
+        tuple (state, changed, reason): the detector's hot path, one object fewer."""
         previous = self._state
         if not enough_channels:
-            self._state = DetectorState.UNKNOWN
+            self._state = _UNKNOWN
             reason = f"too few good channels; {self._core.value} and its timers held"
         elif not calibrated:
-            self._state = DetectorState.CALIBRATING
+            self._state = _CALIBRATING
             reason = "calibrating the baseline"
         elif blanked or score is None:
             self._state = self._core
@@ -132,30 +140,27 @@ class ProdromeStateMachine:
         else:
             reason = self._advance(score, max(dt_s, 0.0))
             self._state = self._core
-        return build_frozen(
-            Transition,
-            {"state": self._state, "changed": self._state is not previous, "reason": reason},
-        )
+        return self._state, self._state is not previous, reason
 
     def _advance(self, score: float, dt_s: float) -> str:
         upper, lower = self.upper_threshold, self.lower_threshold
-        if self._core is DetectorState.NORMAL:
+        if self._core is _NORMAL:
             if score > upper:
-                self._core = DetectorState.SUSPECT
+                self._core = _SUSPECT
                 self._above_s = 0.0
                 return f"score {score:.3f} > upper {upper:.3f}: SUSPECT, onset timer started"
             return f"score {score:.3f} <= upper {upper:.3f}"
-        if self._core is DetectorState.SUSPECT:
+        if self._core is _SUSPECT:
             if score > upper:
                 self._above_s = 0.0 if self._above_s is None else self._above_s + dt_s
                 if _reached(self._above_s, self.onset_s):
-                    self._core = DetectorState.PRODROME
+                    self._core = _PRODROME
                     self._above_s = None
                     self._below_s = None
                     return f"score above upper {upper:.3f} for {self.onset_s:g} s: PRODROME"
                 return f"score {score:.3f} above upper for {self._above_s:g} s"
             if score < lower:
-                self._core = DetectorState.NORMAL
+                self._core = _NORMAL
                 self._above_s = None
                 return f"score {score:.3f} < lower {lower:.3f}: back to NORMAL"
             self._above_s = None
@@ -164,7 +169,7 @@ class ProdromeStateMachine:
         if score < lower:
             self._below_s = 0.0 if self._below_s is None else self._below_s + dt_s
             if _reached(self._below_s, self.termination_s):
-                self._core = DetectorState.NORMAL
+                self._core = _NORMAL
                 self._below_s = None
                 return f"score below lower {lower:.3f} for {self.termination_s:g} s: NORMAL"
             return f"score {score:.3f} below lower for {self._below_s:g} s"

@@ -18,12 +18,18 @@ BUCKET_S = 60.0
 
 
 class RollingSum:
-    """Sum of amounts added in the last ``window_s`` seconds, in ``bucket_s`` buckets."""
+    """Sum of amounts added in the last ``window_s`` seconds, in ``bucket_s`` buckets.
+
+    The exact sum (``math.fsum``) of the buckets is kept until a bucket is added to or
+    dropped: the envelope asks for it at every detector window, and it changes at most
+    once a minute.
+    """
 
     def __init__(self, window_s: float = SECONDS_PER_DAY, bucket_s: float = BUCKET_S) -> None:
         self.window_s = window_s
         self.bucket_s = bucket_s
         self._buckets: deque[list[float]] = deque()  # [bucket start s, amount]
+        self._total: float | None = 0.0  # fsum of the buckets; None: to be summed again
 
     def add(self, t_s: float, amount: float) -> None:
         if amount <= 0.0:
@@ -33,12 +39,17 @@ class RollingSum:
             self._buckets[-1][1] += amount  # same bucket (or time went back: keep it counted)
         else:
             self._buckets.append([start, amount])
+        self._total = None
 
     def total(self, t_s: float) -> float:
         horizon = t_s - self.window_s
-        while self._buckets and self._buckets[0][0] + self.bucket_s <= horizon:
-            self._buckets.popleft()
-        return math.fsum(amount for _, amount in self._buckets)
+        buckets = self._buckets
+        while buckets and buckets[0][0] + self.bucket_s <= horizon:
+            buckets.popleft()
+            self._total = None
+        if self._total is None:
+            self._total = math.fsum(amount for _, amount in buckets)
+        return self._total
 
 
 class RollingCount:

@@ -24,6 +24,9 @@ from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_sp
 from controller.features.timestats import BlockStats, block_stats
 from controller.jit import numba_enabled
 
+#: No scale checked yet: an array of its own, which no caller holds.
+_NO_SCALE = np.empty(0)
+
 
 def _clip_levels(
     clip_level_uv: float | Sequence[float] | np.ndarray | None, n_channels: int
@@ -91,6 +94,8 @@ class FeatureExtractor:
             if numba_enabled(use_numba)
             else None
         )
+        #: The scale array push_counts last checked (compiled path only).
+        self._checked_scale = _NO_SCALE
         self.reset(t0_s)
 
     @property
@@ -147,12 +152,17 @@ class FeatureExtractor:
         Why: on the compiled path the products are written straight into the sample
         buffer, so a SAMPLES frame costs no intermediate µV block.
         """
-        scale = np.asarray(scale_uv_per_count, dtype=np.float64)
-        if self._compiled is None:
-            return self.push(counts * scale[:, None])
+        if scale_uv_per_count is self._checked_scale:  # the same array as last time
+            scale = scale_uv_per_count
+        else:
+            scale = np.asarray(scale_uv_per_count, dtype=np.float64)
+            if self._compiled is None:
+                return self.push(counts * scale[:, None])
+            if scale.shape != (self._n_channels,):
+                raise ValueError(f"scale_uv_per_count must have {self._n_channels} entries")
+            # A float64 array is its own asarray: recognised by identity next time.
+            self._checked_scale = scale if scale is scale_uv_per_count else _NO_SCALE
         self._check_block(counts)
-        if scale.shape != (self._n_channels,):
-            raise ValueError(f"scale_uv_per_count must have {self._n_channels} entries")
         return self._push(counts, scale)
 
     def _check_block(self, block: np.ndarray) -> None:
@@ -171,7 +181,10 @@ class FeatureExtractor:
             self._write(block if take == total else block[:, position : position + take], scale)
             position += take
             if self._n_samples == self._next_event_n:
-                self._handle_events(frames)
+                if self._compiled is not None:
+                    self._handle_events_compiled(self._compiled, frames)
+                else:
+                    self._handle_events(frames)
                 self._next_event_n = self._next_event()
         return frames
 
@@ -221,9 +234,7 @@ class FeatureExtractor:
         return self._buffer[:, start : start + length]
 
     def _handle_events(self, frames: list[FeatureFrame]) -> None:
-        if self._compiled is not None:
-            self._handle_events_compiled(self._compiled, frames)
-            return
+        """The numpy path's events (the compiled path: :meth:`_handle_events_compiled`)."""
         layout = self._layout
         n = self._n_samples
         block_n = layout.block_samples

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.policy.config import ProdromeSessionConfig, TherapySettingConfig
-from controller.policy.gate import OFF, RequestGate, detector_not_ready
+from controller.policy.gate import OFF, RequestGate, detector_not_ready, detector_ready
 from controller.policy.types import StimRequest
 from firmware_bridge.messages import StimState
+
+_PRODROME = DetectorState.PRODROME  # a global: read at every window
 
 
 class ProdromeSessionPolicy:
@@ -39,26 +41,34 @@ class ProdromeSessionPolicy:
         self, t_s: float, detector: DetectorOutput | None, delivered: StimState | None
     ) -> StimRequest | None:
         state = detector.state if detector is not None else None
-        entered = state is DetectorState.PRODROME and self._previous_state is not state
+        entered = state is _PRODROME and self._previous_state is not state
         self._previous_state = state
-        hold = detector_not_ready(detector)
-        if hold is not None:
-            if self._session_end_s is not None:
+        gate = self._gate
+        if not detector_ready(detector):
+            aborted = self._session_end_s is not None
+            if aborted:
                 self._session_end_s = None
                 self._lockout_until_s = t_s + self.config.lockout_s
+            if not gate.wanted(OFF, delivered):
+                return None
+            hold = detector_not_ready(detector) or ""
+            if aborted:
                 hold += "; session aborted, lockout started"
-            return self._gate.request(OFF, hold, delivered)
+            return StimRequest(OFF, hold)
         if self._session_end_s is not None and t_s >= self._session_end_s:
             self._lockout_until_s = self._session_end_s + self.config.lockout_s
             self._session_end_s = None
         locked_out = self._lockout_until_s is not None and t_s < self._lockout_until_s
         if entered and self._session_end_s is None and not locked_out:
             self._session_end_s = t_s + self.config.session_s
+        # The reasons are built only for a request: most windows request nothing.
         if self._session_end_s is not None:
-            reason = f"prodrome session until t={self._session_end_s:g} s"
-            return self._gate.request(self.therapy.setting(), reason, delivered)
+            therapy = self.therapy.setting()
+            if not gate.wanted(therapy, delivered):
+                return None
+            return StimRequest(therapy, f"prodrome session until t={self._session_end_s:g} s")
+        if not gate.wanted(OFF, delivered):
+            return None
         if self._lockout_until_s is not None and t_s < self._lockout_until_s:
-            reason = f"lockout until t={self._lockout_until_s:g} s"
-        else:
-            reason = "no prodrome session"
-        return self._gate.request(OFF, reason, delivered)
+            return StimRequest(OFF, f"lockout until t={self._lockout_until_s:g} s")
+        return StimRequest(OFF, "no prodrome session")

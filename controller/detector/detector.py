@@ -376,7 +376,7 @@ class Detector:
         calibrated = baseline.ready
         z: np.ndarray | None = None
         if self._fuse_steady_state and self._gate.compiled_ready:
-            n_good, blank_reasons, values, z = self._steady_window(frame, good, dt_s)
+            n_good, blank_reasons, values, z = self._steady_window(frame, good, dt_s, calibrated)
             enough = n_good >= self._min_good
         else:
             n_good = int(np.count_nonzero(good))
@@ -400,7 +400,7 @@ class Detector:
         )
 
     def _steady_window(
-        self, frame: FeatureFrame, good: np.ndarray, dt_s: float
+        self, frame: FeatureFrame, good: np.ndarray, dt_s: float, calibrated: bool
     ) -> tuple[int, list[str], np.ndarray, np.ndarray | None]:
         """:meth:`update`'s gate, summary values and (once calibrated) score in one
         compiled call, once every artifact reference is initialised (the steady state).
@@ -413,7 +413,6 @@ class Detector:
         bad_stim = gate.bad_stimulation_channels(frame, good)
         changing = frame.t_start_s < self._blank_until_s
         summary.resolve(frame)
-        calibrated = self._baseline.ready
         constants = self._steady_constants.get(calibrated)
         if constants is None:
             constants = self._steady_constants[calibrated] = self._steady_window_constants()

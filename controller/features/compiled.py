@@ -169,6 +169,7 @@ class CompiledWindows:
             self._thresholds,
         )
         self._seg_slot_cache: dict[int, np.ndarray] = {}
+        self._window_slot_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._blk_slot_cache: dict[int, np.ndarray] = {}
 
     def add_block(
@@ -259,7 +260,7 @@ class CompiledWindows:
         if window_start < 0:
             self._segment_terms(spectrum, slot)
             return None
-        seg_slots, blk_slots = self._segment_slots(window_start), self._block_slots(window_start)
+        seg_slots, blk_slots = self._window_slots(window_start)
         if self._context.keep_spectra:
             arrays = segment_and_window(
                 spectrum, slot, seg_slots, blk_slots, *self._window_constants
@@ -359,6 +360,22 @@ class CompiledWindows:
                 "spectra": spectra,
             },
         )
+
+    def _window_slots(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_segment_slots` and :meth:`_block_slots` of one window, in one lookup
+        (cached per pair of ring phases: a hop asks for both)."""
+        layout = self._context.layout
+        key = (
+            (start // layout.segment_grid_samples) % self._n_seg_slots,
+            (start // layout.block_samples) % self._n_blk_slots,
+        )
+        slots = self._window_slot_cache.get(key)
+        if slots is None:
+            slots = self._window_slot_cache[key] = (
+                self._segment_slots(start),
+                self._block_slots(start),
+            )
+        return slots
 
     def _segment_slots(self, start: int) -> np.ndarray:
         """Ring slots of the window's segments, oldest first (cached per ring phase)."""

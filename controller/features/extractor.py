@@ -24,6 +24,9 @@ from controller.features.spectra import ChannelPairs, SegmentSpectra, segment_sp
 from controller.features.timestats import BlockStats, block_stats
 from controller.jit import numba_enabled
 
+#: Hops of samples the buffer holds beyond what a window needs (see FeatureExtractor).
+COMPACTION_HOPS = 16
+
 #: No scale checked yet: an array of its own, which no caller holds.
 _NO_SCALE = np.empty(0)
 
@@ -87,7 +90,11 @@ class FeatureExtractor:
         )
         layout = self._layout
         self._keep_samples = max(layout.segment_samples, layout.block_samples + 1)
-        capacity = 2 * self._keep_samples + layout.block_samples
+        # Room for COMPACTION_HOPS hops beyond what must be kept: the buffer is compacted
+        # (the kept samples copied to its start) once every so many hops, not every few.
+        capacity = (
+            2 * self._keep_samples + layout.block_samples + COMPACTION_HOPS * layout.hop_samples
+        )
         self._buffer = np.zeros((n_channels, capacity))
         self._compiled = (
             CompiledWindows(self._context, self._clip_level_uv)

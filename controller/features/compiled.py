@@ -20,11 +20,13 @@ from controller.features.kernels import (
     BLOCK_FIELDS,
     CH_ALPHA_PEAK,
     CH_CLIPPED_FRACTION,
+    CH_FIELDS,
     CH_LINE_LENGTH,
     CH_LINE_NOISE,
     CH_STD,
     CH_THETA_ALPHA,
     FLAG_CLIPPED,
+    FLAG_FIELDS,
     FLAG_FLATLINE,
     FLAG_GOOD,
     FLAG_INVALID,
@@ -139,6 +141,13 @@ class CompiledWindows:
             [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
         )
         self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
+        # Shapes of the window outputs kernels.segment_and_window_lean writes into.
+        self._band_shape = (2, n_channels, n_bands)
+        self._per_channel_shape = (CH_FIELDS, n_channels)
+        self._flags_shape = (FLAG_FIELDS, n_channels)
+        self._matrices_shape = (2, n_bands, n_channels, n_channels)
+        self._means_shape = (2, n_bands)
+        self._strength_shape = (n_bands, n_channels)
         #: The arguments of kernels.segment_and_window that never change (rings are
         #: updated in place).
         self._window_constants = (
@@ -266,8 +275,25 @@ class CompiledWindows:
                 spectrum, slot, seg_slots, blk_slots, *self._window_constants
             )
             return self._frame_of(arrays, t_start_s, t_end_s)
-        band, per_channel, flags, matrices, means, strength = segment_and_window_lean(
-            spectrum, slot, seg_slots, blk_slots, *self._window_constants
+        # Fresh arrays every window: the frame keeps them.
+        band = np.empty(self._band_shape)
+        per_channel = np.empty(self._per_channel_shape)
+        flags = np.empty(self._flags_shape, dtype=np.bool_)
+        matrices = np.empty(self._matrices_shape)
+        means = np.empty(self._means_shape)
+        strength = np.empty(self._strength_shape)
+        segment_and_window_lean(
+            spectrum,
+            slot,
+            seg_slots,
+            blk_slots,
+            band,
+            per_channel,
+            flags,
+            matrices,
+            means,
+            strength,
+            *self._window_constants,
         )
         return self._frame_of(
             (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s

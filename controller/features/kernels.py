@@ -520,10 +520,87 @@ def window_features(
     """
     n_channels = seg_psd.shape[1]
     n_bands = band_lo.shape[0]
-    psd = _window_psd(seg_psd, seg_slots)
     band = np.empty((2, n_channels, n_bands))
-    _band_powers(psd, band_lo, band_hi, df_hz, band)
     per_channel = np.empty((CH_FIELDS, n_channels))
+    flags = np.empty((FLAG_FIELDS, n_channels), dtype=np.bool_)
+    matrices = np.empty((2, n_bands, n_channels, n_channels))
+    means = np.empty((2, n_bands))
+    strength = np.empty((n_bands, n_channels))
+    psd, coherence_bins = window_features_into(
+        seg_psd,
+        seg_auto,
+        seg_cross,
+        seg_phase,
+        seg_slots,
+        blocks,
+        blk_slots,
+        block_samples,
+        band_lo,
+        band_hi,
+        band_conn_lo,
+        band_conn_hi,
+        band_conn_mean_weights,
+        alpha_bins,
+        line_bins,
+        total_bins,
+        freqs_hz,
+        df_hz,
+        theta_index,
+        alpha_index,
+        first,
+        second,
+        plv,
+        summary_index,
+        thresholds,
+        band,
+        per_channel,
+        flags,
+        matrices,
+        means,
+        strength,
+    )
+    return psd, band, per_channel, flags, coherence_bins, matrices, means, strength
+
+
+@_jit
+def window_features_into(
+    seg_psd: np.ndarray,
+    seg_auto: np.ndarray,
+    seg_cross: np.ndarray,
+    seg_phase: np.ndarray,
+    seg_slots: np.ndarray,
+    blocks: np.ndarray,
+    blk_slots: np.ndarray,
+    block_samples: int,
+    band_lo: np.ndarray,
+    band_hi: np.ndarray,
+    band_conn_lo: np.ndarray,
+    band_conn_hi: np.ndarray,
+    band_conn_mean_weights: np.ndarray,
+    alpha_bins: np.ndarray,
+    line_bins: np.ndarray,
+    total_bins: np.ndarray,
+    freqs_hz: np.ndarray,
+    df_hz: float,
+    theta_index: int,
+    alpha_index: int,
+    first: np.ndarray,
+    second: np.ndarray,
+    plv: bool,
+    summary_index: int,
+    thresholds: np.ndarray,
+    band: np.ndarray,
+    per_channel: np.ndarray,
+    flags: np.ndarray,
+    matrices: np.ndarray,
+    means: np.ndarray,
+    strength: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`window_features` into the given band, per-channel, flags, matrices, means
+    and strength arrays (shaped as it documents); returns the psd and coherence bins."""
+    n_bands = band_lo.shape[0]
+    psd = _window_psd(seg_psd, seg_slots)
+    _band_powers(psd, band_lo, band_hi, df_hz, band)
     _channel_features(
         psd,
         band[0],
@@ -536,7 +613,6 @@ def window_features(
         df_hz,
         per_channel,
     )
-    flags = np.empty((FLAG_FIELDS, n_channels), dtype=np.bool_)
     _time_stats_and_quality(blocks, blk_slots, block_samples, thresholds, per_channel, flags)
     coherence_bins = _coherence_bins(seg_auto, seg_cross, seg_slots, first, second)
     pair_values = np.empty((2, n_bands, first.shape[0]))
@@ -550,13 +626,10 @@ def window_features(
         plv,
         pair_values,
     )
-    matrices = np.empty((2, n_bands, n_channels, n_channels))
-    means = np.empty((2, n_bands))
-    strength = np.empty((n_bands, n_channels))
     _network_summaries(
         pair_values, first, second, flags[FLAG_GOOD], summary_index, matrices, means, strength
     )
-    return psd, band, per_channel, flags, coherence_bins, matrices, means, strength
+    return psd, coherence_bins
 
 
 # -- one event, fused --------------------------------------------------------------------
@@ -684,6 +757,12 @@ def segment_and_window_lean(
     segment_slot: int,
     seg_slots: np.ndarray,
     blk_slots: np.ndarray,
+    band: np.ndarray,
+    per_channel: np.ndarray,
+    flags: np.ndarray,
+    matrices: np.ndarray,
+    means: np.ndarray,
+    strength: np.ndarray,
     psd_scale: np.ndarray,
     conn_bins: np.ndarray,
     seg_psd: np.ndarray,
@@ -709,21 +788,37 @@ def segment_and_window_lean(
     plv: bool,
     summary_index: int,
     thresholds: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`segment_and_window` without the PSD and the coherence bins, for frames that
-    keep no spectra: every array handed back to Python costs its conversion."""
-    _, band, per_channel, flags, _, matrices, means, strength = segment_and_window(
+) -> None:
+    """:func:`segment_and_window` into the given band, per-channel, flags, matrices,
+    means and strength arrays, without the PSD and the coherence bins, for frames that
+    keep no spectra.
+
+    Why the outputs come in: every array a kernel hands back to Python is boxed, and
+    numba's boxing unpickles the array's type each time (``_numba_unpickle``): six
+    returned arrays cost more than six ``np.empty`` in Python and six more arguments.
+    """
+    segment_terms(
         spectrum,
-        segment_slot,
-        seg_slots,
-        blk_slots,
         psd_scale,
         conn_bins,
+        band_conn_lo,
+        band_conn_hi,
+        first,
+        second,
+        plv,
+        seg_psd[segment_slot],
+        seg_auto[segment_slot],
+        seg_cross[segment_slot],
+        seg_phase[segment_slot],
+    )
+    window_features_into(
         seg_psd,
         seg_auto,
         seg_cross,
         seg_phase,
+        seg_slots,
         blocks,
+        blk_slots,
         block_samples,
         band_lo,
         band_hi,
@@ -742,5 +837,10 @@ def segment_and_window_lean(
         plv,
         summary_index,
         thresholds,
+        band,
+        per_channel,
+        flags,
+        matrices,
+        means,
+        strength,
     )
-    return band, per_channel, flags, matrices, means, strength

@@ -78,28 +78,13 @@ class LockstepPump:
         Each round takes what both peers have to send (``a`` first), then delivers every
         chunk due by ``now`` in (deliver_at, posting order).
         """
-        a, b = self.a, self.b
         wires = self._wires
         in_flight = self._in_flight
-        for _ in range(1000):
+        for _ in range(_MAX_ROUNDS):
             if wires[self._id_a] is None and wires[self._id_b] is None and not in_flight:
-                # A clean link: chunks arrive at once, in posting order; nothing queues.
-                a_data = a.data_to_send()
-                b_data = b.data_to_send()
-                if a_data:
-                    self.bytes_a_to_b += len(a_data)
-                    if b_data:
-                        self.bytes_b_to_a += len(b_data)
-                    b.receive_data(a_data, now)
-                    if b_data:
-                        a.receive_data(b_data, now)
-                elif b_data:
-                    self.bytes_b_to_a += len(b_data)
-                    a.receive_data(b_data, now)
-                else:
-                    return
-                continue
-            moved = self._post(a, b, now) | self._post(b, a, now)
+                self._exchange_clean(now)
+                return
+            moved = self._post(self.a, self.b, now) | self._post(self.b, self.a, now)
             if not in_flight or in_flight[0][0] > now:
                 if not moved:
                     return
@@ -109,7 +94,29 @@ class LockstepPump:
                 due.append(heappop(in_flight))
             for _, _, receiver, chunk in due:
                 receiver.receive_data(chunk, now)
-        raise RuntimeError("peers kept talking at one instant for 1000 rounds")
+        raise RuntimeError(f"peers kept talking at one instant for {_MAX_ROUNDS} rounds")
+
+    def _exchange_clean(self, now: float) -> None:
+        """``_exchange`` on a clean link (no wire either way, nothing in flight): the same
+        rounds (``a``'s chunk delivered first) with nothing to queue; a quiet round is two
+        ``data_to_send`` calls."""
+        a, b = self.a, self.b
+        for _ in range(_MAX_ROUNDS):
+            a_data = a.data_to_send()
+            b_data = b.data_to_send()
+            if a_data:
+                self.bytes_a_to_b += len(a_data)
+                if b_data:
+                    self.bytes_b_to_a += len(b_data)
+                b.receive_data(a_data, now)
+                if b_data:
+                    a.receive_data(b_data, now)
+            elif b_data:
+                self.bytes_b_to_a += len(b_data)
+                a.receive_data(b_data, now)
+            else:
+                return
+        raise RuntimeError(f"peers kept talking at one instant for {_MAX_ROUNDS} rounds")
 
     def next_time(self) -> float | None:
         t = self.a.next_deadline()
@@ -124,7 +131,9 @@ class LockstepPump:
 
     def step(self, limit_s: float) -> float:
         """Advance to the next event (not past ``limit_s``); returns the new time."""
-        now = self.clock.now()
+        return self._step_from(self.clock.now(), limit_s)
+
+    def _step_from(self, now: float, limit_s: float) -> float:
         nxt = self.next_time()
         target = limit_s if nxt is None else min(max(nxt, now), limit_s)
         self.clock.advance_to(target)
@@ -138,16 +147,25 @@ class LockstepPump:
         clock = self.clock
         self._exchange(clock.now())
         stalled = 0
-        while clock.now() < t_s:
-            before = clock.now()
-            self.step(t_s)
+        now = clock.now()
+        while now < t_s:
+            self._step_from(now, t_s)
             if stop is not None and stop():
                 return
-            stalled = stalled + 1 if clock.now() == before else 0
-            if stalled > 10_000:
-                raise RuntimeError(
-                    f"virtual time stuck at {before} s: a peer's deadline does not move"
-                )
+            after = clock.now()
+            if after != now:
+                stalled = 0
+            else:
+                stalled += 1
+                if stalled > 10_000:
+                    raise RuntimeError(
+                        f"virtual time stuck at {now} s: a peer's deadline does not move"
+                    )
+            now = after
+
+
+#: Rounds of exchange at one instant before the peers are declared stuck in a loop.
+_MAX_ROUNDS = 1000
 
 
 class RecordingPeer:

@@ -172,10 +172,9 @@ def _chunks(rnd: Any, stream: bytes) -> list[bytes]:
     out = []
     i = 0
     while i < len(stream):
-        if rnd.random() < 0.5:
-            j = len(stream)  # often all of it: the whole-frames path
-        else:
-            j = min(len(stream), i + rnd.randint(1, 64))
+        # Often all of it (the whole-frames path), else a random piece.
+        whole = rnd.random() < 0.5
+        j = len(stream) if whole else min(len(stream), i + rnd.randint(1, 64))
         out.append(stream[i:j])
         i = j
     return out

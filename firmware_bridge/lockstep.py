@@ -118,23 +118,20 @@ class LockstepPump:
                 return
         raise RuntimeError(f"peers kept talking at one instant for {_MAX_ROUNDS} rounds")
 
-    def next_time(self) -> float | None:
-        t = self.a.next_deadline()
-        tb = self.b.next_deadline()
-        if tb is not None and (t is None or tb < t):
-            t = tb
-        if self._in_flight:
-            tf = self._in_flight[0][0]
-            if t is None or tf < t:
-                t = tf
-        return t
-
     def step(self, limit_s: float) -> float:
         """Advance to the next event (not past ``limit_s``); returns the new time."""
         return self._step_from(self.clock.now(), limit_s)
 
     def _step_from(self, now: float, limit_s: float) -> float:
-        nxt = self.next_time()
+        # The earliest deadline of either peer and of the chunks in flight.
+        nxt = self.a.next_deadline()
+        t = self.b.next_deadline()
+        if t is not None and (nxt is None or t < nxt):
+            nxt = t
+        if self._in_flight:
+            t = self._in_flight[0][0]
+            if nxt is None or t < nxt:
+                nxt = t
         target = limit_s if nxt is None else min(max(nxt, now), limit_s)
         self.clock.advance_to(target)
         self.a.on_time(target)

@@ -95,6 +95,7 @@ _HELLO_REJECT = int(MsgType.HELLO_REJECT)
 _SAMPLES = int(MsgType.SAMPLES)
 _HEARTBEAT = int(MsgType.HEARTBEAT)
 _STIM_SET = int(MsgType.STIM_SET)
+_STATUS = int(MsgType.STATUS)
 _SEQ_HALF = SEQ_MODULO // 2
 _unpack_header = HEADER.unpack_from
 #: An unsigned HEARTBEAT message of the documented payload size (header, payload, CRC).
@@ -430,7 +431,7 @@ class ControllerSession(_Endpoint):
         events: list[Event] = []
         for message in self._decoder.messages(data):
             version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
-            # Shortcuts for the two kinds that make most of the traffic (unsigned, this major
+            # Shortcuts for the kinds that make most of the traffic (unsigned, this major
             # version): the same outcome as _on_frame, without building the Frame.
             if version == PROTOCOL_MAJOR and not flags & FLAG_SIGNED:
                 if msg_type == _HEARTBEAT and len(message) == _HEARTBEAT_MESSAGE_SIZE:
@@ -442,12 +443,21 @@ class ControllerSession(_Endpoint):
                     if event is not None:
                         events.append(event)
                     continue
+                if msg_type == _STATUS:
+                    self._note_rx(seq, now)
+                    try:
+                        status = Status.decode(message[HEADER_SIZE:-CRC_SIZE])
+                    except MalformedPayload:
+                        self.stats.malformed += 1
+                        continue
+                    events.append(StatusReceived(status))
+                    continue
             self._on_frame(frame_of(message), now, events)
         return events
 
     def _on_frame(self, frame: Frame, now: float, events: list[Event]) -> None:
         """Every rule for one received frame (``receive_data`` takes a shortcut for plain
-        heartbeats and samples, tested to give the same outcome)."""
+        heartbeats, samples and status, tested to give the same outcome)."""
         self._note_rx(frame.seq, now)
         msg_type = frame.msg_type
         if frame.version != PROTOCOL_MAJOR and msg_type != _HELLO_REJECT:
@@ -543,6 +553,11 @@ class ControllerSession(_Endpoint):
         return samples_received(index, counts, timestamp_us, missing)
 
     def _on_message(self, msg: Message, now: float) -> list[Event]:
+        # The periodic reports first (the kinds are disjoint: the order only saves checks).
+        if isinstance(msg, StimState):
+            return [StimStateReceived(msg)]
+        if isinstance(msg, Status):
+            return [StatusReceived(msg)]
         if isinstance(msg, DeviceInfo):
             return self._on_device_info(msg, now)
         if isinstance(msg, HelloReject):
@@ -561,10 +576,6 @@ class ControllerSession(_Endpoint):
             if isinstance(msg, Ack):
                 return [CommandAcked(msg.command_id, msg.command_type, pending.attempts)]
             return [CommandNacked(msg.command_id, msg.command_type, msg.reason, msg.reason_name)]
-        if isinstance(msg, StimState):
-            return [StimStateReceived(msg)]
-        if isinstance(msg, Status):
-            return [StatusReceived(msg)]
         if isinstance(msg, Fault):
             return [FaultReceived(msg)]
         if isinstance(msg, Marker):

@@ -159,8 +159,17 @@ def _random_frame(rnd: Any, to_device: bool) -> bytes:
         )
         msg_type, payload = choice.MSG_TYPE, choice.encode()
     else:
-        choice = rnd.choice([Status(50, 0, (1000, 1100, 1200)), Ack(3, 0x10), Marker(2, "x")])
+        choice = rnd.choice(
+            [
+                Status(50, 0, (1000, 1100, 1200)),
+                Status(101, 0, (1000,)),  # battery out of range: malformed
+                Ack(3, 0x10),
+                Marker(2, "x"),
+            ]
+        )
         msg_type, payload = choice.MSG_TYPE, choice.encode()
+        if rnd.random() < 0.1:
+            payload = payload[:-1]  # truncated
     wire = encode_frame(msg_type, payload, seq, ts, flags, key, version)
     if rnd.random() < 0.05:  # a corrupted byte (CRC or COBS error)
         i = rnd.randrange(len(wire) - 1)

@@ -65,12 +65,11 @@ def samples_received(
     frozen dataclass's ``__init__``, which sets each field through ``object.__setattr__``:
     the same object (fields, repr) at half the cost, for the event of every SAMPLES frame."""
     event = _new_object(SamplesReceived)
-    event.__dict__.update(
-        first_index=first_index,
-        counts=counts,
-        timestamp_us=timestamp_us,
-        missing_before=missing_before,
-    )
+    fields = event.__dict__
+    fields["first_index"] = first_index
+    fields["counts"] = counts
+    fields["timestamp_us"] = timestamp_us
+    fields["missing_before"] = missing_before
     return event
 
 

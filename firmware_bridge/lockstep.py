@@ -43,7 +43,7 @@ class LockstepPump:
     ) -> None:
         self.a, self.b, self.clock = a, b, clock
         self._id_a, self._id_b = id(a), id(b)
-        # Looked up at every round: tests swap wires between runs.
+        # Read at every run_until and step: tests swap wires between runs.
         self._wires = {id(a): a_to_b, id(b): b_to_a}
         #: Chunks waiting for delivery, a heap ordered by (deliver_at, posting order).
         self._in_flight: list[tuple[float, int, LockstepPeer, bytes]] = []
@@ -78,10 +78,9 @@ class LockstepPump:
         Each round takes what both peers have to send (``a`` first), then delivers every
         chunk due by ``now`` in (deliver_at, posting order).
         """
-        wires = self._wires
         in_flight = self._in_flight
         for _ in range(_MAX_ROUNDS):
-            if wires[self._id_a] is None and wires[self._id_b] is None and not in_flight:
+            if not in_flight and self._clean_wires():
                 self._exchange_clean(now)
                 return
             moved = self._post(self.a, self.b, now) | self._post(self.b, self.a, now)
@@ -120,33 +119,50 @@ class LockstepPump:
 
     def step(self, limit_s: float) -> float:
         """Advance to the next event (not past ``limit_s``); returns the new time."""
-        return self._step_from(self.clock.now(), limit_s)
+        return self._step_from(self.clock.now(), limit_s, self._clean_wires())
 
-    def _step_from(self, now: float, limit_s: float) -> float:
+    def _clean_wires(self) -> bool:
+        """No wire either way: chunks arrive at once."""
+        wires = self._wires
+        return wires[self._id_a] is None and wires[self._id_b] is None
+
+    def _step_from(self, now: float, limit_s: float, clean_wires: bool) -> float:
         # The earliest deadline of either peer and of the chunks in flight.
         nxt = self.a.next_deadline()
         t = self.b.next_deadline()
         if t is not None and (nxt is None or t < nxt):
             nxt = t
-        if self._in_flight:
-            t = self._in_flight[0][0]
+        in_flight = self._in_flight
+        if in_flight:
+            t = in_flight[0][0]
             if nxt is None or t < nxt:
                 nxt = t
-        target = limit_s if nxt is None else min(max(nxt, now), limit_s)
+        if nxt is None:
+            target = limit_s
+        else:  # min(max(nxt, now), limit_s)
+            target = now if now > nxt else nxt
+            if limit_s < target:
+                target = limit_s
         self.clock.advance_to(target)
         self.a.on_time(target)
         self.b.on_time(target)
-        self._exchange(target)
+        if clean_wires and not in_flight:
+            self._exchange_clean(target)  # what _exchange would choose, one call sooner
+        else:
+            self._exchange(target)
         return target
 
     def run_until(self, t_s: float, stop: Callable[[], bool] | None = None) -> None:
-        """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step)."""
+        """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step).
+
+        The wires are read once per call: swap them between calls, not during one."""
         clock = self.clock
         self._exchange(clock.now())
+        clean_wires = self._clean_wires()
         stalled = 0
         now = clock.now()
         while now < t_s:
-            self._step_from(now, t_s)
+            self._step_from(now, t_s, clean_wires)
             if stop is not None and stop():
                 return
             after = clock.now()

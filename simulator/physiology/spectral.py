@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
+from simulator.jit import NUMBA_AVAILABLE, jit
 from simulator.physiology.state import BANDS_HZ, ModulationState
 from simulator.signals import Site
 
@@ -150,6 +151,47 @@ class SlowFactorRamp:
         self._gain, self._dc_uv, self._key = gain_new, dc_new, key
         self._gain_active = bool((gain_new != 1.0).any())
         self._dc_active = bool((dc_new != 0.0).any())
+
+
+def _psd_loops(
+    gains: np.ndarray,
+    band_power: np.ndarray,
+    flat_templates: np.ndarray,
+    band_index: np.ndarray,
+    background: np.ndarray,
+    bump: np.ndarray,
+    bump_start: int,
+    psd: np.ndarray,
+) -> None:
+    """Fill ``psd`` (n_sites, n_bins) with ``SpectralModel._psd_numpy``'s numbers, element
+    by element (numba target).
+
+    The same products and sums in the same order: the flat bands as the 5-term dot product
+    of the band weights with the templates (one non-zero term per bin, so any order of a
+    matrix product gives these bits), plus the background at the gain of its band (1
+    outside all bands), plus the weighted, normalised alpha bump where it lies.
+    """
+    n_bands, n_sites = gains.shape
+    n_bins = band_index.shape[0]
+    for i in range(n_sites):
+        row = psd[i]
+        for f in range(n_bins):
+            row[f] = 0.0
+        for b in range(n_bands):  # the dot product's terms in order, each over the row
+            weight = gains[b, i] * band_power[b]
+            template = flat_templates[b]
+            for f in range(n_bins):
+                row[f] += weight * template[f]
+        for f in range(n_bins):
+            band = band_index[f]
+            gain = gains[band, i] if band >= 0 else 1.0
+            row[f] += gain * background[f]
+        alpha_weight = gains[_ALPHA_INDEX, i] * band_power[_ALPHA_INDEX]
+        for f in range(bump.shape[1]):
+            row[bump_start + f] += alpha_weight * bump[i, f]
+
+
+_psd_numba = jit(_psd_loops) if NUMBA_AVAILABLE else None
 
 
 def site_distance_matrix_mm(sites: tuple[Site, ...]) -> np.ndarray:
@@ -324,16 +366,28 @@ class SpectralModel:
         return np.asarray(np.clip(self._rho_base * gain, 0.0, self._params.max_shared_fraction))
 
     def _psd(self, state: ModulationState) -> np.ndarray:
+        """One-sided PSD per site and bin (µV²/Hz, (n_sites, n_bins)): compiled when numba
+        is there, else ``_psd_numpy`` (the same numbers; tested against each other)."""
         gains = np.asarray(state.band_gain, dtype=np.float64)  # (5, n_sites)
-        weighted = gains * self._band_power[:, None]
-        psd = weighted.T @ self._flat_templates  # flat bands (alpha row of templates is 0)
-        # Background takes the gain of the band it lies in (1 outside all bands). Gathered
-        # site-major so the product runs over contiguous rows.
-        with_outside = np.ones((_N_BANDS + 1, gains.shape[1]))
-        with_outside[:_N_BANDS] = gains
-        gain_at_f = with_outside.T[:, self._band_index]
-        psd += gain_at_f * self._background_base
-        # Alpha: Gaussian at each site's peak (within +-6 sigma), normalised on the grid.
+        lo, bump = self._alpha_bump(state)
+        if _psd_numba is None:
+            return self._psd_numpy(gains, lo, bump)
+        psd = np.empty((gains.shape[1], self._freqs_hz.size))
+        _psd_numba(
+            gains,
+            self._band_power,
+            self._flat_templates,
+            self._band_index,
+            self._background_base,
+            bump,
+            lo,
+            psd,
+        )
+        return psd
+
+    def _alpha_bump(self, state: ModulationState) -> tuple[int, np.ndarray]:
+        """First bin and values (n_sites, bins) of the Gaussian alpha peak of each site
+        (within +-6 sigma of the peaks), normalised to unit area on the grid."""
         peak = np.asarray(state.alpha_peak_hz, dtype=np.float64)[:, None]
         sigma = self._params.alpha_sigma_hz
         # bisect on the grid as a list: np.searchsorted's result, without its call overhead.
@@ -342,7 +396,20 @@ class SpectralModel:
         lo, hi = max(lo, 1), max(hi, lo + 1)
         bump = np.exp(-0.5 * ((self._freqs_hz[None, lo:hi] - peak) / sigma) ** 2)
         bump /= bump.sum(axis=1, keepdims=True) * self._df_hz
-        psd[:, lo:hi] += weighted[_ALPHA_INDEX][:, None] * bump
+        return lo, bump
+
+    def _psd_numpy(self, gains: np.ndarray, lo: int, bump: np.ndarray) -> np.ndarray:
+        """The PSD as array operations: the reference of the compiled ``_psd_loops``."""
+        weighted = gains * self._band_power[:, None]
+        psd = weighted.T @ self._flat_templates  # flat bands (alpha row of templates is 0)
+        # Background takes the gain of the band it lies in (1 outside all bands). Gathered
+        # site-major so the product runs over contiguous rows.
+        with_outside = np.ones((_N_BANDS + 1, gains.shape[1]))
+        with_outside[:_N_BANDS] = gains
+        gain_at_f = with_outside.T[:, self._band_index]
+        psd += gain_at_f * self._background_base
+        # Alpha: Gaussian at each site's peak, normalised on the grid.
+        psd[:, lo : lo + bump.shape[1]] += weighted[_ALPHA_INDEX][:, None] * bump
         return np.asarray(psd)
 
     def _spectral_factors(self, state: ModulationState) -> tuple[np.ndarray, np.ndarray]:
@@ -361,7 +428,8 @@ class SpectralModel:
             psd = self._psd(state)
             psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
             psd[:, -1] = 0.0
-            amp = np.sqrt(psd * self._fft_scale).astype(np.float32)
+            psd *= self._fft_scale
+            amp = np.sqrt(psd, out=psd).astype(np.float32)
             self._cached_key, self._cached_amp = key, amp
             coherence_gain = float(state.coherence_gain)
             if self._cached_mix is None or coherence_gain != self._cached_mix_gain:

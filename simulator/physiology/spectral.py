@@ -194,6 +194,30 @@ def _psd_loops(
 _psd_numba = jit(_psd_loops) if NUMBA_AVAILABLE else None
 
 
+def _amplitude_loops(psd: np.ndarray, fft_scale: float, amp: np.ndarray) -> None:
+    """``amp`` (float32) = sqrt(psd * fft_scale) per bin, 0 at DC and Nyquist (numba
+    target; the products and square roots of ``SpectralModel._amplitude_numpy``)."""
+    n_sites, n_bins = psd.shape
+    for i in range(n_sites):
+        amp[i, 0] = 0.0
+        for f in range(1, n_bins - 1):
+            amp[i, f] = np.float32(np.sqrt(psd[i, f] * fft_scale))
+        amp[i, n_bins - 1] = 0.0
+
+
+def _mixing_loops(rho_at_f: np.ndarray, eigval: np.ndarray, mix: np.ndarray) -> None:
+    """``mix`` (float32) = sqrt((1 - rho) + rho * eigval) per eigenvector and bin (numba
+    target; the arithmetic of ``SpectralModel._mixing_numpy``)."""
+    for k in range(eigval.shape[0]):
+        for f in range(rho_at_f.shape[0]):
+            rho = rho_at_f[f]
+            mix[k, f] = np.float32(np.sqrt((1.0 - rho) + rho * eigval[k]))
+
+
+_amplitude_numba = jit(_amplitude_loops) if NUMBA_AVAILABLE else None
+_mixing_numba = jit(_mixing_loops) if NUMBA_AVAILABLE else None
+
+
 def site_distance_matrix_mm(sites: tuple[Site, ...]) -> np.ndarray:
     """Euclidean distances between sites on the cortical sheet (mm), shape (n, n)."""
     xy = np.array([[s.x_mm, s.y_mm] for s in sites], dtype=np.float64).reshape(-1, 2)
@@ -331,13 +355,18 @@ class SpectralModel:
         if n_samples < 0:
             raise ValueError("n_samples must be >= 0")
         self._check_state(state)
-        need = n_samples - self._pending.shape[1]
-        if need > 0:
-            n_segments = -(-need // self._hop)
-            fresh = self._synthesise(n_segments, state)
-            self._pending = np.concatenate((self._pending, fresh), axis=1)
-        out = self._pending[:, :n_samples].copy()
-        self._pending = self._pending[:, n_samples:]
+        pending = self._pending
+        have = pending.shape[1]
+        if n_samples <= have:
+            out = pending[:, :n_samples].copy()
+            self._pending = pending[:, n_samples:]
+        else:
+            # What is left of earlier segments, then new ones; their surplus is kept.
+            fresh = self._synthesise(-(-(n_samples - have) // self._hop), state)
+            out = np.empty((len(self._sites), n_samples))
+            out[:, :have] = pending
+            out[:, have:] = fresh[:, : n_samples - have]
+            self._pending = fresh[:, n_samples - have :]
         self._slow.apply(out, state.suppression, state.dc_offset_uv)
         return out
 
@@ -426,21 +455,41 @@ class SpectralModel:
             if np.any(state.band_gain < 0):
                 raise ValueError("band_gain must be >= 0")
             psd = self._psd(state)
-            psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
-            psd[:, -1] = 0.0
-            psd *= self._fft_scale
-            amp = np.sqrt(psd, out=psd).astype(np.float32)
+            if _amplitude_numba is None:
+                amp = self._amplitude_numpy(psd)
+            else:
+                amp = np.empty(psd.shape, dtype=np.float32)
+                _amplitude_numba(psd, self._fft_scale, amp)
             self._cached_key, self._cached_amp = key, amp
             coherence_gain = float(state.coherence_gain)
             if self._cached_mix is None or coherence_gain != self._cached_mix_gain:
                 # The mixing depends on the coherence gain alone, which stays 1 outside
                 # prodromes while band gains and alpha peaks move at every cell.
                 rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
-                mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
-                self._cached_mix = mix.astype(np.float32)
+                if _mixing_numba is None:
+                    self._cached_mix = self._mixing_numpy(rho_at_f)
+                else:
+                    self._cached_mix = np.empty(
+                        (self._eigval.size, rho_at_f.size), dtype=np.float32
+                    )
+                    _mixing_numba(rho_at_f, self._eigval, self._cached_mix)
                 self._cached_mix_gain = coherence_gain
         assert self._cached_mix is not None
         return self._cached_amp, self._cached_mix
+
+    def _amplitude_numpy(self, psd: np.ndarray) -> np.ndarray:
+        """Per-bin amplitude of the synthesis, float32 (the reference of the compiled
+        ``_amplitude_loops``); ``psd`` is overwritten."""
+        psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
+        psd[:, -1] = 0.0
+        psd *= self._fft_scale
+        return np.sqrt(psd, out=psd).astype(np.float32)
+
+    def _mixing_numpy(self, rho_at_f: np.ndarray) -> np.ndarray:
+        """Eigen-domain mixing per eigenvector and bin, float32 (the reference of the
+        compiled ``_mixing_loops``)."""
+        mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
+        return mix.astype(np.float32)
 
     def _complex_gaussian(self, shape: tuple[int, ...]) -> np.ndarray:
         """Circular complex Gaussian coefficients with E|X|^2 = 1 (complex64).

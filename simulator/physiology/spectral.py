@@ -501,11 +501,20 @@ class SpectralModel:
         # Draw order (segment, [radius, phase], site, bin) keeps every segment's numbers
         # the same however many segments one call renders (block-size independence).
         u = self._rng.random((shape[0], 2, *shape[1:]), dtype=np.float32)
-        radius = np.sqrt(-np.log1p(-u[:, 0]))
-        phase = u[:, 1] * np.float32(2.0 * np.pi)
+        # The same operations as sqrt(-log1p(-u0)) and radius * cos(2 pi u1), in place.
+        radius = np.negative(u[:, 0])
+        np.log1p(radius, out=radius)
+        np.negative(radius, out=radius)
+        np.sqrt(radius, out=radius)
+        phase = u[:, 1]
+        phase *= np.float32(2.0 * np.pi)
         out = np.empty(shape, dtype=np.complex64)
-        out.real = radius * np.cos(phase)
-        out.imag = radius * np.sin(phase)
+        part = np.cos(phase)
+        part *= radius
+        out.real = part
+        np.sin(phase, out=part)
+        part *= radius
+        out.imag = part
         return out
 
     def _synthesise(self, n_segments: int, state: ModulationState) -> np.ndarray:

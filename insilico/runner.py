@@ -333,6 +333,12 @@ def attacks_from(events: list[GroundTruthEvent], spans: list[PhaseSpan]) -> list
     ]
 
 
+def alarms_in_run(detections_s: list[float], duration_s: float) -> list[float]:
+    """The detections of the run [0, duration_s]: a PRODROME onset during the node's ramped
+    stop after the run is neither scored nor reported (the patient's run has ended)."""
+    return [t for t in detections_s if t <= duration_s]
+
+
 def _report(
     spec: SimSpec,
     source: PatientSimulation,
@@ -349,12 +355,13 @@ def _report(
     attacks = [a for a in attacks_from(everything, spans) if a.t_s >= 0.0]
     truth = [e for e in everything if e.t_s >= 0.0]
     attack_periods = [(a.t_s, a.end_s) for a in attacks if a.t_s < duration_s]
+    alarms_s = alarms_in_run(seen.detections, duration_s)
     seen.meter.finish(end_s)
     stim_time_s, teed_j = seen.meter.on_s, seen.meter.teed_j
     stats = node.core.stats
     session, device = node.session.stats, firmware.session.stats
     prediction = scoring.score_prediction(
-        seen.detections,
+        alarms_s,
         attack_periods,
         duration_s,
         max_lead_h=spec.max_lead_h,
@@ -382,7 +389,7 @@ def _report(
             for e in truth
         ],
         attacks=attacks,
-        detections=[DetectionReport(t_s=t) for t in seen.detections],
+        detections=[DetectionReport(t_s=t) for t in alarms_s],
         phases=spans,
         stimulation=StimulationReport(
             time_on_s=stim_time_s,

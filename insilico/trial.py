@@ -328,8 +328,7 @@ def _entry(
         device=report.device,
         run_in_days=float(arm.run_in["run_in_days"]),  # type: ignore[arg-type]
         run_in_attacks=int(arm.run_in["run_in_attacks"]),  # type: ignore[call-overload]
-        # The arm's period only (not the node's ramped stop after it), as the record scores.
-        alarm_times_s=[d.t_s for d in report.detections if d.t_s <= end_s],
+        alarm_times_s=[d.t_s for d in report.detections],  # the arm's period only
         attack_periods_s=[(a.t_s, a.end_s) for a in report.attacks if a.t_s <= end_s],
         prospective=detector,
     )

@@ -15,6 +15,7 @@ from firmware_bridge.clock import VirtualClock
 from insilico.report import SimReport
 from insilico.runner import (
     SimSpec,
+    alarms_in_run,
     on_patient_clock,
     phase_spans,
     run_sim,
@@ -280,3 +281,9 @@ def test_realtime_flag_paces_the_run_to_the_wall_clock(tmp_path: Path) -> None:
     # time: never less, since the pacer only ever holds the run back.
     assert report["virtual_s"] >= 3.0
     assert report["wall_s"] >= 3.0 and report["realtime_factor"] <= 1.0
+
+
+def test_detections_during_the_ramped_stop_after_the_run_are_not_alarms() -> None:
+    # The run ends at 3600 s; the node's ramped stop runs on for a few seconds after it.
+    assert alarms_in_run([10.0, 3600.0, 3600.5, 3603.0], 3600.0) == [10.0, 3600.0]
+    assert alarms_in_run([], 3600.0) == []

@@ -260,8 +260,8 @@ class VirtualFirmware:
                 self._step_output(t_frame)
                 self._acquire_frame(t_frame)
             if out.t_s != now or self._battery_t != now or out.amplitude_ma != out.target_ma:
-                # Otherwise the last frame ended at ``now`` and stepped the output there: a
-                # second step would find no time passed and no ramp to snap.
+                # Otherwise output and battery are already at ``now`` (a frame ended there)
+                # and nothing ramps: another step would find no time passed, nothing to snap.
                 self._step_output(now)
         events = self.session.handle_timeout(now)
         if events:
@@ -375,10 +375,10 @@ class VirtualFirmware:
         self._status_due = True  # STATUS follows every change of the fault flags
         self.session.device_state = self._device_state()  # and the heartbeat's state
 
-    def _update_condition_faults(self, now: float, view: _ImpedanceView) -> None:
-        """Raise or clear the faults that follow the device's condition: ``view`` is the
-        impedance reading now, the battery as last drained."""
-        bad = view.stim_out_of_window
+    def _update_condition_faults(self, now: float, view: _ImpedanceView | None = None) -> None:
+        """Raise or clear the faults that follow the device's condition: the impedances
+        (``view``, when the caller holds the reading of now) and the battery as last drained."""
+        bad = (self._impedances() if view is None else view).stim_out_of_window
         self._set_fault(FaultCode.IMPEDANCE, bad, self._impedance_fault_text, now)
         self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
         self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
@@ -478,7 +478,7 @@ class VirtualFirmware:
             if self.output.estop_latched:
                 reason = NackReason.ESTOP_LATCHED
             else:
-                self._update_condition_faults(now, self._impedances())
+                self._update_condition_faults(now)
                 if self._forbids_stimulation():
                     reason = NackReason.FAULT_ACTIVE
         if reason is not None:

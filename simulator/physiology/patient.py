@@ -409,7 +409,7 @@ class PatientSimulation:
         )
         start = self._n_read
         cell_samples = self._cell_samples
-        if self._spectral is not None and start // cell_samples != self._cell:
+        if self._spectral is not None and n_samples and start // cell_samples != self._cell:
             cell = start // cell_samples
             if start + n_samples <= (cell + 1) * cell_samples:
                 self._enter_cell(cell)  # as _generate_pieces would, then the slice below

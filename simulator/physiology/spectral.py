@@ -167,9 +167,9 @@ def _psd_loops(
     by element (numba target).
 
     The same products and sums in the same order: the flat bands as the 5-term dot product
-    of the band weights with the templates (one non-zero term per bin, so any order of a
-    matrix product gives these bits), plus the background at the gain of its band (1
-    outside all bands), plus the weighted, normalised alpha bump where it lies.
+    of the band weights with the templates (for finite gains one non-zero term per bin,
+    so any order of a matrix product gives these bits), plus the background at the gain
+    of its band (1 outside all bands), plus the weighted, normalised alpha bump.
     """
     n_bands, n_sites = gains.shape
     n_bins = band_index.shape[0]

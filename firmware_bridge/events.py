@@ -58,6 +58,24 @@ class SamplesReceived:
     missing_before: int  # samples lost just before this block (0 when contiguous)
 
 
+def samples_received(
+    first_index: int, counts: np.ndarray, timestamp_us: int, missing_before: int
+) -> SamplesReceived:
+    """``SamplesReceived(first_index, counts, timestamp_us, missing_before)`` without the
+    frozen dataclass's ``__init__``, which sets each field through ``object.__setattr__``:
+    the same object (fields, repr) at half the cost, for the event of every SAMPLES frame."""
+    event = _new_object(SamplesReceived)
+    fields = event.__dict__
+    fields["first_index"] = first_index
+    fields["counts"] = counts
+    fields["timestamp_us"] = timestamp_us
+    fields["missing_before"] = missing_before
+    return event
+
+
+_new_object = object.__new__
+
+
 @dataclass(frozen=True)
 class CommandAcked:
     command_id: int

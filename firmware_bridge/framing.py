@@ -80,13 +80,29 @@ def encode_frame(
     if len(payload) > MAX_PAYLOAD:
         raise FrameTooLarge(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD}")
     ts = timestamp_us % TIMESTAMP_MODULO
-    if key is not None:
-        flags |= FLAG_SIGNED
-    message = _pack_header(version, msg_type, flags, seq % SEQ_MODULO, ts & 0xFFFFFFFF, ts >> 32)
+    if key is None:
+        return seal(
+            _pack_header(version, msg_type, flags, seq % SEQ_MODULO, ts & 0xFFFFFFFF, ts >> 32)
+            + payload
+        )
+    message = _pack_header(
+        version, msg_type, flags | FLAG_SIGNED, seq % SEQ_MODULO, ts & 0xFFFFFFFF, ts >> 32
+    )
     message += payload
-    if key is not None:
-        message += sign(key, message)
+    return seal(message + sign(key, message))
+
+
+def seal(message: bytes) -> bytes:
+    """The wire bytes of a message (header, payload, tag if signed): its CRC-32 appended,
+    COBS-encoded, the 0x00 delimiter."""
     return _cobs_encode(message + _pack_crc(_crc32(message))) + b"\x00"
+
+
+def header_with(payload_format: str) -> struct.Struct:
+    """The layout of a header followed by a fixed payload (``payload_format`` without a
+    byte-order prefix; little-endian as the header): one pack builds both, for frames sent
+    many times a second."""
+    return struct.Struct(HEADER.format + payload_format)
 
 
 _pack_header = HEADER.pack
@@ -102,6 +118,8 @@ _CobsDecodeError = cobs.DecodeError
 #: slicing the message first.
 _CRC_RESIDUE = 0x2144DF1C
 _MIN_MESSAGE = HEADER_SIZE + CRC_SIZE
+_MIN_SIGNED_MESSAGE = _MIN_MESSAGE + TAG_SIZE
+_FLAGS_AT = 2  # offset of the flags byte in the header
 _PAYLOAD_END = -CRC_SIZE
 _SIGNED_PAYLOAD_END = -(CRC_SIZE + TAG_SIZE)
 
@@ -138,6 +156,16 @@ class FrameDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[Frame]:
+        """The frames completed by ``data``, decoded and CRC-checked, in order."""
+        return [frame_of(message) for message in self.messages(data)]
+
+    def messages(self, data: bytes) -> list[bytes]:
+        """The messages completed by ``data`` that pass every check (COBS, long enough for
+        a header, CRC, and a tag if signed), in order: header, payload, tag if any, CRC.
+
+        What ``feed`` makes its Frames of; the sessions read the header themselves and
+        build a Frame only for the rare kinds of message, so a heartbeat costs no object.
+        """
         stats = self.stats
         n = len(data)
         stats.bytes_in += n
@@ -150,25 +178,25 @@ class FrameDecoder:
                 if n == 1:
                     stats.empty_frames += 1
                     return []
-                frame = self._decode_one(data[:-1])
-                return [] if frame is None else [frame]
+                message = self._check(data[:-1])
+                return [] if message is None else [message]
             parts = data.split(b"\x00")
             parts.pop()  # the empty tail after the last delimiter
-            whole: list[Frame] = []
-            decode_one = self._decode_one
+            whole: list[bytes] = []
+            check = self._check
             for part in parts:
                 if part:
-                    frame = decode_one(part)
-                    if frame is not None:
-                        whole.append(frame)
+                    message = check(part)
+                    if message is not None:
+                        whole.append(message)
                 else:
                     stats.empty_frames += 1
             return whole
         chunk = self._buf + bytes(data) if self._buf else bytes(data)
         parts = chunk.split(b"\x00")
         tail = parts.pop()
-        frames: list[Frame] = []
-        decode_one = self._decode_one
+        messages: list[bytes] = []
+        check = self._check
         for part in parts:
             if self._discarding:
                 # The rest of an oversize frame: drop it, resume after this delimiter.
@@ -178,9 +206,9 @@ class FrameDecoder:
             if not part:
                 stats.empty_frames += 1
                 continue
-            frame = decode_one(part)
-            if frame is not None:
-                frames.append(frame)
+            message = check(part)
+            if message is not None:
+                messages.append(message)
         if self._discarding:
             stats.bytes_discarded += len(tail)
             tail = b""
@@ -190,9 +218,10 @@ class FrameDecoder:
             self._discarding = True
             tail = b""
         self._buf = tail
-        return frames
+        return messages
 
-    def _decode_one(self, encoded: bytes) -> Frame | None:
+    def _check(self, encoded: bytes) -> bytes | None:
+        """The message inside one delimited frame, or None (counted) when it fails a check."""
         if len(encoded) > MAX_ENCODED:
             stats = self.stats
             stats.oversize += 1
@@ -203,30 +232,35 @@ class FrameDecoder:
         except _CobsDecodeError:
             self.stats.cobs_errors += 1
             return None
-        if len(message) < _MIN_MESSAGE:
+        size = len(message)
+        if size < _MIN_MESSAGE:
             self.stats.too_short += 1
             return None
         if _crc32(message) != _CRC_RESIDUE:
             self.stats.crc_errors += 1
             return None
-        version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
-        if flags & FLAG_SIGNED:
-            if len(message) < _MIN_MESSAGE + TAG_SIZE:
-                self.stats.too_short += 1
-                return None
-            body = message[:_PAYLOAD_END]
-            self.stats.frames_ok += 1
-            return Frame(
-                version,
-                msg_type,
-                flags,
-                seq,
-                ts_lo | (ts_hi << 32),
-                message[HEADER_SIZE:_SIGNED_PAYLOAD_END],
-                body[-TAG_SIZE:],
-                body[:-TAG_SIZE],
-            )
+        if message[_FLAGS_AT] & FLAG_SIGNED and size < _MIN_SIGNED_MESSAGE:
+            self.stats.too_short += 1
+            return None
         self.stats.frames_ok += 1
+        return message
+
+
+def frame_of(message: bytes) -> Frame:
+    """The Frame of a message that passed ``FrameDecoder.messages``."""
+    version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
+    if flags & FLAG_SIGNED:
+        body = message[:_PAYLOAD_END]
         return Frame(
-            version, msg_type, flags, seq, ts_lo | (ts_hi << 32), message[HEADER_SIZE:_PAYLOAD_END]
+            version,
+            msg_type,
+            flags,
+            seq,
+            ts_lo | (ts_hi << 32),
+            message[HEADER_SIZE:_SIGNED_PAYLOAD_END],
+            body[-TAG_SIZE:],
+            body[:-TAG_SIZE],
         )
+    return Frame(
+        version, msg_type, flags, seq, ts_lo | (ts_hi << 32), message[HEADER_SIZE:_PAYLOAD_END]
+    )

@@ -43,7 +43,7 @@ class LockstepPump:
     ) -> None:
         self.a, self.b, self.clock = a, b, clock
         self._id_a, self._id_b = id(a), id(b)
-        # Looked up at every round: tests swap wires between runs.
+        # Read at every run_until and step: tests swap wires between runs.
         self._wires = {id(a): a_to_b, id(b): b_to_a}
         #: Chunks waiting for delivery, a heap ordered by (deliver_at, posting order).
         self._in_flight: list[tuple[float, int, LockstepPeer, bytes]] = []
@@ -78,28 +78,12 @@ class LockstepPump:
         Each round takes what both peers have to send (``a`` first), then delivers every
         chunk due by ``now`` in (deliver_at, posting order).
         """
-        a, b = self.a, self.b
-        wires = self._wires
         in_flight = self._in_flight
-        for _ in range(1000):
-            if wires[self._id_a] is None and wires[self._id_b] is None and not in_flight:
-                # A clean link: chunks arrive at once, in posting order; nothing queues.
-                a_data = a.data_to_send()
-                b_data = b.data_to_send()
-                if a_data:
-                    self.bytes_a_to_b += len(a_data)
-                    if b_data:
-                        self.bytes_b_to_a += len(b_data)
-                    b.receive_data(a_data, now)
-                    if b_data:
-                        a.receive_data(b_data, now)
-                elif b_data:
-                    self.bytes_b_to_a += len(b_data)
-                    a.receive_data(b_data, now)
-                else:
-                    return
-                continue
-            moved = self._post(a, b, now) | self._post(b, a, now)
+        for _ in range(_MAX_ROUNDS):
+            if not in_flight and self._clean_wires():
+                self._exchange_clean(now)
+                return
+            moved = self._post(self.a, self.b, now) | self._post(self.b, self.a, now)
             if not in_flight or in_flight[0][0] > now:
                 if not moved:
                     return
@@ -109,45 +93,92 @@ class LockstepPump:
                 due.append(heappop(in_flight))
             for _, _, receiver, chunk in due:
                 receiver.receive_data(chunk, now)
-        raise RuntimeError("peers kept talking at one instant for 1000 rounds")
+        raise RuntimeError(f"peers kept talking at one instant for {_MAX_ROUNDS} rounds")
 
-    def next_time(self) -> float | None:
-        t = self.a.next_deadline()
-        tb = self.b.next_deadline()
-        if tb is not None and (t is None or tb < t):
-            t = tb
-        if self._in_flight:
-            tf = self._in_flight[0][0]
-            if t is None or tf < t:
-                t = tf
-        return t
+    def _exchange_clean(self, now: float) -> None:
+        """``_exchange`` on a clean link (no wire either way, nothing in flight): the same
+        rounds (``a``'s chunk delivered first) with nothing to queue; a quiet round is two
+        ``data_to_send`` calls."""
+        a, b = self.a, self.b
+        for _ in range(_MAX_ROUNDS):
+            a_data = a.data_to_send()
+            b_data = b.data_to_send()
+            if a_data:
+                self.bytes_a_to_b += len(a_data)
+                if b_data:
+                    self.bytes_b_to_a += len(b_data)
+                b.receive_data(a_data, now)
+                if b_data:
+                    a.receive_data(b_data, now)
+            elif b_data:
+                self.bytes_b_to_a += len(b_data)
+                a.receive_data(b_data, now)
+            else:
+                return
+        raise RuntimeError(f"peers kept talking at one instant for {_MAX_ROUNDS} rounds")
 
     def step(self, limit_s: float) -> float:
         """Advance to the next event (not past ``limit_s``); returns the new time."""
-        now = self.clock.now()
-        nxt = self.next_time()
-        target = limit_s if nxt is None else min(max(nxt, now), limit_s)
+        return self._step_from(self.clock.now(), limit_s, self._clean_wires())
+
+    def _clean_wires(self) -> bool:
+        """No wire either way: chunks arrive at once."""
+        wires = self._wires
+        return wires[self._id_a] is None and wires[self._id_b] is None
+
+    def _step_from(self, now: float, limit_s: float, clean_wires: bool) -> float:
+        # The earliest deadline of either peer and of the chunks in flight.
+        nxt = self.a.next_deadline()
+        t = self.b.next_deadline()
+        if t is not None and (nxt is None or t < nxt):
+            nxt = t
+        in_flight = self._in_flight
+        if in_flight:
+            t = in_flight[0][0]
+            if nxt is None or t < nxt:
+                nxt = t
+        if nxt is None:
+            target = limit_s
+        else:  # min(max(nxt, now), limit_s)
+            target = now if now > nxt else nxt
+            if limit_s < target:
+                target = limit_s
         self.clock.advance_to(target)
         self.a.on_time(target)
         self.b.on_time(target)
-        self._exchange(target)
+        if clean_wires and not in_flight:
+            self._exchange_clean(target)  # what _exchange would choose, one call sooner
+        else:
+            self._exchange(target)
         return target
 
     def run_until(self, t_s: float, stop: Callable[[], bool] | None = None) -> None:
-        """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step)."""
+        """Run to virtual time ``t_s`` (or until ``stop()`` is true after a step).
+
+        The wires are read once per call: swap them between calls, not during one."""
         clock = self.clock
         self._exchange(clock.now())
+        clean_wires = self._clean_wires()
         stalled = 0
-        while clock.now() < t_s:
-            before = clock.now()
-            self.step(t_s)
+        now = clock.now()
+        while now < t_s:
+            self._step_from(now, t_s, clean_wires)
             if stop is not None and stop():
                 return
-            stalled = stalled + 1 if clock.now() == before else 0
-            if stalled > 10_000:
-                raise RuntimeError(
-                    f"virtual time stuck at {before} s: a peer's deadline does not move"
-                )
+            after = clock.now()
+            if after != now:
+                stalled = 0
+            else:
+                stalled += 1
+                if stalled > 10_000:
+                    raise RuntimeError(
+                        f"virtual time stuck at {now} s: a peer's deadline does not move"
+                    )
+            now = after
+
+
+#: Rounds of exchange at one instant before the peers are declared stuck in a loop.
+_MAX_ROUNDS = 1000
 
 
 class RecordingPeer:

@@ -39,9 +39,14 @@ from firmware_bridge.events import (
     StimStateReceived,
     VersionRejected,
     WatchdogExpired,
+    samples_received,
 )
 from firmware_bridge.framing import (
+    CRC_SIZE,
     FLAG_RETRANSMIT,
+    FLAG_SIGNED,
+    HEADER,
+    HEADER_SIZE,
     PROTOCOL_MAJOR,
     PROTOCOL_MINOR,
     SEQ_MODULO,
@@ -49,6 +54,7 @@ from firmware_bridge.framing import (
     Frame,
     FrameDecoder,
     encode_frame,
+    frame_of,
 )
 from firmware_bridge.messages import (
     HEARTBEAT_PAYLOAD_SIZE,
@@ -75,9 +81,9 @@ from firmware_bridge.messages import (
     StimState,
     UnknownMessageType,
     decode_samples_payload,
-    encode_heartbeat_payload,
+    encode_heartbeat_frame,
+    encode_samples_frame,
     encode_samples_payload,
-    encode_samples_payload_interleaved,
     parse_payload,
 )
 
@@ -89,7 +95,11 @@ _HELLO_REJECT = int(MsgType.HELLO_REJECT)
 _SAMPLES = int(MsgType.SAMPLES)
 _HEARTBEAT = int(MsgType.HEARTBEAT)
 _STIM_SET = int(MsgType.STIM_SET)
+_STATUS = int(MsgType.STATUS)
 _SEQ_HALF = SEQ_MODULO // 2
+_unpack_header = HEADER.unpack_from
+#: An unsigned HEARTBEAT message of the documented payload size (header, payload, CRC).
+_HEARTBEAT_MESSAGE_SIZE = HEADER_SIZE + HEARTBEAT_PAYLOAD_SIZE + CRC_SIZE
 
 
 @dataclass
@@ -137,6 +147,7 @@ class _Endpoint:
         self._decoder = FrameDecoder()
         self.stats = LinkStats(self._decoder.stats)
         self._rx_seq: int | None = None
+        self._heartbeats_sent = 0
         self._last_rx_s: float | None = None
         self._last_signed_us = -1  # signed timestamps strictly increase (the replay rule)
 
@@ -151,17 +162,24 @@ class _Endpoint:
     def _emit(
         self, msg_type: int, payload: bytes, now: float, flags: int = 0, sign: bool = False
     ) -> None:
-        seq = self._seq
         timestamp_us = int(now * 1e6)
+        key = None
         if sign and self._key is not None:
             # Two signed commands in one microsecond (one core step) must not share a
             # timestamp: the device refuses the second as a replay.
             timestamp_us = max(timestamp_us, self._last_signed_us + 1)
             self._last_signed_us = timestamp_us
-        wire = encode_frame(
-            msg_type, payload, seq, timestamp_us, flags, self._key if sign else None
-        )
-        self._seq = (seq + 1) % SEQ_MODULO
+            key = self._key
+        self._queue(encode_frame(msg_type, payload, self._seq, timestamp_us, flags, key))
+
+    def _emit_heartbeat(self, state: int, now: float) -> None:
+        """``_emit`` of the next HEARTBEAT (never signed, no flags)."""
+        self._heartbeats_sent += 1
+        self._queue(encode_heartbeat_frame(self._seq, int(now * 1e6), self._heartbeats_sent, state))
+
+    def _queue(self, wire: bytes) -> None:
+        """Queue the wire bytes of the frame just built with the next sequence number."""
+        self._seq = (self._seq + 1) % SEQ_MODULO
         self._out.append(wire)
         stats = self.stats
         stats.frames_tx += 1
@@ -170,9 +188,9 @@ class _Endpoint:
     def _send(self, msg: Message, now: float, flags: int = 0, sign: bool = False) -> None:
         self._emit(msg.MSG_TYPE, msg.encode(), now, flags, sign)
 
-    def _note_rx(self, frame: Frame, now: float) -> None:
+    def _note_rx(self, seq: int, now: float) -> None:
+        """A valid frame of sequence number ``seq`` arrived: the peer is alive; count gaps."""
         self._last_rx_s = now
-        seq = frame.seq
         if self._rx_seq is not None:
             skipped = (seq - self._rx_seq) % SEQ_MODULO
             if skipped and skipped < _SEQ_HALF:
@@ -251,7 +269,6 @@ class ControllerSession(_Endpoint):
         self._next_heartbeat: float | None = None
         self._heartbeat_interval_s = 0.25
         self._peer_timeout_s = 1.0
-        self._heartbeats_sent = 0
         self._next_command_id = first_command_id
         self._pending: dict[int, _PendingCommand] = {}
         self._expected_index: int | None = None  # unwrapped 64-bit
@@ -385,8 +402,7 @@ class ControllerSession(_Endpoint):
                 events.extend(self._fail_all_pending())
                 return events
             if self._next_heartbeat is not None and now >= self._next_heartbeat:
-                self._heartbeats_sent += 1
-                self._emit(_HEARTBEAT, encode_heartbeat_payload(self._heartbeats_sent, 0), now)
+                self._emit_heartbeat(0, now)
                 self._next_heartbeat += self._heartbeat_interval_s
                 if self._next_heartbeat <= now:  # fell behind: do not burst
                     self._next_heartbeat = now + self._heartbeat_interval_s
@@ -413,24 +429,50 @@ class ControllerSession(_Endpoint):
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         events: list[Event] = []
-        note_rx = self._note_rx
-        for frame in self._decoder.feed(data):
-            note_rx(frame, now)
-            msg_type = frame.msg_type
-            if frame.version != PROTOCOL_MAJOR and msg_type != _HELLO_REJECT:
-                self.stats.wrong_version += 1
-                continue
-            if msg_type == _SAMPLES:
-                event = self._on_samples(frame)
-                if event is not None:
-                    events.append(event)
-                continue
-            if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
-                continue  # a well-formed HEARTBEAT: nothing to do beyond _note_rx
-            msg = self._parse(frame)
-            if msg is not None:
-                events.extend(self._on_message(msg, now))
+        for message in self._decoder.messages(data):
+            version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
+            # Shortcuts for the kinds that make most of the traffic (unsigned, this major
+            # version): the same outcome as _on_frame, without building the Frame.
+            if version == PROTOCOL_MAJOR and not flags & FLAG_SIGNED:
+                if msg_type == _HEARTBEAT and len(message) == _HEARTBEAT_MESSAGE_SIZE:
+                    self._note_rx(seq, now)
+                    continue
+                if msg_type == _SAMPLES:
+                    self._note_rx(seq, now)
+                    event = self._on_samples(message[HEADER_SIZE:-CRC_SIZE], ts_lo | (ts_hi << 32))
+                    if event is not None:
+                        events.append(event)
+                    continue
+                if msg_type == _STATUS:
+                    self._note_rx(seq, now)
+                    try:
+                        status = Status.decode(message[HEADER_SIZE:-CRC_SIZE])
+                    except MalformedPayload:
+                        self.stats.malformed += 1
+                        continue
+                    events.append(StatusReceived(status))
+                    continue
+            self._on_frame(frame_of(message), now, events)
         return events
+
+    def _on_frame(self, frame: Frame, now: float, events: list[Event]) -> None:
+        """Every rule for one received frame (``receive_data`` takes a shortcut for plain
+        heartbeats, samples and status, tested to give the same outcome)."""
+        self._note_rx(frame.seq, now)
+        msg_type = frame.msg_type
+        if frame.version != PROTOCOL_MAJOR and msg_type != _HELLO_REJECT:
+            self.stats.wrong_version += 1
+            return
+        if msg_type == _SAMPLES:
+            event = self._on_samples(frame.payload, frame.timestamp_us)
+            if event is not None:
+                events.append(event)
+            return
+        if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
+            return  # a well-formed HEARTBEAT: nothing to do beyond _note_rx
+        msg = self._parse(frame)
+        if msg is not None:
+            events.extend(self._on_message(msg, now))
 
     # -- internals ---------------------------------------------------------------------
 
@@ -475,12 +517,12 @@ class ControllerSession(_Endpoint):
         self._pending.clear()
         return events
 
-    def _on_samples(self, frame: Frame) -> SamplesReceived | None:
+    def _on_samples(self, payload: bytes, timestamp_us: int) -> SamplesReceived | None:
         if self.state is not _READY or self._info is None:
             self.stats.unexpected += 1
             return None
         try:
-            first_index, counts = decode_samples_payload(frame.payload, self._n_channels)
+            first_index, counts = decode_samples_payload(payload, self._n_channels)
         except MalformedPayload:
             self.stats.malformed += 1
             return None
@@ -508,9 +550,14 @@ class ControllerSession(_Endpoint):
         self._expected_index = index + n
         stats.samples_rx += n
         stats.sample_frames_rx += 1
-        return SamplesReceived(index, counts, frame.timestamp_us, missing)
+        return samples_received(index, counts, timestamp_us, missing)
 
     def _on_message(self, msg: Message, now: float) -> list[Event]:
+        # The periodic reports first (the kinds are disjoint: the order only saves checks).
+        if isinstance(msg, StimState):
+            return [StimStateReceived(msg)]
+        if isinstance(msg, Status):
+            return [StatusReceived(msg)]
         if isinstance(msg, DeviceInfo):
             return self._on_device_info(msg, now)
         if isinstance(msg, HelloReject):
@@ -529,10 +576,6 @@ class ControllerSession(_Endpoint):
             if isinstance(msg, Ack):
                 return [CommandAcked(msg.command_id, msg.command_type, pending.attempts)]
             return [CommandNacked(msg.command_id, msg.command_type, msg.reason, msg.reason_name)]
-        if isinstance(msg, StimState):
-            return [StimStateReceived(msg)]
-        if isinstance(msg, Status):
-            return [StatusReceived(msg)]
         if isinstance(msg, Fault):
             return [FaultReceived(msg)]
         if isinstance(msg, Marker):
@@ -556,8 +599,7 @@ class ControllerSession(_Endpoint):
         beat_s = info.heartbeat_interval_ms / 1000.0
         self._heartbeat_interval_s = min(beat_s, info.watchdog_ms / 4000.0)
         self._peer_timeout_s = self.timing.peer_timeout_beats * beat_s
-        self._heartbeats_sent += 1
-        self._send(Heartbeat(self._heartbeats_sent, 0), now)
+        self._emit_heartbeat(0, now)
         self._next_heartbeat = now + self._heartbeat_interval_s
         return [Connected(info)]
 
@@ -590,7 +632,6 @@ class DeviceSession(_Endpoint):
         self._watchdog_s = info.watchdog_ms / 1000.0
         self._heartbeat_s = info.heartbeat_interval_ms / 1000.0
         self._next_heartbeat: float | None = None
-        self._heartbeats_sent = 0
         # (command type, id) -> (answer type, answer payload)
         self._memory: OrderedDict[tuple[int, int], tuple[int, bytes]] = OrderedDict()
         self._memory_size = command_memory
@@ -605,7 +646,7 @@ class DeviceSession(_Endpoint):
     def send_samples_interleaved(self, first_index: int, interleaved: bytes, now: float) -> None:
         """Queue SAMPLES from sample bytes already in wire order (see
         ``messages.encode_samples_payload_interleaved``); same frame as ``send_samples``."""
-        self._emit(_SAMPLES, encode_samples_payload_interleaved(first_index, interleaved), now)
+        self._queue(encode_samples_frame(self._seq, int(now * 1e6), first_index, interleaved))
 
     def send_stim_state(self, state: StimState, now: float) -> None:
         self._send(state, now)
@@ -658,10 +699,7 @@ class DeviceSession(_Endpoint):
             self.watchdog_expired = True
             events.append(WatchdogExpired(now - self._last_rx_s))
         if self._next_heartbeat is not None and now >= self._next_heartbeat:
-            self._heartbeats_sent += 1
-            self._emit(
-                _HEARTBEAT, encode_heartbeat_payload(self._heartbeats_sent, self.device_state), now
-            )
+            self._emit_heartbeat(self.device_state, now)
             self._next_heartbeat += self._heartbeat_s
             if self._next_heartbeat <= now:
                 self._next_heartbeat = now + self._heartbeat_s
@@ -671,56 +709,70 @@ class DeviceSession(_Endpoint):
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         events: list[Event] = []
-        for frame in self._decoder.feed(data):
-            msg_type = frame.msg_type
-            if msg_type == _HELLO:
-                events.extend(self._on_hello(frame, now))
+        for message in self._decoder.messages(data):
+            version, msg_type, _, seq, _, _ = _unpack_header(message)
+            # The shortcut for a plain HEARTBEAT (most of what a device hears): the same
+            # outcome as _on_frame, without building the Frame. A message of this size that
+            # passed the decoder is unsigned (a signed one is longer).
+            if (
+                msg_type == _HEARTBEAT
+                and len(message) == _HEARTBEAT_MESSAGE_SIZE
+                and version == PROTOCOL_MAJOR
+            ):
+                self._heard(seq, now, events)
                 continue
-            if frame.version != PROTOCOL_MAJOR:
-                self.stats.wrong_version += 1
-                continue
-            self._note_rx(frame, now)
-            if self.watchdog_expired:
-                self.watchdog_expired = False
-                events.append(ControllerReturned())
-            if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
-                continue  # a well-formed HEARTBEAT only feeds the watchdog
-            if msg_type == _STIM_SET:
-                try:
-                    stim = StimSet.decode(frame.payload)
-                except InvalidEnabled as exc:
-                    if self._admit(frame, _STIM_SET, exc.command_id, now):
-                        self.nack(exc.command_id, _STIM_SET, NackReason.INVALID_ENABLED, now)
-                    continue
-                except MalformedPayload:
-                    self.stats.malformed += 1
-                    continue
-                if self._admit(frame, _STIM_SET, stim.command_id, now):
-                    events.append(StimSetRequested(stim.command_id, stim.setting))
-                continue
-            msg = self._parse(frame)
-            if msg is None:
-                continue
-            if isinstance(msg, Estop):
-                events.append(EstopRequested(msg.command_id))
-            elif isinstance(msg, EstopClear):
-                if self._admit(frame, MsgType.ESTOP_CLEAR, msg.command_id, now):
-                    events.append(EstopClearRequested(msg.command_id))
-            elif isinstance(msg, Bye):
-                self.handshaken = False  # no SAMPLES, heartbeats or watchdog until a HELLO
-                self._next_heartbeat = None
-                self.watchdog_expired = False
-                events.append(ByeRequested(msg.command_id))
-            elif isinstance(msg, Marker):
-                events.append(MarkerReceived(msg))
-            elif not isinstance(msg, Heartbeat):
-                self.stats.unexpected += 1
+            self._on_frame(frame_of(message), now, events)
         return events
+
+    def _on_frame(self, frame: Frame, now: float, events: list[Event]) -> None:
+        """Every rule for one received frame (``receive_data`` takes a shortcut for plain
+        heartbeats, tested to give the same outcome)."""
+        msg_type = frame.msg_type
+        if msg_type == _HELLO:
+            events.extend(self._on_hello(frame, now))
+            return
+        if frame.version != PROTOCOL_MAJOR:
+            self.stats.wrong_version += 1
+            return
+        self._heard(frame.seq, now, events)
+        if msg_type == _HEARTBEAT and len(frame.payload) == HEARTBEAT_PAYLOAD_SIZE:
+            return  # a well-formed HEARTBEAT only feeds the watchdog
+        if msg_type == _STIM_SET:
+            try:
+                stim = StimSet.decode(frame.payload)
+            except InvalidEnabled as exc:
+                if self._admit(frame, _STIM_SET, exc.command_id, now):
+                    self.nack(exc.command_id, _STIM_SET, NackReason.INVALID_ENABLED, now)
+                return
+            except MalformedPayload:
+                self.stats.malformed += 1
+                return
+            if self._admit(frame, _STIM_SET, stim.command_id, now):
+                events.append(StimSetRequested(stim.command_id, stim.setting))
+            return
+        msg = self._parse(frame)
+        if msg is None:
+            return
+        if isinstance(msg, Estop):
+            events.append(EstopRequested(msg.command_id))
+        elif isinstance(msg, EstopClear):
+            if self._admit(frame, MsgType.ESTOP_CLEAR, msg.command_id, now):
+                events.append(EstopClearRequested(msg.command_id))
+        elif isinstance(msg, Bye):
+            self.handshaken = False  # no SAMPLES, heartbeats or watchdog until a HELLO
+            self._next_heartbeat = None
+            self.watchdog_expired = False
+            events.append(ByeRequested(msg.command_id))
+        elif isinstance(msg, Marker):
+            events.append(MarkerReceived(msg))
+        elif not isinstance(msg, Heartbeat):
+            self.stats.unexpected += 1
 
     # -- internals ---------------------------------------------------------------------
 
-    def _heard(self, frame: Frame, now: float, events: list[Event]) -> None:
-        self._note_rx(frame, now)
+    def _heard(self, seq: int, now: float, events: list[Event]) -> None:
+        """A valid frame from the controller: it feeds the watchdog (and ends its expiry)."""
+        self._note_rx(seq, now)
         if self.watchdog_expired:
             self.watchdog_expired = False
             events.append(ControllerReturned())
@@ -744,7 +796,7 @@ class DeviceSession(_Endpoint):
         # A HELLO's tag is not checked and it never touches the replay reference: a
         # handshake changes neither the output nor the ESTOP latch.
         events: list[Event] = []
-        self._heard(frame, now, events)
+        self._heard(frame.seq, now, events)
         self.handshaken = True
         self._memory.clear()  # a new controller may start its command ids at 1 again
         self._send(self.info, now)

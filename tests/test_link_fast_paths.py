@@ -1,0 +1,316 @@
+"""The link's shortcuts against their general twins, on the same bytes.
+
+The sessions take a shortcut for the frames that make most of the traffic (plain
+HEARTBEAT and SAMPLES): no Frame object, the header read once. The general rules stay
+in ``_on_frame`` (every other frame goes there); here both run on the same random
+streams, cut into random chunks, and must give the same events, counters and replies.
+The one-pack encoders must give the bytes of ``encode_frame``; the pump's clean-link
+loop the same run as the general loop with a wire that delivers at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from firmware_bridge.clock import VirtualClock
+from firmware_bridge.events import SamplesReceived, samples_received
+from firmware_bridge.framing import (
+    FLAG_RETRANSMIT,
+    MAX_PAYLOAD,
+    FrameDecoder,
+    FrameTooLarge,
+    encode_frame,
+    frame_of,
+)
+from firmware_bridge.lockstep import LockstepPump, RecordingPeer
+from firmware_bridge.messages import (
+    Ack,
+    Estop,
+    Hello,
+    Marker,
+    MsgType,
+    Status,
+    StimSet,
+    StimSetting,
+    decode_samples_payload,
+    encode_heartbeat_frame,
+    encode_heartbeat_payload,
+    encode_samples_frame,
+    encode_samples_payload_interleaved,
+)
+from firmware_bridge.session import ControllerSession, DeviceSession
+from simulator.firmware import VirtualFirmware, firmware_config_for
+from simulator.signals import NoiseSource
+from tests.protocol_fixtures import INFO
+
+KEY = bytes(range(32))
+N_CHANNELS = len(INFO.channels)
+
+
+# -- encoders ------------------------------------------------------------------------------
+
+
+@given(
+    st.integers(0, (1 << 16) - 1),
+    st.integers(0, (1 << 50) - 1),
+    st.integers(0, (1 << 33) - 1),
+    st.integers(0, 255),
+)
+def test_heartbeat_frame_is_the_general_encoding(
+    seq: int, timestamp_us: int, counter: int, state: int
+) -> None:
+    general = encode_frame(
+        MsgType.HEARTBEAT, encode_heartbeat_payload(counter, state), seq, timestamp_us
+    )
+    assert encode_heartbeat_frame(seq, timestamp_us, counter, state) == general
+
+
+@given(
+    st.integers(0, (1 << 16) - 1),
+    st.integers(0, (1 << 50) - 1),
+    st.integers(0, (1 << 33) - 1),
+    st.binary(max_size=600),
+)
+def test_samples_frame_is_the_general_encoding(
+    seq: int, timestamp_us: int, first_index: int, interleaved: bytes
+) -> None:
+    payload = encode_samples_payload_interleaved(first_index, interleaved)
+    general = encode_frame(MsgType.SAMPLES, payload, seq, timestamp_us)
+    assert encode_samples_frame(seq, timestamp_us, first_index, interleaved) == general
+
+
+def test_samples_frame_refuses_what_the_general_encoder_refuses() -> None:
+    fits = bytes(MAX_PAYLOAD - 4)
+    assert encode_samples_frame(1, 2, 3, fits) == encode_frame(
+        MsgType.SAMPLES, encode_samples_payload_interleaved(3, fits), 1, 2
+    )
+    with pytest.raises(FrameTooLarge):
+        encode_frame(MsgType.SAMPLES, encode_samples_payload_interleaved(3, fits + b"x"), 1, 2)
+    with pytest.raises(FrameTooLarge):
+        encode_samples_frame(1, 2, 3, fits + b"x")
+
+
+@given(st.integers(1, 12), st.integers(1, 40), st.integers(0, 2**32 - 1), st.randoms())
+def test_samples_view_is_the_reshaped_buffer(
+    n_channels: int, n_samples: int, first: int, rnd: Any
+) -> None:
+    counts = np.array(
+        [[rnd.randint(-32768, 32767) for _ in range(n_samples)] for _ in range(n_channels)],
+        dtype=np.int16,
+    )
+    payload = encode_samples_payload_interleaved(first, counts.astype("<i2").T.tobytes())
+    got_first, view = decode_samples_payload(payload, n_channels)
+    reference = np.frombuffer(payload, dtype="<i2", offset=4).reshape(-1, n_channels).T
+    assert got_first == first
+    assert np.array_equal(view, counts) and np.array_equal(view, reference)
+    assert view.shape == reference.shape and view.strides == reference.strides
+    assert view.dtype == reference.dtype and view.flags == reference.flags
+
+
+def test_samples_received_is_the_constructed_event() -> None:
+    counts = np.arange(6, dtype=np.int16).reshape(2, 3)
+    fast = samples_received(10, counts, 20, 3)
+    slow = SamplesReceived(10, counts, 20, 3)
+    assert type(fast) is SamplesReceived and repr(fast) == repr(slow)
+    assert fast.__dict__ == slow.__dict__
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        fast.first_index = 11  # type: ignore[misc]
+
+
+# -- sessions: receive_data against _on_frame -------------------------------------------------
+
+
+def _samples_payload(rnd: Any, n_channels: int) -> bytes:
+    n = rnd.choice([1, 5, 10])
+    body = bytes(rnd.getrandbits(8) for _ in range(2 * n * n_channels))
+    if rnd.random() < 0.1:
+        body += b"\x01"  # not whole samples: malformed
+    return encode_samples_payload_interleaved(rnd.getrandbits(32), body)
+
+
+def _random_frame(rnd: Any, to_device: bool) -> bytes:
+    """One frame of the kinds a session meets, with their irregular cousins."""
+    seq = rnd.getrandbits(16) if rnd.random() < 0.2 else rnd.choice([0, 1, 2, 3])
+    ts = rnd.getrandbits(40)
+    kind = rnd.random()
+    version = 1 if rnd.random() < 0.9 else 2
+    flags = FLAG_RETRANSMIT if rnd.random() < 0.1 else 0
+    key = KEY if rnd.random() < 0.15 else None
+    if kind < 0.45:
+        msg_type, payload = MsgType.HEARTBEAT, encode_heartbeat_payload(rnd.getrandbits(32))
+        if rnd.random() < 0.1:
+            payload = payload[: rnd.randint(0, 4)] if rnd.random() < 0.5 else payload + b"\x00"
+    elif kind < 0.75:
+        msg_type, payload = MsgType.SAMPLES, _samples_payload(rnd, N_CHANNELS)
+    elif to_device:
+        choice = rnd.choice(
+            [
+                StimSet(rnd.getrandbits(8), StimSetting(True, 1.0, 100, 50.0, 1.0)),
+                Estop(rnd.getrandbits(8)),
+                Marker(5, "m"),
+                Hello(1, 1, "twin"),
+            ]
+        )
+        msg_type, payload = choice.MSG_TYPE, choice.encode()
+    else:
+        choice = rnd.choice(
+            [
+                Status(50, 0, (1000, 1100, 1200)),
+                Status(101, 0, (1000,)),  # battery out of range: malformed
+                Ack(3, 0x10),
+                Marker(2, "x"),
+            ]
+        )
+        msg_type, payload = choice.MSG_TYPE, choice.encode()
+        if rnd.random() < 0.1:
+            payload = payload[:-1]  # truncated
+    wire = encode_frame(msg_type, payload, seq, ts, flags, key, version)
+    if rnd.random() < 0.05:  # a corrupted byte (CRC or COBS error)
+        i = rnd.randrange(len(wire) - 1)
+        wire = wire[:i] + bytes([wire[i] ^ 0x5A or 1]) + wire[i + 1 :]
+    return wire
+
+
+def _chunks(rnd: Any, stream: bytes) -> list[bytes]:
+    out = []
+    i = 0
+    while i < len(stream):
+        # Often all of it (the whole-frames path), else a random piece.
+        whole = rnd.random() < 0.5
+        j = len(stream) if whole else min(len(stream), i + rnd.randint(1, 64))
+        out.append(stream[i:j])
+        i = j
+    return out
+
+
+def _events_key(events: list[object]) -> list[object]:
+    """Events compared by value (SamplesReceived holds an array: compare its bytes)."""
+    out: list[object] = []
+    for e in events:
+        if isinstance(e, SamplesReceived):
+            out.append(
+                (
+                    "samples",
+                    e.first_index,
+                    e.counts.tobytes(),
+                    e.counts.shape,
+                    e.timestamp_us,
+                    e.missing_before,
+                )
+            )
+        else:
+            out.append(e)
+    return out
+
+
+def _general_receive(session: Any, data: bytes, now: float) -> list[object]:
+    events: list[object] = []
+    for frame in session._decoder.feed(data):
+        session._on_frame(frame, now, events)
+    return events
+
+
+def _ready_controller(key: bytes | None) -> ControllerSession:
+    ctl = ControllerSession(key=key)
+    ctl.connect(0.0)
+    ctl.receive_data(encode_frame(MsgType.DEVICE_INFO, INFO.encode(), 0, 0), 0.0)
+    ctl.data_to_send()
+    return ctl
+
+
+def _state(session: Any) -> dict[str, object]:
+    return {
+        "stats": dataclasses.asdict(session.stats),
+        "rx_seq": session._rx_seq,
+        "last_rx_s": session._last_rx_s,
+        "out": session.data_to_send(),
+    }
+
+
+@settings(max_examples=80)
+@given(st.randoms(use_true_random=False), st.booleans())
+def test_controller_shortcut_is_the_general_path(rnd: Any, signed: bool) -> None:
+    key = KEY if signed else None
+    fast, slow = _ready_controller(key), _ready_controller(key)
+    now = 0.0
+    for _ in range(rnd.randint(1, 12)):
+        stream = b"".join(_random_frame(rnd, to_device=False) for _ in range(rnd.randint(1, 4)))
+        now += 0.25
+        for chunk in _chunks(rnd, stream):
+            got = fast.receive_data(chunk, now)
+            want = _general_receive(slow, chunk, now)
+            assert _events_key(got) == _events_key(want)  # type: ignore[arg-type]
+        assert _state(fast) == _state(slow)
+        assert fast._expected_index == slow._expected_index
+    assert fast.stats.decoder == slow.stats.decoder
+
+
+def _handshaken_device(key: bytes | None) -> DeviceSession:
+    dev = DeviceSession(INFO, key=key)
+    dev.receive_data(encode_frame(MsgType.HELLO, Hello(1, 1, "t").encode(), 0, 0), 0.0)
+    dev.data_to_send()
+    return dev
+
+
+@settings(max_examples=80)
+@given(st.randoms(use_true_random=False), st.booleans())
+def test_device_shortcut_is_the_general_path(rnd: Any, signed: bool) -> None:
+    key = KEY if signed else None
+    fast, slow = _handshaken_device(key), _handshaken_device(key)
+    now = 0.0
+    for _ in range(rnd.randint(1, 12)):
+        if rnd.random() < 0.3:  # the watchdog ran out meanwhile: the next frame ends it
+            fast.watchdog_expired = slow.watchdog_expired = True
+        stream = b"".join(_random_frame(rnd, to_device=True) for _ in range(rnd.randint(1, 4)))
+        now += 0.25
+        for chunk in _chunks(rnd, stream):
+            got = fast.receive_data(chunk, now)
+            want = _general_receive(slow, chunk, now)
+            assert got == want
+        assert _state(fast) == _state(slow)
+        assert fast.watchdog_expired == slow.watchdog_expired
+        assert fast.handshaken == slow.handshaken
+
+
+# -- the pump: the clean-link loop against the general loop ----------------------------------
+
+
+def _pump_run(wire: Any) -> tuple[list[object], int, int, list[object]]:
+    clock = VirtualClock()
+    fw = VirtualFirmware(NoiseSource(seed=5), firmware_config_for("implant", seed=5))
+    ctl = RecordingPeer(ControllerSession())
+    pump = LockstepPump(ctl, fw, clock, a_to_b=wire, b_to_a=wire)
+    ctl.session.connect(0.0)
+    pump.run_until(3.0)
+    ctl.session.send_stim_set(StimSetting(True, 2.0, 100, 130.0, 1.0), clock.now())
+    pump.run_until(12.0)
+    return (
+        _events_key(ctl.events),
+        pump.bytes_a_to_b,
+        pump.bytes_b_to_a,
+        [dataclasses.asdict(ctl.session.stats), dataclasses.asdict(fw.session.stats)],
+    )
+
+
+def test_clean_link_loop_is_the_general_loop_with_an_instant_wire() -> None:
+    def instant(data: bytes, now: float) -> list[tuple[float, bytes]]:
+        return [(now, data)]
+
+    clean = _pump_run(None)
+    general = _pump_run(instant)
+    assert clean == general
+    assert clean[1] > 0 and any(isinstance(e, tuple) and e[0] == "samples" for e in clean[0])
+
+
+def test_frame_of_reads_what_feed_returns() -> None:
+    wire = encode_frame(MsgType.STATUS, Status(1, 2, (3,)).encode(), 5, 6, key=KEY)
+    decoder = FrameDecoder()
+    (message,) = decoder.messages(wire)
+    (frame,) = FrameDecoder().feed(wire)
+    assert frame_of(message) == frame and frame.tag is not None

@@ -43,6 +43,7 @@ from firmware_bridge.messages import (
 )
 from firmware_bridge.session import DeviceSession
 from simulator.devices import DEFAULT_DEVICE, DevicePreset, device_preset, skin_impedance_ohm
+from simulator.quantise import wire_counts
 from simulator.signals import SignalSource, StimulationInput
 from simulator.stimulator import OutputStage, check_hard_limits
 
@@ -175,8 +176,8 @@ class VirtualFirmware:
         self._battery_j = config.battery_capacity_j * config.battery_start_pct / 100.0
         self.now_s = start_s
         self.samples_acquired = 0  # sample index of the next sample (counts from power-up)
-        self._block = np.zeros((len(source.sites), 0), dtype=np.int16)
-        self._block_wire = b""  # _block in SAMPLES wire order (little-endian, sample-major)
+        self._block_wire = b""  # the current source block's counts in SAMPLES wire order
+        self._block_samples = 0  # samples in it
         self._block_first = 0
         self._next_status_s: float | None = None
         self._next_state_report_s: float | None = None
@@ -215,9 +216,11 @@ class VirtualFirmware:
         d = self._next_state_report_s
         if d is not None and d < due:
             due = d
-        d = self.output.ramp_end_s()
-        if d is not None and d < due:
-            due = d
+        out = self.output
+        if out.amplitude_ma != out.target_ma:  # ramp_end_s() is None otherwise
+            d = out.ramp_end_s()
+            if d is not None and d < due:
+                due = d
         return due
 
     def _settled_at(self, now: float) -> bool:
@@ -256,7 +259,10 @@ class VirtualFirmware:
                     break
                 self._step_output(t_frame)
                 self._acquire_frame(t_frame)
-            self._step_output(now)
+            if out.t_s != now or self._battery_t != now or out.amplitude_ma != out.target_ma:
+                # Otherwise output and battery are already at ``now`` (a frame ended there)
+                # and nothing ramps: another step would find no time passed, nothing to snap.
+                self._step_output(now)
         events = self.session.handle_timeout(now)
         if events:
             for event in events:
@@ -273,45 +279,39 @@ class VirtualFirmware:
         return self.start_s + index / self.sampling_rate_hz
 
     def _step_output(self, t: float) -> None:
+        """Move the output stage to ``t`` and drain the battery by what the device used since
+        the last step: idle power plus the stimulation's TEED at the step's mean amplitude."""
         out = self.output
         before = out.amplitude_ma
         finished = out.advance_to(t)
-        if t - self._battery_t <= 0:
-            self._battery_t = t  # what _drain_battery does when no time passed
-        else:
-            self._drain_battery(t, before)
-        if finished:
-            self._report_state(t)
-
-    def _drain_battery(self, t: float, amplitude_before_ma: float) -> None:
         dt = t - self._battery_t
         self._battery_t = t
-        if dt <= 0:
-            return
-        out = self.output
-        amp = 0.5 * (amplitude_before_ma + out.amplitude_ma)
-        teed_w = 0.0
-        if amp > 0.0:
-            imp = self._impedances().stim_mean_ohm
-            # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
-            teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
-        config = self.config
-        self._battery_j = max(0.0, self._battery_j - (config.idle_power_w + teed_w) * dt)
-        if t >= self._next_recharge_s:  # the wearable is recharged (overnight)
-            self._battery_j = config.battery_capacity_j
-            while self._next_recharge_s <= t:
-                self._next_recharge_s += self._recharge_every_s or math.inf
-        self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
+        if dt > 0:
+            amp = 0.5 * (before + out.amplitude_ma)
+            teed_w = 0.0
+            if amp > 0.0:
+                imp = self._impedances().stim_mean_ohm
+                # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
+                teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
+            config = self.config
+            self._battery_j = max(0.0, self._battery_j - (config.idle_power_w + teed_w) * dt)
+            if t >= self._next_recharge_s:  # the wearable is recharged (overnight)
+                self._battery_j = config.battery_capacity_j
+                while self._next_recharge_s <= t:
+                    self._next_recharge_s += self._recharge_every_s or math.inf
+            self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
+        if finished:
+            self._report_state(t)
 
     def _acquire_frame(self, t_frame: float) -> None:
         spf = self.config.samples_per_frame
         first = self.samples_acquired
         offset = first - self._block_first
-        if offset >= self._block.shape[1]:
-            self._block = self._read_block()
+        if offset >= self._block_samples:
             # Wire order once per block: each frame is then a slice of it, byte for byte what
-            # session.send_samples(first, self._block[:, offset : offset + spf]) would send.
-            self._block_wire = self._block.astype("<i2", copy=False).T.tobytes()
+            # session.send_samples(first, counts[:, offset : offset + spf]) would send.
+            self._block_wire = self._read_block()
+            self._block_samples = len(self._block_wire) // self._sample_bytes
             self._block_first = first
             offset = 0
         self.samples_acquired = first + spf
@@ -321,7 +321,8 @@ class VirtualFirmware:
                 first, self._block_wire[offset * step : (offset + spf) * step], t_frame
             )
 
-    def _read_block(self) -> np.ndarray:
+    def _read_block(self) -> bytes:
+        """The next source block, quantised to counts in SAMPLES wire order."""
         out = self.output
         stim = StimulationInput(
             amplitude_ma=out.amplitude_ma if out.delivering else 0.0,
@@ -329,10 +330,7 @@ class VirtualFirmware:
             frequency_hz=out.frequency_hz,
         )
         uv = self.source.read(self.config.source_block_samples, stim)
-        counts = uv / self.config.scale_uv_per_count
-        np.rint(counts, out=counts)
-        np.clip(counts, -32768, 32767, out=counts)
-        return counts.astype(np.int16)
+        return wire_counts(uv, self.config.scale_uv_per_count)
 
     def _impedances(self) -> _ImpedanceView:
         override = self.source.impedance_ohm()
@@ -377,8 +375,10 @@ class VirtualFirmware:
         self._status_due = True  # STATUS follows every change of the fault flags
         self.session.device_state = self._device_state()  # and the heartbeat's state
 
-    def _update_condition_faults(self, now: float) -> None:
-        bad = self._impedances().stim_out_of_window
+    def _update_condition_faults(self, now: float, view: _ImpedanceView | None = None) -> None:
+        """Raise or clear the faults that follow the device's condition: the impedances
+        (``view``, when the caller holds the reading of now) and the battery as last drained."""
+        bad = (self._impedances() if view is None else view).stim_out_of_window
         self._set_fault(FaultCode.IMPEDANCE, bad, self._impedance_fault_text, now)
         self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
         self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
@@ -406,11 +406,11 @@ class VirtualFirmware:
 
     def _send_status(self, now: float) -> None:
         self._update_skin_impedance(now)
-        self._update_condition_faults(now)
+        view = self._impedances()  # nothing below changes the reading or the skin
+        self._update_condition_faults(now, view)
         self._status_due = False
-        imp = self._impedances().status_ohm
         self.session.send_status(
-            Status(math.floor(self.battery_pct), self._fault_flags(), imp), now
+            Status(math.floor(self.battery_pct), self._fault_flags(), view.status_ohm), now
         )
         # Scheduled STATUS only within a session (none before a handshake or after BYE).
         self._next_status_s = (

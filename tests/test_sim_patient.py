@@ -16,7 +16,7 @@ from simulator.physiology.patient import (
     Phenotype,
     VirtualPatient,
 )
-from simulator.physiology.sensor_faults import ActiveSensorFault, SensorFaultKind
+from simulator.physiology.sensor_faults import ActiveSensorFault, SensorFaultKind, SensorParams
 from simulator.physiology.signature import SignatureParams
 from simulator.signals import DEFAULT_SITES, NO_STIMULATION, SignalSource, StimulationInput
 
@@ -227,6 +227,23 @@ def test_same_patient_and_seed_give_bit_identical_samples(model: str) -> None:
     a, b, c = run(4), run(4), run(5)
     assert np.array_equal(a, b)
     assert not np.allclose(a, c)
+
+
+def test_reads_inside_cells_and_across_their_borders_give_the_same_samples() -> None:
+    """Blocks inside one modulation cell are served as slices of the cell's buffer, blocks
+    across cell borders piece by piece: the samples are the same (sensor noise, whose
+    draws follow the block shape, switched off)."""
+    patient = VirtualPatient.from_phenotype(Phenotype.EPISODIC_WITH_AURA, 3)
+    quiet = SensorParams(noise_floor_uv_rms=0.0)
+
+    def run(sizes: list[int]) -> np.ndarray:
+        sim = PatientSimulation(patient, "spectral", DEFAULT_SITES, FS_HZ, 2, sensor_params=quiet)
+        sim.force_prodrome(5.0)
+        return np.concatenate([sim.read(n, NO_STIMULATION) for n in sizes], axis=1)
+
+    inside = run([500] * 12)  # 2 s blocks, two per 4 s cell
+    across = run([300, 900, 1100, 0, 700, 1000, 1000, 1000])
+    assert inside.tobytes() == across.tobytes()
 
 
 def test_block_size_does_not_change_the_physiology() -> None:

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from scipy import signal
 
+from simulator.jit import NUMBA_AVAILABLE
+from simulator.physiology import spectral
 from simulator.physiology.spectral import SpectralModel, SpectralParams
 from simulator.physiology.state import BANDS_HZ, ModulationState
 from simulator.signals import DEFAULT_SITES
@@ -267,3 +272,50 @@ def test_cached_spectral_factors_equal_fresh_ones_as_gains_and_coherence_move() 
         amp_fresh, mix_fresh = fresh._spectral_factors(state)
         assert np.array_equal(amp, amp_fresh)
         assert np.array_equal(mix, mix_fresh)
+
+
+_PSD_MODEL = SpectralModel(DEFAULT_SITES, FS_HZ, seed=3)
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    gains=hnp.arrays(
+        np.float64,
+        (len(BANDS_HZ), N_SITES),
+        elements=st.one_of(st.floats(0.0, 50.0), st.sampled_from([0.0, 1.0, 1e-300, 1e12])),
+    ),
+    peaks=hnp.arrays(np.float64, (N_SITES,), elements=st.floats(6.0, 14.0)),
+)
+def test_compiled_psd_is_the_numpy_psd_bit_for_bit(gains: np.ndarray, peaks: np.ndarray) -> None:
+    """The compiled PSD is a fast twin of the array version (which stays as the path
+    without numba): same numbers to the last bit, whatever the gains and peaks."""
+    state = ModulationState.baseline(N_SITES)
+    state.band_gain, state.alpha_peak_hz = gains, peaks
+    lo, bump = _PSD_MODEL._alpha_bump(state)
+    compiled = _PSD_MODEL._psd(state)
+    reference = _PSD_MODEL._psd_numpy(gains, lo, bump)
+    assert compiled.view(np.uint64).tolist() == reference.view(np.uint64).tolist()
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    gains=hnp.arrays(np.float64, (len(BANDS_HZ), N_SITES), elements=st.floats(0.0, 50.0)),
+    coherence_gain=st.one_of(st.floats(0.0, 5.0), st.just(1.0)),
+)
+def test_compiled_amplitude_and_mixing_are_the_numpy_ones_bit_for_bit(
+    gains: np.ndarray, coherence_gain: float
+) -> None:
+    """The synthesis factors from the compiled kernels equal their array versions."""
+    state = ModulationState.baseline(N_SITES)
+    state.band_gain, state.coherence_gain = gains, coherence_gain
+    psd = _PSD_MODEL._psd(state)
+    amp = np.empty(psd.shape, dtype=np.float32)
+    assert spectral._amplitude_numba is not None and spectral._mixing_numba is not None
+    spectral._amplitude_numba(psd, _PSD_MODEL._fft_scale, amp)
+    assert amp.tobytes() == _PSD_MODEL._amplitude_numpy(psd.copy()).tobytes()
+    rho_at_f = _PSD_MODEL._rho(state)[_PSD_MODEL._band_index]
+    mix = np.empty((N_SITES, rho_at_f.size), dtype=np.float32)
+    spectral._mixing_numba(rho_at_f, _PSD_MODEL._eigval, mix)
+    assert mix.tobytes() == _PSD_MODEL._mixing_numpy(rho_at_f).tobytes()

@@ -408,13 +408,18 @@ class PatientSimulation:
             stim.charge_per_phase_uc * stim.frequency_hz if stim_on else 0.0
         )
         start = self._n_read
-        cell_start = self._cell * self._cell_samples
+        cell_samples = self._cell_samples
+        if self._spectral is not None and n_samples and start // cell_samples != self._cell:
+            cell = start // cell_samples
+            if start + n_samples <= (cell + 1) * cell_samples:
+                self._enter_cell(cell)  # as _generate_pieces would, then the slice below
+        cell_start = self._cell * cell_samples
         if (
             self._spectral is not None
             and cell_start <= start
-            and start + n_samples <= cell_start + self._cell_samples
+            and start + n_samples <= cell_start + cell_samples
         ):
-            # Fast path (small device blocks): a slice of the current cell's buffer.
+            # Fast path (device blocks within a cell): a slice of the cell's buffer.
             offset = start - cell_start
             out = self._cell_buffer[:, offset : offset + n_samples]
             if stim_on:

@@ -200,8 +200,12 @@ class ProdromalSignature:
         )
         band_gain = np.exp(log_gain[:, None] * self._site_weight[None, :])
         jitter_sd_hz = max(p.alpha_peak_sd_hz + e_p * p.prodrome_alpha_peak_sd_hz, 0.0)
-        alpha_peak_hz = np.clip(
-            p.alpha_peak_hz + self._site_alpha_offset_hz + jitter_sd_hz * self._jitter, 6.0, 14.0
+        # Clipped to 6-14 Hz (np.minimum/np.maximum: np.clip's numbers without its overhead).
+        alpha_peak_hz = np.minimum(
+            np.maximum(
+                p.alpha_peak_hz + self._site_alpha_offset_hz + jitter_sd_hz * self._jitter, 6.0
+            ),
+            14.0,
         )
         return ModulationState(
             band_gain=band_gain,

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
+from simulator.jit import NUMBA_AVAILABLE, jit
 from simulator.physiology.state import BANDS_HZ, ModulationState
 from simulator.signals import Site
 
@@ -150,6 +151,71 @@ class SlowFactorRamp:
         self._gain, self._dc_uv, self._key = gain_new, dc_new, key
         self._gain_active = bool((gain_new != 1.0).any())
         self._dc_active = bool((dc_new != 0.0).any())
+
+
+def _psd_loops(
+    gains: np.ndarray,
+    band_power: np.ndarray,
+    flat_templates: np.ndarray,
+    band_index: np.ndarray,
+    background: np.ndarray,
+    bump: np.ndarray,
+    bump_start: int,
+    psd: np.ndarray,
+) -> None:
+    """Fill ``psd`` (n_sites, n_bins) with ``SpectralModel._psd_numpy``'s numbers, element
+    by element (numba target).
+
+    The same products and sums in the same order: the flat bands as the 5-term dot product
+    of the band weights with the templates (for finite gains one non-zero term per bin,
+    so any order of a matrix product gives these bits), plus the background at the gain
+    of its band (1 outside all bands), plus the weighted, normalised alpha bump.
+    """
+    n_bands, n_sites = gains.shape
+    n_bins = band_index.shape[0]
+    for i in range(n_sites):
+        row = psd[i]
+        for f in range(n_bins):
+            row[f] = 0.0
+        for b in range(n_bands):  # the dot product's terms in order, each over the row
+            weight = gains[b, i] * band_power[b]
+            template = flat_templates[b]
+            for f in range(n_bins):
+                row[f] += weight * template[f]
+        for f in range(n_bins):
+            band = band_index[f]
+            gain = gains[band, i] if band >= 0 else 1.0
+            row[f] += gain * background[f]
+        alpha_weight = gains[_ALPHA_INDEX, i] * band_power[_ALPHA_INDEX]
+        for f in range(bump.shape[1]):
+            row[bump_start + f] += alpha_weight * bump[i, f]
+
+
+_psd_numba = jit(_psd_loops) if NUMBA_AVAILABLE else None
+
+
+def _amplitude_loops(psd: np.ndarray, fft_scale: float, amp: np.ndarray) -> None:
+    """``amp`` (float32) = sqrt(psd * fft_scale) per bin, 0 at DC and Nyquist (numba
+    target; the products and square roots of ``SpectralModel._amplitude_numpy``)."""
+    n_sites, n_bins = psd.shape
+    for i in range(n_sites):
+        amp[i, 0] = 0.0
+        for f in range(1, n_bins - 1):
+            amp[i, f] = np.float32(np.sqrt(psd[i, f] * fft_scale))
+        amp[i, n_bins - 1] = 0.0
+
+
+def _mixing_loops(rho_at_f: np.ndarray, eigval: np.ndarray, mix: np.ndarray) -> None:
+    """``mix`` (float32) = sqrt((1 - rho) + rho * eigval) per eigenvector and bin (numba
+    target; the arithmetic of ``SpectralModel._mixing_numpy``)."""
+    for k in range(eigval.shape[0]):
+        for f in range(rho_at_f.shape[0]):
+            rho = rho_at_f[f]
+            mix[k, f] = np.float32(np.sqrt((1.0 - rho) + rho * eigval[k]))
+
+
+_amplitude_numba = jit(_amplitude_loops) if NUMBA_AVAILABLE else None
+_mixing_numba = jit(_mixing_loops) if NUMBA_AVAILABLE else None
 
 
 def site_distance_matrix_mm(sites: tuple[Site, ...]) -> np.ndarray:
@@ -289,13 +355,18 @@ class SpectralModel:
         if n_samples < 0:
             raise ValueError("n_samples must be >= 0")
         self._check_state(state)
-        need = n_samples - self._pending.shape[1]
-        if need > 0:
-            n_segments = -(-need // self._hop)
-            fresh = self._synthesise(n_segments, state)
-            self._pending = np.concatenate((self._pending, fresh), axis=1)
-        out = self._pending[:, :n_samples].copy()
-        self._pending = self._pending[:, n_samples:]
+        pending = self._pending
+        have = pending.shape[1]
+        if n_samples <= have:
+            out = pending[:, :n_samples].copy()
+            self._pending = pending[:, n_samples:]
+        else:
+            # What is left of earlier segments, then new ones; their surplus is kept.
+            fresh = self._synthesise(-(-(n_samples - have) // self._hop), state)
+            out = np.empty((len(self._sites), n_samples))
+            out[:, :have] = pending
+            out[:, have:] = fresh[:, : n_samples - have]
+            self._pending = fresh[:, n_samples - have :]
         self._slow.apply(out, state.suppression, state.dc_offset_uv)
         return out
 
@@ -324,16 +395,28 @@ class SpectralModel:
         return np.asarray(np.clip(self._rho_base * gain, 0.0, self._params.max_shared_fraction))
 
     def _psd(self, state: ModulationState) -> np.ndarray:
+        """One-sided PSD per site and bin (µV²/Hz, (n_sites, n_bins)): compiled when numba
+        is there, else ``_psd_numpy`` (the same numbers; tested against each other)."""
         gains = np.asarray(state.band_gain, dtype=np.float64)  # (5, n_sites)
-        weighted = gains * self._band_power[:, None]
-        psd = weighted.T @ self._flat_templates  # flat bands (alpha row of templates is 0)
-        # Background takes the gain of the band it lies in (1 outside all bands). Gathered
-        # site-major so the product runs over contiguous rows.
-        with_outside = np.ones((_N_BANDS + 1, gains.shape[1]))
-        with_outside[:_N_BANDS] = gains
-        gain_at_f = with_outside.T[:, self._band_index]
-        psd += gain_at_f * self._background_base
-        # Alpha: Gaussian at each site's peak (within +-6 sigma), normalised on the grid.
+        lo, bump = self._alpha_bump(state)
+        if _psd_numba is None:
+            return self._psd_numpy(gains, lo, bump)
+        psd = np.empty((gains.shape[1], self._freqs_hz.size))
+        _psd_numba(
+            gains,
+            self._band_power,
+            self._flat_templates,
+            self._band_index,
+            self._background_base,
+            bump,
+            lo,
+            psd,
+        )
+        return psd
+
+    def _alpha_bump(self, state: ModulationState) -> tuple[int, np.ndarray]:
+        """First bin and values (n_sites, bins) of the Gaussian alpha peak of each site
+        (within +-6 sigma of the peaks), normalised to unit area on the grid."""
         peak = np.asarray(state.alpha_peak_hz, dtype=np.float64)[:, None]
         sigma = self._params.alpha_sigma_hz
         # bisect on the grid as a list: np.searchsorted's result, without its call overhead.
@@ -342,7 +425,20 @@ class SpectralModel:
         lo, hi = max(lo, 1), max(hi, lo + 1)
         bump = np.exp(-0.5 * ((self._freqs_hz[None, lo:hi] - peak) / sigma) ** 2)
         bump /= bump.sum(axis=1, keepdims=True) * self._df_hz
-        psd[:, lo:hi] += weighted[_ALPHA_INDEX][:, None] * bump
+        return lo, bump
+
+    def _psd_numpy(self, gains: np.ndarray, lo: int, bump: np.ndarray) -> np.ndarray:
+        """The PSD as array operations: the reference of the compiled ``_psd_loops``."""
+        weighted = gains * self._band_power[:, None]
+        psd = weighted.T @ self._flat_templates  # flat bands (alpha row of templates is 0)
+        # Background takes the gain of the band it lies in (1 outside all bands). Gathered
+        # site-major so the product runs over contiguous rows.
+        with_outside = np.ones((_N_BANDS + 1, gains.shape[1]))
+        with_outside[:_N_BANDS] = gains
+        gain_at_f = with_outside.T[:, self._band_index]
+        psd += gain_at_f * self._background_base
+        # Alpha: Gaussian at each site's peak, normalised on the grid.
+        psd[:, lo : lo + bump.shape[1]] += weighted[_ALPHA_INDEX][:, None] * bump
         return np.asarray(psd)
 
     def _spectral_factors(self, state: ModulationState) -> tuple[np.ndarray, np.ndarray]:
@@ -359,20 +455,41 @@ class SpectralModel:
             if np.any(state.band_gain < 0):
                 raise ValueError("band_gain must be >= 0")
             psd = self._psd(state)
-            psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
-            psd[:, -1] = 0.0
-            amp = np.sqrt(psd * self._fft_scale).astype(np.float32)
+            if _amplitude_numba is None:
+                amp = self._amplitude_numpy(psd)
+            else:
+                amp = np.empty(psd.shape, dtype=np.float32)
+                _amplitude_numba(psd, self._fft_scale, amp)
             self._cached_key, self._cached_amp = key, amp
             coherence_gain = float(state.coherence_gain)
             if self._cached_mix is None or coherence_gain != self._cached_mix_gain:
                 # The mixing depends on the coherence gain alone, which stays 1 outside
                 # prodromes while band gains and alpha peaks move at every cell.
                 rho_at_f = self._rho(state)[self._band_index]  # index -1 -> 'outside'
-                mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
-                self._cached_mix = mix.astype(np.float32)
+                if _mixing_numba is None:
+                    self._cached_mix = self._mixing_numpy(rho_at_f)
+                else:
+                    self._cached_mix = np.empty(
+                        (self._eigval.size, rho_at_f.size), dtype=np.float32
+                    )
+                    _mixing_numba(rho_at_f, self._eigval, self._cached_mix)
                 self._cached_mix_gain = coherence_gain
         assert self._cached_mix is not None
         return self._cached_amp, self._cached_mix
+
+    def _amplitude_numpy(self, psd: np.ndarray) -> np.ndarray:
+        """Per-bin amplitude of the synthesis, float32 (the reference of the compiled
+        ``_amplitude_loops``); ``psd`` is overwritten."""
+        psd[:, 0] = 0.0  # no DC and no Nyquist term from the synthesis
+        psd[:, -1] = 0.0
+        psd *= self._fft_scale
+        return np.sqrt(psd, out=psd).astype(np.float32)
+
+    def _mixing_numpy(self, rho_at_f: np.ndarray) -> np.ndarray:
+        """Eigen-domain mixing per eigenvector and bin, float32 (the reference of the
+        compiled ``_mixing_loops``)."""
+        mix = np.sqrt((1.0 - rho_at_f)[None, :] + rho_at_f[None, :] * self._eigval[:, None])
+        return mix.astype(np.float32)
 
     def _complex_gaussian(self, shape: tuple[int, ...]) -> np.ndarray:
         """Circular complex Gaussian coefficients with E|X|^2 = 1 (complex64).
@@ -384,11 +501,20 @@ class SpectralModel:
         # Draw order (segment, [radius, phase], site, bin) keeps every segment's numbers
         # the same however many segments one call renders (block-size independence).
         u = self._rng.random((shape[0], 2, *shape[1:]), dtype=np.float32)
-        radius = np.sqrt(-np.log1p(-u[:, 0]))
-        phase = u[:, 1] * np.float32(2.0 * np.pi)
+        # The same operations as sqrt(-log1p(-u0)) and radius * cos(2 pi u1), in place.
+        radius = np.negative(u[:, 0])
+        np.log1p(radius, out=radius)
+        np.negative(radius, out=radius)
+        np.sqrt(radius, out=radius)
+        phase = u[:, 1]
+        phase *= np.float32(2.0 * np.pi)
         out = np.empty(shape, dtype=np.complex64)
-        out.real = radius * np.cos(phase)
-        out.imag = radius * np.sin(phase)
+        part = np.cos(phase)
+        part *= radius
+        out.real = part
+        np.sin(phase, out=part)
+        part *= radius
+        out.imag = part
         return out
 
     def _synthesise(self, n_segments: int, state: ModulationState) -> np.ndarray:

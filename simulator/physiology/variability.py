@@ -81,6 +81,10 @@ class SlowVariability:
         self._vigilance = float(rng.standard_normal())
         self._sleep = 1.0 if self.asleep_at(0.0) else 0.0
         self._zero = np.zeros(n)
+        # The frozen parameters' loadings as arrays once, not at every step.
+        self._vigilance_loadings = np.asarray(params.vigilance_loadings_log, dtype=np.float64)
+        self._sleep_gains = np.asarray(params.sleep_gain_log, dtype=np.float64)
+        self._theta = BAND_NAMES.index("theta")
 
     @property
     def sleep_depth(self) -> float:
@@ -130,10 +134,8 @@ class SlowVariability:
         own = math.sqrt(1.0 - p.drift_shared_fraction)
         drift = p.drift_sd_log * (shared * self._shared + own * self._own)
         awake = 1.0 - self._sleep
-        vigilance = awake * self._vigilance * np.asarray(p.vigilance_loadings_log)
-        sleep = self._sleep * np.asarray(p.sleep_gain_log)
+        vigilance = awake * self._vigilance * self._vigilance_loadings
+        sleep = self._sleep * self._sleep_gains
         time_awake = np.zeros(len(BAND_NAMES))
-        time_awake[BAND_NAMES.index("theta")] = (
-            awake * p.theta_per_waking_h * self.hours_awake(self._t_s)
-        )
+        time_awake[self._theta] = awake * p.theta_per_waking_h * self.hours_awake(self._t_s)
         return drift + vigilance + sleep + time_awake

@@ -119,10 +119,17 @@ class DaskCluster:
         self._workers = max(1, workers)
         self._cluster: Any = None
         self._client: Any = None
+        self._log_level: int | None = None  # the `distributed` logger's, while we quiet it
 
     def __enter__(self) -> DaskCluster:
         distributed = self._distributed
         if self._address is None:
+            # Our own cluster's scheduler and nannies live in this process and log a dozen
+            # INFO lines per worker as they start and stop (its silence_logs covers only
+            # part of it): the trial's output is its progress bar and results.
+            dask_log = logging.getLogger("distributed")
+            self._log_level = dask_log.level
+            dask_log.setLevel(logging.WARNING)
             self._cluster = distributed.LocalCluster(
                 n_workers=self._workers,
                 threads_per_worker=1,
@@ -136,11 +143,15 @@ class DaskCluster:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self._cluster is not None:
-            self._cluster.close()
-        self._client = self._cluster = None
+        try:
+            if self._client is not None:
+                self._client.close()
+            if self._cluster is not None:
+                self._cluster.close()
+        finally:
+            if self._log_level is not None:
+                logging.getLogger("distributed").setLevel(self._log_level)
+            self._client = self._cluster = self._log_level = None
 
     @property
     def slots(self) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -64,7 +65,9 @@ def test_patient_seeds_are_paired_and_policy_streams_are_not() -> None:
         assert seeds == {patient_seed(7, patient)}
 
 
-def test_backends_and_worker_counts_give_the_same_results() -> None:
+def test_backends_and_worker_counts_give_the_same_results(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     jobs = _jobs()
     progress: list[TrialProgress] = []
     reference = run_trial(jobs, InProcess(), on_progress=progress.append)
@@ -77,11 +80,14 @@ def test_backends_and_worker_counts_give_the_same_results() -> None:
     expected = _comparable(reference)  # one worker: `neurostim trial` runs it in-process
     assert _comparable(run_trial(jobs, LocalProcesses(2))) == expected
     pytest.importorskip("distributed")
-    with DaskCluster(None, 2) as cluster:
+    with caplog.at_level(logging.INFO), DaskCluster(None, 2) as cluster:
         assert cluster.slots == 2
         seen: list[TrialProgress] = []
         assert _comparable(run_trial(jobs, cluster, on_progress=seen.append)) == expected
         assert seen[-1].done == 4 and seen[-1].failed == 1
+    # The cluster's start and shutdown chatter stays out of the trial's output.
+    chatter = [r for r in caplog.records if r.name.startswith("distributed")]
+    assert [r.getMessage() for r in chatter if r.levelno < logging.WARNING] == []
 
 
 def test_the_store_key_covers_the_whole_specification(tmp_path: Path) -> None:

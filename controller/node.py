@@ -274,8 +274,7 @@ class ControllerNode:
         return self.session.data_to_send()
 
     def next_deadline(self) -> float | None:
-        state = self.state
-        due = None if state is _STOPPED or state is _FAILED else self.session.next_deadline()
+        due = None if self.finished else self.session.next_deadline()
         reconnect_at, stop_deadline = self._reconnect_at, self._stop_deadline
         if reconnect_at is not None and (due is None or reconnect_at < due):
             due = reconnect_at
@@ -295,8 +294,7 @@ class ControllerNode:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
-        state = self.state
-        if state is not _STOPPED and state is not _FAILED:
+        if not self.finished:
             events = self.session.handle_timeout(now)
             if events:
                 self._handle(events, now)
@@ -652,12 +650,9 @@ class ControllerNode:
         if self.recording is not None:
             for annotation in result.annotations:
                 self.recording.annotate(annotation)
-        subscribers = self._subscribers
-        if subscribers:
+        if self._subscribers:
             for output in result.outputs:
-                updated = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
-                for subscriber in subscribers:
-                    subscriber(updated)
+                self._emit(build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output}))
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:

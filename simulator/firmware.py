@@ -217,7 +217,7 @@ class VirtualFirmware:
         if d is not None and d < due:
             due = d
         out = self.output
-        if out.amplitude_ma != out.target_ma:  # ramp_end_s() is None otherwise
+        if out.ramping:  # ramp_end_s() is None otherwise
             d = out.ramp_end_s()
             if d is not None and d < due:
                 due = d
@@ -247,7 +247,7 @@ class VirtualFirmware:
             now != self.now_s
             or out.t_s != now
             or self._battery_t != now
-            or out.amplitude_ma != out.target_ma
+            or out.ramping
         ):
             # Otherwise (called again at the same instant, output not ramping) no frame can be
             # due and _step_output(now) would change nothing: skip both.
@@ -259,7 +259,7 @@ class VirtualFirmware:
                     break
                 self._step_output(t_frame)
                 self._acquire_frame(t_frame)
-            if out.t_s != now or self._battery_t != now or out.amplitude_ma != out.target_ma:
+            if out.t_s != now or self._battery_t != now or out.ramping:
                 # Otherwise output and battery are already at ``now`` (a frame ended there)
                 # and nothing ramps: another step would find no time passed, nothing to snap.
                 self._step_output(now)

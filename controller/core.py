@@ -23,7 +23,6 @@ from controller.detector.types import DetectorOutput, DetectorState
 from controller.envelope import EnvelopeDecision, SafetyEnvelope
 from controller.envelope.limits import within_envelope
 from controller.features import FeatureExtractor, FeatureFrame
-from controller.frozen import build_frozen
 from controller.observations import Clamped, Refused
 from controller.policy import POLICY_NAMES, Policy, StimRequest, build_policy
 from firmware_bridge.events import (
@@ -33,6 +32,7 @@ from firmware_bridge.events import (
     StatusReceived,
     StimStateReceived,
 )
+from firmware_bridge.frozen import build_frozen
 from firmware_bridge.messages import DeviceInfo, StimSetting, StimState
 
 #: Who asked for a command: the policy, the envelope's supervision, or the operator.

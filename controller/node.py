@@ -37,7 +37,6 @@ from controller.core import (
     describe_setting,
 )
 from controller.device_check import DeviceCheck, DeviceFinding, Severity
-from controller.frozen import build_frozen
 from controller.observations import (
     CommandAnswered,
     CommandIssued,
@@ -75,6 +74,7 @@ from firmware_bridge.events import (
     VersionRejected,
 )
 from firmware_bridge.framing import PROTOCOL_MAJOR, PROTOCOL_MINOR
+from firmware_bridge.frozen import build_frozen
 from firmware_bridge.messages import DeviceInfo, StimSetting, StimState
 from firmware_bridge.session import ControllerSession, LinkStats
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware_bridge.frozen import build_frozen
 from firmware_bridge.messages import (
     DeviceInfo,
     Fault,
@@ -62,18 +63,16 @@ def samples_received(
     first_index: int, counts: np.ndarray, timestamp_us: int, missing_before: int
 ) -> SamplesReceived:
     """``SamplesReceived(first_index, counts, timestamp_us, missing_before)`` without the
-    frozen dataclass's ``__init__``, which sets each field through ``object.__setattr__``:
-    the same object (fields, repr) at half the cost, for the event of every SAMPLES frame."""
-    event = _new_object(SamplesReceived)
-    fields = event.__dict__
-    fields["first_index"] = first_index
-    fields["counts"] = counts
-    fields["timestamp_us"] = timestamp_us
-    fields["missing_before"] = missing_before
-    return event
-
-
-_new_object = object.__new__
+    frozen dataclass's ``__init__``: the event of every SAMPLES frame."""
+    return build_frozen(
+        SamplesReceived,
+        {
+            "first_index": first_index,
+            "counts": counts,
+            "timestamp_us": timestamp_us,
+            "missing_before": missing_before,
+        },
+    )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from controller.detector.state_machine import ProdromeStateMachine, WindowInput
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureExtractor, FeatureFrame
 from controller.features.frame import SignalQuality
-from controller.frozen import build_frozen
+from firmware_bridge.frozen import build_frozen
 
 
 def _same_as_constructed(instance: object) -> None:

@@ -43,8 +43,8 @@ from controller.detector.signature import calibrated_detector_config
 from controller.detector.state_machine import ProdromeStateMachine
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureFrame
-from controller.frozen import build_frozen
 from controller.jit import numba_enabled
+from firmware_bridge.frozen import build_frozen
 
 # Detector states as globals: compared at every window (on Python 3.11 reading an Enum
 # member through its class is a descriptor call).

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.detector.types import DetectorState
-from controller.frozen import build_frozen
+from firmware_bridge.frozen import build_frozen
 
 CORE_STATES = (DetectorState.NORMAL, DetectorState.SUSPECT, DetectorState.PRODROME)
 

@@ -38,7 +38,7 @@ from controller.features.kernels import (
     taper_segment,
     window_features,
 )
-from controller.frozen import build_frozen
+from firmware_bridge.frozen import build_frozen
 
 #: What :func:`window_features` returns (see its docstring).
 #: The PSD and the coherence bins are None when the frame keeps no spectra.

@@ -10,6 +10,7 @@ lockstep headless simulator.
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -98,6 +99,8 @@ _STIM_SET = int(MsgType.STIM_SET)
 _STATUS = int(MsgType.STATUS)
 _SEQ_HALF = SEQ_MODULO // 2
 _unpack_header = HEADER.unpack_from
+#: Version, type, flags and sequence number: the start of the header.
+_unpack_header_start = struct.Struct(HEADER.format[:5]).unpack_from
 #: An unsigned HEARTBEAT message of the documented payload size (header, payload, CRC).
 _HEARTBEAT_MESSAGE_SIZE = HEADER_SIZE + HEARTBEAT_PAYLOAD_SIZE + CRC_SIZE
 
@@ -187,6 +190,22 @@ class _Endpoint:
 
     def _send(self, msg: Message, now: float, flags: int = 0, sign: bool = False) -> None:
         self._emit(msg.MSG_TYPE, msg.encode(), now, flags, sign)
+
+    def _messages(self, data: bytes, now: float) -> list[bytes] | None:
+        """The checked messages ``data`` completes (``FrameDecoder.messages``), or None when
+        ``data`` was one whole plain HEARTBEAT frame (this major version) and nothing was
+        held from before: then it is counted and noted (``_note_rx``) already, which is all
+        a well-formed HEARTBEAT does on either side, without a split, a list or a Frame.
+        Half of the frames on a link are such heartbeats, each delivered alone."""
+        decoder = self._decoder
+        message = decoder.lone_message(data, _HEARTBEAT_MESSAGE_SIZE)
+        if message is None:
+            return decoder.messages(data)
+        version, msg_type, _, seq = _unpack_header_start(message)
+        if msg_type != _HEARTBEAT or version != PROTOCOL_MAJOR:
+            return [message]
+        self._note_rx(seq, now)
+        return None
 
     def _note_rx(self, seq: int, now: float) -> None:
         """A valid frame of sequence number ``seq`` arrived: the peer is alive; count gaps."""
@@ -428,8 +447,11 @@ class ControllerSession(_Endpoint):
     # -- bytes in ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
+        messages = self._messages(data, now)
         events: list[Event] = []
-        for message in self._decoder.messages(data):
+        if messages is None:
+            return events
+        for message in messages:
             version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
             # Shortcuts for the kinds that make most of the traffic (unsigned, this major
             # version): the same outcome as _on_frame, without building the Frame.
@@ -708,8 +730,13 @@ class DeviceSession(_Endpoint):
     # -- bytes in ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
+        messages = self._messages(data, now)
         events: list[Event] = []
-        for message in self._decoder.messages(data):
+        if messages is None:
+            if self.watchdog_expired:
+                self._watchdog_fed(events)
+            return events
+        for message in messages:
             version, msg_type, _, seq, _, _ = _unpack_header(message)
             # The shortcut for a plain HEARTBEAT (most of what a device hears): the same
             # outcome as _on_frame, without building the Frame. A message of this size that
@@ -774,8 +801,12 @@ class DeviceSession(_Endpoint):
         """A valid frame from the controller: it feeds the watchdog (and ends its expiry)."""
         self._note_rx(seq, now)
         if self.watchdog_expired:
-            self.watchdog_expired = False
-            events.append(ControllerReturned())
+            self._watchdog_fed(events)
+
+    def _watchdog_fed(self, events: list[Event]) -> None:
+        """A valid frame after the watchdog ran out: its expiry ends."""
+        self.watchdog_expired = False
+        events.append(ControllerReturned())
 
     def _on_hello(self, frame: Frame, now: float) -> list[Event]:
         msg = self._parse(frame)

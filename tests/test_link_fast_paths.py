@@ -27,6 +27,7 @@ from firmware_bridge.framing import (
     FrameTooLarge,
     encode_frame,
     frame_of,
+    seal,
 )
 from firmware_bridge.lockstep import LockstepPump, RecordingPeer
 from firmware_bridge.messages import (
@@ -155,6 +156,7 @@ def _random_frame(rnd: Any, to_device: bool) -> bytes:
                 Estop(rnd.getrandbits(8)),
                 Marker(5, "m"),
                 Hello(1, 1, "twin"),
+                Ack(7, 0x10),  # a HEARTBEAT's size, not a HEARTBEAT (and not device-bound)
             ]
         )
         msg_type, payload = choice.MSG_TYPE, choice.encode()
@@ -308,9 +310,58 @@ def test_clean_link_loop_is_the_general_loop_with_an_instant_wire() -> None:
     assert clean[1] > 0 and any(isinstance(e, tuple) and e[0] == "samples" for e in clean[0])
 
 
+def _heartbeat_sized_wire(rnd: Any) -> bytes:
+    """22 bytes that are often one whole HEARTBEAT frame, else a near miss: another type or
+    version of that size, signed flag without a tag, a corrupted byte, a 0x00 inside, no
+    delimiter at the end."""
+    kind = rnd.random()
+    msg_type = MsgType.HEARTBEAT if kind < 0.7 else rnd.choice([MsgType.ACK, 0x7E])
+    version = 1 if rnd.random() < 0.9 else 2
+    flags = rnd.choice([0, 0, 0, FLAG_RETRANSMIT, 0x02])
+    payload = bytes(rnd.getrandbits(8) for _ in range(5))
+    message = bytes([version, msg_type, flags]) + bytes(rnd.getrandbits(8) for _ in range(8))
+    wire = seal(message + payload)
+    if rnd.random() < 0.15:
+        i = rnd.randrange(len(wire))
+        wire = wire[:i] + bytes([rnd.choice([0, wire[i] ^ 0x21])]) + wire[i + 1 :]
+    return wire
+
+
+@settings(max_examples=200)
+@given(st.randoms(use_true_random=False), st.binary(max_size=30))
+def test_lone_message_is_what_messages_returns(rnd: Any, before: bytes) -> None:
+    """``lone_message`` returns what ``messages`` would, with the same counts, or None with
+    nothing counted or held (so ``messages`` can take the same bytes afterwards)."""
+    fast, slow = FrameDecoder(), FrameDecoder()
+    for decoder in (fast, slow):  # whatever came before: a partial frame, whole ones, nothing
+        decoder.messages(before)
+    wire = _heartbeat_sized_wire(rnd)
+    got = fast.lone_message(wire, 20)
+    if got is None:
+        untouched = dataclasses.asdict(fast.stats)
+        assert untouched == dataclasses.asdict(slow.stats) and fast.buffered == slow.buffered
+        assert fast.messages(wire) == slow.messages(wire)
+    else:
+        assert [got] == slow.messages(wire)
+        assert slow.buffered == 0
+    assert fast.stats == slow.stats and fast.buffered == slow.buffered
+
+
 def test_frame_of_reads_what_feed_returns() -> None:
     wire = encode_frame(MsgType.STATUS, Status(1, 2, (3,)).encode(), 5, 6, key=KEY)
     decoder = FrameDecoder()
     (message,) = decoder.messages(wire)
     (frame,) = FrameDecoder().feed(wire)
     assert frame_of(message) == frame and frame.tag is not None
+
+
+def test_lone_message_takes_a_lone_heartbeat_and_leaves_the_rest() -> None:
+    wire = encode_heartbeat_frame(3, 4, 5)
+    decoder = FrameDecoder()
+    assert decoder.lone_message(wire, 20) == FrameDecoder().messages(wire)[0]
+    assert decoder.stats.frames_ok == 1 and decoder.stats.bytes_in == len(wire)
+    assert decoder.lone_message(wire + wire, 20) is None  # two frames
+    assert decoder.lone_message(wire, 21) is None  # another size
+    decoder.messages(wire[:5])  # a partial frame held
+    assert decoder.lone_message(wire, 20) is None
+    assert decoder.stats.frames_ok == 1

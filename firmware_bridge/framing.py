@@ -119,7 +119,7 @@ _CobsDecodeError = cobs.DecodeError
 CRC_RESIDUE = 0x2144DF1C
 _MIN_MESSAGE = HEADER_SIZE + CRC_SIZE
 _MIN_SIGNED_MESSAGE = _MIN_MESSAGE + TAG_SIZE
-_FLAGS_AT = 2  # offset of the flags byte in the header
+_VERSION_AT, _TYPE_AT, _FLAGS_AT, _SEQ_AT = 0, 1, 2, 3  # offsets in the header
 _PAYLOAD_END = -CRC_SIZE
 _SIGNED_PAYLOAD_END = -(CRC_SIZE + TAG_SIZE)
 
@@ -220,32 +220,38 @@ class FrameDecoder:
         self._buf = tail
         return messages
 
-    def lone_message(self, data: bytes, size: int) -> bytes | None:
-        """The message of ``data`` when ``data`` is one whole frame of a ``size``-byte message
-        (CRC included, at least a header and CRC, under 254 bytes), nothing is held from before and
-        it passes every check, counted as ``messages`` counts it; None, with nothing counted or
-        held, for anything else: give that to ``messages``.
+    def lone_frame_seq(self, data: bytes, size: int, msg_type: int) -> int:
+        """The sequence number of ``data`` when it is one whole frame of an unsigned
+        ``size``-byte message (CRC included; a header and CRC at least, under 254 bytes) of
+        ``msg_type`` and this major version, nothing is held from before and it passes every
+        check, counted as ``messages`` counts it; -1, with nothing counted or held, for
+        anything else: give that to ``messages``.
 
-        The frames sent many times a second have a fixed size (a HEARTBEAT); for those this
-        is ``messages`` without the split, the list and the second call.
+        The frames sent many times a second have a fixed size (a HEARTBEAT): for those this
+        is ``messages`` and the header read without the split, the list and the message.
         """
         # Under 254 bytes COBS adds exactly one byte; then the delimiter.
         if len(data) != size + 2 or data[-1] or self._buf or self._discarding:
-            return None
+            return -1
         if type(data) is not bytes:
-            return None
+            return -1
         try:
-            message = _cobs_decode(data[:-1])  # refuses a 0x00 before the end too
+            # Refuses a 0x00 before the end. What it returns is one byte shorter than its
+            # input: no block of 254 bytes fits, so every block but the last ends in a zero.
+            message = _cobs_decode(data[:-1])
         except _CobsDecodeError:
-            return None
-        if len(message) != size or _crc32(message) != CRC_RESIDUE:
-            return None
-        if size < _MIN_SIGNED_MESSAGE and message[_FLAGS_AT] & FLAG_SIGNED:
-            return None  # too short for its tag
+            return -1
+        if (
+            message[_TYPE_AT] != msg_type
+            or message[_VERSION_AT] != PROTOCOL_MAJOR
+            or message[_FLAGS_AT] & FLAG_SIGNED
+            or _crc32(message) != CRC_RESIDUE
+        ):
+            return -1
         stats = self.stats
         stats.bytes_in += size + 2
         stats.frames_ok += 1
-        return message
+        return message[_SEQ_AT] | message[_SEQ_AT + 1] << 8
 
     def _check(self, encoded: bytes) -> bytes | None:
         """The message inside one delimited frame, or None (counted) when it fails a check."""

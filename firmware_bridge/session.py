@@ -10,7 +10,6 @@ lockstep headless simulator.
 
 from __future__ import annotations
 
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass
 from enum import Enum
@@ -99,8 +98,6 @@ _STIM_SET = int(MsgType.STIM_SET)
 _STATUS = int(MsgType.STATUS)
 _SEQ_HALF = SEQ_MODULO // 2
 _unpack_header = HEADER.unpack_from
-#: Version, type, flags and sequence number: the start of the header.
-_unpack_header_start = struct.Struct(HEADER.format[:5]).unpack_from
 #: An unsigned HEARTBEAT message of the documented payload size (header, payload, CRC).
 _HEARTBEAT_MESSAGE_SIZE = HEADER_SIZE + HEARTBEAT_PAYLOAD_SIZE + CRC_SIZE
 
@@ -138,6 +135,22 @@ class LinkStats:
         return self.decoder.crc_errors
 
 
+class QueuedFrames:
+    """How many frames the sessions of this process have queued, all of them, ever.
+
+    A lockstep pump whose peers send only what their sessions queue knows that nothing
+    waits to be sent when this did not move since it last took both peers' bytes: it need
+    not ask them (two calls through each peer, every quiet round) to find out."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+QUEUED_FRAMES = QueuedFrames()
+
+
 class _Endpoint:
     """What both sides share: sequence numbers, the outbox, decoding and counters."""
 
@@ -156,11 +169,11 @@ class _Endpoint:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        data = b"".join(self._out)
-        self._out.clear()
-        return data
+        self._out = []
+        return b"".join(out)
 
     def _emit(
         self, msg_type: int, payload: bytes, now: float, flags: int = 0, sign: bool = False
@@ -184,28 +197,13 @@ class _Endpoint:
         """Queue the wire bytes of the frame just built with the next sequence number."""
         self._seq = (self._seq + 1) % SEQ_MODULO
         self._out.append(wire)
+        QUEUED_FRAMES.count += 1
         stats = self.stats
         stats.frames_tx += 1
         stats.bytes_tx += len(wire)
 
     def _send(self, msg: Message, now: float, flags: int = 0, sign: bool = False) -> None:
         self._emit(msg.MSG_TYPE, msg.encode(), now, flags, sign)
-
-    def _messages(self, data: bytes, now: float) -> list[bytes] | None:
-        """The checked messages ``data`` completes (``FrameDecoder.messages``), or None when
-        ``data`` was one whole plain HEARTBEAT frame (this major version) and nothing was
-        held from before: then it is counted and noted (``_note_rx``) already, which is all
-        a well-formed HEARTBEAT does on either side, without a split, a list or a Frame.
-        Half of the frames on a link are such heartbeats, each delivered alone."""
-        decoder = self._decoder
-        message = decoder.lone_message(data, _HEARTBEAT_MESSAGE_SIZE)
-        if message is None:
-            return decoder.messages(data)
-        version, msg_type, _, seq = _unpack_header_start(message)
-        if msg_type != _HEARTBEAT or version != PROTOCOL_MAJOR:
-            return [message]
-        self._note_rx(seq, now)
-        return None
 
     def _note_rx(self, seq: int, now: float) -> None:
         """A valid frame of sequence number ``seq`` arrived: the peer is alive; count gaps."""
@@ -447,11 +445,14 @@ class ControllerSession(_Endpoint):
     # -- bytes in ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
-        messages = self._messages(data, now)
+        decoder = self._decoder
+        # A lone plain HEARTBEAT (half of what arrives): all it does is _note_rx.
+        seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
+        if seq >= 0:
+            self._note_rx(seq, now)
+            return []
         events: list[Event] = []
-        if messages is None:
-            return events
-        for message in messages:
+        for message in decoder.messages(data):
             version, msg_type, flags, seq, ts_lo, ts_hi = _unpack_header(message)
             # Shortcuts for the kinds that make most of the traffic (unsigned, this major
             # version): the same outcome as _on_frame, without building the Frame.
@@ -730,13 +731,14 @@ class DeviceSession(_Endpoint):
     # -- bytes in ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
-        messages = self._messages(data, now)
+        decoder = self._decoder
         events: list[Event] = []
-        if messages is None:
-            if self.watchdog_expired:
-                self._watchdog_fed(events)
+        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard.
+        seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
+        if seq >= 0:
+            self._heard(seq, now, events)
             return events
-        for message in messages:
+        for message in decoder.messages(data):
             version, msg_type, _, seq, _, _ = _unpack_header(message)
             # The shortcut for a plain HEARTBEAT (most of what a device hears): the same
             # outcome as _on_frame, without building the Frame. A message of this size that
@@ -801,12 +803,8 @@ class DeviceSession(_Endpoint):
         """A valid frame from the controller: it feeds the watchdog (and ends its expiry)."""
         self._note_rx(seq, now)
         if self.watchdog_expired:
-            self._watchdog_fed(events)
-
-    def _watchdog_fed(self, events: list[Event]) -> None:
-        """A valid frame after the watchdog ran out: its expiry ends."""
-        self.watchdog_expired = False
-        events.append(ControllerReturned())
+            self.watchdog_expired = False
+            events.append(ControllerReturned())
 
     def _on_hello(self, frame: Frame, now: float) -> list[Event]:
         msg = self._parse(frame)

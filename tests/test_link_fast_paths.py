@@ -283,31 +283,50 @@ def test_device_shortcut_is_the_general_path(rnd: Any, signed: bool) -> None:
 # -- the pump: the clean-link loop against the general loop ----------------------------------
 
 
-def _pump_run(wire: Any) -> tuple[list[object], int, int, list[object]]:
+class _AskedPeer(RecordingPeer):
+    """A RecordingPeer that counts how often the pump asks it for bytes."""
+
+    asked = 0
+
+    def data_to_send(self) -> bytes:
+        self.asked += 1
+        return super().data_to_send()
+
+
+def _pump_run(wire: Any, sends_only_sessions: bool = False) -> tuple[tuple[object, ...], int]:
+    """What a short run saw (events, bytes each way, both sides' counters) and how often
+    the pump asked the controller side for bytes."""
     clock = VirtualClock()
     fw = VirtualFirmware(NoiseSource(seed=5), firmware_config_for("implant", seed=5))
-    ctl = RecordingPeer(ControllerSession())
-    pump = LockstepPump(ctl, fw, clock, a_to_b=wire, b_to_a=wire)
+    ctl = _AskedPeer(ControllerSession())
+    pump = LockstepPump(
+        ctl, fw, clock, a_to_b=wire, b_to_a=wire, sends_only_sessions=sends_only_sessions
+    )
     ctl.session.connect(0.0)
     pump.run_until(3.0)
     ctl.session.send_stim_set(StimSetting(True, 2.0, 100, 130.0, 1.0), clock.now())
     pump.run_until(12.0)
-    return (
+    seen = (
         _events_key(ctl.events),
         pump.bytes_a_to_b,
         pump.bytes_b_to_a,
         [dataclasses.asdict(ctl.session.stats), dataclasses.asdict(fw.session.stats)],
     )
+    return seen, ctl.asked
 
 
 def test_clean_link_loop_is_the_general_loop_with_an_instant_wire() -> None:
     def instant(data: bytes, now: float) -> list[tuple[float, bytes]]:
         return [(now, data)]
 
-    clean = _pump_run(None)
-    general = _pump_run(instant)
+    clean, asked = _pump_run(None)
+    general, _ = _pump_run(instant)
     assert clean == general
     assert clean[1] > 0 and any(isinstance(e, tuple) and e[0] == "samples" for e in clean[0])
+    # Rounds skipped when no session queued a frame: the same run, asking far less often.
+    skipping, asked_when_skipping = _pump_run(None, sends_only_sessions=True)
+    assert skipping == clean
+    assert asked_when_skipping < 0.7 * asked
 
 
 def _heartbeat_sized_wire(rnd: Any) -> bytes:
@@ -327,41 +346,36 @@ def _heartbeat_sized_wire(rnd: Any) -> bytes:
     return wire
 
 
-@settings(max_examples=200)
+@settings(max_examples=300)
 @given(st.randoms(use_true_random=False), st.binary(max_size=30))
-def test_lone_message_is_what_messages_returns(rnd: Any, before: bytes) -> None:
-    """``lone_message`` returns what ``messages`` would, with the same counts, or None with
-    nothing counted or held (so ``messages`` can take the same bytes afterwards)."""
+def test_lone_frame_seq_is_what_messages_returns(rnd: Any, before: bytes) -> None:
+    """``lone_frame_seq`` gives the sequence number of the one plain HEARTBEAT ``messages``
+    would return, with the same counts, or -1 with nothing counted or held (so
+    ``messages`` can take the same bytes afterwards)."""
     fast, slow = FrameDecoder(), FrameDecoder()
     for decoder in (fast, slow):  # whatever came before: a partial frame, whole ones, nothing
         decoder.messages(before)
     wire = _heartbeat_sized_wire(rnd)
-    got = fast.lone_message(wire, 20)
-    if got is None:
-        untouched = dataclasses.asdict(fast.stats)
-        assert untouched == dataclasses.asdict(slow.stats) and fast.buffered == slow.buffered
+    seq = fast.lone_frame_seq(wire, 20, MsgType.HEARTBEAT)
+    if seq < 0:
+        assert fast.stats == slow.stats and fast.buffered == slow.buffered
         assert fast.messages(wire) == slow.messages(wire)
     else:
-        assert [got] == slow.messages(wire)
-        assert slow.buffered == 0
+        (message,) = slow.messages(wire)
+        frame = frame_of(message)
+        assert (frame.msg_type, frame.version, frame.seq) == (MsgType.HEARTBEAT, 1, seq)
+        assert not frame.flags & 0x02 and len(message) == 20
     assert fast.stats == slow.stats and fast.buffered == slow.buffered
 
 
-def test_frame_of_reads_what_feed_returns() -> None:
-    wire = encode_frame(MsgType.STATUS, Status(1, 2, (3,)).encode(), 5, 6, key=KEY)
-    decoder = FrameDecoder()
-    (message,) = decoder.messages(wire)
-    (frame,) = FrameDecoder().feed(wire)
-    assert frame_of(message) == frame and frame.tag is not None
-
-
-def test_lone_message_takes_a_lone_heartbeat_and_leaves_the_rest() -> None:
+def test_lone_frame_seq_takes_a_lone_heartbeat_and_leaves_the_rest() -> None:
     wire = encode_heartbeat_frame(3, 4, 5)
     decoder = FrameDecoder()
-    assert decoder.lone_message(wire, 20) == FrameDecoder().messages(wire)[0]
+    assert decoder.lone_frame_seq(wire, 20, MsgType.HEARTBEAT) == 3
     assert decoder.stats.frames_ok == 1 and decoder.stats.bytes_in == len(wire)
-    assert decoder.lone_message(wire + wire, 20) is None  # two frames
-    assert decoder.lone_message(wire, 21) is None  # another size
+    assert decoder.lone_frame_seq(wire + wire, 20, MsgType.HEARTBEAT) == -1  # two frames
+    assert decoder.lone_frame_seq(wire, 21, MsgType.HEARTBEAT) == -1  # another size
+    assert decoder.lone_frame_seq(wire, 20, MsgType.ACK) == -1  # another type
     decoder.messages(wire[:5])  # a partial frame held
-    assert decoder.lone_message(wire, 20) is None
+    assert decoder.lone_frame_seq(wire, 20, MsgType.HEARTBEAT) == -1
     assert decoder.stats.frames_ok == 1

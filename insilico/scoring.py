@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -28,6 +29,7 @@ from insilico.report import PredictionScores, TherapyScores
 
 Attack = tuple[float, float | None]  # (onset_s, end_s); end None: still running at the end
 FloatArray = npt.NDArray[np.float64]
+Numeric = TypeVar("Numeric", float, FloatArray)
 
 
 # --- interval helpers ---------------------------------------------------------------------
@@ -303,9 +305,17 @@ def teed_j(
             raise ValueError(f"{name} must be >= 0")
         per_segment.append(arr[:-1])
     r_ohm, f_hz, pw_us = per_segment
-    i0, i1 = i_a[:-1], i_a[1:]
-    i2_dt = dt * (i0 * i0 + i0 * i1 + i1 * i1) / 3.0  # A² s
-    return float(np.sum(i2_dt * r_ohm * f_hz * pw_us * 1e-6))
+    return float(np.sum(ramp_teed_j(dt, i_a[:-1], i_a[1:], r_ohm, f_hz, pw_us)))
+
+
+def ramp_teed_j(
+    dt_s: Numeric, i0_a: Numeric, i1_a: Numeric, r_ohm: Numeric, f_hz: Numeric, pw_us: Numeric
+) -> Numeric:
+    """TEED of linear ramps from ``i0_a`` to ``i1_a`` (A) over ``dt_s``, in J: floats or
+    arrays (one ramp per element), the same arithmetic either way, so a running meter that
+    prices one segment at a time adds exactly what :func:`teed_j` sums."""
+    i2_dt = dt_s * (i0_a * i0_a + i0_a * i1_a + i1_a * i1_a) / 3.0  # A² s
+    return i2_dt * r_ohm * f_hz * pw_us * 1e-6
 
 
 # --- trial aggregation --------------------------------------------------------------------

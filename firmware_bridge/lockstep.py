@@ -180,10 +180,9 @@ class LockstepPump:
         stalled = 0
         now = clock.now()
         while now < t_s:
-            self._step_from(now, t_s, clean_wires)
+            after = self._step_from(now, t_s, clean_wires)  # the clock's new time
             if stop is not None and stop():
                 return
-            after = clock.now()
             if after != now:
                 stalled = 0
             else:

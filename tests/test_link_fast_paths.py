@@ -45,7 +45,7 @@ from firmware_bridge.messages import (
     encode_samples_frame,
     encode_samples_payload_interleaved,
 )
-from firmware_bridge.session import ControllerSession, DeviceSession
+from firmware_bridge.session import QUEUED_FRAMES, ControllerSession, DeviceSession
 from simulator.firmware import VirtualFirmware, firmware_config_for
 from simulator.signals import NoiseSource
 from tests.protocol_fixtures import INFO
@@ -379,3 +379,25 @@ def test_lone_frame_seq_takes_a_lone_heartbeat_and_leaves_the_rest() -> None:
     decoder.messages(wire[:5])  # a partial frame held
     assert decoder.lone_frame_seq(wire, 20, MsgType.HEARTBEAT) == -1
     assert decoder.stats.frames_ok == 1
+
+
+@given(
+    st.integers(0, (1 << 16) - 1),
+    st.integers(0, (1 << 32) + 5),
+    st.integers(0, 255),
+    st.floats(0.0, 1e9, allow_nan=False),
+)
+def test_emitted_heartbeat_is_the_general_emit(seq: int, sent: int, state: int, now: float) -> None:
+    """``_emit_heartbeat`` (``_queue`` written out) leaves the state ``_emit`` leaves."""
+    fast, slow = ControllerSession(), ControllerSession()
+    for session in (fast, slow):
+        session._seq, session._heartbeats_sent = seq, sent
+    before = QUEUED_FRAMES.count
+    fast._emit_heartbeat(state, now)
+    assert QUEUED_FRAMES.count == before + 1
+    slow._heartbeats_sent += 1
+    slow._emit(MsgType.HEARTBEAT, encode_heartbeat_payload(slow._heartbeats_sent, state), now)
+    assert QUEUED_FRAMES.count == before + 2
+    assert (fast._seq, fast._heartbeats_sent) == (slow._seq, slow._heartbeats_sent)
+    assert fast.stats == slow.stats
+    assert fast.data_to_send() == slow.data_to_send()

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from heapq import heappop, heappush
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from firmware_bridge.clock import VirtualClock
-from firmware_bridge.session import QUEUED_FRAMES
 
 #: Transform applied to bytes in flight: (data, now) -> list of (deliver_at, chunk).
 Wire = Callable[[bytes, float], list[tuple[float, bytes]]]
@@ -31,6 +30,19 @@ class LockstepPeer(Protocol):
         ...
 
 
+class Outbox(Protocol):
+    #: Wire bytes queued and not yet taken by ``data_to_send`` (a firmware_bridge session).
+    outbox: list[bytes]
+
+
+class SessionPeer(LockstepPeer, Protocol):
+    """A peer that sends its session's bytes and nothing else: its ``data_to_send`` returns
+    ``b""`` exactly when ``session.outbox`` is empty."""
+
+    @property
+    def session(self) -> Outbox: ...
+
+
 class LockstepPump:
     """Moves bytes between two peers and time to the next deadline."""
 
@@ -41,16 +53,15 @@ class LockstepPump:
         clock: VirtualClock,
         a_to_b: Wire | None = None,
         b_to_a: Wire | None = None,
-        sends_only_sessions: bool = False,
+        session_peers: bool = False,
     ) -> None:
-        """``sends_only_sessions``: every byte either peer's ``data_to_send`` returns was
-        queued by a firmware_bridge session (the peer passes its session's bytes on). On a
-        clean link a round then starts only if some session queued a frame since both
-        peers were last asked (``QUEUED_FRAMES``); otherwise both are asked every round."""
+        """``session_peers``: both peers are ``SessionPeer``s (what ``data_to_send`` returns
+        is their session's outbox). On a clean link the pump then asks a peer for bytes
+        only when its session's outbox holds some, instead of every round."""
         self.a, self.b, self.clock = a, b, clock
-        self._queued = QUEUED_FRAMES if sends_only_sessions else None
-        #: ``QUEUED_FRAMES.count`` right after both peers were last asked on a clean link.
-        self._asked_at = -1
+        self._session_peers: tuple[SessionPeer, SessionPeer] | None = (
+            (cast(SessionPeer, a), cast(SessionPeer, b)) if session_peers else None
+        )
         self._id_a, self._id_b = id(a), id(b)
         # Read at every run_until and step: tests swap wires between runs.
         self._wires = {id(a): a_to_b, id(b): b_to_a}
@@ -107,20 +118,16 @@ class LockstepPump:
     def _exchange_clean(self, now: float) -> None:
         """``_exchange`` on a clean link (no wire either way, nothing in flight): the same
         rounds (``a``'s chunk delivered first) with nothing to queue; a quiet round is two
-        ``data_to_send`` calls, or none when the peers send only what sessions queued and
-        no session queued anything since they were last asked (nothing can be waiting)."""
+        ``data_to_send`` calls (two looks at the outboxes for session peers)."""
         a, b = self.a, self.b
-        queued = self._queued
+        session_peers = self._session_peers
         for _ in range(_MAX_ROUNDS):
-            if queued is None:
+            if session_peers is None:
                 a_data = a.data_to_send()
                 b_data = b.data_to_send()
             else:
-                if queued.count == self._asked_at:
-                    return
-                a_data = a.data_to_send()
-                b_data = b.data_to_send()
-                self._asked_at = queued.count
+                a_data = a.data_to_send() if session_peers[0].session.outbox else b""
+                b_data = b.data_to_send() if session_peers[1].session.outbox else b""
             if a_data:
                 self.bytes_a_to_b += len(a_data)
                 if b_data:

@@ -136,22 +136,6 @@ class LinkStats:
         return self.decoder.crc_errors
 
 
-class QueuedFrames:
-    """How many frames the sessions of this process have queued, all of them, ever.
-
-    A lockstep pump whose peers send only what their sessions queue knows that nothing
-    waits to be sent when this did not move since it last took both peers' bytes: it need
-    not ask them (two calls through each peer, every quiet round) to find out."""
-
-    __slots__ = ("count",)
-
-    def __init__(self) -> None:
-        self.count = 0
-
-
-QUEUED_FRAMES = QueuedFrames()
-
-
 class _Endpoint:
     """What both sides share: sequence numbers, the outbox, decoding and counters."""
 
@@ -160,7 +144,8 @@ class _Endpoint:
             raise ValueError("signing key must be 16-64 bytes")
         self._key = key
         self._seq = 0
-        self._out: list[bytes] = []
+        #: Wire bytes of the frames queued since the last ``data_to_send``, in order.
+        self.outbox: list[bytes] = []
         self._decoder = FrameDecoder()
         self.stats = LinkStats(self._decoder.stats)
         self._rx_seq: int | None = None
@@ -170,10 +155,10 @@ class _Endpoint:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the wire since the last call."""
-        out = self._out
+        out = self.outbox
         if not out:
             return b""
-        self._out = []
+        self.outbox = []
         return b"".join(out)
 
     def _emit(
@@ -194,9 +179,8 @@ class _Endpoint:
         every heartbeat interval on both sides (tested to leave the same state)."""
         self._heartbeats_sent = counter = self._heartbeats_sent + 1
         seq = self._seq
-        self._out.append(encode_heartbeat_frame(seq, int(now * 1e6), counter, state))
+        self.outbox.append(encode_heartbeat_frame(seq, int(now * 1e6), counter, state))
         self._seq = (seq + 1) % SEQ_MODULO
-        QUEUED_FRAMES.count += 1
         stats = self.stats
         stats.frames_tx += 1
         stats.bytes_tx += HEARTBEAT_WIRE_SIZE
@@ -204,8 +188,7 @@ class _Endpoint:
     def _queue(self, wire: bytes) -> None:
         """Queue the wire bytes of the frame just built with the next sequence number."""
         self._seq = (self._seq + 1) % SEQ_MODULO
-        self._out.append(wire)
-        QUEUED_FRAMES.count += 1
+        self.outbox.append(wire)
         stats = self.stats
         stats.frames_tx += 1
         stats.bytes_tx += len(wire)

@@ -214,9 +214,9 @@ def run_sim(
     node.subscribe(seen.on_event)
     clock = clock or VirtualClock(rate=rate)
     to_device, to_controller = _wires(spec)
-    # Both pass their sessions' bytes on and nothing else: the pump may skip quiet rounds.
+    # Both send their sessions' bytes and nothing else: the pump looks at the outboxes.
     pump = LockstepPump(
-        node, firmware, clock, a_to_b=to_device, b_to_a=to_controller, sends_only_sessions=True
+        node, firmware, clock, a_to_b=to_device, b_to_a=to_controller, session_peers=True
     )
     node.start(clock.now())
     chunk_s = 0.05 if clock.rate is not None else progress_every_s

@@ -31,9 +31,10 @@ import numpy as np
 from scipy import signal
 
 from simulator.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
-from simulator.jit import jit
+from simulator.jit import jit, jit_inline
 from simulator.physiology.spectral import SlowFactorRamp, site_distance_matrix_mm
 from simulator.physiology.state import ModulationState
+from simulator.physiology.vector_exp import IN_RANGE_TOP12_LIMIT, exp_any, exp_in_range, top12
 from simulator.signals import Site, StimulationInput
 
 
@@ -154,6 +155,49 @@ def splitmix_uniform(key: np.ndarray, index: np.ndarray) -> np.ndarray:
 _K_A, _K_B, _K_LA, _K_LB, _K_V0, _K_E0, _K_R, _K_C1, _K_C2, _K_C3, _K_C4, _K_DT = range(12)
 
 
+@jit_inline
+def _sigmoids_and_coupling(
+    y: np.ndarray,
+    sig: tuple[float, float, float, float, float],
+    coupling: np.ndarray,
+    s_pyr: np.ndarray,
+    s_exc: np.ndarray,
+    s_inh: np.ndarray,
+    cpl: np.ndarray,
+) -> None:
+    """The three sigmoids of every site at state ``y`` (6, n) and the coupling input
+    ``cpl = coupling @ s_pyr``, as both Heun stages need them.
+
+    ``sig`` is (2 e0, r, v0, C1, C3). The exponentials are :func:`exp_in_range`, so the
+    loop over sites compiles to vector instructions; the C library's ``exp`` gives the
+    same bits but is one opaque call per value. A site whose argument lies outside that
+    range (|r (v0 - v)| >= 512, i.e. a potential near 1 V: never in a column's dynamics)
+    is redone with :func:`exp_any`.
+    """
+    two_e0, r, v0, c1, c3 = sig
+    n = y.shape[1]
+    top = np.uint64(0)
+    for i in range(n):
+        x_pyr = r * (v0 - (y[1, i] - y[2, i]))
+        x_exc = r * (v0 - c1 * y[0, i])
+        x_inh = r * (v0 - c3 * y[0, i])
+        top = max(top, max(top12(x_pyr), max(top12(x_exc), top12(x_inh))))
+        s_pyr[i] = two_e0 / (1.0 + exp_in_range(x_pyr))
+        s_exc[i] = two_e0 / (1.0 + exp_in_range(x_exc))
+        s_inh[i] = two_e0 / (1.0 + exp_in_range(x_inh))
+    if top >= IN_RANGE_TOP12_LIMIT:
+        for i in range(n):
+            s_pyr[i] = two_e0 / (1.0 + exp_any(r * (v0 - (y[1, i] - y[2, i]))))
+            s_exc[i] = two_e0 / (1.0 + exp_any(r * (v0 - c1 * y[0, i])))
+            s_inh[i] = two_e0 / (1.0 + exp_any(r * (v0 - c3 * y[0, i])))
+    for i in range(n):
+        cpl[i] = 0.0
+    for j in range(n):
+        s_j = s_pyr[j]
+        for i in range(n):
+            cpl[i] += coupling[i, j] * s_j
+
+
 def _network_kernel_loops(
     y: np.ndarray,
     keys: np.ndarray,
@@ -188,9 +232,8 @@ def _network_kernel_loops(
     inside the integration loop).
     """
     amp_e, amp_i, ra, rb = k[_K_A], k[_K_B], k[_K_LA], k[_K_LB]
-    v0, e0, r = k[_K_V0], k[_K_E0], k[_K_R]
-    c1, c2, c3, c4, dt = k[_K_C1], k[_K_C2], k[_K_C3], k[_K_C4], k[_K_DT]
-    two_e0 = 2.0 * e0
+    c2, c4, dt = k[_K_C2], k[_K_C4], k[_K_DT]
+    sig = (2.0 * k[_K_E0], k[_K_R], k[_K_V0], k[_K_C1], k[_K_C3])
     n = y.shape[1]
     n_sections = sos.shape[0]
     n_steps = out.shape[1] * decimation
@@ -223,15 +266,7 @@ def _network_kernel_loops(
     for step in range(n_steps):
         p = inputs[step]
         # Stage 1: derivatives at y.
-        for i in range(n):
-            s_pyr[i] = two_e0 / (1.0 + np.exp(r * (v0 - (y[1, i] - y[2, i]))))
-            s_exc[i] = two_e0 / (1.0 + np.exp(r * (v0 - c1 * y[0, i])))
-            s_inh[i] = two_e0 / (1.0 + np.exp(r * (v0 - c3 * y[0, i])))
-            cpl[i] = 0.0
-        for j in range(n):
-            s_j = s_pyr[j]
-            for i in range(n):
-                cpl[i] += coupling[i, j] * s_j
+        _sigmoids_and_coupling(y, sig, coupling, s_pyr, s_exc, s_inh, cpl)
         for i in range(n):
             k1[0, i] = y[3, i]
             k1[1, i] = y[4, i]
@@ -252,15 +287,7 @@ def _network_kernel_loops(
                 for i in range(n):
                     yp[c, i] = y[c, i] + dt * k1[c, i]
             # Stage 2: derivatives at the Euler predictor, then the trapezoid update.
-            for i in range(n):
-                s_pyr[i] = two_e0 / (1.0 + np.exp(r * (v0 - (yp[1, i] - yp[2, i]))))
-                s_exc[i] = two_e0 / (1.0 + np.exp(r * (v0 - c1 * yp[0, i])))
-                s_inh[i] = two_e0 / (1.0 + np.exp(r * (v0 - c3 * yp[0, i])))
-                cpl[i] = 0.0
-            for j in range(n):
-                s_j = s_pyr[j]
-                for i in range(n):
-                    cpl[i] += coupling[i, j] * s_j
+            _sigmoids_and_coupling(yp, sig, coupling, s_pyr, s_exc, s_inh, cpl)
             for i in range(n):
                 d3 = amp_e * ra * s_pyr[i] - 2.0 * ra * yp[3, i] - ra * ra * yp[0, i]
                 d4 = (

@@ -13,11 +13,13 @@ pops, clipping at the rails, flatline (a dead channel overrides everything).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
+from simulator.jit import NUMBA_AVAILABLE, jit
 from simulator.physiology.artifact import signed_alias_hz
 
 
@@ -189,17 +191,24 @@ class SensorFaultInjector:
         return self._apply_all(block_uv)
 
     def _apply_noise_only(self, block_uv: np.ndarray) -> np.ndarray:
-        """``_apply_all`` without a fault: the noise floor added to a fresh array. The
-        noise is drawn into the output itself instead of into a copy of the block; the
-        sums are the same numbers (floating-point addition is commutative)."""
+        """``_apply_all`` without a fault: the noise floor added to a fresh array.
+
+        Compiled, one pass: each value is drawn, scaled and added to the block's in turn
+        (numba's ``Generator.standard_normal`` is numpy's ziggurat on the same bit
+        generator: the same draws in the same row-major order). Without numba the noise is
+        drawn into the output itself; the sums are the same numbers (floating-point
+        addition is commutative)."""
         n = block_uv.shape[1]
         noise_rms = self._noise_rms()
-        if self._any_noise:
+        if not self._any_noise:
+            x = block_uv.copy()
+        elif _noise_floor_numba is not None:
+            x = np.empty((self._n, n))
+            _noise_floor_numba(self._rng, block_uv, noise_rms, x)
+        else:
             x = self._rng.standard_normal((self._n, n))
             x *= noise_rms[:, None]
             x += block_uv
-        else:
-            x = block_uv.copy()
         self._sample += n
         self._last_uv = x[:, -1].copy()
         return x
@@ -256,6 +265,24 @@ class SensorFaultInjector:
             x[idx] = act.held_uv[:, None]
         # IMPEDANCE_RISE acts through the noise level and impedance_ohm().
 
+
+def _noise_floor_loops(
+    rng: np.random.Generator, block_uv: np.ndarray, noise_rms: np.ndarray, out: np.ndarray
+) -> None:
+    """out = block + noise_rms[:, None] * standard normal draws, row by row (numba target).
+
+    Row-major, as ``rng.standard_normal(block.shape)`` fills its array; each value is
+    (draw * rms) + block, the products and sums of the numpy path."""
+    n_channels, n_samples = block_uv.shape
+    for c in range(n_channels):
+        rms = noise_rms[c]
+        for j in range(n_samples):
+            out[c, j] = rng.standard_normal() * rms + block_uv[c, j]
+
+
+_noise_floor_numba: (
+    Callable[[np.random.Generator, np.ndarray, np.ndarray, np.ndarray], None] | None
+) = jit(_noise_floor_loops) if NUMBA_AVAILABLE else None
 
 _ORDER = {
     SensorFaultKind.IMPEDANCE_RISE: 0,

@@ -88,7 +88,8 @@ def test_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_range(
     two_e0, r, v0, c1, c3 = 5.0, 0.56, 6.0, 135.0, 33.75
     coupling = coupling_weights(DEFAULT_SITES, 40.0) * 10.0
     s_pyr, s_exc, s_inh, cpl = (np.empty(n) for _ in range(4))
-    _sigmoids_and_coupling(y, (two_e0, r, v0, c1, c3), coupling, s_pyr, s_exc, s_inh, cpl)
+    coupling_t = np.ascontiguousarray(coupling.T)
+    _sigmoids_and_coupling(y, (two_e0, r, v0, c1, c3), coupling_t, s_pyr, s_exc, s_inh, cpl)
 
     def sigmoid(x: float) -> float:
         try:

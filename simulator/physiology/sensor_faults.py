@@ -264,8 +264,12 @@ class SensorFaultInjector:
 class _NormalStream:
     """A generator's standard normal draws, drawn ahead in large chunks and handed out in
     order: the same numbers as drawing each block's on its own (``standard_normal`` keeps
-    no state between calls beyond the bit generator's), for one numpy call per chunk
-    instead of one per block."""
+    no state between calls beyond the bit generator's), for one call per chunk instead of
+    one per block.
+
+    With numba the chunk is drawn by numba's ``Generator.standard_normal``, numpy's
+    ziggurat on the same bit generator (the same draws, tested), ~3x faster than numpy's
+    own loop here; its dispatch with a Generator argument (~7 µs) is paid once a chunk."""
 
     def __init__(self, rng: np.random.Generator, chunk: int = 32_768) -> None:
         self._rng = rng
@@ -279,12 +283,27 @@ class _NormalStream:
         end = start + count
         if end > self._buffer.size:
             rest = self._buffer[start:]
-            fresh = self._rng.standard_normal(max(self._chunk, count - rest.size))
+            fresh = np.empty(max(self._chunk, count - rest.size))
+            if _standard_normal_numba is not None:
+                _standard_normal_numba(self._rng, fresh)
+            else:
+                self._rng.standard_normal(out=fresh)
             self._buffer = np.concatenate((rest, fresh)) if rest.size else fresh
             self._buffer.flags.writeable = False
             start, end = 0, count
         self._next = end
         return self._buffer[start:end]
+
+
+def _standard_normal_loops(rng: np.random.Generator, out: np.ndarray) -> None:
+    """Fill ``out`` with ``rng.standard_normal()`` draws in order (numba target)."""
+    for k in range(out.shape[0]):
+        out[k] = rng.standard_normal()
+
+
+_standard_normal_numba: Callable[[np.random.Generator, np.ndarray], None] | None = (
+    jit(_standard_normal_loops) if NUMBA_AVAILABLE else None
+)
 
 
 def _add_noise_loops(

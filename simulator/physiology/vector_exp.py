@@ -24,7 +24,9 @@ No fast-math: the compiler may not reorder or contract anything else.
 ``exp_in_range`` is valid for |x| < 512 (and NaN-free input); ``exp_any`` for every
 float64 (overflow, the subnormal range, inf, NaN), for the rare lane outside that range.
 Both are compiled code (the bit casts and ``fma`` are LLVM instructions); without numba
-they are ``math.exp``, the C library's.
+they are ``math.exp``, the C library's. They are inlined into the kernels that use them,
+whose disk cache is keyed on the kernel's own file: after changing this one, touch those
+(``jansen_rit.py``), or they keep the old code.
 """
 
 from __future__ import annotations

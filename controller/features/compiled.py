@@ -31,9 +31,9 @@ from controller.features.kernels import (
     FLAG_GOOD,
     FLAG_INVALID,
     block_stats_into,
+    event_lean,
     prepare_event,
     segment_and_window,
-    segment_and_window_lean,
     segment_terms,
     taper_segment,
     window_features,
@@ -141,7 +141,7 @@ class CompiledWindows:
             [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
         )
         self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
-        # Shapes of the window outputs kernels.segment_and_window_lean writes into.
+        # Shapes of the window outputs kernels.event_lean writes into.
         self._band_shape = (2, n_channels, n_bands)
         self._per_channel_shape = (CH_FIELDS, n_channels)
         self._flags_shape = (FLAG_FIELDS, n_channels)
@@ -176,6 +176,17 @@ class CompiledWindows:
             self._plv,
             self._summary_index,
             self._thresholds,
+        )
+        #: What kernels.event_lean is given for the outputs of an event without a window.
+        self._no_window = (
+            np.zeros(0, dtype=np.int64),
+            np.zeros(0, dtype=np.int64),
+            np.empty(self._band_shape),
+            np.empty(self._per_channel_shape),
+            np.empty(self._flags_shape, dtype=np.bool_),
+            np.empty(self._matrices_shape),
+            np.empty(self._means_shape),
+            np.empty(self._strength_shape),
         )
         self._seg_slot_cache: dict[int, np.ndarray] = {}
         self._window_slot_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -234,7 +245,8 @@ class CompiledWindows:
         t_start_s: float,
         t_end_s: float,
     ) -> FeatureFrame | None:
-        """One event of the stream in at most three calls (two kernels and the FFT).
+        """One event of the stream: one kernel call (kernels.event_lean) when frames keep
+        no spectra, else at most three (two kernels and the FFT).
 
         ``buffer[:, sanitize_start:end]`` is checked first; then block ``block_key`` and
         segment ``segment_key`` end at ``end`` (-1: none ends there), and the window
@@ -243,20 +255,37 @@ class CompiledWindows:
         called in that order.
         """
         layout = self._context.layout
-        block_n, segment_n = layout.block_samples, layout.segment_samples
+        block_start = end - layout.block_samples if block_key >= 0 else -1
+        segment_start = end - layout.segment_samples if segment_key >= 0 else -1
+        if not self._context.keep_spectra:
+            return self._event_lean(
+                buffer,
+                sanitize_start,
+                end,
+                max_abs_uv,
+                invalid,
+                block_start,
+                block_key,
+                has_previous,
+                segment_start,
+                segment_key,
+                window_start,
+                t_start_s,
+                t_end_s,
+            )
         prepare_event(
             buffer,
             sanitize_start,
             end,
             max_abs_uv,
             invalid,
-            end - block_n if block_key >= 0 else -1,
-            block_n,
+            block_start,
+            layout.block_samples,
             has_previous,
             self._clip_level_uv,
             self._blocks,
             block_key % self._n_blk_slots,
-            end - segment_n if segment_key >= 0 else -1,
+            segment_start,
             layout.taper,
             self._tapered,
         )
@@ -270,21 +299,55 @@ class CompiledWindows:
             self._segment_terms(spectrum, slot)
             return None
         seg_slots, blk_slots = self._window_slots(window_start)
-        if self._context.keep_spectra:
-            arrays = segment_and_window(
-                spectrum, slot, seg_slots, blk_slots, *self._window_constants
+        arrays = segment_and_window(spectrum, slot, seg_slots, blk_slots, *self._window_constants)
+        return self._frame_of(arrays, t_start_s, t_end_s)
+
+    def _event_lean(
+        self,
+        buffer: np.ndarray,
+        sanitize_start: int,
+        end: int,
+        max_abs_uv: float,
+        invalid: np.ndarray,
+        block_start: int,
+        block_key: int,
+        has_previous: bool,
+        segment_start: int,
+        segment_key: int,
+        window_start: int,
+        t_start_s: float,
+        t_end_s: float,
+    ) -> FeatureFrame | None:
+        """:meth:`event` of frames without spectra, as one kernels.event_lean call."""
+        window = window_start >= 0
+        if window:
+            seg_slots, blk_slots = self._window_slots(window_start)
+            # Fresh arrays every window: the frame keeps them.
+            band = np.empty(self._band_shape)
+            per_channel = np.empty(self._per_channel_shape)
+            flags = np.empty(self._flags_shape, dtype=np.bool_)
+            matrices = np.empty(self._matrices_shape)
+            means = np.empty(self._means_shape)
+            strength = np.empty(self._strength_shape)
+        else:  # nothing is written to them: the scratch set of the right types will do
+            seg_slots, blk_slots, band, per_channel, flags, matrices, means, strength = (
+                self._no_window
             )
-            return self._frame_of(arrays, t_start_s, t_end_s)
-        # Fresh arrays every window: the frame keeps them.
-        band = np.empty(self._band_shape)
-        per_channel = np.empty(self._per_channel_shape)
-        flags = np.empty(self._flags_shape, dtype=np.bool_)
-        matrices = np.empty(self._matrices_shape)
-        means = np.empty(self._means_shape)
-        strength = np.empty(self._strength_shape)
-        segment_and_window_lean(
-            spectrum,
-            slot,
+        event_lean(
+            buffer,
+            sanitize_start,
+            end,
+            max_abs_uv,
+            invalid,
+            block_start,
+            has_previous,
+            self._clip_level_uv,
+            block_key % self._n_blk_slots,
+            segment_start,
+            segment_key % self._n_seg_slots,
+            self._context.layout.taper,
+            self._tapered,
+            window,
             seg_slots,
             blk_slots,
             band,
@@ -295,6 +358,8 @@ class CompiledWindows:
             strength,
             *self._window_constants,
         )
+        if not window:
+            return None
         return self._frame_of(
             (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s
         )

@@ -5,7 +5,8 @@ samples, 44 connectivity bins x 28 pairs), so the numpy formulation in spectra.p
 timestats.py and connectivity.py spends almost all its time in the overhead of ~300 small
 numpy calls.  These kernels compute the same quantities with explicit loops, one compiled
 call per event (block, segment, window), and write into preallocated ring buffers
-(controller/features/compiled.py).  The FFT stays in scipy.
+(controller/features/compiled.py).  The FFT is scipy's pocketfft, called inside the
+kernel through rocket-fft (its numba binding of ``scipy.fft``).
 
 The numpy functions remain the reference and the fallback when numba is missing;
 tests/test_features_compiled.py checks that both give the same frames (to rounding: the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.fft
 
 from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
 from controller.jit import jit as _jit
@@ -92,6 +94,33 @@ def write_scaled(buffer: np.ndarray, start: int, counts: np.ndarray, scale: np.n
 
 
 @_jit
+def _row_sums(buffer: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
+    """``out[c]`` = buffer[c, start] + buffer[c, start + 1] + ... + buffer[c, stop - 1].
+
+    Why four channels at a time: each channel's sum is one chain of dependent additions
+    (in sample order, as numpy's reference sums); four chains held in registers side by
+    side overlap instead of each waiting on its own last add.
+    """
+    n_channels = buffer.shape[0]
+    c = 0
+    while c + 4 <= n_channels:
+        s0 = s1 = s2 = s3 = 0.0
+        for k in range(start, stop):
+            s0 += buffer[c, k]
+            s1 += buffer[c + 1, k]
+            s2 += buffer[c + 2, k]
+            s3 += buffer[c + 3, k]
+        out[c], out[c + 1], out[c + 2], out[c + 3] = s0, s1, s2, s3
+        c += 4
+    while c < n_channels:
+        total = 0.0
+        for k in range(start, stop):
+            total += buffer[c, k]
+        out[c] = total
+        c += 1
+
+
+@_jit
 def block_stats_into(
     buffer: np.ndarray,
     start: int,
@@ -104,31 +133,36 @@ def block_stats_into(
     """timestats.block_stats of ``buffer[:, start:start+length]`` into ``out`` (FIELDS, ch).
 
     The previous sample (for the first step of the line length) is ``buffer[:, start-1]``.
+    Each channel's sums run in sample order; the channels run side by side (see
+    :func:`_row_sums`).
     """
     n_channels = buffer.shape[0]
+    stop = start + length
+    means = out[BLOCK_MEAN]
+    _row_sums(buffer, start, stop, means)
     for c in range(n_channels):
-        total = 0.0
-        for k in range(start, start + length):
-            total += buffer[c, k]
-        mean = total / length
-        sq_dev = 0.0
-        clipped = 0
-        level = clip_level_uv[c]
-        for k in range(start, start + length):
+        means[c] = means[c] / length
+    sq_dev = out[BLOCK_SQ_DEV]
+    clipped = out[BLOCK_CLIPPED]
+    steps = out[BLOCK_LINE_LENGTH]
+    for c in range(n_channels):
+        sq_dev[c] = 0.0
+        clipped[c] = 0.0
+        steps[c] = 0.0
+    for k in range(start, stop):
+        for c in range(n_channels):
             x = buffer[c, k]
-            d = x - mean
-            sq_dev += d * d
-            if abs(x) >= level:
-                clipped += 1
-        steps = 0.0
-        for k in range(start + 1, start + length):
-            steps += abs(buffer[c, k] - buffer[c, k - 1])
+            d = x - means[c]
+            sq_dev[c] += d * d
+            if abs(x) >= clip_level_uv[c]:
+                clipped[c] += 1.0
+    for k in range(start + 1, stop):
+        for c in range(n_channels):
+            steps[c] += abs(buffer[c, k] - buffer[c, k - 1])
+    for c in range(n_channels):
         first = abs(buffer[c, start] - buffer[c, start - 1]) if has_previous else 0.0
-        out[BLOCK_MEAN, c] = mean
-        out[BLOCK_SQ_DEV, c] = sq_dev
-        out[BLOCK_CLIPPED, c] = clipped
         out[BLOCK_INVALID, c] = invalid_count[c]
-        out[BLOCK_LINE_LENGTH, c] = steps + first
+        steps[c] = steps[c] + first
         out[BLOCK_FIRST_STEP, c] = first
         invalid_count[c] = 0
 
@@ -138,14 +172,16 @@ def block_stats_into(
 
 @_jit
 def taper_segment(buffer: np.ndarray, start: int, taper: np.ndarray, out: np.ndarray) -> None:
-    """Constant detrend and taper of ``buffer[:, start:start+len(taper)]`` into ``out``."""
+    """Constant detrend and taper of ``buffer[:, start:start+len(taper)]`` into ``out``.
+
+    ``out[:, 0]`` holds the channels' sums while they are taken (see :func:`_row_sums`).
+    """
     n_channels = buffer.shape[0]
     length = taper.shape[0]
+    totals = out[:, 0]
+    _row_sums(buffer, start, start + length, totals)
     for c in range(n_channels):
-        total = 0.0
-        for k in range(length):
-            total += buffer[c, start + k]
-        mean = total / length
+        mean = totals[c] / length
         for k in range(length):
             out[c, k] = (buffer[c, start + k] - mean) * taper[k]
 
@@ -752,9 +788,21 @@ def segment_and_window(
 
 
 @_jit
-def segment_and_window_lean(
-    spectrum: np.ndarray,
+def event_lean(
+    buffer: np.ndarray,
+    sanitize_start: int,
+    end: int,
+    max_abs_uv: float,
+    invalid_count: np.ndarray,
+    block_start: int,
+    has_previous: bool,
+    clip_level_uv: np.ndarray,
+    block_slot: int,
+    segment_start: int,
     segment_slot: int,
+    taper: np.ndarray,
+    tapered: np.ndarray,
+    window: bool,
     seg_slots: np.ndarray,
     blk_slots: np.ndarray,
     band: np.ndarray,
@@ -763,6 +811,7 @@ def segment_and_window_lean(
     matrices: np.ndarray,
     means: np.ndarray,
     strength: np.ndarray,
+    # -- from here on the same objects every event (CompiledWindows passes them as a tuple)
     psd_scale: np.ndarray,
     conn_bins: np.ndarray,
     seg_psd: np.ndarray,
@@ -789,58 +838,84 @@ def segment_and_window_lean(
     summary_index: int,
     thresholds: np.ndarray,
 ) -> None:
-    """:func:`segment_and_window` into the given band, per-channel, flags, matrices,
-    means and strength arrays, without the PSD and the coherence bins, for frames that
-    keep no spectra.
+    """One whole event of a stream whose frames keep no spectra, in one call.
 
-    Why the outputs come in: every array a kernel hands back to Python is boxed, and
-    numba's boxing unpickles the array's type each time (``_numba_unpickle``): six
-    returned arrays cost more than six ``np.empty`` in Python and six more arguments.
+    :func:`prepare_event` (sanitise; block ``block_slot`` if ``block_start`` >= 0; taper
+    if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``, compiled through
+    rocket-fft: the same pocketfft transform, bit for bit) and :func:`segment_terms` into
+    ring slot ``segment_slot``, then, if ``window``, :func:`window_features_into` of the
+    window whose ring slots are ``seg_slots`` and ``blk_slots`` into ``band`` ...
+    ``strength`` (shaped as window_features documents).  The same steps in the same
+    order as those calls, so the same bits.
+
+    Why one call: a hop was three (two kernels and the FFT between them), each paying
+    numba's argument checks and the FFT its Python dispatch.  Why the outputs come in:
+    every array a kernel hands back to Python is boxed, and numba's boxing unpickles the
+    array's type each time.
     """
-    segment_terms(
-        spectrum,
-        psd_scale,
-        conn_bins,
-        band_conn_lo,
-        band_conn_hi,
-        first,
-        second,
-        plv,
-        seg_psd[segment_slot],
-        seg_auto[segment_slot],
-        seg_cross[segment_slot],
-        seg_phase[segment_slot],
-    )
-    window_features_into(
-        seg_psd,
-        seg_auto,
-        seg_cross,
-        seg_phase,
-        seg_slots,
-        blocks,
-        blk_slots,
+    prepare_event(
+        buffer,
+        sanitize_start,
+        end,
+        max_abs_uv,
+        invalid_count,
+        block_start,
         block_samples,
-        band_lo,
-        band_hi,
-        band_conn_lo,
-        band_conn_hi,
-        band_conn_mean_weights,
-        alpha_bins,
-        line_bins,
-        total_bins,
-        freqs_hz,
-        df_hz,
-        theta_index,
-        alpha_index,
-        first,
-        second,
-        plv,
-        summary_index,
-        thresholds,
-        band,
-        per_channel,
-        flags,
-        matrices,
-        means,
-        strength,
+        has_previous,
+        clip_level_uv,
+        blocks,
+        block_slot,
+        segment_start,
+        taper,
+        tapered,
     )
+    if segment_start >= 0:
+        spectrum = scipy.fft.rfft(tapered, axis=1)
+        segment_terms(
+            spectrum,
+            psd_scale,
+            conn_bins,
+            band_conn_lo,
+            band_conn_hi,
+            first,
+            second,
+            plv,
+            seg_psd[segment_slot],
+            seg_auto[segment_slot],
+            seg_cross[segment_slot],
+            seg_phase[segment_slot],
+        )
+    if window:
+        window_features_into(
+            seg_psd,
+            seg_auto,
+            seg_cross,
+            seg_phase,
+            seg_slots,
+            blocks,
+            blk_slots,
+            block_samples,
+            band_lo,
+            band_hi,
+            band_conn_lo,
+            band_conn_hi,
+            band_conn_mean_weights,
+            alpha_bins,
+            line_bins,
+            total_bins,
+            freqs_hz,
+            df_hz,
+            theta_index,
+            alpha_index,
+            first,
+            second,
+            plv,
+            summary_index,
+            thresholds,
+            band,
+            per_channel,
+            flags,
+            matrices,
+            means,
+            strength,
+        )

@@ -30,6 +30,8 @@ from controller.features.kernels import (
     FLAG_FLATLINE,
     FLAG_GOOD,
     FLAG_INVALID,
+    WINDOW_STATE_FIELDS,
+    WindowState,
     block_stats_into,
     event_lean,
     prepare_event,
@@ -177,10 +179,47 @@ class CompiledWindows:
             self._summary_index,
             self._thresholds,
         )
-        #: What kernels.event_lean is given for the outputs of an event without a window.
+        #: What kernels.event_lean reads besides each event's numbers (arrays shared).
+        state = {
+            "max_abs_uv": float(config.max_abs_uv),
+            "clip_level_uv": self._clip_level_uv,
+            "taper": layout.taper,
+            "tapered": self._tapered,
+            "n_seg_slots": self._n_seg_slots,
+            "n_blk_slots": self._n_blk_slots,
+            "segment_grid_samples": grid,
+            "segment_key_step": layout.segment_step_samples // grid,
+            "seg_slots": np.zeros(layout.segments_per_window, dtype=np.int64),
+            "blk_slots": np.zeros(layout.window_samples // layout.block_samples, dtype=np.int64),
+            "psd_scale": layout.psd_scale,
+            "conn_bins": layout.conn_bins,
+            "seg_psd": self._seg_psd,
+            "seg_auto": self._seg_auto,
+            "seg_cross": self._seg_cross,
+            "seg_phase": self._seg_phase,
+            "blocks": self._blocks,
+            "block_samples": layout.block_samples,
+            "band_lo": self._band_lo,
+            "band_hi": self._band_hi,
+            "band_conn_lo": self._band_conn_lo,
+            "band_conn_hi": self._band_conn_hi,
+            "band_conn_mean_weights": layout.band_conn_mean_weights,
+            "alpha_bins": layout.alpha_peak_bins,
+            "line_bins": layout.line_bins,
+            "total_bins": layout.total_bins,
+            "freqs_hz": layout.freqs_hz,
+            "df_hz": float(layout.df_hz),
+            "theta_index": int(layout.theta_index),
+            "alpha_index": int(layout.alpha_index),
+            "first": pairs.first,
+            "second": pairs.second,
+            "plv": self._plv,
+            "summary_index": self._summary_index,
+            "thresholds": self._thresholds,
+        }
+        self._state = WindowState(*(state[name] for name in WINDOW_STATE_FIELDS))
+        #: The outputs kernels.event_lean is given at an event without a window (unused).
         self._no_window = (
-            np.zeros(0, dtype=np.int64),
-            np.zeros(0, dtype=np.int64),
             np.empty(self._band_shape),
             np.empty(self._per_channel_shape),
             np.empty(self._flags_shape, dtype=np.bool_),
@@ -246,7 +285,8 @@ class CompiledWindows:
         t_end_s: float,
     ) -> FeatureFrame | None:
         """One event of the stream: one kernel call (kernels.event_lean) when frames keep
-        no spectra, else at most three (two kernels and the FFT).
+        no spectra, else at most three (two kernels and the FFT).  ``max_abs_uv`` must
+        be the configuration's (the one-call path reads it from there).
 
         ``buffer[:, sanitize_start:end]`` is checked first; then block ``block_key`` and
         segment ``segment_key`` end at ``end`` (-1: none ends there), and the window
@@ -262,7 +302,6 @@ class CompiledWindows:
                 buffer,
                 sanitize_start,
                 end,
-                max_abs_uv,
                 invalid,
                 block_start,
                 block_key,
@@ -307,7 +346,6 @@ class CompiledWindows:
         buffer: np.ndarray,
         sanitize_start: int,
         end: int,
-        max_abs_uv: float,
         invalid: np.ndarray,
         block_start: int,
         block_key: int,
@@ -319,9 +357,7 @@ class CompiledWindows:
         t_end_s: float,
     ) -> FeatureFrame | None:
         """:meth:`event` of frames without spectra, as one kernels.event_lean call."""
-        window = window_start >= 0
-        if window:
-            seg_slots, blk_slots = self._window_slots(window_start)
+        if window_start >= 0:
             # Fresh arrays every window: the frame keeps them.
             band = np.empty(self._band_shape)
             per_channel = np.empty(self._per_channel_shape)
@@ -329,36 +365,28 @@ class CompiledWindows:
             matrices = np.empty(self._matrices_shape)
             means = np.empty(self._means_shape)
             strength = np.empty(self._strength_shape)
-        else:  # nothing is written to them: the scratch set of the right types will do
-            seg_slots, blk_slots, band, per_channel, flags, matrices, means, strength = (
-                self._no_window
-            )
+        else:
+            band, per_channel, flags, matrices, means, strength = self._no_window
         event_lean(
+            self._state,
             buffer,
+            invalid,
             sanitize_start,
             end,
-            max_abs_uv,
-            invalid,
             block_start,
             has_previous,
-            self._clip_level_uv,
             block_key % self._n_blk_slots,
             segment_start,
             segment_key % self._n_seg_slots,
-            self._context.layout.taper,
-            self._tapered,
-            window,
-            seg_slots,
-            blk_slots,
+            window_start,
             band,
             per_channel,
             flags,
             matrices,
             means,
             strength,
-            *self._window_constants,
         )
-        if not window:
+        if window_start < 0:
             return None
         return self._frame_of(
             (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s

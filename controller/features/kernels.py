@@ -34,6 +34,7 @@ import numpy as np
 import scipy.fft
 
 from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
+from controller.jit import StructProxy, StructType, compiled_struct
 from controller.jit import jit as _jit
 
 BLOCK_FIELDS = 6
@@ -787,135 +788,167 @@ def segment_and_window(
     )
 
 
+#: What :func:`event_lean` reads of a stream besides the event's own numbers: the rings,
+#: the layout's constants and two scratch arrays for the window's ring slots.
+WINDOW_STATE_FIELDS = (
+    "max_abs_uv",
+    "clip_level_uv",
+    "taper",
+    "tapered",
+    "n_seg_slots",
+    "n_blk_slots",
+    "segment_grid_samples",
+    "segment_key_step",
+    "seg_slots",
+    "blk_slots",
+    "psd_scale",
+    "conn_bins",
+    "seg_psd",
+    "seg_auto",
+    "seg_cross",
+    "seg_phase",
+    "blocks",
+    "block_samples",
+    "band_lo",
+    "band_hi",
+    "band_conn_lo",
+    "band_conn_hi",
+    "band_conn_mean_weights",
+    "alpha_bins",
+    "line_bins",
+    "total_bins",
+    "freqs_hz",
+    "df_hz",
+    "theta_index",
+    "alpha_index",
+    "first",
+    "second",
+    "plv",
+    "summary_index",
+    "thresholds",
+)
+
+
+class WindowStateType(StructType):
+    """numba's type of a :class:`WindowState`."""
+
+
+class WindowState(StructProxy):
+    """One stream's rings and constants for :func:`event_lean`, as one numba structref
+    (fields: :data:`WINDOW_STATE_FIELDS`; arrays are shared, not copied)."""
+
+
+compiled_struct(WindowState, WindowStateType, WINDOW_STATE_FIELDS)
+
+
 @_jit
 def event_lean(
+    state: WindowState,
     buffer: np.ndarray,
+    invalid_count: np.ndarray,
     sanitize_start: int,
     end: int,
-    max_abs_uv: float,
-    invalid_count: np.ndarray,
     block_start: int,
     has_previous: bool,
-    clip_level_uv: np.ndarray,
     block_slot: int,
     segment_start: int,
     segment_slot: int,
-    taper: np.ndarray,
-    tapered: np.ndarray,
-    window: bool,
-    seg_slots: np.ndarray,
-    blk_slots: np.ndarray,
+    window_start: int,
     band: np.ndarray,
     per_channel: np.ndarray,
     flags: np.ndarray,
     matrices: np.ndarray,
     means: np.ndarray,
     strength: np.ndarray,
-    # -- from here on the same objects every event (CompiledWindows passes them as a tuple)
-    psd_scale: np.ndarray,
-    conn_bins: np.ndarray,
-    seg_psd: np.ndarray,
-    seg_auto: np.ndarray,
-    seg_cross: np.ndarray,
-    seg_phase: np.ndarray,
-    blocks: np.ndarray,
-    block_samples: int,
-    band_lo: np.ndarray,
-    band_hi: np.ndarray,
-    band_conn_lo: np.ndarray,
-    band_conn_hi: np.ndarray,
-    band_conn_mean_weights: np.ndarray,
-    alpha_bins: np.ndarray,
-    line_bins: np.ndarray,
-    total_bins: np.ndarray,
-    freqs_hz: np.ndarray,
-    df_hz: float,
-    theta_index: int,
-    alpha_index: int,
-    first: np.ndarray,
-    second: np.ndarray,
-    plv: bool,
-    summary_index: int,
-    thresholds: np.ndarray,
 ) -> None:
     """One whole event of a stream whose frames keep no spectra, in one call.
 
     :func:`prepare_event` (sanitise; block ``block_slot`` if ``block_start`` >= 0; taper
     if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``, compiled through
     rocket-fft: the same pocketfft transform, bit for bit) and :func:`segment_terms` into
-    ring slot ``segment_slot``, then, if ``window``, :func:`window_features_into` of the
-    window whose ring slots are ``seg_slots`` and ``blk_slots`` into ``band`` ...
-    ``strength`` (shaped as window_features documents).  The same steps in the same
-    order as those calls, so the same bits.
+    ring slot ``segment_slot``, then, if ``window_start`` >= 0, :func:`window_features_into`
+    of the window starting there (its ring slots as compiled._ring_slots gives them) into
+    ``band`` ... ``strength`` (shaped as window_features documents).  The same steps in
+    the same order as those calls, so the same bits.
 
-    Why one call: a hop was three (two kernels and the FFT between them), each paying
-    numba's argument checks and the FFT its Python dispatch.  Why the outputs come in:
-    every array a kernel hands back to Python is boxed, and numba's boxing unpickles the
-    array's type each time.
+    Why one call with the stream's state in one struct: a hop was three calls (two
+    kernels and the FFT between them) with ~50 arguments, each checked and unboxed by
+    numba, and the FFT's Python dispatch.  Why the outputs come in: every array a kernel
+    hands back to Python is boxed, and numba's boxing unpickles the array's type each
+    time.
     """
+    s = state
     prepare_event(
         buffer,
         sanitize_start,
         end,
-        max_abs_uv,
+        s.max_abs_uv,
         invalid_count,
         block_start,
-        block_samples,
+        s.block_samples,
         has_previous,
-        clip_level_uv,
-        blocks,
+        s.clip_level_uv,
+        s.blocks,
         block_slot,
         segment_start,
-        taper,
-        tapered,
+        s.taper,
+        s.tapered,
     )
     if segment_start >= 0:
-        spectrum = scipy.fft.rfft(tapered, axis=1)
+        spectrum = scipy.fft.rfft(s.tapered, axis=1)
         segment_terms(
             spectrum,
-            psd_scale,
-            conn_bins,
-            band_conn_lo,
-            band_conn_hi,
-            first,
-            second,
-            plv,
-            seg_psd[segment_slot],
-            seg_auto[segment_slot],
-            seg_cross[segment_slot],
-            seg_phase[segment_slot],
+            s.psd_scale,
+            s.conn_bins,
+            s.band_conn_lo,
+            s.band_conn_hi,
+            s.first,
+            s.second,
+            s.plv,
+            s.seg_psd[segment_slot],
+            s.seg_auto[segment_slot],
+            s.seg_cross[segment_slot],
+            s.seg_phase[segment_slot],
         )
-    if window:
-        window_features_into(
-            seg_psd,
-            seg_auto,
-            seg_cross,
-            seg_phase,
-            seg_slots,
-            blocks,
-            blk_slots,
-            block_samples,
-            band_lo,
-            band_hi,
-            band_conn_lo,
-            band_conn_hi,
-            band_conn_mean_weights,
-            alpha_bins,
-            line_bins,
-            total_bins,
-            freqs_hz,
-            df_hz,
-            theta_index,
-            alpha_index,
-            first,
-            second,
-            plv,
-            summary_index,
-            thresholds,
-            band,
-            per_channel,
-            flags,
-            matrices,
-            means,
-            strength,
-        )
+    if window_start < 0:
+        return
+    seg_slots, blk_slots = s.seg_slots, s.blk_slots
+    first_segment = window_start // s.segment_grid_samples
+    for k in range(seg_slots.shape[0]):
+        seg_slots[k] = (first_segment + s.segment_key_step * k) % s.n_seg_slots
+    first_block = window_start // s.block_samples
+    for k in range(blk_slots.shape[0]):
+        blk_slots[k] = (first_block + k) % s.n_blk_slots
+    window_features_into(
+        s.seg_psd,
+        s.seg_auto,
+        s.seg_cross,
+        s.seg_phase,
+        seg_slots,
+        s.blocks,
+        blk_slots,
+        s.block_samples,
+        s.band_lo,
+        s.band_hi,
+        s.band_conn_lo,
+        s.band_conn_hi,
+        s.band_conn_mean_weights,
+        s.alpha_bins,
+        s.line_bins,
+        s.total_bins,
+        s.freqs_hz,
+        s.df_hz,
+        s.theta_index,
+        s.alpha_index,
+        s.first,
+        s.second,
+        s.plv,
+        s.summary_index,
+        s.thresholds,
+        band,
+        per_channel,
+        flags,
+        matrices,
+        means,
+        strength,
+    )

@@ -788,56 +788,55 @@ def segment_and_window(
     )
 
 
-#: What :func:`event_lean` reads of a stream besides the event's own numbers: the rings,
-#: the layout's constants and two scratch arrays for the window's ring slots.
-WINDOW_STATE_FIELDS = (
-    "max_abs_uv",
-    "clip_level_uv",
-    "taper",
-    "tapered",
-    "n_seg_slots",
-    "n_blk_slots",
-    "segment_grid_samples",
-    "segment_key_step",
-    "seg_slots",
-    "blk_slots",
-    "psd_scale",
-    "conn_bins",
-    "seg_psd",
-    "seg_auto",
-    "seg_cross",
-    "seg_phase",
-    "blocks",
-    "block_samples",
-    "band_lo",
-    "band_hi",
-    "band_conn_lo",
-    "band_conn_hi",
-    "band_conn_mean_weights",
-    "alpha_bins",
-    "line_bins",
-    "total_bins",
-    "freqs_hz",
-    "df_hz",
-    "theta_index",
-    "alpha_index",
-    "first",
-    "second",
-    "plv",
-    "summary_index",
-    "thresholds",
-)
-
-
 class WindowStateType(StructType):
     """numba's type of a :class:`WindowState`."""
 
 
 class WindowState(StructProxy):
-    """One stream's rings and constants for :func:`event_lean`, as one numba structref
-    (fields: :data:`WINDOW_STATE_FIELDS`; arrays are shared, not copied)."""
+    """What :func:`event_lean` reads of a stream besides each event's own numbers, as one
+    numba structref: the rings, the layout's constants and two scratch arrays for the
+    window's ring slots (arrays are shared with CompiledWindows, not copied).  Built with
+    the fields in the order annotated here."""
+
+    max_abs_uv: float
+    clip_level_uv: np.ndarray
+    taper: np.ndarray
+    tapered: np.ndarray
+    n_seg_slots: int
+    n_blk_slots: int
+    segment_grid_samples: int
+    segment_key_step: int
+    seg_slots: np.ndarray
+    blk_slots: np.ndarray
+    psd_scale: np.ndarray
+    conn_bins: np.ndarray
+    seg_psd: np.ndarray
+    seg_auto: np.ndarray
+    seg_cross: np.ndarray
+    seg_phase: np.ndarray
+    blocks: np.ndarray
+    block_samples: int
+    band_lo: np.ndarray
+    band_hi: np.ndarray
+    band_conn_lo: np.ndarray
+    band_conn_hi: np.ndarray
+    band_conn_mean_weights: np.ndarray
+    alpha_bins: np.ndarray
+    line_bins: np.ndarray
+    total_bins: np.ndarray
+    freqs_hz: np.ndarray
+    df_hz: float
+    theta_index: int
+    alpha_index: int
+    first: np.ndarray
+    second: np.ndarray
+    plv: bool
+    summary_index: int
+    thresholds: np.ndarray
 
 
+#: The fields of a WindowState, in constructor order.
+WINDOW_STATE_FIELDS = tuple(WindowState.__annotations__)
 compiled_struct(WindowState, WindowStateType, WINDOW_STATE_FIELDS)
 
 

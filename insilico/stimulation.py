@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from insilico.scoring import teed_j
+from insilico.scoring import ramp_teed_j
 
 
 @dataclass(frozen=True)
@@ -60,9 +60,10 @@ class StimulationMeter:
             return
         if last.amplitude_ma > 0.0 or amplitude_ma > 0.0:
             self.on_s += t_s - last.t_s
-        j_per_ohm = teed_j(
-            [last.t_s, t_s],
-            [last.amplitude_ma, amplitude_ma],
+        j_per_ohm = ramp_teed_j(
+            t_s - last.t_s,
+            last.amplitude_ma * 1e-3,
+            amplitude_ma * 1e-3,
             1.0,
             last.frequency_hz,
             last.pulse_width_us,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from scipy.signal import lfilter
 
 
 @dataclass(frozen=True)
@@ -138,6 +137,8 @@ class NoiseSource:
         return self._fs
 
     def read(self, n_samples: int, stim: StimulationInput) -> np.ndarray:
+        from scipy.signal import lfilter  # here: scipy.signal costs ~0.5 s to import
+
         n_ch = len(self._sites)
         t = (self._n_read + np.arange(n_samples)) / self._fs
         # Leaky-integrated white noise: a 1/f^2-ish background that stays bounded.

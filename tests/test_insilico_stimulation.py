@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from insilico.scoring import teed_j
 from insilico.stimulation import StimulationMeter
 
 
@@ -50,3 +53,25 @@ def test_a_new_impedance_report_applies_from_then_on() -> None:
     meter.impedance(1600.0)
     meter.report(20.0, 1.0, 60.0, 250.0)
     assert meter.teed_j == pytest.approx(0.001**2 * 60.0 * 250e-6 * (800.0 * 10 + 1600.0 * 10))
+
+
+@settings(max_examples=200, derandomize=True, deadline=None)
+@given(
+    t0_s=st.floats(0.0, 1e5),
+    dt_s=st.floats(0.0, 1e3),
+    i0_ma=st.floats(0.0, 50.0),
+    i1_ma=st.floats(0.0, 50.0),
+    f_hz=st.floats(0.0, 500.0),
+    pw_us=st.floats(0.0, 1000.0),
+)
+def test_the_meter_prices_a_segment_as_teed_j_does_bit_for_bit(
+    t0_s: float, dt_s: float, i0_ma: float, i1_ma: float, f_hz: float, pw_us: float
+) -> None:
+    """The meter prices one segment at a time with floats; teed_j works on arrays: the same
+    number (reports compare TEED exactly)."""
+    t1_s = t0_s + dt_s
+    meter = StimulationMeter()
+    meter.impedance(1.0)
+    meter.report(t0_s, i0_ma, f_hz, pw_us)
+    meter.report(t1_s, i1_ma, f_hz, pw_us)
+    assert meter.teed_j == teed_j([t0_s, t1_s], [i0_ma, i1_ma], 1.0, f_hz, pw_us)

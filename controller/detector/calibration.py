@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from controller.detector.baseline import MAD_TO_SD, Baseline, floored_scale
 from controller.detector.config import DetectorConfig, SignatureFeature
@@ -121,6 +120,8 @@ def binomial_p_value(successes: int, trials: int, chance: float) -> float | None
         return 1.0 if successes == 0 else 0.0
     if p == 1.0:
         return 1.0
+    from scipy import stats  # here: importing scipy.stats costs ~0.5 s, most runs never test
+
     return float(stats.binomtest(successes, trials, p, alternative="greater").pvalue)
 
 

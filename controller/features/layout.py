@@ -12,7 +12,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.signal import get_window
 
 
 @dataclass(frozen=True)
@@ -63,6 +62,22 @@ class FeatureLayout:
     def n_freqs(self) -> int:
         """Number of one-sided frequency bins of a segment."""
         return int(self.freqs_hz.size)
+
+
+def periodic_hann(n_samples: int) -> np.ndarray:
+    """The periodic ("DFT-even") Hann window scipy.signal.welch(window='hann') uses.
+
+    The same operations as ``scipy.signal.get_window("hann", n)`` (a symmetric window one
+    sample longer, last sample dropped), so the same bits; written out because importing
+    scipy.signal costs about half a second at every start of a command.
+    """
+    if n_samples <= 1:
+        return np.ones(n_samples)
+    fac = np.linspace(-np.pi, np.pi, n_samples + 1, dtype=np.float64)
+    window = np.zeros(n_samples + 1)
+    for k, coefficient in enumerate((0.5, 0.5)):
+        window += coefficient * np.cos(k * fac)
+    return window[:-1]
 
 
 def whole_samples(name: str, duration_s: float, sampling_rate_hz: float) -> int:
@@ -163,8 +178,7 @@ def build_layout(
     lowest_hz = min(lo for lo, _ in bands_hz.values())
     total_bins = np.flatnonzero(freqs_hz >= lowest_hz)
 
-    # scipy.signal.welch(window='hann') uses the periodic ("DFT-even") Hann window.
-    taper = np.asarray(get_window("hann", segment_n), dtype=np.float64)
+    taper = periodic_hann(segment_n)
     scale = 1.0 / (fs * float(np.sum(taper * taper)))
     psd_scale = np.full(freqs_hz.size, 2.0 * scale)
     psd_scale[0] = scale

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import signal
 
 from simulator.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
 from simulator.jit import jit
@@ -347,6 +346,8 @@ def network_kernel_numpy(
             y += dt * k1
         v[:, step] = y[1] - y[2]
     if sos.shape[0] > 0:
+        from scipy import signal  # here: only Jansen-Rit runs pay its ~0.5 s import
+
         v, zi[...] = signal.sosfilt(sos, v, axis=-1, zi=zi)
     out[...] = v[:, decimation - 1 :: decimation]
 
@@ -391,6 +392,8 @@ class JansenRitNetwork:
         seed_seq = np.random.SeedSequence(seed)
         self._keys = seed_seq.generate_state(n, dtype=np.uint64)
         self._next_draw = np.uint64(0)
+
+        from scipy import signal  # here: only Jansen-Rit runs pay its ~0.5 s import
 
         fs_int = 1.0 / self._dt_s
         sections = []

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import stats
+from scipy import special
 
 from simulator.physiology.artifact import ArtifactParams, StimulationArtifact
 from simulator.physiology.course import PatientCourse, patient_streams
@@ -259,13 +259,16 @@ def draw_patient_values(preset: PhenotypePreset, rng: np.random.Generator) -> di
     # the calibrated Beta. The quantiles are drawn through fixed Beta(2, 3) and Beta(1, 9)
     # variates (their own CDF makes them uniform), so the random stream - and with it every
     # later draw, e.g. the sleep times - does not depend on the calibrated values.
-    efficacy_quantile = float(stats.beta.cdf(rng.beta(2.0, 3.0), 2.0, 3.0))
-    placebo_quantile = float(stats.beta.cdf(rng.beta(1.0, 9.0), 1.0, 9.0))
-    efficacy = float(stats.beta.ppf(efficacy_quantile, *preset.prophylactic_efficacy_beta))
+    # Beta CDF and quantile function from scipy.special (scipy.stats.beta gives the same
+    # numbers, and costs ~0.5 s to import).
+    efficacy_quantile = float(special.betainc(2.0, 3.0, rng.beta(2.0, 3.0)))
+    placebo_quantile = float(special.betainc(1.0, 9.0, rng.beta(1.0, 9.0)))
+    efficacy = float(special.betaincinv(*preset.prophylactic_efficacy_beta, efficacy_quantile))
+    placebo = float(special.betaincinv(*preset.placebo_efficacy_beta, placebo_quantile))
     response = {
         "prophylactic_efficacy": efficacy,
         "acute_efficacy": efficacy,  # one responsiveness to the stimulation per patient
-        "placebo_efficacy": float(stats.beta.ppf(placebo_quantile, *preset.placebo_efficacy_beta)),
+        "placebo_efficacy": placebo,
     }
     variability = {
         "sleep_onset_h": uniform(preset.sleep_onset_h) % 24.0,

@@ -21,7 +21,6 @@ from typing import Literal
 
 import numpy as np
 import pyedflib
-from scipy import signal
 
 from simulator.signals import GroundTruthEvent, Site, StimulationInput
 
@@ -221,6 +220,8 @@ class EdfReplaySource:
                 up, down = rational_ratio(self._fs, source_hz)
                 worst_ppm = max(worst_ppm, abs(source_hz * up / down / self._fs - 1.0) * 1e6)
                 if (up, down) != (1, 1):
+                    from scipy import signal  # here: costs ~0.5 s to import
+
                     x_uv = signal.resample_poly(x_uv, up, down)
                 channels.append(x_uv)
             onsets, durations, texts = reader.readAnnotations()

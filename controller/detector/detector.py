@@ -33,6 +33,7 @@ from controller.detector.kernels import (
     STEADY_CONSTANTS_FIELDS,
     SteadyConstants,
     line_length_z,
+    new_steady_constants,
     steady_window,
 )
 from controller.detector.score import (
@@ -495,7 +496,7 @@ class Detector:
             "mean_abs_normal": float(MEAN_ABS_NORMAL),
             "z_out": self._z,
         }
-        return SteadyConstants(*(constants[name] for name in STEADY_CONSTANTS_FIELDS))
+        return new_steady_constants(tuple(constants[name] for name in STEADY_CONSTANTS_FIELDS))
 
     def _conclude(
         self,

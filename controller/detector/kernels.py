@@ -308,6 +308,16 @@ compiled_struct(SteadyConstants, SteadyConstantsType, STEADY_CONSTANTS_FIELDS)
 
 
 @_jit
+def new_steady_constants(values: tuple[object, ...]) -> SteadyConstants:
+    """A SteadyConstants of ``values`` (in STEADY_CONSTANTS_FIELDS order).
+
+    Why not ``SteadyConstants(*values)``: the proxy's own constructor is compiled afresh
+    in every process (~0.3 s); this one is cached like the kernels.
+    """
+    return SteadyConstants(*values)
+
+
+@_jit
 def steady_window(
     line_length: np.ndarray,
     good: np.ndarray,

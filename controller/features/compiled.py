@@ -31,9 +31,9 @@ from controller.features.kernels import (
     FLAG_GOOD,
     FLAG_INVALID,
     WINDOW_STATE_FIELDS,
-    WindowState,
     block_stats_into,
     event_lean,
+    new_window_state,
     prepare_event,
     segment_and_window,
     segment_terms,
@@ -217,7 +217,7 @@ class CompiledWindows:
             "summary_index": self._summary_index,
             "thresholds": self._thresholds,
         }
-        self._state = WindowState(*(state[name] for name in WINDOW_STATE_FIELDS))
+        self._state = new_window_state(tuple(state[name] for name in WINDOW_STATE_FIELDS))
         #: The outputs kernels.event_lean is given at an event without a window (unused).
         self._no_window = (
             np.empty(self._band_shape),

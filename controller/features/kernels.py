@@ -841,6 +841,16 @@ compiled_struct(WindowState, WindowStateType, WINDOW_STATE_FIELDS)
 
 
 @_jit
+def new_window_state(values: tuple[object, ...]) -> WindowState:
+    """A WindowState of ``values`` (in WINDOW_STATE_FIELDS order).
+
+    Why not ``WindowState(*values)``: the proxy's own constructor is compiled afresh in
+    every process (~0.3 s); this one is cached like the kernels.
+    """
+    return WindowState(*values)
+
+
+@_jit
 def event_lean(
     state: WindowState,
     buffer: np.ndarray,

@@ -854,6 +854,9 @@ def new_window_state(values: tuple[object, ...]) -> WindowState:
 def event_lean(
     state: WindowState,
     buffer: np.ndarray,
+    write_start: int,
+    counts: np.ndarray,
+    scale: np.ndarray,
     invalid_count: np.ndarray,
     sanitize_start: int,
     end: int,
@@ -872,6 +875,7 @@ def event_lean(
 ) -> None:
     """One whole event of a stream whose frames keep no spectra, in one call.
 
+    :func:`write_scaled` of ``counts`` at column ``write_start`` (if >= 0), then
     :func:`prepare_event` (sanitise; block ``block_slot`` if ``block_start`` >= 0; taper
     if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``, compiled through
     rocket-fft: the same pocketfft transform, bit for bit) and :func:`segment_terms` into
@@ -887,6 +891,8 @@ def event_lean(
     time.
     """
     s = state
+    if write_start >= 0:
+        write_scaled(buffer, write_start, counts, scale)
     prepare_event(
         buffer,
         sanitize_start,

@@ -186,6 +186,8 @@ class CompiledWindows:
             "clip_level_uv": self._clip_level_uv,
             "taper": layout.taper,
             "tapered": self._tapered,
+            "spectrum": self._spectrum,
+            "fft_axes": np.array([1], dtype=np.int64),
             "n_seg_slots": self._n_seg_slots,
             "n_blk_slots": self._n_blk_slots,
             "segment_grid_samples": grid,

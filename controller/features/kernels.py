@@ -5,8 +5,8 @@ samples, 44 connectivity bins x 28 pairs), so the numpy formulation in spectra.p
 timestats.py and connectivity.py spends almost all its time in the overhead of ~300 small
 numpy calls.  These kernels compute the same quantities with explicit loops, one compiled
 call per event (block, segment, window), and write into preallocated ring buffers
-(controller/features/compiled.py).  The FFT is scipy's pocketfft, called inside the
-kernel through rocket-fft (its numba binding of ``scipy.fft``).
+(controller/features/compiled.py).  The FFT is pocketfft, scipy.fft's own transform,
+called inside the kernel through rocket-fft (its numba binding).
 
 The numpy functions remain the reference and the fallback when numba is missing;
 tests/test_features_compiled.py checks that both give the same frames (to rounding: the
@@ -31,11 +31,15 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.fft
 
 from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
 from controller.jit import StructProxy, StructType, compiled_struct
 from controller.jit import jit as _jit
+
+try:
+    from rocket_fft import r2c as _r2c
+except ImportError:  # pragma: no cover - only where numba (and so rocket-fft) is missing
+    _r2c = None  # type: ignore[assignment]
 
 BLOCK_FIELDS = 6
 (
@@ -802,6 +806,8 @@ class WindowState(StructProxy):
     clip_level_uv: np.ndarray
     taper: np.ndarray
     tapered: np.ndarray
+    spectrum: np.ndarray
+    fft_axes: np.ndarray
     n_seg_slots: int
     n_blk_slots: int
     segment_grid_samples: int
@@ -877,8 +883,8 @@ def event_lean(
 
     :func:`write_scaled` of ``counts`` at column ``write_start`` (if >= 0), then
     :func:`prepare_event` (sanitise; block ``block_slot`` if ``block_start`` >= 0; taper
-    if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``, compiled through
-    rocket-fft: the same pocketfft transform, bit for bit) and :func:`segment_terms` into
+    if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``'s pocketfft r2c,
+    compiled through rocket-fft: the same transform, bit for bit) and :func:`segment_terms` into
     ring slot ``segment_slot``, then, if ``window_start`` >= 0, :func:`window_features_into`
     of the window starting there (its ring slots as compiled._ring_slots gives them) into
     ``band`` ... ``strength`` (shaped as window_features documents).  The same steps in
@@ -910,9 +916,11 @@ def event_lean(
         s.tapered,
     )
     if segment_start >= 0:
-        spectrum = scipy.fft.rfft(s.tapered, axis=1)
+        # scipy.fft.rfft(tapered, axis=1) into the preallocated spectrum: the same
+        # pocketfft call (forward, factor 1, one thread), compiled through rocket-fft
+        _r2c(s.tapered, s.spectrum, s.fft_axes, True, 1.0, 1)
         segment_terms(
-            spectrum,
+            s.spectrum,
             s.psd_scale,
             s.conn_bins,
             s.band_conn_lo,

@@ -252,14 +252,14 @@ def segment_terms(
 
 
 @_jit
-def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray) -> np.ndarray:
-    """Welch PSD: the mean over the window's segments (summed oldest first, as _sum)."""
+def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray, psd: np.ndarray) -> None:
+    """Welch PSD into ``psd``: the mean over the window's segments (summed oldest first,
+    as _sum)."""
     n_seg = seg_slots.shape[0]
-    psd = seg_psd[seg_slots[0]].copy()
+    psd[:] = seg_psd[seg_slots[0]]
     for s in range(1, n_seg):
         psd += seg_psd[seg_slots[s]]
     psd /= n_seg
-    return psd
 
 
 @_jit
@@ -391,8 +391,10 @@ def _coherence_bins(
     seg_slots: np.ndarray,
     first: np.ndarray,
     second: np.ndarray,
-) -> np.ndarray:
-    """Magnitude-squared coherence (conn bins, pairs) over the window's segments.
+    out: np.ndarray,
+) -> None:
+    """Magnitude-squared coherence (conn bins, pairs) over the window's segments, into
+    ``out``.
 
     |sum_s Sxy|² / (sum_s Sxx * sum_s Syy), evaluated as |sum_s Sxy * r_x * r_y|² with
     r = 1 / sqrt(sum_s |X|²) (0 where that sum is 0), the scaling of
@@ -404,7 +406,6 @@ def _coherence_bins(
     inv_root = np.empty(n_channels)
     real = np.empty(n_pairs)
     imag = np.empty(n_pairs)
-    out = np.empty((n_conn, n_pairs))
     for q in range(n_conn):
         # segment sums, oldest first; the inner loops run along contiguous rows
         slot = seg_slots[0]
@@ -430,7 +431,6 @@ def _coherence_bins(
             im = imag[p] * r_x * r_y
             coherence = re * re + im * im
             out[q, p] = coherence if coherence < 1.0 else 1.0
-    return out
 
 
 @_jit
@@ -567,7 +567,9 @@ def window_features(
     matrices = np.empty((2, n_bands, n_channels, n_channels))
     means = np.empty((2, n_bands))
     strength = np.empty((n_bands, n_channels))
-    psd, coherence_bins = window_features_into(
+    psd = np.empty(seg_psd.shape[1:])
+    coherence_bins = np.empty((seg_auto.shape[1], first.shape[0]))
+    window_features_into(
         seg_psd,
         seg_auto,
         seg_cross,
@@ -599,6 +601,9 @@ def window_features(
         matrices,
         means,
         strength,
+        psd,
+        coherence_bins,
+        np.empty((2, n_bands, first.shape[0])),
     )
     return psd, band, per_channel, flags, coherence_bins, matrices, means, strength
 
@@ -636,11 +641,17 @@ def window_features_into(
     matrices: np.ndarray,
     means: np.ndarray,
     strength: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`window_features` into the given band, per-channel, flags, matrices, means
-    and strength arrays (shaped as it documents); returns the psd and coherence bins."""
-    n_bands = band_lo.shape[0]
-    psd = _window_psd(seg_psd, seg_slots)
+    psd: np.ndarray,
+    coherence_bins: np.ndarray,
+    pair_values: np.ndarray,
+) -> None:
+    """:func:`window_features` into the given band, per-channel, flags, matrices, means,
+    strength, psd (channels, freqs) and coherence bins (conn bins, pairs) arrays (shaped
+    as it documents); ``pair_values`` (2, bands, pairs) is scratch.
+
+    Why everything comes in: an array allocated in the loop's every hop costs more there
+    (its memory is cold) than on a quiet bench, and varies far more."""
+    _window_psd(seg_psd, seg_slots, psd)
     _band_powers(psd, band_lo, band_hi, df_hz, band)
     _channel_features(
         psd,
@@ -655,8 +666,7 @@ def window_features_into(
         per_channel,
     )
     _time_stats_and_quality(blocks, blk_slots, block_samples, thresholds, per_channel, flags)
-    coherence_bins = _coherence_bins(seg_auto, seg_cross, seg_slots, first, second)
-    pair_values = np.empty((2, n_bands, first.shape[0]))
+    _coherence_bins(seg_auto, seg_cross, seg_slots, first, second, coherence_bins)
     _band_connectivity(
         coherence_bins,
         band_conn_mean_weights,
@@ -670,7 +680,6 @@ def window_features_into(
     _network_summaries(
         pair_values, first, second, flags[FLAG_GOOD], summary_index, matrices, means, strength
     )
-    return psd, coherence_bins
 
 
 # -- one event, fused --------------------------------------------------------------------
@@ -808,6 +817,9 @@ class WindowState(StructProxy):
     tapered: np.ndarray
     spectrum: np.ndarray
     fft_axes: np.ndarray
+    psd: np.ndarray
+    coherence_bins: np.ndarray
+    pair_values: np.ndarray
     n_seg_slots: int
     n_blk_slots: int
     segment_grid_samples: int
@@ -974,4 +986,7 @@ def event_lean(
         matrices,
         means,
         strength,
+        s.psd,
+        s.coherence_bins,
+        s.pair_values,
     )

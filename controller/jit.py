@@ -26,7 +26,6 @@ except ImportError:  # pragma: no cover - exercised only where numba is missing
     class StructProxy:  # type: ignore[no-redef]
         """Stands in for numba's StructRefProxy where numba is missing."""
 
-
 F = TypeVar("F", bound=Callable[..., Any])
 
 

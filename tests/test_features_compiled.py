@@ -16,7 +16,7 @@ import scipy.fft
 from controller.features import FeatureExtractor, FeatureFrame, FeaturesConfig
 from controller.features.compiled import CompiledWindows, rfft_rows
 from controller.features.frame import SignalQuality, WindowSpectra
-from controller.features.kernels import NUMBA_AVAILABLE, sanitize, write_scaled
+from controller.features.kernels import NUMBA_AVAILABLE, sanitize
 
 pytestmark = pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
 
@@ -174,12 +174,9 @@ def _event_by_separate_calls(
     window_start: int,
     t_start_s: float,
     t_end_s: float,
-    counts: tuple[np.ndarray, np.ndarray, int] | None = None,
 ) -> FeatureFrame | None:
     """CompiledWindows.event as one kernel call per step: the fused call's slow twin."""
     layout = self._context.layout
-    if counts is not None:
-        write_scaled(buffer, counts[2], counts[0], counts[1])
     sanitize(buffer, sanitize_start, end, max_abs_uv, invalid)
     if block_key >= 0:
         self.add_block(block_key, buffer, end - layout.block_samples, has_previous, invalid)
@@ -206,26 +203,15 @@ def _assert_frames_identical(left: FeatureFrame, right: FeatureFrame) -> None:
 def test_fused_event_gives_the_frames_of_separate_kernel_calls_bit_for_bit(
     case: str, keep_spectra: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Without spectra the event is one kernel call with the FFT inside it (rocket-fft),
-    and the counts that end at it are scaled inside it too; with them, two kernels and
-    scipy's FFT between them: both as the separate calls."""
+    """Without spectra the event is one kernel call with the FFT inside it (rocket-fft);
+    with them, two kernels and scipy's FFT between them: both as the separate calls."""
     config, n_channels, chunk, corrupt = CASES[case]
     data = _data(n_channels, 12.0, seed=13, corrupt=corrupt)
-    counts = np.round(np.nan_to_num(data) / 0.25).clip(-32768, 32767).astype(np.int16)
-    wire_order = np.ascontiguousarray(counts.T).T  # as decoded from SAMPLES frames
-    scale = np.full(n_channels, 0.25)
-
-    def run(extractor: FeatureExtractor) -> list[FeatureFrame]:
-        # µV pushes, then counts (whose pieces that end at an event are scaled by its call)
-        frames = _frames(extractor, data[:, :1500], chunk)
-        for start in range(1500, data.shape[1], chunk):
-            frames.extend(extractor.push_counts(wire_order[:, start : start + chunk], scale))
-        return frames
-
-    fused_frames = run(FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=keep_spectra))
+    fused = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=keep_spectra)
+    fused_frames = _frames(fused, data, chunk)
     monkeypatch.setattr(CompiledWindows, "event", _event_by_separate_calls)
     separate = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=keep_spectra)
-    separate_frames = run(separate)
+    separate_frames = _frames(separate, data, chunk)
     assert len(fused_frames) == len(separate_frames) > 10
     for left, right in zip(fused_frames, separate_frames, strict=True):
         _assert_frames_identical(left, right)

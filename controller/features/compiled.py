@@ -39,7 +39,6 @@ from controller.features.kernels import (
     segment_terms,
     taper_segment,
     window_features,
-    write_scaled,
 )
 from firmware_bridge.frozen import build_frozen
 
@@ -224,14 +223,6 @@ class CompiledWindows:
             "thresholds": self._thresholds,
         }
         self._state = new_window_state(tuple(state[name] for name in WINDOW_STATE_FIELDS))
-        #: What kernels.event_lean is given when it has no counts to write: int16 counts
-        #: in the layout of a decoded SAMPLES frame's (a transposed, Fortran-ordered
-        #: view), so that one compiled version serves both.
-        self._no_counts = (
-            np.zeros((n_channels, 2), dtype=np.int16, order="F"),
-            np.ones(n_channels),
-            -1,
-        )
         #: The outputs kernels.event_lean is given at an event without a window (unused).
         self._no_window = (
             np.empty(self._band_shape),
@@ -297,15 +288,12 @@ class CompiledWindows:
         window_start: int,
         t_start_s: float,
         t_end_s: float,
-        counts: tuple[np.ndarray, np.ndarray, int] | None = None,
     ) -> FeatureFrame | None:
         """One event of the stream: one kernel call (kernels.event_lean) when frames keep
         no spectra, else at most three (two kernels and the FFT).  ``max_abs_uv`` must
         be the configuration's (the one-call path reads it from there).
 
-        ``counts`` = (counts, scale, column): first ``buffer[:, column:column + n]`` =
-        counts times scale per channel (kernels.write_scaled).  Then
-        ``buffer[:, sanitize_start:end]`` is checked; then block ``block_key`` and
+        ``buffer[:, sanitize_start:end]`` is checked first; then block ``block_key`` and
         segment ``segment_key`` end at ``end`` (-1: none ends there), and the window
         starting ``window_start`` samples into the stream is complete (-1: none is).  Same
         results, bit for bit, as :meth:`add_block`, :meth:`add_segment` and :meth:`frame`
@@ -328,10 +316,7 @@ class CompiledWindows:
                 window_start,
                 t_start_s,
                 t_end_s,
-                counts,
             )
-        if counts is not None:
-            write_scaled(buffer, counts[2], counts[0], counts[1])
         prepare_event(
             buffer,
             sanitize_start,
@@ -375,10 +360,8 @@ class CompiledWindows:
         window_start: int,
         t_start_s: float,
         t_end_s: float,
-        counts: tuple[np.ndarray, np.ndarray, int] | None,
     ) -> FeatureFrame | None:
         """:meth:`event` of frames without spectra, as one kernels.event_lean call."""
-        block, scale, column = self._no_counts if counts is None else counts
         if window_start >= 0:
             # Fresh arrays every window: the frame keeps them.
             band = np.empty(self._band_shape)
@@ -392,9 +375,6 @@ class CompiledWindows:
         event_lean(
             self._state,
             buffer,
-            column,
-            block,
-            scale,
             invalid,
             sanitize_start,
             end,

@@ -143,8 +143,6 @@ class FeatureExtractor:
         self._next_event_n = self._next_event()
         self._sanitized_n = 0  # compiled path: samples before this are checked and zero-filled
         self._block_invalid = np.zeros(self._n_channels, dtype=np.int64)
-        #: Counts written to the buffer by the next event's call: (counts, scale, column).
-        self._pending_counts: tuple[np.ndarray, np.ndarray, int] | None = None
         self._segments: dict[int, SegmentSpectra] = {}
         self._blocks: dict[int, BlockStats] = {}
 
@@ -187,10 +185,7 @@ class FeatureExtractor:
         total = block.shape[1]
         while position < total:
             take = min(total - position, self._next_event_n - self._n_samples)
-            piece = block if take == total else block[:, position : position + take]
-            # Counts that end at an event are scaled by that event's kernel call.
-            ends_event = self._n_samples + take == self._next_event_n
-            self._write(piece, scale, defer=ends_event)
+            self._write(block if take == total else block[:, position : position + take], scale)
             position += take
             if self._n_samples == self._next_event_n:
                 if self._compiled is not None:
@@ -213,17 +208,13 @@ class FeatureExtractor:
         window_end = win_n if n < win_n else win_n + ((n - win_n) // hop + 1) * hop
         return min(block_end, segment_end, window_end)
 
-    def _write(
-        self, piece: np.ndarray, scale: np.ndarray | None = None, defer: bool = False
-    ) -> None:
+    def _write(self, piece: np.ndarray, scale: np.ndarray | None = None) -> None:
         """Append a piece that never crosses an event, zero-filling invalid samples.
 
         On the compiled path the piece is copied as is (counts times ``scale`` when given)
         and checked in one kernel call at the next event (:meth:`_handle_events_compiled`):
         with 10-sample SAMPLES frames that saves a call per frame.  Unchecked samples never
         reach a summary, and they are fewer than a block, so compaction always keeps them.
-        Counts of a piece that ends at an event (``defer``) are scaled by that event's own
-        call instead (a SAMPLES frame of one hop is then one kernel call in all).
         """
         used = self._n_samples - self._buffer_origin
         width = piece.shape[1]
@@ -233,10 +224,7 @@ class FeatureExtractor:
             self._buffer_origin = self._n_samples - keep
             used = keep
         if scale is not None:  # counts, compiled path only
-            if defer:
-                self._pending_counts = (piece, scale, used)
-            else:
-                write_scaled(self._buffer, used, piece, scale)
+            write_scaled(self._buffer, used, piece, scale)
         elif self._compiled is not None:
             self._buffer[:, used : used + width] = piece
         else:
@@ -302,9 +290,7 @@ class FeatureExtractor:
             window_start,
             self._t0_s + window_start / fs,
             self._t0_s + n / fs,
-            self._pending_counts,
         )
-        self._pending_counts = None
         self._sanitized_n = n
         if frame is not None:
             frames.append(frame)

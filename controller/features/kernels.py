@@ -872,9 +872,6 @@ def new_window_state(values: tuple[object, ...]) -> WindowState:
 def event_lean(
     state: WindowState,
     buffer: np.ndarray,
-    write_start: int,
-    counts: np.ndarray,
-    scale: np.ndarray,
     invalid_count: np.ndarray,
     sanitize_start: int,
     end: int,
@@ -893,7 +890,6 @@ def event_lean(
 ) -> None:
     """One whole event of a stream whose frames keep no spectra, in one call.
 
-    :func:`write_scaled` of ``counts`` at column ``write_start`` (if >= 0), then
     :func:`prepare_event` (sanitise; block ``block_slot`` if ``block_start`` >= 0; taper
     if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``'s pocketfft r2c,
     compiled through rocket-fft: the same transform, bit for bit) and :func:`segment_terms` into
@@ -909,8 +905,6 @@ def event_lean(
     time.
     """
     s = state
-    if write_start >= 0:
-        write_scaled(buffer, write_start, counts, scale)
     prepare_event(
         buffer,
         sanitize_start,

@@ -243,12 +243,7 @@ class VirtualFirmware:
         if now < self.now_s:
             return
         out = self.output
-        if (
-            now != self.now_s
-            or out.t_s != now
-            or self._battery_t != now
-            or out.ramping
-        ):
+        if now != self.now_s or out.t_s != now or self._battery_t != now or out.ramping:
             # Otherwise (called again at the same instant, output not ramping) no frame can be
             # due and _step_output(now) would change nothing: skip both.
             spf = self.config.samples_per_frame

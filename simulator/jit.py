@@ -34,6 +34,14 @@ def jit(function: F) -> F:
     return cast(F, njit(cache=True, nogil=True, error_model="numpy")(function))
 
 
+def jit_inline(function: F) -> F:
+    """A helper of compiled kernels: inlined into each kernel that calls it (so the
+    compiler optimises it together with the caller's loops); else left as Python."""
+    if not NUMBA_AVAILABLE:
+        return function
+    return cast(F, njit(inline="always", error_model="numpy")(function))
+
+
 def numba_enabled(use_numba: bool) -> bool:
     """True when the compiled path is asked for and numba is importable."""
     return use_numba and NUMBA_AVAILABLE

@@ -198,16 +198,19 @@ def _assert_frames_identical(left: FeatureFrame, right: FeatureFrame) -> None:
             assert a == b, field.name
 
 
+@pytest.mark.parametrize("keep_spectra", [True, False])
 @pytest.mark.parametrize("case", list(CASES))
 def test_fused_event_gives_the_frames_of_separate_kernel_calls_bit_for_bit(
-    case: str, monkeypatch: pytest.MonkeyPatch
+    case: str, keep_spectra: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Without spectra the event is one kernel call with the FFT inside it (rocket-fft);
+    with them, two kernels and scipy's FFT between them: both as the separate calls."""
     config, n_channels, chunk, corrupt = CASES[case]
     data = _data(n_channels, 12.0, seed=13, corrupt=corrupt)
-    fused = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=True)
+    fused = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=keep_spectra)
     fused_frames = _frames(fused, data, chunk)
     monkeypatch.setattr(CompiledWindows, "event", _event_by_separate_calls)
-    separate = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=True)
+    separate = FeatureExtractor(n_channels, FS, config, 2999.0, keep_spectra=keep_spectra)
     separate_frames = _frames(separate, data, chunk)
     assert len(fused_frames) == len(separate_frames) > 10
     for left, right in zip(fused_frames, separate_frames, strict=True):

@@ -19,6 +19,7 @@ from simulator.physiology.sensor_faults import (
     SensorFaultInjector,
     SensorFaultKind,
     SensorParams,
+    _NormalStream,
 )
 from simulator.signals import NO_STIMULATION, StimulationInput
 
@@ -240,3 +241,20 @@ def test_fault_free_fast_path_gives_the_samples_of_the_full_stage(
         full.activate(fault)
     block = np.ones((4, 50))
     assert np.array_equal(fast.apply(block), full.apply(block))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    counts=st.lists(st.integers(0, 5000), min_size=1, max_size=12),
+    chunk=st.sampled_from([1, 7, 4000, 32_768]),
+)
+def test_normal_stream_hands_out_the_generators_own_draws_in_order(
+    seed: int, counts: list[int], chunk: int
+) -> None:
+    """Drawn ahead (compiled when numba is there) and cut into pieces of any size, the
+    stream is numpy's standard_normal of the same generator, value for value."""
+    stream = _NormalStream(np.random.default_rng(seed), chunk=chunk)
+    got = np.concatenate([stream.take(n) for n in counts])
+    expected = np.random.default_rng(seed).standard_normal(sum(counts))
+    assert np.array_equal(got, expected)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -30,7 +29,13 @@ from controller.detector.baseline import (
     relaxation_rate,
 )
 from controller.detector.config import DetectorConfig
-from controller.detector.kernels import line_length_z, steady_window
+from controller.detector.kernels import (
+    STEADY_CONSTANTS_FIELDS,
+    SteadyConstants,
+    line_length_z,
+    new_steady_constants,
+    steady_window,
+)
 from controller.detector.score import (
     LOG_POWER_FLOOR_UV2,
     MEAN_ABS_NORMAL,
@@ -252,7 +257,7 @@ class Detector:
         self._config = config
         self._use_numba = numba_enabled(use_numba)
         self._fuse_steady_state = fuse_steady_state
-        self._steady_constants: dict[bool, tuple[Any, ...]] = {}
+        self._steady_constants: dict[bool, SteadyConstants] = {}
         #: The relaxation rates of the artifact reference and the alpha-peak variability
         #: for the last credited time (both taus are fixed).
         self._steady_rates_dt_s = math.nan
@@ -439,7 +444,7 @@ class Detector:
             frame.mean_phase_sync,
             frame.mean_connectivity,
             values,
-            *constants,
+            constants,
         )
         artifacts = [bad_stim] if bad_stim else []
         if jumped:
@@ -451,46 +456,47 @@ class Detector:
         self._last_raw_score = None if not scored or math.isnan(raw) else float(raw)
         return n_good, blank_reasons, values, self._z if scored else None
 
-    def _steady_window_constants(self) -> tuple[Any, ...]:
-        """The arguments of kernels.steady_window that are the same objects every window
-        (before calibration, and after it): the compiled path updates the references, the
-        variability and the baseline tracker in place, so the arrays are built once."""
+    def _steady_window_constants(self) -> SteadyConstants:
+        """What kernels.steady_window reads that is the same objects every window (before
+        calibration, and after it): the compiled path updates the references, the
+        variability and the baseline tracker in place, so the struct is built once."""
         gate, summary, baseline, weights = self._gate, self._summary, self._baseline, self._weights
         reference, variability = gate.reference, summary.variability
         calibrated = baseline.ready
         unscored = np.zeros(len(self._feature_names))  # no baseline yet: no score
-        return (
-            self._min_good,
-            reference.location,
-            reference.scale,
-            reference.floor_fraction,
-            gate.z_limit,
-            gate.line_z,
-            gate.scale_floor_fraction,
-            MIN_SCALE,
-            MEDIAN_STEP,
-            MAD_STEP_DIVISOR,
-            MAD_TO_SD,
-            variability.mean,
-            variability.var,
-            variability.followed_s,
-            variability.started,
-            variability.tau_s,
-            summary.needs_variability,
-            summary.kinds,
-            summary.bands,
-            LOG_POWER_FLOOR_UV2,
-            calibrated,
-            baseline.tracker_location if calibrated else unscored,
-            baseline.tracker_scale if calibrated else unscored,
-            baseline.settings.scale_floor_fraction,
-            self._config.z_clip,
-            weights.sign,
-            weights.both,
-            weights.weights,
-            MEAN_ABS_NORMAL,
-            self._z,
-        )
+        constants: dict[str, object] = {
+            "min_good": int(self._min_good),
+            "reference_location": reference.location,
+            "reference_scale": reference.scale,
+            "reference_floor_fraction": float(reference.floor_fraction),
+            "z_limit": float(gate.z_limit),
+            "line_z_out": gate.line_z,
+            "gate_floor_fraction": float(gate.scale_floor_fraction),
+            "min_scale": float(MIN_SCALE),
+            "median_step": float(MEDIAN_STEP),
+            "mad_step_divisor": float(MAD_STEP_DIVISOR),
+            "mad_to_sd": float(MAD_TO_SD),
+            "variability_mean": variability.mean,
+            "variability_var": variability.var,
+            "variability_followed_s": variability.followed_s,
+            "variability_started": variability.started,
+            "variability_tau_s": float(variability.tau_s),
+            "needs_variability": bool(summary.needs_variability),
+            "kinds": summary.kinds,
+            "bands": summary.bands,
+            "log_power_floor": float(LOG_POWER_FLOOR_UV2),
+            "score_window": bool(calibrated),
+            "baseline_location": baseline.tracker_location if calibrated else unscored,
+            "baseline_scale": baseline.tracker_scale if calibrated else unscored,
+            "baseline_floor_fraction": float(baseline.settings.scale_floor_fraction),
+            "z_clip": float(self._config.z_clip),
+            "sign": weights.sign,
+            "both": weights.both,
+            "weights": weights.weights,
+            "mean_abs_normal": float(MEAN_ABS_NORMAL),
+            "z_out": self._z,
+        }
+        return new_steady_constants(tuple(constants[name] for name in STEADY_CONSTANTS_FIELDS))
 
     def _conclude(
         self,

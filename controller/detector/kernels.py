@@ -21,6 +21,7 @@ import math
 import numpy as np
 
 from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
+from controller.jit import StructProxy, StructType, compiled_struct
 from controller.jit import jit as _jit
 
 #: Summary feature kinds as kernel codes (config.SUMMARY_FEATURE_PATTERNS keys).
@@ -259,6 +260,63 @@ def alpha_variability_value(
     return total / count if count > 0 else np.nan
 
 
+class SteadyConstantsType(StructType):
+    """numba's type of a :class:`SteadyConstants`."""
+
+
+class SteadyConstants(StructProxy):
+    """What :func:`steady_window` reads besides each window's own values, as one numba
+    structref: the detector's settings and the arrays the compiled path updates in place
+    (the artifact references, the alpha-peak variability, the baseline tracker), shared
+    with their owners, not copied.  Built with the fields in the order annotated here."""
+
+    min_good: int
+    reference_location: np.ndarray
+    reference_scale: np.ndarray
+    reference_floor_fraction: float
+    z_limit: float
+    line_z_out: np.ndarray
+    gate_floor_fraction: float
+    min_scale: float
+    median_step: float
+    mad_step_divisor: float
+    mad_to_sd: float
+    variability_mean: np.ndarray
+    variability_var: np.ndarray
+    variability_followed_s: np.ndarray
+    variability_started: np.ndarray
+    variability_tau_s: float
+    needs_variability: bool
+    kinds: np.ndarray
+    bands: np.ndarray
+    log_power_floor: float
+    score_window: bool
+    baseline_location: np.ndarray
+    baseline_scale: np.ndarray
+    baseline_floor_fraction: float
+    z_clip: float
+    sign: np.ndarray
+    both: np.ndarray
+    weights: np.ndarray
+    mean_abs_normal: float
+    z_out: np.ndarray
+
+
+#: The fields of a SteadyConstants, in constructor order.
+STEADY_CONSTANTS_FIELDS = tuple(SteadyConstants.__annotations__)
+compiled_struct(SteadyConstants, SteadyConstantsType, STEADY_CONSTANTS_FIELDS)
+
+
+@_jit
+def new_steady_constants(values: tuple[object, ...]) -> SteadyConstants:
+    """A SteadyConstants of ``values`` (in STEADY_CONSTANTS_FIELDS order).
+
+    Why not ``SteadyConstants(*values)``: the proxy's own constructor is compiled afresh
+    in every process (~0.3 s); this one is cached like the kernels.
+    """
+    return SteadyConstants(*values)
+
+
 @_jit
 def steady_window(
     line_length: np.ndarray,
@@ -275,37 +333,7 @@ def steady_window(
     mean_phase_sync: np.ndarray,
     mean_connectivity: np.ndarray,
     values_out: np.ndarray,
-    # -- from here on the same objects every window (the detector passes them as a tuple)
-    min_good: int,
-    reference_location: np.ndarray,
-    reference_scale: np.ndarray,
-    reference_floor_fraction: float,
-    z_limit: float,
-    line_z_out: np.ndarray,
-    gate_floor_fraction: float,
-    min_scale: float,
-    median_step: float,
-    mad_step_divisor: float,
-    mad_to_sd: float,
-    variability_mean: np.ndarray,
-    variability_var: np.ndarray,
-    variability_followed_s: np.ndarray,
-    variability_started: np.ndarray,
-    variability_tau_s: float,
-    needs_variability: bool,
-    kinds: np.ndarray,
-    bands: np.ndarray,
-    log_power_floor: float,
-    score_window: bool,
-    baseline_location: np.ndarray,
-    baseline_scale: np.ndarray,
-    baseline_floor_fraction: float,
-    z_clip: float,
-    sign: np.ndarray,
-    both: np.ndarray,
-    weights: np.ndarray,
-    mean_abs_normal: float,
-    z_out: np.ndarray,
+    constants: SteadyConstants,
 ) -> tuple[int, int, float]:
     """One window of a detector whose artifact references are all initialised: the
     artifact gate's line-length rule and reference update, the alpha-peak variability
@@ -316,53 +344,56 @@ def steady_window(
     ``blanked_already``: the window is blanked for another reason (a stimulation channel
     flagged bad, blanking after a change).  Returns (channels over the line-length limit,
     good channels, raw score; NaN when too few good channels or no finite term).
+    Everything that is the same every window comes in ``constants`` (one argument for
+    ~30: numba checks and unboxes each argument of a call).
     """
+    c = constants
     n_good = 0
-    for c in range(good.shape[0]):
-        if good[c]:
+    for channel in range(good.shape[0]):
+        if good[channel]:
             n_good += 1
     jumped = line_length_z(
         line_length,
         good,
-        reference_location,
-        reference_scale,
-        gate_floor_fraction,
-        min_scale,
-        z_limit,
-        line_z_out,
+        c.reference_location,
+        c.reference_scale,
+        c.gate_floor_fraction,
+        c.min_scale,
+        c.z_limit,
+        c.line_z_out,
     )
     median_mad_step(
-        reference_location,
-        reference_scale,
+        c.reference_location,
+        c.reference_scale,
         line_length,
         good,
         reference_rate,
-        reference_floor_fraction,
-        min_scale,
-        median_step,
-        mad_step_divisor,
-        mad_to_sd,
+        c.reference_floor_fraction,
+        c.min_scale,
+        c.median_step,
+        c.mad_step_divisor,
+        c.mad_to_sd,
     )
-    enough = n_good >= min_good
+    enough = n_good >= c.min_good
     if enough and not (blanked_already or jumped > 0):
         alpha_variability_step(
-            variability_mean,
-            variability_var,
-            variability_followed_s,
-            variability_started,
+            c.variability_mean,
+            c.variability_var,
+            c.variability_followed_s,
+            c.variability_started,
             alpha_peak_hz,
             good,
             variability_rate,
             dt_s,
         )
     variability_hz = np.nan
-    if needs_variability:
+    if c.needs_variability:
         variability_hz = alpha_variability_value(
-            variability_var, variability_followed_s, good, variability_tau_s
+            c.variability_var, c.variability_followed_s, good, c.variability_tau_s
         )
     summary_values(
-        kinds,
-        bands,
+        c.kinds,
+        c.bands,
         good,
         band_power_uv2,
         relative_power,
@@ -373,22 +404,22 @@ def steady_window(
         mean_phase_sync,
         mean_connectivity,
         variability_hz,
-        log_power_floor,
+        c.log_power_floor,
         values_out,
     )
     score = np.nan
-    if enough and score_window:
+    if enough and c.score_window:
         score = signature_score(
             values_out,
-            baseline_location,
-            baseline_scale,
-            baseline_floor_fraction,
-            min_scale,
-            z_clip,
-            sign,
-            both,
-            weights,
-            mean_abs_normal,
-            z_out,
+            c.baseline_location,
+            c.baseline_scale,
+            c.baseline_floor_fraction,
+            c.min_scale,
+            c.z_clip,
+            c.sign,
+            c.both,
+            c.weights,
+            c.mean_abs_normal,
+            c.z_out,
         )
     return jumped, n_good, score

@@ -30,10 +30,12 @@ from controller.features.kernels import (
     FLAG_FLATLINE,
     FLAG_GOOD,
     FLAG_INVALID,
+    WINDOW_STATE_FIELDS,
     block_stats_into,
+    event_lean,
+    new_window_state,
     prepare_event,
     segment_and_window,
-    segment_and_window_lean,
     segment_terms,
     taper_segment,
     window_features,
@@ -141,7 +143,7 @@ class CompiledWindows:
             [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
         )
         self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
-        # Shapes of the window outputs kernels.segment_and_window_lean writes into.
+        # Shapes of the window outputs kernels.event_lean writes into.
         self._band_shape = (2, n_channels, n_bands)
         self._per_channel_shape = (CH_FIELDS, n_channels)
         self._flags_shape = (FLAG_FIELDS, n_channels)
@@ -176,6 +178,59 @@ class CompiledWindows:
             self._plv,
             self._summary_index,
             self._thresholds,
+        )
+        #: What kernels.event_lean reads besides each event's numbers (arrays shared).
+        state = {
+            "max_abs_uv": float(config.max_abs_uv),
+            "clip_level_uv": self._clip_level_uv,
+            "taper": layout.taper,
+            "tapered": self._tapered,
+            "spectrum": self._spectrum,
+            "fft_axes": np.array([1], dtype=np.int64),
+            "psd": np.empty((n_channels, layout.n_freqs)),
+            "coherence_bins": np.empty((n_conn, n_pairs)),
+            "pair_values": np.empty((2, n_bands, n_pairs)),
+            "n_seg_slots": self._n_seg_slots,
+            "n_blk_slots": self._n_blk_slots,
+            "segment_grid_samples": grid,
+            "segment_key_step": layout.segment_step_samples // grid,
+            "seg_slots": np.zeros(layout.segments_per_window, dtype=np.int64),
+            "blk_slots": np.zeros(layout.window_samples // layout.block_samples, dtype=np.int64),
+            "psd_scale": layout.psd_scale,
+            "conn_bins": layout.conn_bins,
+            "seg_psd": self._seg_psd,
+            "seg_auto": self._seg_auto,
+            "seg_cross": self._seg_cross,
+            "seg_phase": self._seg_phase,
+            "blocks": self._blocks,
+            "block_samples": layout.block_samples,
+            "band_lo": self._band_lo,
+            "band_hi": self._band_hi,
+            "band_conn_lo": self._band_conn_lo,
+            "band_conn_hi": self._band_conn_hi,
+            "band_conn_mean_weights": layout.band_conn_mean_weights,
+            "alpha_bins": layout.alpha_peak_bins,
+            "line_bins": layout.line_bins,
+            "total_bins": layout.total_bins,
+            "freqs_hz": layout.freqs_hz,
+            "df_hz": float(layout.df_hz),
+            "theta_index": int(layout.theta_index),
+            "alpha_index": int(layout.alpha_index),
+            "first": pairs.first,
+            "second": pairs.second,
+            "plv": self._plv,
+            "summary_index": self._summary_index,
+            "thresholds": self._thresholds,
+        }
+        self._state = new_window_state(tuple(state[name] for name in WINDOW_STATE_FIELDS))
+        #: The outputs kernels.event_lean is given at an event without a window (unused).
+        self._no_window = (
+            np.empty(self._band_shape),
+            np.empty(self._per_channel_shape),
+            np.empty(self._flags_shape, dtype=np.bool_),
+            np.empty(self._matrices_shape),
+            np.empty(self._means_shape),
+            np.empty(self._strength_shape),
         )
         self._seg_slot_cache: dict[int, np.ndarray] = {}
         self._window_slot_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -234,7 +289,9 @@ class CompiledWindows:
         t_start_s: float,
         t_end_s: float,
     ) -> FeatureFrame | None:
-        """One event of the stream in at most three calls (two kernels and the FFT).
+        """One event of the stream: one kernel call (kernels.event_lean) when frames keep
+        no spectra, else at most three (two kernels and the FFT).  ``max_abs_uv`` must
+        be the configuration's (the one-call path reads it from there).
 
         ``buffer[:, sanitize_start:end]`` is checked first; then block ``block_key`` and
         segment ``segment_key`` end at ``end`` (-1: none ends there), and the window
@@ -243,20 +300,36 @@ class CompiledWindows:
         called in that order.
         """
         layout = self._context.layout
-        block_n, segment_n = layout.block_samples, layout.segment_samples
+        block_start = end - layout.block_samples if block_key >= 0 else -1
+        segment_start = end - layout.segment_samples if segment_key >= 0 else -1
+        if not self._context.keep_spectra:
+            return self._event_lean(
+                buffer,
+                sanitize_start,
+                end,
+                invalid,
+                block_start,
+                block_key,
+                has_previous,
+                segment_start,
+                segment_key,
+                window_start,
+                t_start_s,
+                t_end_s,
+            )
         prepare_event(
             buffer,
             sanitize_start,
             end,
             max_abs_uv,
             invalid,
-            end - block_n if block_key >= 0 else -1,
-            block_n,
+            block_start,
+            layout.block_samples,
             has_previous,
             self._clip_level_uv,
             self._blocks,
             block_key % self._n_blk_slots,
-            end - segment_n if segment_key >= 0 else -1,
+            segment_start,
             layout.taper,
             self._tapered,
         )
@@ -270,31 +343,56 @@ class CompiledWindows:
             self._segment_terms(spectrum, slot)
             return None
         seg_slots, blk_slots = self._window_slots(window_start)
-        if self._context.keep_spectra:
-            arrays = segment_and_window(
-                spectrum, slot, seg_slots, blk_slots, *self._window_constants
-            )
-            return self._frame_of(arrays, t_start_s, t_end_s)
-        # Fresh arrays every window: the frame keeps them.
-        band = np.empty(self._band_shape)
-        per_channel = np.empty(self._per_channel_shape)
-        flags = np.empty(self._flags_shape, dtype=np.bool_)
-        matrices = np.empty(self._matrices_shape)
-        means = np.empty(self._means_shape)
-        strength = np.empty(self._strength_shape)
-        segment_and_window_lean(
-            spectrum,
-            slot,
-            seg_slots,
-            blk_slots,
+        arrays = segment_and_window(spectrum, slot, seg_slots, blk_slots, *self._window_constants)
+        return self._frame_of(arrays, t_start_s, t_end_s)
+
+    def _event_lean(
+        self,
+        buffer: np.ndarray,
+        sanitize_start: int,
+        end: int,
+        invalid: np.ndarray,
+        block_start: int,
+        block_key: int,
+        has_previous: bool,
+        segment_start: int,
+        segment_key: int,
+        window_start: int,
+        t_start_s: float,
+        t_end_s: float,
+    ) -> FeatureFrame | None:
+        """:meth:`event` of frames without spectra, as one kernels.event_lean call."""
+        if window_start >= 0:
+            # Fresh arrays every window: the frame keeps them.
+            band = np.empty(self._band_shape)
+            per_channel = np.empty(self._per_channel_shape)
+            flags = np.empty(self._flags_shape, dtype=np.bool_)
+            matrices = np.empty(self._matrices_shape)
+            means = np.empty(self._means_shape)
+            strength = np.empty(self._strength_shape)
+        else:
+            band, per_channel, flags, matrices, means, strength = self._no_window
+        event_lean(
+            self._state,
+            buffer,
+            invalid,
+            sanitize_start,
+            end,
+            block_start,
+            has_previous,
+            block_key % self._n_blk_slots,
+            segment_start,
+            segment_key % self._n_seg_slots,
+            window_start,
             band,
             per_channel,
             flags,
             matrices,
             means,
             strength,
-            *self._window_constants,
         )
+        if window_start < 0:
+            return None
         return self._frame_of(
             (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s
         )

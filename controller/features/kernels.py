@@ -5,7 +5,8 @@ samples, 44 connectivity bins x 28 pairs), so the numpy formulation in spectra.p
 timestats.py and connectivity.py spends almost all its time in the overhead of ~300 small
 numpy calls.  These kernels compute the same quantities with explicit loops, one compiled
 call per event (block, segment, window), and write into preallocated ring buffers
-(controller/features/compiled.py).  The FFT stays in scipy.
+(controller/features/compiled.py).  The FFT is pocketfft, scipy.fft's own transform,
+called inside the kernel through rocket-fft (its numba binding).
 
 The numpy functions remain the reference and the fallback when numba is missing;
 tests/test_features_compiled.py checks that both give the same frames (to rounding: the
@@ -32,7 +33,13 @@ import math
 import numpy as np
 
 from controller.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
+from controller.jit import StructProxy, StructType, compiled_struct
 from controller.jit import jit as _jit
+
+try:
+    from rocket_fft import r2c as _r2c
+except ImportError:  # pragma: no cover - only where numba (and so rocket-fft) is missing
+    _r2c = None  # type: ignore[assignment]
 
 BLOCK_FIELDS = 6
 (
@@ -92,6 +99,33 @@ def write_scaled(buffer: np.ndarray, start: int, counts: np.ndarray, scale: np.n
 
 
 @_jit
+def _row_sums(buffer: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
+    """``out[c]`` = buffer[c, start] + buffer[c, start + 1] + ... + buffer[c, stop - 1].
+
+    Why four channels at a time: each channel's sum is one chain of dependent additions
+    (in sample order, as numpy's reference sums); four chains held in registers side by
+    side overlap instead of each waiting on its own last add.
+    """
+    n_channels = buffer.shape[0]
+    c = 0
+    while c + 4 <= n_channels:
+        s0 = s1 = s2 = s3 = 0.0
+        for k in range(start, stop):
+            s0 += buffer[c, k]
+            s1 += buffer[c + 1, k]
+            s2 += buffer[c + 2, k]
+            s3 += buffer[c + 3, k]
+        out[c], out[c + 1], out[c + 2], out[c + 3] = s0, s1, s2, s3
+        c += 4
+    while c < n_channels:
+        total = 0.0
+        for k in range(start, stop):
+            total += buffer[c, k]
+        out[c] = total
+        c += 1
+
+
+@_jit
 def block_stats_into(
     buffer: np.ndarray,
     start: int,
@@ -104,31 +138,36 @@ def block_stats_into(
     """timestats.block_stats of ``buffer[:, start:start+length]`` into ``out`` (FIELDS, ch).
 
     The previous sample (for the first step of the line length) is ``buffer[:, start-1]``.
+    Each channel's sums run in sample order; the channels run side by side (see
+    :func:`_row_sums`).
     """
     n_channels = buffer.shape[0]
+    stop = start + length
+    means = out[BLOCK_MEAN]
+    _row_sums(buffer, start, stop, means)
     for c in range(n_channels):
-        total = 0.0
-        for k in range(start, start + length):
-            total += buffer[c, k]
-        mean = total / length
-        sq_dev = 0.0
-        clipped = 0
-        level = clip_level_uv[c]
-        for k in range(start, start + length):
+        means[c] = means[c] / length
+    sq_dev = out[BLOCK_SQ_DEV]
+    clipped = out[BLOCK_CLIPPED]
+    steps = out[BLOCK_LINE_LENGTH]
+    for c in range(n_channels):
+        sq_dev[c] = 0.0
+        clipped[c] = 0.0
+        steps[c] = 0.0
+    for k in range(start, stop):
+        for c in range(n_channels):
             x = buffer[c, k]
-            d = x - mean
-            sq_dev += d * d
-            if abs(x) >= level:
-                clipped += 1
-        steps = 0.0
-        for k in range(start + 1, start + length):
-            steps += abs(buffer[c, k] - buffer[c, k - 1])
+            d = x - means[c]
+            sq_dev[c] += d * d
+            if abs(x) >= clip_level_uv[c]:
+                clipped[c] += 1.0
+    for k in range(start + 1, stop):
+        for c in range(n_channels):
+            steps[c] += abs(buffer[c, k] - buffer[c, k - 1])
+    for c in range(n_channels):
         first = abs(buffer[c, start] - buffer[c, start - 1]) if has_previous else 0.0
-        out[BLOCK_MEAN, c] = mean
-        out[BLOCK_SQ_DEV, c] = sq_dev
-        out[BLOCK_CLIPPED, c] = clipped
         out[BLOCK_INVALID, c] = invalid_count[c]
-        out[BLOCK_LINE_LENGTH, c] = steps + first
+        steps[c] = steps[c] + first
         out[BLOCK_FIRST_STEP, c] = first
         invalid_count[c] = 0
 
@@ -138,14 +177,16 @@ def block_stats_into(
 
 @_jit
 def taper_segment(buffer: np.ndarray, start: int, taper: np.ndarray, out: np.ndarray) -> None:
-    """Constant detrend and taper of ``buffer[:, start:start+len(taper)]`` into ``out``."""
+    """Constant detrend and taper of ``buffer[:, start:start+len(taper)]`` into ``out``.
+
+    ``out[:, 0]`` holds the channels' sums while they are taken (see :func:`_row_sums`).
+    """
     n_channels = buffer.shape[0]
     length = taper.shape[0]
+    totals = out[:, 0]
+    _row_sums(buffer, start, start + length, totals)
     for c in range(n_channels):
-        total = 0.0
-        for k in range(length):
-            total += buffer[c, start + k]
-        mean = total / length
+        mean = totals[c] / length
         for k in range(length):
             out[c, k] = (buffer[c, start + k] - mean) * taper[k]
 
@@ -211,14 +252,14 @@ def segment_terms(
 
 
 @_jit
-def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray) -> np.ndarray:
-    """Welch PSD: the mean over the window's segments (summed oldest first, as _sum)."""
+def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray, psd: np.ndarray) -> None:
+    """Welch PSD into ``psd``: the mean over the window's segments (summed oldest first,
+    as _sum)."""
     n_seg = seg_slots.shape[0]
-    psd = seg_psd[seg_slots[0]].copy()
+    psd[:] = seg_psd[seg_slots[0]]
     for s in range(1, n_seg):
         psd += seg_psd[seg_slots[s]]
     psd /= n_seg
-    return psd
 
 
 @_jit
@@ -350,8 +391,10 @@ def _coherence_bins(
     seg_slots: np.ndarray,
     first: np.ndarray,
     second: np.ndarray,
-) -> np.ndarray:
-    """Magnitude-squared coherence (conn bins, pairs) over the window's segments.
+    out: np.ndarray,
+) -> None:
+    """Magnitude-squared coherence (conn bins, pairs) over the window's segments, into
+    ``out``.
 
     |sum_s Sxy|² / (sum_s Sxx * sum_s Syy), evaluated as |sum_s Sxy * r_x * r_y|² with
     r = 1 / sqrt(sum_s |X|²) (0 where that sum is 0), the scaling of
@@ -363,7 +406,6 @@ def _coherence_bins(
     inv_root = np.empty(n_channels)
     real = np.empty(n_pairs)
     imag = np.empty(n_pairs)
-    out = np.empty((n_conn, n_pairs))
     for q in range(n_conn):
         # segment sums, oldest first; the inner loops run along contiguous rows
         slot = seg_slots[0]
@@ -389,7 +431,6 @@ def _coherence_bins(
             im = imag[p] * r_x * r_y
             coherence = re * re + im * im
             out[q, p] = coherence if coherence < 1.0 else 1.0
-    return out
 
 
 @_jit
@@ -526,7 +567,9 @@ def window_features(
     matrices = np.empty((2, n_bands, n_channels, n_channels))
     means = np.empty((2, n_bands))
     strength = np.empty((n_bands, n_channels))
-    psd, coherence_bins = window_features_into(
+    psd = np.empty(seg_psd.shape[1:])
+    coherence_bins = np.empty((seg_auto.shape[1], first.shape[0]))
+    window_features_into(
         seg_psd,
         seg_auto,
         seg_cross,
@@ -558,6 +601,9 @@ def window_features(
         matrices,
         means,
         strength,
+        psd,
+        coherence_bins,
+        np.empty((2, n_bands, first.shape[0])),
     )
     return psd, band, per_channel, flags, coherence_bins, matrices, means, strength
 
@@ -595,11 +641,17 @@ def window_features_into(
     matrices: np.ndarray,
     means: np.ndarray,
     strength: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`window_features` into the given band, per-channel, flags, matrices, means
-    and strength arrays (shaped as it documents); returns the psd and coherence bins."""
-    n_bands = band_lo.shape[0]
-    psd = _window_psd(seg_psd, seg_slots)
+    psd: np.ndarray,
+    coherence_bins: np.ndarray,
+    pair_values: np.ndarray,
+) -> None:
+    """:func:`window_features` into the given band, per-channel, flags, matrices, means,
+    strength, psd (channels, freqs) and coherence bins (conn bins, pairs) arrays (shaped
+    as it documents); ``pair_values`` (2, bands, pairs) is scratch.
+
+    Why everything comes in: an array allocated in the loop's every hop costs more there
+    (its memory is cold) than on a quiet bench, and varies far more."""
+    _window_psd(seg_psd, seg_slots, psd)
     _band_powers(psd, band_lo, band_hi, df_hz, band)
     _channel_features(
         psd,
@@ -614,8 +666,7 @@ def window_features_into(
         per_channel,
     )
     _time_stats_and_quality(blocks, blk_slots, block_samples, thresholds, per_channel, flags)
-    coherence_bins = _coherence_bins(seg_auto, seg_cross, seg_slots, first, second)
-    pair_values = np.empty((2, n_bands, first.shape[0]))
+    _coherence_bins(seg_auto, seg_cross, seg_slots, first, second, coherence_bins)
     _band_connectivity(
         coherence_bins,
         band_conn_mean_weights,
@@ -629,7 +680,6 @@ def window_features_into(
     _network_summaries(
         pair_values, first, second, flags[FLAG_GOOD], summary_index, matrices, means, strength
     )
-    return psd, coherence_bins
 
 
 # -- one event, fused --------------------------------------------------------------------
@@ -751,96 +801,186 @@ def segment_and_window(
     )
 
 
+class WindowStateType(StructType):
+    """numba's type of a :class:`WindowState`."""
+
+
+class WindowState(StructProxy):
+    """What :func:`event_lean` reads of a stream besides each event's own numbers, as one
+    numba structref: the rings, the layout's constants and two scratch arrays for the
+    window's ring slots (arrays are shared with CompiledWindows, not copied).  Built with
+    the fields in the order annotated here."""
+
+    max_abs_uv: float
+    clip_level_uv: np.ndarray
+    taper: np.ndarray
+    tapered: np.ndarray
+    spectrum: np.ndarray
+    fft_axes: np.ndarray
+    psd: np.ndarray
+    coherence_bins: np.ndarray
+    pair_values: np.ndarray
+    n_seg_slots: int
+    n_blk_slots: int
+    segment_grid_samples: int
+    segment_key_step: int
+    seg_slots: np.ndarray
+    blk_slots: np.ndarray
+    psd_scale: np.ndarray
+    conn_bins: np.ndarray
+    seg_psd: np.ndarray
+    seg_auto: np.ndarray
+    seg_cross: np.ndarray
+    seg_phase: np.ndarray
+    blocks: np.ndarray
+    block_samples: int
+    band_lo: np.ndarray
+    band_hi: np.ndarray
+    band_conn_lo: np.ndarray
+    band_conn_hi: np.ndarray
+    band_conn_mean_weights: np.ndarray
+    alpha_bins: np.ndarray
+    line_bins: np.ndarray
+    total_bins: np.ndarray
+    freqs_hz: np.ndarray
+    df_hz: float
+    theta_index: int
+    alpha_index: int
+    first: np.ndarray
+    second: np.ndarray
+    plv: bool
+    summary_index: int
+    thresholds: np.ndarray
+
+
+#: The fields of a WindowState, in constructor order.
+WINDOW_STATE_FIELDS = tuple(WindowState.__annotations__)
+compiled_struct(WindowState, WindowStateType, WINDOW_STATE_FIELDS)
+
+
 @_jit
-def segment_and_window_lean(
-    spectrum: np.ndarray,
+def new_window_state(values: tuple[object, ...]) -> WindowState:
+    """A WindowState of ``values`` (in WINDOW_STATE_FIELDS order).
+
+    Why not ``WindowState(*values)``: the proxy's own constructor is compiled afresh in
+    every process (~0.3 s); this one is cached like the kernels.
+    """
+    return WindowState(*values)
+
+
+@_jit
+def event_lean(
+    state: WindowState,
+    buffer: np.ndarray,
+    invalid_count: np.ndarray,
+    sanitize_start: int,
+    end: int,
+    block_start: int,
+    has_previous: bool,
+    block_slot: int,
+    segment_start: int,
     segment_slot: int,
-    seg_slots: np.ndarray,
-    blk_slots: np.ndarray,
+    window_start: int,
     band: np.ndarray,
     per_channel: np.ndarray,
     flags: np.ndarray,
     matrices: np.ndarray,
     means: np.ndarray,
     strength: np.ndarray,
-    psd_scale: np.ndarray,
-    conn_bins: np.ndarray,
-    seg_psd: np.ndarray,
-    seg_auto: np.ndarray,
-    seg_cross: np.ndarray,
-    seg_phase: np.ndarray,
-    blocks: np.ndarray,
-    block_samples: int,
-    band_lo: np.ndarray,
-    band_hi: np.ndarray,
-    band_conn_lo: np.ndarray,
-    band_conn_hi: np.ndarray,
-    band_conn_mean_weights: np.ndarray,
-    alpha_bins: np.ndarray,
-    line_bins: np.ndarray,
-    total_bins: np.ndarray,
-    freqs_hz: np.ndarray,
-    df_hz: float,
-    theta_index: int,
-    alpha_index: int,
-    first: np.ndarray,
-    second: np.ndarray,
-    plv: bool,
-    summary_index: int,
-    thresholds: np.ndarray,
 ) -> None:
-    """:func:`segment_and_window` into the given band, per-channel, flags, matrices,
-    means and strength arrays, without the PSD and the coherence bins, for frames that
-    keep no spectra.
+    """One whole event of a stream whose frames keep no spectra, in one call.
 
-    Why the outputs come in: every array a kernel hands back to Python is boxed, and
-    numba's boxing unpickles the array's type each time (``_numba_unpickle``): six
-    returned arrays cost more than six ``np.empty`` in Python and six more arguments.
+    :func:`prepare_event` (sanitise; block ``block_slot`` if ``block_start`` >= 0; taper
+    if ``segment_start`` >= 0), the segment's FFT (``scipy.fft.rfft``'s pocketfft r2c,
+    compiled through rocket-fft: the same transform, bit for bit) and :func:`segment_terms` into
+    ring slot ``segment_slot``, then, if ``window_start`` >= 0, :func:`window_features_into`
+    of the window starting there (its ring slots as compiled._ring_slots gives them) into
+    ``band`` ... ``strength`` (shaped as window_features documents).  The same steps in
+    the same order as those calls, so the same bits.
+
+    Why one call with the stream's state in one struct: a hop was three calls (two
+    kernels and the FFT between them) with ~50 arguments, each checked and unboxed by
+    numba, and the FFT's Python dispatch.  Why the outputs come in: every array a kernel
+    hands back to Python is boxed, and numba's boxing unpickles the array's type each
+    time.
     """
-    segment_terms(
-        spectrum,
-        psd_scale,
-        conn_bins,
-        band_conn_lo,
-        band_conn_hi,
-        first,
-        second,
-        plv,
-        seg_psd[segment_slot],
-        seg_auto[segment_slot],
-        seg_cross[segment_slot],
-        seg_phase[segment_slot],
+    s = state
+    prepare_event(
+        buffer,
+        sanitize_start,
+        end,
+        s.max_abs_uv,
+        invalid_count,
+        block_start,
+        s.block_samples,
+        has_previous,
+        s.clip_level_uv,
+        s.blocks,
+        block_slot,
+        segment_start,
+        s.taper,
+        s.tapered,
     )
+    if segment_start >= 0:
+        # scipy.fft.rfft(tapered, axis=1) into the preallocated spectrum: the same
+        # pocketfft call (forward, factor 1, one thread), compiled through rocket-fft
+        _r2c(s.tapered, s.spectrum, s.fft_axes, True, 1.0, 1)
+        segment_terms(
+            s.spectrum,
+            s.psd_scale,
+            s.conn_bins,
+            s.band_conn_lo,
+            s.band_conn_hi,
+            s.first,
+            s.second,
+            s.plv,
+            s.seg_psd[segment_slot],
+            s.seg_auto[segment_slot],
+            s.seg_cross[segment_slot],
+            s.seg_phase[segment_slot],
+        )
+    if window_start < 0:
+        return
+    seg_slots, blk_slots = s.seg_slots, s.blk_slots
+    first_segment = window_start // s.segment_grid_samples
+    for k in range(seg_slots.shape[0]):
+        seg_slots[k] = (first_segment + s.segment_key_step * k) % s.n_seg_slots
+    first_block = window_start // s.block_samples
+    for k in range(blk_slots.shape[0]):
+        blk_slots[k] = (first_block + k) % s.n_blk_slots
     window_features_into(
-        seg_psd,
-        seg_auto,
-        seg_cross,
-        seg_phase,
+        s.seg_psd,
+        s.seg_auto,
+        s.seg_cross,
+        s.seg_phase,
         seg_slots,
-        blocks,
+        s.blocks,
         blk_slots,
-        block_samples,
-        band_lo,
-        band_hi,
-        band_conn_lo,
-        band_conn_hi,
-        band_conn_mean_weights,
-        alpha_bins,
-        line_bins,
-        total_bins,
-        freqs_hz,
-        df_hz,
-        theta_index,
-        alpha_index,
-        first,
-        second,
-        plv,
-        summary_index,
-        thresholds,
+        s.block_samples,
+        s.band_lo,
+        s.band_hi,
+        s.band_conn_lo,
+        s.band_conn_hi,
+        s.band_conn_mean_weights,
+        s.alpha_bins,
+        s.line_bins,
+        s.total_bins,
+        s.freqs_hz,
+        s.df_hz,
+        s.theta_index,
+        s.alpha_index,
+        s.first,
+        s.second,
+        s.plv,
+        s.summary_index,
+        s.thresholds,
         band,
         per_channel,
         flags,
         matrices,
         means,
         strength,
+        s.psd,
+        s.coherence_bins,
+        s.pair_values,
     )

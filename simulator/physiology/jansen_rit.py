@@ -30,9 +30,10 @@ from typing import Literal
 import numpy as np
 
 from simulator.jit import NUMBA_AVAILABLE as NUMBA_AVAILABLE
-from simulator.jit import jit
+from simulator.jit import jit, jit_inline
 from simulator.physiology.spectral import SlowFactorRamp, site_distance_matrix_mm
 from simulator.physiology.state import ModulationState
+from simulator.physiology.vector_exp import IN_RANGE_TOP12_LIMIT, exp_any, exp_in_range, top12
 from simulator.signals import Site, StimulationInput
 
 
@@ -153,6 +154,52 @@ def splitmix_uniform(key: np.ndarray, index: np.ndarray) -> np.ndarray:
 _K_A, _K_B, _K_LA, _K_LB, _K_V0, _K_E0, _K_R, _K_C1, _K_C2, _K_C3, _K_C4, _K_DT = range(12)
 
 
+@jit_inline
+def _sigmoids_and_coupling(
+    y: np.ndarray,
+    sig: tuple[float, float, float, float, float],
+    coupling_t: np.ndarray,
+    s_pyr: np.ndarray,
+    s_exc: np.ndarray,
+    s_inh: np.ndarray,
+    cpl: np.ndarray,
+) -> None:
+    """The three sigmoids of every site at state ``y`` (6, n) and the coupling input
+    ``cpl = coupling @ s_pyr``, as both Heun stages need them. ``coupling_t`` is the
+    coupling matrix transposed (C order), so each term of the sum runs over contiguous
+    weights: the same products, summed over j in order.
+
+    ``sig`` is (2 e0, r, v0, C1, C3). The exponentials are :func:`exp_in_range`, so the
+    loop over sites compiles to vector instructions; the C library's ``exp`` gives the
+    same bits but is one opaque call per value. A site whose argument lies outside that
+    range (|r (v0 - v)| >= 512, i.e. a potential near 1 V: never in a column's dynamics)
+    is redone with :func:`exp_any`.
+    """
+    two_e0, r, v0, c1, c3 = sig
+    n = y.shape[1]
+    top = np.uint64(0)
+    for i in range(n):
+        x_pyr = r * (v0 - (y[1, i] - y[2, i]))
+        x_exc = r * (v0 - c1 * y[0, i])
+        x_inh = r * (v0 - c3 * y[0, i])
+        top = max(top, max(top12(x_pyr), max(top12(x_exc), top12(x_inh))))
+        s_pyr[i] = two_e0 / (1.0 + exp_in_range(x_pyr))
+        s_exc[i] = two_e0 / (1.0 + exp_in_range(x_exc))
+        s_inh[i] = two_e0 / (1.0 + exp_in_range(x_inh))
+    if top >= IN_RANGE_TOP12_LIMIT:
+        for i in range(n):
+            s_pyr[i] = two_e0 / (1.0 + exp_any(r * (v0 - (y[1, i] - y[2, i]))))
+            s_exc[i] = two_e0 / (1.0 + exp_any(r * (v0 - c1 * y[0, i])))
+            s_inh[i] = two_e0 / (1.0 + exp_any(r * (v0 - c3 * y[0, i])))
+    for i in range(n):
+        cpl[i] = 0.0
+    for j in range(n):
+        s_j = s_pyr[j]
+        weights_from_j = coupling_t[j]
+        for i in range(n):
+            cpl[i] += weights_from_j[i] * s_j
+
+
 def _network_kernel_loops(
     y: np.ndarray,
     keys: np.ndarray,
@@ -187,9 +234,8 @@ def _network_kernel_loops(
     inside the integration loop).
     """
     amp_e, amp_i, ra, rb = k[_K_A], k[_K_B], k[_K_LA], k[_K_LB]
-    v0, e0, r = k[_K_V0], k[_K_E0], k[_K_R]
-    c1, c2, c3, c4, dt = k[_K_C1], k[_K_C2], k[_K_C3], k[_K_C4], k[_K_DT]
-    two_e0 = 2.0 * e0
+    c2, c4, dt = k[_K_C2], k[_K_C4], k[_K_DT]
+    sig = (2.0 * k[_K_E0], k[_K_R], k[_K_V0], k[_K_C1], k[_K_C3])
     n = y.shape[1]
     n_sections = sos.shape[0]
     n_steps = out.shape[1] * decimation
@@ -212,6 +258,7 @@ def _network_kernel_loops(
         for i in range(n):
             inputs[step, i] = p_low + p_span * (acc[i] * inv_draws) + extra[i]
         draw += np.uint64(draws_per_step)
+    coupling_t = np.ascontiguousarray(coupling.T)
     cpl = np.empty(n)
     xs = np.empty(n)
     s_pyr = np.empty(n)
@@ -219,18 +266,17 @@ def _network_kernel_loops(
     s_inh = np.empty(n)
     k1 = np.empty((6, n))
     yp = np.empty((6, n))
+    # The filter state with the sites innermost and contiguous (scipy's zi layout has
+    # them in the middle), copied back at the end.
+    filter_state = np.empty((n_sections, 2, n))
+    for sec in range(n_sections):
+        for i in range(n):
+            filter_state[sec, 0, i] = zi[sec, i, 0]
+            filter_state[sec, 1, i] = zi[sec, i, 1]
     for step in range(n_steps):
         p = inputs[step]
         # Stage 1: derivatives at y.
-        for i in range(n):
-            s_pyr[i] = two_e0 / (1.0 + np.exp(r * (v0 - (y[1, i] - y[2, i]))))
-            s_exc[i] = two_e0 / (1.0 + np.exp(r * (v0 - c1 * y[0, i])))
-            s_inh[i] = two_e0 / (1.0 + np.exp(r * (v0 - c3 * y[0, i])))
-            cpl[i] = 0.0
-        for j in range(n):
-            s_j = s_pyr[j]
-            for i in range(n):
-                cpl[i] += coupling[i, j] * s_j
+        _sigmoids_and_coupling(y, sig, coupling_t, s_pyr, s_exc, s_inh, cpl)
         for i in range(n):
             k1[0, i] = y[3, i]
             k1[1, i] = y[4, i]
@@ -251,15 +297,7 @@ def _network_kernel_loops(
                 for i in range(n):
                     yp[c, i] = y[c, i] + dt * k1[c, i]
             # Stage 2: derivatives at the Euler predictor, then the trapezoid update.
-            for i in range(n):
-                s_pyr[i] = two_e0 / (1.0 + np.exp(r * (v0 - (yp[1, i] - yp[2, i]))))
-                s_exc[i] = two_e0 / (1.0 + np.exp(r * (v0 - c1 * yp[0, i])))
-                s_inh[i] = two_e0 / (1.0 + np.exp(r * (v0 - c3 * yp[0, i])))
-                cpl[i] = 0.0
-            for j in range(n):
-                s_j = s_pyr[j]
-                for i in range(n):
-                    cpl[i] += coupling[i, j] * s_j
+            _sigmoids_and_coupling(yp, sig, coupling_t, s_pyr, s_exc, s_inh, cpl)
             for i in range(n):
                 d3 = amp_e * ra * s_pyr[i] - 2.0 * ra * yp[3, i] - ra * ra * yp[0, i]
                 d4 = (
@@ -281,15 +319,21 @@ def _network_kernel_loops(
             xs[i] = y[1, i] - y[2, i]
         for sec in range(n_sections):
             b0, b1, b2, a1, a2 = sos[sec, 0], sos[sec, 1], sos[sec, 2], sos[sec, 4], sos[sec, 5]
+            z0 = filter_state[sec, 0]
+            z1 = filter_state[sec, 1]
             for i in range(n):
                 x = xs[i]
-                x_new = b0 * x + zi[sec, i, 0]
-                zi[sec, i, 0] = b1 * x - a1 * x_new + zi[sec, i, 1]
-                zi[sec, i, 1] = b2 * x - a2 * x_new
+                x_new = b0 * x + z0[i]
+                z0[i] = b1 * x - a1 * x_new + z1[i]
+                z1[i] = b2 * x - a2 * x_new
                 xs[i] = x_new
         if keep:
             for i in range(n):
                 out[i, col] = xs[i]
+    for sec in range(n_sections):
+        for i in range(n):
+            zi[sec, i, 0] = filter_state[sec, 0, i]
+            zi[sec, i, 1] = filter_state[sec, 1, i]
 
 
 def network_kernel_numpy(

@@ -41,7 +41,8 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from scipy import special
+from scipy.special import betainc
+from scipy.special._ufuncs import _beta_ppf  # what scipy.stats.beta.ppf calls
 
 from simulator.physiology.artifact import ArtifactParams, StimulationArtifact
 from simulator.physiology.course import PatientCourse, patient_streams
@@ -259,12 +260,13 @@ def draw_patient_values(preset: PhenotypePreset, rng: np.random.Generator) -> di
     # the calibrated Beta. The quantiles are drawn through fixed Beta(2, 3) and Beta(1, 9)
     # variates (their own CDF makes them uniform), so the random stream - and with it every
     # later draw, e.g. the sleep times - does not depend on the calibrated values.
-    # Beta CDF and quantile function from scipy.special (scipy.stats.beta gives the same
-    # numbers, and costs ~0.5 s to import).
-    efficacy_quantile = float(special.betainc(2.0, 3.0, rng.beta(2.0, 3.0)))
-    placebo_quantile = float(special.betainc(1.0, 9.0, rng.beta(1.0, 9.0)))
-    efficacy = float(special.betaincinv(*preset.prophylactic_efficacy_beta, efficacy_quantile))
-    placebo = float(special.betaincinv(*preset.placebo_efficacy_beta, placebo_quantile))
+    # Beta CDF and quantile function: the scipy.special functions scipy.stats.beta calls
+    # (the same numbers without scipy.stats' ~0.5 s import; betaincinv is not: it gives
+    # NaN for tiny quantiles where the quantile function converges).
+    efficacy_quantile = float(betainc(2.0, 3.0, rng.beta(2.0, 3.0)))
+    placebo_quantile = float(betainc(1.0, 9.0, rng.beta(1.0, 9.0)))
+    efficacy = float(_beta_ppf(efficacy_quantile, *preset.prophylactic_efficacy_beta))
+    placebo = float(_beta_ppf(placebo_quantile, *preset.placebo_efficacy_beta))
     response = {
         "prophylactic_efficacy": efficacy,
         "acute_efficacy": efficacy,  # one responsiveness to the stimulation per patient

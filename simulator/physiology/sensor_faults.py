@@ -13,11 +13,13 @@ pops, clipping at the rails, flatline (a dead channel overrides everything).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 import numpy as np
 
+from simulator.jit import NUMBA_AVAILABLE, jit
 from simulator.physiology.artifact import signed_alias_hz
 
 
@@ -114,6 +116,7 @@ class SensorFaultInjector:
         self._nominal_ohm = self._rng.uniform(
             p.nominal_impedance_low_ohm, p.nominal_impedance_high_ohm, n_channels
         )
+        self._normals = _NormalStream(self._rng)  # the noise draws, in order
         self._active: dict[int, _Activation] = {}
         self._noise_rms_cache: np.ndarray | None = None  # depends only on the active faults
         self._impedance_cache: np.ndarray | None = None  # likewise
@@ -189,17 +192,20 @@ class SensorFaultInjector:
         return self._apply_all(block_uv)
 
     def _apply_noise_only(self, block_uv: np.ndarray) -> np.ndarray:
-        """``_apply_all`` without a fault: the noise floor added to a fresh array. The
-        noise is drawn into the output itself instead of into a copy of the block; the
-        sums are the same numbers (floating-point addition is commutative)."""
+        """``_apply_all`` without a fault: the noise floor added to a fresh array, in one
+        compiled pass when numba is there (the same products and sums)."""
         n = block_uv.shape[1]
         noise_rms = self._noise_rms()
-        if self._any_noise:
-            x = self._rng.standard_normal((self._n, n))
-            x *= noise_rms[:, None]
-            x += block_uv
-        else:
+        if not self._any_noise:
             x = block_uv.copy()
+        else:
+            draws = self._normals.take(self._n * n)
+            if _add_noise_numba is not None:
+                x = np.empty((self._n, n))
+                _add_noise_numba(block_uv, draws, noise_rms, x)
+            else:
+                x = draws.reshape(self._n, n) * noise_rms[:, None]
+                x += block_uv
         self._sample += n
         self._last_uv = x[:, -1].copy()
         return x
@@ -214,9 +220,7 @@ class SensorFaultInjector:
             return x
         noise_rms = self._noise_rms()
         if self._any_noise:
-            noise = self._rng.standard_normal((self._n, n))
-            noise *= noise_rms[:, None]  # the same products as noise_rms[:, None] * noise
-            x += noise
+            x += self._normals.take(self._n * n).reshape(self._n, n) * noise_rms[:, None]
         ordered = self._ordered
         if ordered is None:
             ordered = self._ordered = sorted(
@@ -256,6 +260,68 @@ class SensorFaultInjector:
             x[idx] = act.held_uv[:, None]
         # IMPEDANCE_RISE acts through the noise level and impedance_ohm().
 
+
+class _NormalStream:
+    """A generator's standard normal draws, drawn ahead in large chunks and handed out in
+    order: the same numbers as drawing each block's on its own (``standard_normal`` keeps
+    no state between calls beyond the bit generator's), for one call per chunk instead of
+    one per block.
+
+    With numba the chunk is drawn by numba's ``Generator.standard_normal``, numpy's
+    ziggurat on the same bit generator (the same draws, tested), ~3x faster than numpy's
+    own loop here; its dispatch with a Generator argument (~7 µs) is paid once a chunk."""
+
+    def __init__(self, rng: np.random.Generator, chunk: int = 32_768) -> None:
+        self._rng = rng
+        self._chunk = chunk
+        self._buffer = np.empty(0)
+        self._next = 0
+
+    def take(self, count: int) -> np.ndarray:
+        """The next ``count`` draws (a read-only view of the buffer when it holds them)."""
+        start = self._next
+        end = start + count
+        if end > self._buffer.size:
+            rest = self._buffer[start:]
+            fresh = np.empty(max(self._chunk, count - rest.size))
+            if _standard_normal_numba is not None:
+                _standard_normal_numba(self._rng, fresh)
+            else:
+                self._rng.standard_normal(out=fresh)
+            self._buffer = np.concatenate((rest, fresh)) if rest.size else fresh
+            self._buffer.flags.writeable = False
+            start, end = 0, count
+        self._next = end
+        return self._buffer[start:end]
+
+
+def _standard_normal_loops(rng: np.random.Generator, out: np.ndarray) -> None:
+    """Fill ``out`` with ``rng.standard_normal()`` draws in order (numba target)."""
+    for k in range(out.shape[0]):
+        out[k] = rng.standard_normal()
+
+
+_standard_normal_numba: Callable[[np.random.Generator, np.ndarray], None] | None = (
+    jit(_standard_normal_loops) if NUMBA_AVAILABLE else None
+)
+
+
+def _add_noise_loops(
+    block_uv: np.ndarray, draws: np.ndarray, noise_rms: np.ndarray, out: np.ndarray
+) -> None:
+    """out = draws (row-major, as ``block.shape``) * noise_rms[:, None] + block, in one pass
+    (numba target; the products and sums of the numpy path)."""
+    n_channels, n_samples = block_uv.shape
+    for c in range(n_channels):
+        rms = noise_rms[c]
+        row = c * n_samples
+        for j in range(n_samples):
+            out[c, j] = draws[row + j] * rms + block_uv[c, j]
+
+
+_add_noise_numba: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], None] | None = (
+    jit(_add_noise_loops) if NUMBA_AVAILABLE else None
+)
 
 _ORDER = {
     SensorFaultKind.IMPEDANCE_RISE: 0,

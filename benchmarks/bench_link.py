@@ -19,6 +19,7 @@ import time
 
 import numpy as np
 
+from benchmarks.bench_lockstep import CountingPeer
 from firmware_bridge.clock import VirtualClock
 from firmware_bridge.lockstep import LockstepPump
 from firmware_bridge.messages import DeviceInfo, Status
@@ -30,26 +31,6 @@ from simulator.signals import NoiseSource
 SAMPLES_PER_FRAME = 125
 FRAME_S = 0.5
 STATUS_S = 1.0
-
-
-class ControllerPeer:
-    """The controller side: its session, events counted, not kept."""
-
-    def __init__(self) -> None:
-        self.session = ControllerSession()
-        self.events = 0
-
-    def receive_data(self, data: bytes, now: float) -> None:
-        self.events += len(self.session.receive_data(data, now))
-
-    def data_to_send(self) -> bytes:
-        return self.session.data_to_send()
-
-    def next_deadline(self) -> float | None:
-        return self.session.next_deadline()
-
-    def on_time(self, now: float) -> None:
-        self.events += len(self.session.handle_timeout(now))
 
 
 class DevicePeer:
@@ -101,7 +82,7 @@ def default_device_info() -> DeviceInfo:
 
 def cpu_us_per_virtual_s(info: DeviceInfo, seconds: float, with_data: bool) -> float:
     clock = VirtualClock()
-    controller, device = ControllerPeer(), DevicePeer(info, with_data)
+    controller, device = CountingPeer(ControllerSession()), DevicePeer(info, with_data)
     pump = LockstepPump(controller, device, clock, session_peers=True)
     controller.session.connect(0.0)
     pump.run_until(5.0)  # handshake done

@@ -162,12 +162,7 @@ class LockstepPump:
             t = in_flight[0][0]
             if nxt is None or t < nxt:
                 nxt = t
-        if nxt is None:
-            target = limit_s
-        else:  # min(max(nxt, now), limit_s)
-            target = now if now > nxt else nxt
-            if limit_s < target:
-                target = limit_s
+        target = limit_s if nxt is None else min(max(nxt, now), limit_s)
         self.clock.advance_to(target)
         self.a.on_time(target)
         self.b.on_time(target)

@@ -8,16 +8,13 @@ mismatch. ``parse_payload`` dispatches on the type byte.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from cobs import cobs
 
 from firmware_bridge.framing import (
-    CRC_SIZE,
     MAX_PAYLOAD,
     PROTOCOL_MAJOR,
     SEQ_MODULO,
@@ -599,34 +596,26 @@ def encode_heartbeat_payload(counter: int, state: int = 0) -> bytes:
     return _pack_heartbeat(counter & 0xFFFFFFFF, state)
 
 
-_HEARTBEAT_MESSAGE = header_with(_HEARTBEAT.format[1:])
-_pack_heartbeat_message = _HEARTBEAT_MESSAGE.pack
-_pack_crc = struct.Struct("<I").pack
-_crc32 = zlib.crc32
-_cobs_encode = cobs.encode
+_pack_heartbeat_message = header_with(_HEARTBEAT.format[1:]).pack
 _HEARTBEAT_TYPE = int(MsgType.HEARTBEAT)
 
 
 def encode_heartbeat_frame(seq: int, timestamp_us: int, counter: int, state: int = 0) -> bytes:
     """``encode_frame(HEARTBEAT, encode_heartbeat_payload(counter, state), seq,
-    timestamp_us)`` in one function: header and payload in one pack, its CRC-32 appended,
-    COBS, the delimiter (``seal`` written out). The most frequent frame, both ways."""
+    timestamp_us)``, header and payload packed in one go: the most frequent frame."""
     ts = timestamp_us % TIMESTAMP_MODULO
-    message = _pack_heartbeat_message(
-        PROTOCOL_MAJOR,
-        _HEARTBEAT_TYPE,
-        0,
-        seq % SEQ_MODULO,
-        ts & 0xFFFFFFFF,
-        ts >> 32,
-        counter & 0xFFFFFFFF,
-        state,
+    return seal(
+        _pack_heartbeat_message(
+            PROTOCOL_MAJOR,
+            _HEARTBEAT_TYPE,
+            0,
+            seq % SEQ_MODULO,
+            ts & 0xFFFFFFFF,
+            ts >> 32,
+            counter & 0xFFFFFFFF,
+            state,
+        )
     )
-    return _cobs_encode(message + _pack_crc(_crc32(message))) + b"\x00"
-
-
-#: Wire bytes of every HEARTBEAT: under 254 bytes COBS adds one, then the delimiter.
-HEARTBEAT_WIRE_SIZE = _HEARTBEAT_MESSAGE.size + CRC_SIZE + 2
 
 
 _STATUS_HEAD = struct.Struct("<BIB")

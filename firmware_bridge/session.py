@@ -58,7 +58,6 @@ from firmware_bridge.framing import (
 )
 from firmware_bridge.messages import (
     HEARTBEAT_PAYLOAD_SIZE,
-    HEARTBEAT_WIRE_SIZE,
     Ack,
     Bye,
     Command,
@@ -175,15 +174,9 @@ class _Endpoint:
         self._queue(encode_frame(msg_type, payload, self._seq, timestamp_us, flags, key))
 
     def _emit_heartbeat(self, state: int, now: float) -> None:
-        """``_emit`` of the next HEARTBEAT (never signed, no flags), ``_queue`` written out:
-        every heartbeat interval on both sides (tested to leave the same state)."""
-        self._heartbeats_sent = counter = self._heartbeats_sent + 1
-        seq = self._seq
-        self.outbox.append(encode_heartbeat_frame(seq, int(now * 1e6), counter, state))
-        self._seq = (seq + 1) % SEQ_MODULO
-        stats = self.stats
-        stats.frames_tx += 1
-        stats.bytes_tx += HEARTBEAT_WIRE_SIZE
+        """``_emit`` of the next HEARTBEAT (never signed, no flags)."""
+        self._heartbeats_sent += 1
+        self._queue(encode_heartbeat_frame(self._seq, int(now * 1e6), self._heartbeats_sent, state))
 
     def _queue(self, wire: bytes) -> None:
         """Queue the wire bytes of the frame just built with the next sequence number."""
@@ -726,11 +719,8 @@ class DeviceSession(_Endpoint):
         events: list[Event] = []
         # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard.
         seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
-        if seq >= 0:  # _heard written out
-            self._note_rx(seq, now)
-            if self.watchdog_expired:
-                self.watchdog_expired = False
-                events.append(ControllerReturned())
+        if seq >= 0:
+            self._heard(seq, now, events)
             return events
         for message in decoder.messages(data):
             version, msg_type, _, seq, _, _ = _unpack_header(message)

@@ -386,7 +386,7 @@ def test_lone_frame_seq_takes_a_lone_heartbeat_and_leaves_the_rest() -> None:
     st.floats(0.0, 1e9, allow_nan=False),
 )
 def test_emitted_heartbeat_is_the_general_emit(seq: int, sent: int, state: int, now: float) -> None:
-    """``_emit_heartbeat`` (``_queue`` written out) leaves the state ``_emit`` leaves."""
+    """``_emit_heartbeat`` leaves the state ``_emit`` leaves."""
     fast, slow = ControllerSession(), ControllerSession()
     for session in (fast, slow):
         session._seq, session._heartbeats_sent = seq, sent

@@ -275,11 +275,9 @@ class ControllerNode:
 
     def next_deadline(self) -> float | None:
         due = None if self.finished else self.session.next_deadline()
-        reconnect_at, stop_deadline = self._reconnect_at, self._stop_deadline
-        if reconnect_at is not None and (due is None or reconnect_at < due):
-            due = reconnect_at
-        if stop_deadline is not None and (due is None or stop_deadline < due):
-            due = stop_deadline
+        for extra in (self._reconnect_at, self._stop_deadline):
+            if extra is not None and (due is None or extra < due):
+                due = extra
         return due
 
     def on_time(self, now: float) -> None:

@@ -224,14 +224,7 @@ class CompiledWindows:
         }
         self._state = new_window_state(tuple(state[name] for name in WINDOW_STATE_FIELDS))
         #: The outputs kernels.event_lean is given at an event without a window (unused).
-        self._no_window = (
-            np.empty(self._band_shape),
-            np.empty(self._per_channel_shape),
-            np.empty(self._flags_shape, dtype=np.bool_),
-            np.empty(self._matrices_shape),
-            np.empty(self._means_shape),
-            np.empty(self._strength_shape),
-        )
+        self._no_window = self._window_outputs()
         self._seg_slot_cache: dict[int, np.ndarray] = {}
         self._window_slot_cache: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
         self._blk_slot_cache: dict[int, np.ndarray] = {}
@@ -362,16 +355,9 @@ class CompiledWindows:
         t_end_s: float,
     ) -> FeatureFrame | None:
         """:meth:`event` of frames without spectra, as one kernels.event_lean call."""
-        if window_start >= 0:
-            # Fresh arrays every window: the frame keeps them.
-            band = np.empty(self._band_shape)
-            per_channel = np.empty(self._per_channel_shape)
-            flags = np.empty(self._flags_shape, dtype=np.bool_)
-            matrices = np.empty(self._matrices_shape)
-            means = np.empty(self._means_shape)
-            strength = np.empty(self._strength_shape)
-        else:
-            band, per_channel, flags, matrices, means, strength = self._no_window
+        # Fresh arrays every window: the frame keeps them.
+        outputs = self._window_outputs() if window_start >= 0 else self._no_window
+        band, per_channel, flags, matrices, means, strength = outputs
         event_lean(
             self._state,
             buffer,
@@ -395,6 +381,20 @@ class CompiledWindows:
             return None
         return self._frame_of(
             (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s
+        )
+
+    def _window_outputs(
+        self,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """New arrays for one window's band, per-channel, flags, matrices, means and
+        strength outputs (what kernels.event_lean writes)."""
+        return (
+            np.empty(self._band_shape),
+            np.empty(self._per_channel_shape),
+            np.empty(self._flags_shape, dtype=np.bool_),
+            np.empty(self._matrices_shape),
+            np.empty(self._means_shape),
+            np.empty(self._strength_shape),
         )
 
     def frame(self, start: int, t_start_s: float, t_end_s: float) -> FeatureFrame:

@@ -70,6 +70,20 @@ FLAG_FIELDS = 4
 
 
 @_jit
+def _fill(values: np.ndarray, value: float) -> None:
+    """``values[:] = value`` for a 1-d array (a contiguous array's ``reshape(-1)`` view), as
+    a loop.
+
+    Why the kernels write their array operations out as loops: numba compiles a slice
+    assignment or an in-place array operator through its broadcasting machinery, which
+    took several seconds of every cold start (the disk cache is empty in a fresh checkout
+    or on a new worker), for arrays a loop fills in nanoseconds.
+    """
+    for k in range(values.shape[0]):
+        values[k] = value
+
+
+@_jit
 def sanitize(
     buffer: np.ndarray,
     start: int,
@@ -231,7 +245,7 @@ def segment_terms(
             y = spectrum[second[p], f]
             cross_out[0, q, p] = x.real * y.real + x.imag * y.imag
             cross_out[1, q, p] = x.real * y.imag - x.imag * y.real
-    phase_out[:] = 0.0
+    _fill(phase_out.reshape(-1), 0.0)
     for b in range(band_conn_lo.shape[0]):
         for q in range(band_conn_lo[b], band_conn_hi[b]):
             for p in range(n_pairs):
@@ -256,10 +270,12 @@ def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray, psd: np.ndarray) -> 
     """Welch PSD into ``psd``: the mean over the window's segments (summed oldest first,
     as _sum)."""
     n_seg = seg_slots.shape[0]
-    psd[:] = seg_psd[seg_slots[0]]
-    for s in range(1, n_seg):
-        psd += seg_psd[seg_slots[s]]
-    psd /= n_seg
+    for c in range(psd.shape[0]):
+        for f in range(psd.shape[1]):
+            total = seg_psd[seg_slots[0], c, f]
+            for s in range(1, n_seg):
+                total += seg_psd[seg_slots[s], c, f]
+            psd[c, f] = total / n_seg
 
 
 @_jit
@@ -453,19 +469,22 @@ def _band_connectivity(
     den = np.empty(n_pairs)
     for b in range(n_bands):
         coherence = out[0, b]
-        coherence[:] = 0.0
+        _fill(coherence, 0.0)
         for q in range(band_conn_lo[b], band_conn_hi[b]):
             w = band_conn_mean_weights[b, q]
             for p in range(n_pairs):
                 coherence[p] += w * coherence_bins[q, p]
         first_slot = seg_slots[0]
-        num_real[:] = seg_phase[first_slot, 0, b]
-        num_imag[:] = seg_phase[first_slot, 1, b]
-        den[:] = seg_phase[first_slot, 2, b]
+        for p in range(n_pairs):
+            num_real[p] = seg_phase[first_slot, 0, b, p]
+            num_imag[p] = seg_phase[first_slot, 1, b, p]
+            den[p] = seg_phase[first_slot, 2, b, p]
         for s in range(1, n_seg):
-            num_real += seg_phase[seg_slots[s], 0, b]
-            num_imag += seg_phase[seg_slots[s], 1, b]
-            den += seg_phase[seg_slots[s], 2, b]
+            slot = seg_slots[s]
+            for p in range(n_pairs):
+                num_real[p] += seg_phase[slot, 0, b, p]
+                num_imag[p] += seg_phase[slot, 1, b, p]
+                den[p] += seg_phase[slot, 2, b, p]
         for p in range(n_pairs):
             num = math.hypot(num_real[p], num_imag[p]) if plv else abs(num_real[p])
             out[1, b, p] = min(num / den[p], 1.0) if den[p] > 0 else 0.0
@@ -489,7 +508,7 @@ def _network_summaries(
     """
     n_measures, n_bands, n_pairs = pair_values.shape
     n_channels = good.shape[0]
-    matrices[:] = 0.0
+    _fill(matrices.reshape(-1), 0.0)
     n_good_pairs = 0
     for p in range(n_pairs):
         if good[first[p]] and good[second[p]]:
@@ -508,7 +527,7 @@ def _network_summaries(
     for c in range(n_channels):
         if good[c]:
             n_good += 1
-    strength[:] = 0.0
+    _fill(strength.reshape(-1), 0.0)
     if n_good < 2:
         return
     for b in range(n_bands):

@@ -12,7 +12,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from simulator.jit import NUMBA_AVAILABLE
-from simulator.physiology.jansen_rit import _sigmoids_and_coupling, coupling_weights
+from simulator.physiology.jansen_rit import (
+    _F_CPL,
+    _F_S_EXC,
+    _F_S_INH,
+    _F_S_PYR,
+    _F_Y,
+    _F_Z,
+    LANES,
+    _block_sigmoids,
+    _couple,
+    coupling_weights,
+)
 from simulator.physiology.vector_exp import (
     IN_RANGE_ABS_LIMIT,
     TABLE_SIZE,
@@ -20,7 +31,7 @@ from simulator.physiology.vector_exp import (
     exp_in_range,
     exp_table,
 )
-from simulator.signals import DEFAULT_SITES
+from simulator.signals import DEFAULT_SITES, Site
 
 pytestmark = pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
 
@@ -76,20 +87,38 @@ def test_exp_any_special_values() -> None:
 
 
 @pytest.mark.parametrize("offset_mv", [0.0, 1500.0, -1500.0])
-def test_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_range(
-    offset_mv: float,
+@pytest.mark.parametrize("extra_sites", [0, 3])
+def test_block_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_range(
+    offset_mv: float, extra_sites: int
 ) -> None:
-    """At ±1500 mV the sigmoid arguments leave the fast range: the fallback takes over."""
-    n = len(DEFAULT_SITES)
+    """At ±1500 mV the sigmoid arguments leave the fast range: the fallback takes over.
+    With 11 sites the second lane block is partly filled and the coupling crosses blocks."""
+    sites = DEFAULT_SITES + tuple(
+        Site(f"X{i}", 10.0 * i, 5.0 - 3.0 * i) for i in range(extra_sites)
+    )
+    n = len(sites)
     rng = np.random.default_rng(5)
-    y = rng.normal(0.0, 5.0, (6, n))
+    y = rng.normal(0.0, 5.0, (3, n))
     y[0, ::2] += offset_mv
     y[1, 1::3] -= offset_mv
     two_e0, r, v0, c1, c3 = 5.0, 0.56, 6.0, 135.0, 33.75
-    coupling = coupling_weights(DEFAULT_SITES, 40.0) * 10.0
-    s_pyr, s_exc, s_inh, cpl = (np.empty(n) for _ in range(4))
-    coupling_t = np.ascontiguousarray(coupling.T)
-    _sigmoids_and_coupling(y, (two_e0, r, v0, c1, c3), coupling_t, s_pyr, s_exc, s_inh, cpl)
+    coupling = coupling_weights(sites, 40.0) * 10.0
+    # Lane blocks without filter sections: the weights follow the fixed fields.
+    block_size = (_F_Z + n) * LANES
+    n_blocks = (n + LANES - 1) // LANES
+    w = np.zeros(n_blocks * block_size)
+
+    def field(f: int, i: int) -> int:
+        return (i // LANES) * block_size + f * LANES + i % LANES
+
+    for i in range(n):
+        for c in range(3):
+            w[field(_F_Y + c, i)] = y[c, i]
+        for j in range(n):
+            w[field(_F_Z + j, i)] = coupling[i, j]
+    for b in range(n_blocks):
+        _block_sigmoids(w[b * block_size : (b + 1) * block_size], _F_Y, (two_e0, r, v0, c1, c3))
+    _couple(w, block_size, n, _F_Z)
 
     def sigmoid(x: float) -> float:
         try:
@@ -97,12 +126,14 @@ def test_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_range(
         except OverflowError:
             return 0.0
 
+    s_pyr = np.array([w[field(_F_S_PYR, i)] for i in range(n)])
     for i in range(n):
         expected = [
             sigmoid(r * (v0 - (y[1, i] - y[2, i]))),
             sigmoid(r * (v0 - c1 * y[0, i])),
             sigmoid(r * (v0 - c3 * y[0, i])),
         ]
-        np.testing.assert_allclose([s_pyr[i], s_exc[i], s_inh[i]], expected, rtol=1e-15, atol=0)
+        got = [s_pyr[i], w[field(_F_S_EXC, i)], w[field(_F_S_INH, i)]]
+        np.testing.assert_allclose(got, expected, rtol=1e-15, atol=0)
     cpl_expected = np.array([sum(coupling[i, j] * s_pyr[j] for j in range(n)) for i in range(n)])
-    np.testing.assert_array_equal(cpl, cpl_expected)
+    np.testing.assert_array_equal([w[field(_F_CPL, i)] for i in range(n)], cpl_expected)

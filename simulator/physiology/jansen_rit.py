@@ -154,50 +154,112 @@ def splitmix_uniform(key: np.ndarray, index: np.ndarray) -> np.ndarray:
 _K_A, _K_B, _K_LA, _K_LB, _K_V0, _K_E0, _K_R, _K_C1, _K_C2, _K_C3, _K_C4, _K_DT = range(12)
 
 
+# Kernel working memory. The numba kernel keeps every per-site quantity in one float64
+# buffer made of lane blocks: block b holds sites b * LANES ... b * LANES + LANES - 1, and
+# within a block each quantity is a field of LANES consecutive doubles at a fixed offset.
+# A loop over the lanes of one block then touches addresses a constant distance apart in
+# one array, so LLVM sees they do not overlap and turns the loop into vector instructions;
+# with separate arrays (y, k1, the sigmoids, ...) it must check at run time that they do
+# not alias, and where a loop touches too many of them it gives up and runs it scalar.
+# Offsets that depend on a run-time value (a filter section, a source site) are computed
+# as unsigned integers: numba then skips its negative-index wraparound, whose select hides
+# the address pattern from the vectoriser.
+#: Sites per lane block (8 doubles: one AVX-512 register, two AVX2 registers).
+LANES = 8
+_F_Y = 0  # y0..y5
+_F_K1 = 6  # Heun's first-stage derivatives, 6 fields
+_F_YP = 12  # Heun's Euler predictor, 6 fields
+_F_S_PYR, _F_S_EXC, _F_S_INH, _F_CPL, _F_P, _F_X = range(18, 24)
+_F_Z = 24  # 2 per filter section, then one field per source site: its coupling weights
+
+
 @jit_inline
-def _sigmoids_and_coupling(
-    y: np.ndarray,
-    sig: tuple[float, float, float, float, float],
-    coupling_t: np.ndarray,
-    s_pyr: np.ndarray,
-    s_exc: np.ndarray,
-    s_inh: np.ndarray,
-    cpl: np.ndarray,
+def _draw_inputs(
+    keys: np.ndarray,
+    first_draw: np.uint64,
+    draws_per_step: int,
+    p_low: float,
+    p_span: float,
+    extra: np.ndarray,
+    n_steps: int,
+) -> np.ndarray:
+    """Extrinsic input of every site and step (n, n_steps): the mean of the step's draws.
+
+    The innermost loop runs along the steps of one site (draw m of every step): a long
+    loop of independent lanes that vectorises, where a loop over the sites of one step is
+    8 long. Each step's draws are still added in order, m = 0, 1, ..., to the same sums.
+    The draw index advances by ``draws_per_step`` per step, so its SplitMix64 counter
+    advances by ``draws_per_step * golden`` (wrapping, as the index product does).
+    """
+    n = keys.shape[0]
+    inv_draws = 1.0 / draws_per_step
+    inputs = np.zeros((n, n_steps))
+    stride = np.uint64(draws_per_step) * _GOLDEN
+    for i in range(n):
+        row = inputs[i]
+        for m in range(draws_per_step):
+            counter = keys[i] + (first_draw + np.uint64(m) + np.uint64(1)) * _GOLDEN
+            for step in range(n_steps):
+                z = counter
+                counter += stride
+                z = (z ^ (z >> np.uint64(30))) * _MIX1
+                z = (z ^ (z >> np.uint64(27))) * _MIX2
+                z = z ^ (z >> np.uint64(31))
+                row[step] += np.float64(z >> np.uint64(11)) * _TO_UNIT
+        extra_i = extra[i]
+        for step in range(n_steps):
+            row[step] = p_low + p_span * (row[step] * inv_draws) + extra_i
+    return inputs
+
+
+@jit_inline
+def _block_sigmoids(
+    blk: np.ndarray, y_field: int, sig: tuple[float, float, float, float, float]
 ) -> None:
-    """The three sigmoids of every site at state ``y`` (6, n) and the coupling input
-    ``cpl = coupling @ s_pyr``, as both Heun stages need them. ``coupling_t`` is the
-    coupling matrix transposed (C order), so each term of the sum runs over contiguous
-    weights: the same products, summed over j in order.
+    """The three sigmoids of every lane of block ``blk`` at the state in fields
+    ``y_field`` .. ``y_field + 2`` (y0, y1, y2), into the sigmoid fields.
 
     ``sig`` is (2 e0, r, v0, C1, C3). The exponentials are :func:`exp_in_range`, so the
-    loop over sites compiles to vector instructions; the C library's ``exp`` gives the
-    same bits but is one opaque call per value. A site whose argument lies outside that
-    range (|r (v0 - v)| >= 512, i.e. a potential near 1 V: never in a column's dynamics)
-    is redone with :func:`exp_any`.
+    loop compiles to vector instructions; the C library's ``exp`` gives the same bits but
+    is one opaque call per value. A lane whose argument lies outside that range
+    (|r (v0 - v)| >= 512, i.e. a potential near 1 V: never in a column's dynamics) is
+    redone with :func:`exp_any`.
     """
     two_e0, r, v0, c1, c3 = sig
-    n = y.shape[1]
     top = np.uint64(0)
-    for i in range(n):
-        x_pyr = r * (v0 - (y[1, i] - y[2, i]))
-        x_exc = r * (v0 - c1 * y[0, i])
-        x_inh = r * (v0 - c3 * y[0, i])
+    for lane in range(LANES):
+        v = blk[(y_field + 1) * LANES + lane] - blk[(y_field + 2) * LANES + lane]
+        x_pyr = r * (v0 - v)
+        x_exc = r * (v0 - c1 * blk[y_field * LANES + lane])
+        x_inh = r * (v0 - c3 * blk[y_field * LANES + lane])
         top = max(top, max(top12(x_pyr), max(top12(x_exc), top12(x_inh))))
-        s_pyr[i] = two_e0 / (1.0 + exp_in_range(x_pyr))
-        s_exc[i] = two_e0 / (1.0 + exp_in_range(x_exc))
-        s_inh[i] = two_e0 / (1.0 + exp_in_range(x_inh))
+        blk[_F_S_PYR * LANES + lane] = two_e0 / (1.0 + exp_in_range(x_pyr))
+        blk[_F_S_EXC * LANES + lane] = two_e0 / (1.0 + exp_in_range(x_exc))
+        blk[_F_S_INH * LANES + lane] = two_e0 / (1.0 + exp_in_range(x_inh))
     if top >= IN_RANGE_TOP12_LIMIT:
-        for i in range(n):
-            s_pyr[i] = two_e0 / (1.0 + exp_any(r * (v0 - (y[1, i] - y[2, i]))))
-            s_exc[i] = two_e0 / (1.0 + exp_any(r * (v0 - c1 * y[0, i])))
-            s_inh[i] = two_e0 / (1.0 + exp_any(r * (v0 - c3 * y[0, i])))
-    for i in range(n):
-        cpl[i] = 0.0
-    for j in range(n):
-        s_j = s_pyr[j]
-        weights_from_j = coupling_t[j]
-        for i in range(n):
-            cpl[i] += weights_from_j[i] * s_j
+        for lane in range(LANES):
+            v = blk[(y_field + 1) * LANES + lane] - blk[(y_field + 2) * LANES + lane]
+            x_pyr = r * (v0 - v)
+            x_exc = r * (v0 - c1 * blk[y_field * LANES + lane])
+            x_inh = r * (v0 - c3 * blk[y_field * LANES + lane])
+            blk[_F_S_PYR * LANES + lane] = two_e0 / (1.0 + exp_any(x_pyr))
+            blk[_F_S_EXC * LANES + lane] = two_e0 / (1.0 + exp_any(x_exc))
+            blk[_F_S_INH * LANES + lane] = two_e0 / (1.0 + exp_any(x_inh))
+
+
+@jit_inline
+def _couple(w: np.ndarray, block_size: int, n: int, weights_field: int) -> None:
+    """Coupling input of every site: the sum over source sites j, in order j = 0, 1, ...,
+    of weight * s_pyr_j (the weights into a block are its fields from ``weights_field``)."""
+    for b in range((n + LANES - 1) // LANES):
+        blk = w[b * block_size : (b + 1) * block_size]
+        for lane in range(LANES):
+            blk[_F_CPL * LANES + lane] = 0.0
+        for j in range(n):
+            s_j = w[np.uint64((j // LANES) * block_size + _F_S_PYR * LANES + j % LANES)]
+            weights = np.uint64((weights_field + j) * LANES)
+            for lane in range(LANES):
+                blk[_F_CPL * LANES + lane] += blk[weights + np.uint64(lane)] * s_j
 
 
 def _network_kernel_loops(
@@ -224,14 +286,13 @@ def _network_kernel_loops(
     anti-alias + high-pass cascade (scipy layout, zi (sections, n, 2)) applied at the
     integration rate; out (n, n_out) receives every ``decimation``-th filtered y1 - y2.
 
-    Every per-site sum (the draws of a step, the coupling, the filter cascade) runs in a
-    loop over sites nested inside the loop over its terms, and the three sigmoids of a
-    site are taken together: each site's arithmetic keeps its order, so the numbers are
-    those of computing site by site, but the sites' independent chains (additions,
-    exponentials) overlap in the processor instead of waiting on each other. The
-    extrinsic input does not depend on the state, so every step's input is drawn first,
-    in a loop of its own (the same draws and sums; ~5 % faster than drawing each step's
-    inside the integration loop).
+    The state, the filter state and the coupling weights are copied into lane blocks (see
+    LANES) for the call and back at its end. Every per-site sum (the draws of a step, the
+    coupling, the filter cascade) keeps its order, so the numbers are those of computing
+    site by site; the loops over the lanes of a block run the sites side by side. Lanes
+    past the last site (n not a multiple of LANES) hold zeros and are never read out. The
+    extrinsic input does not depend on the state, so it is drawn first
+    (:func:`_draw_inputs`).
     """
     amp_e, amp_i, ra, rb = k[_K_A], k[_K_B], k[_K_LA], k[_K_LB]
     c2, c4, dt = k[_K_C2], k[_K_C4], k[_K_DT]
@@ -239,101 +300,131 @@ def _network_kernel_loops(
     n = y.shape[1]
     n_sections = sos.shape[0]
     n_steps = out.shape[1] * decimation
-    inv_draws = 1.0 / draws_per_step
-    inputs = np.empty((n_steps, n))
-    acc = np.empty(n)
-    draw = first_draw
-    for step in range(n_steps):
-        # Extrinsic input for this step: mean of the draws falling inside it.
-        for i in range(n):
-            acc[i] = 0.0
-        for m in range(draws_per_step):
-            offset = (draw + np.uint64(m) + np.uint64(1)) * _GOLDEN
-            for i in range(n):
-                z = keys[i] + offset
-                z = (z ^ (z >> np.uint64(30))) * _MIX1
-                z = (z ^ (z >> np.uint64(27))) * _MIX2
-                z = z ^ (z >> np.uint64(31))
-                acc[i] += np.float64(z >> np.uint64(11)) * _TO_UNIT
-        for i in range(n):
-            inputs[step, i] = p_low + p_span * (acc[i] * inv_draws) + extra[i]
-        draw += np.uint64(draws_per_step)
-    coupling_t = np.ascontiguousarray(coupling.T)
-    cpl = np.empty(n)
-    xs = np.empty(n)
-    s_pyr = np.empty(n)
-    s_exc = np.empty(n)
-    s_inh = np.empty(n)
-    k1 = np.empty((6, n))
-    yp = np.empty((6, n))
-    # The filter state with the sites innermost and contiguous (scipy's zi layout has
-    # them in the middle), copied back at the end.
-    filter_state = np.empty((n_sections, 2, n))
-    for sec in range(n_sections):
-        for i in range(n):
-            filter_state[sec, 0, i] = zi[sec, i, 0]
-            filter_state[sec, 1, i] = zi[sec, i, 1]
-    for step in range(n_steps):
-        p = inputs[step]
-        # Stage 1: derivatives at y.
-        _sigmoids_and_coupling(y, sig, coupling_t, s_pyr, s_exc, s_inh, cpl)
-        for i in range(n):
-            k1[0, i] = y[3, i]
-            k1[1, i] = y[4, i]
-            k1[2, i] = y[5, i]
-            k1[3, i] = amp_e * ra * s_pyr[i] - 2.0 * ra * y[3, i] - ra * ra * y[0, i]
-            k1[4, i] = (
-                amp_e * ra * (p[i] + cpl[i] + c2 * s_exc[i])
-                - 2.0 * ra * y[4, i]
-                - ra * ra * y[1, i]
-            )
-            k1[5, i] = amp_i * rb * c4 * s_inh[i] - 2.0 * rb * y[5, i] - rb * rb * y[2, i]
-        if not heun:
-            for c in range(6):
-                for i in range(n):
-                    y[c, i] += dt * k1[c, i]
-        else:
-            for c in range(6):
-                for i in range(n):
-                    yp[c, i] = y[c, i] + dt * k1[c, i]
-            # Stage 2: derivatives at the Euler predictor, then the trapezoid update.
-            _sigmoids_and_coupling(yp, sig, coupling_t, s_pyr, s_exc, s_inh, cpl)
-            for i in range(n):
-                d3 = amp_e * ra * s_pyr[i] - 2.0 * ra * yp[3, i] - ra * ra * yp[0, i]
-                d4 = (
-                    amp_e * ra * (p[i] + cpl[i] + c2 * s_exc[i])
-                    - 2.0 * ra * yp[4, i]
-                    - ra * ra * yp[1, i]
-                )
-                d5 = amp_i * rb * c4 * s_inh[i] - 2.0 * rb * yp[5, i] - rb * rb * yp[2, i]
-                y[0, i] += 0.5 * dt * (k1[0, i] + yp[3, i])
-                y[1, i] += 0.5 * dt * (k1[1, i] + yp[4, i])
-                y[2, i] += 0.5 * dt * (k1[2, i] + yp[5, i])
-                y[3, i] += 0.5 * dt * (k1[3, i] + d3)
-                y[4, i] += 0.5 * dt * (k1[4, i] + d4)
-                y[5, i] += 0.5 * dt * (k1[5, i] + d5)
-        # Filter y1 - y2 (direct form II transposed, as scipy.signal.sosfilt) and decimate.
-        keep = (step + 1) % decimation == 0
-        col = (step + 1) // decimation - 1
-        for i in range(n):
-            xs[i] = y[1, i] - y[2, i]
+    inputs = _draw_inputs(keys, first_draw, draws_per_step, p_low, p_span, extra, n_steps)
+    n_blocks = (n + LANES - 1) // LANES
+    weights_field = _F_Z + 2 * n_sections
+    bs = (weights_field + n) * LANES  # block size
+    w = np.zeros(n_blocks * bs)
+    for i in range(n):
+        blk = w[(i // LANES) * bs : (i // LANES + 1) * bs]
+        lane = i % LANES
+        for c in range(6):
+            blk[(_F_Y + c) * LANES + lane] = y[c, i]
         for sec in range(n_sections):
-            b0, b1, b2, a1, a2 = sos[sec, 0], sos[sec, 1], sos[sec, 2], sos[sec, 4], sos[sec, 5]
-            z0 = filter_state[sec, 0]
-            z1 = filter_state[sec, 1]
+            blk[(_F_Z + 2 * sec) * LANES + lane] = zi[sec, i, 0]
+            blk[(_F_Z + 2 * sec + 1) * LANES + lane] = zi[sec, i, 1]
+        for j in range(n):
+            blk[(weights_field + j) * LANES + lane] = coupling[i, j]
+    for step in range(n_steps):
+        # Stage 1: derivatives at y.
+        for b in range(n_blocks):
+            blk = w[b * bs : (b + 1) * bs]
+            for lane in range(min(LANES, n - b * LANES)):
+                blk[_F_P * LANES + lane] = inputs[b * LANES + lane, step]
+            _block_sigmoids(blk, _F_Y, sig)
+        _couple(w, bs, n, weights_field)
+        for b in range(n_blocks):
+            blk = w[b * bs : (b + 1) * bs]
+            for lane in range(LANES):
+                y0 = blk[(_F_Y + 0) * LANES + lane]
+                y1 = blk[(_F_Y + 1) * LANES + lane]
+                y2 = blk[(_F_Y + 2) * LANES + lane]
+                y3 = blk[(_F_Y + 3) * LANES + lane]
+                y4 = blk[(_F_Y + 4) * LANES + lane]
+                y5 = blk[(_F_Y + 5) * LANES + lane]
+                p = blk[_F_P * LANES + lane]
+                cpl = blk[_F_CPL * LANES + lane]
+                d3 = amp_e * ra * blk[_F_S_PYR * LANES + lane] - 2.0 * ra * y3 - ra * ra * y0
+                d4 = (
+                    amp_e * ra * (p + cpl + c2 * blk[_F_S_EXC * LANES + lane])
+                    - 2.0 * ra * y4
+                    - ra * ra * y1
+                )
+                d5 = amp_i * rb * c4 * blk[_F_S_INH * LANES + lane] - 2.0 * rb * y5 - rb * rb * y2
+                if heun:  # keep the derivatives, step the Euler predictor
+                    blk[(_F_K1 + 0) * LANES + lane] = y3
+                    blk[(_F_K1 + 1) * LANES + lane] = y4
+                    blk[(_F_K1 + 2) * LANES + lane] = y5
+                    blk[(_F_K1 + 3) * LANES + lane] = d3
+                    blk[(_F_K1 + 4) * LANES + lane] = d4
+                    blk[(_F_K1 + 5) * LANES + lane] = d5
+                    blk[(_F_YP + 0) * LANES + lane] = y0 + dt * y3
+                    blk[(_F_YP + 1) * LANES + lane] = y1 + dt * y4
+                    blk[(_F_YP + 2) * LANES + lane] = y2 + dt * y5
+                    blk[(_F_YP + 3) * LANES + lane] = y3 + dt * d3
+                    blk[(_F_YP + 4) * LANES + lane] = y4 + dt * d4
+                    blk[(_F_YP + 5) * LANES + lane] = y5 + dt * d5
+                else:
+                    blk[(_F_Y + 0) * LANES + lane] = y0 + dt * y3
+                    blk[(_F_Y + 1) * LANES + lane] = y1 + dt * y4
+                    blk[(_F_Y + 2) * LANES + lane] = y2 + dt * y5
+                    blk[(_F_Y + 3) * LANES + lane] = y3 + dt * d3
+                    blk[(_F_Y + 4) * LANES + lane] = y4 + dt * d4
+                    blk[(_F_Y + 5) * LANES + lane] = y5 + dt * d5
+            if heun:
+                _block_sigmoids(blk, _F_YP, sig)
+        if heun:
+            # Stage 2: derivatives at the Euler predictor, then the trapezoid update.
+            _couple(w, bs, n, weights_field)
+            for b in range(n_blocks):
+                blk = w[b * bs : (b + 1) * bs]
+                for lane in range(LANES):
+                    yp0 = blk[(_F_YP + 0) * LANES + lane]
+                    yp1 = blk[(_F_YP + 1) * LANES + lane]
+                    yp2 = blk[(_F_YP + 2) * LANES + lane]
+                    yp3 = blk[(_F_YP + 3) * LANES + lane]
+                    yp4 = blk[(_F_YP + 4) * LANES + lane]
+                    yp5 = blk[(_F_YP + 5) * LANES + lane]
+                    p = blk[_F_P * LANES + lane]
+                    cpl = blk[_F_CPL * LANES + lane]
+                    d3 = amp_e * ra * blk[_F_S_PYR * LANES + lane] - 2.0 * ra * yp3 - ra * ra * yp0
+                    d4 = (
+                        amp_e * ra * (p + cpl + c2 * blk[_F_S_EXC * LANES + lane])
+                        - 2.0 * ra * yp4
+                        - ra * ra * yp1
+                    )
+                    d5 = (
+                        amp_i * rb * c4 * blk[_F_S_INH * LANES + lane]
+                        - 2.0 * rb * yp5
+                        - rb * rb * yp2
+                    )
+                    k1 = _F_K1 * LANES + lane
+                    y_ = _F_Y * LANES + lane
+                    blk[y_ + 0 * LANES] += 0.5 * dt * (blk[k1 + 0 * LANES] + yp3)
+                    blk[y_ + 1 * LANES] += 0.5 * dt * (blk[k1 + 1 * LANES] + yp4)
+                    blk[y_ + 2 * LANES] += 0.5 * dt * (blk[k1 + 2 * LANES] + yp5)
+                    blk[y_ + 3 * LANES] += 0.5 * dt * (blk[k1 + 3 * LANES] + d3)
+                    blk[y_ + 4 * LANES] += 0.5 * dt * (blk[k1 + 4 * LANES] + d4)
+                    blk[y_ + 5 * LANES] += 0.5 * dt * (blk[k1 + 5 * LANES] + d5)
+        # Filter y1 - y2 (direct form II transposed, as scipy.signal.sosfilt) and decimate.
+        for b in range(n_blocks):
+            blk = w[b * bs : (b + 1) * bs]
+            for lane in range(LANES):
+                v = blk[(_F_Y + 1) * LANES + lane] - blk[(_F_Y + 2) * LANES + lane]
+                blk[_F_X * LANES + lane] = v
+            for sec in range(n_sections):
+                b0, b1, b2, a1, a2 = sos[sec, 0], sos[sec, 1], sos[sec, 2], sos[sec, 4], sos[sec, 5]
+                z0 = np.uint64((_F_Z + 2 * sec) * LANES)
+                z1 = z0 + np.uint64(LANES)
+                for lane in range(LANES):
+                    u = np.uint64(lane)
+                    x = blk[_F_X * LANES + lane]
+                    x_new = b0 * x + blk[z0 + u]
+                    blk[z0 + u] = b1 * x - a1 * x_new + blk[z1 + u]
+                    blk[z1 + u] = b2 * x - a2 * x_new
+                    blk[_F_X * LANES + lane] = x_new
+        if (step + 1) % decimation == 0:
+            col = (step + 1) // decimation - 1
             for i in range(n):
-                x = xs[i]
-                x_new = b0 * x + z0[i]
-                z0[i] = b1 * x - a1 * x_new + z1[i]
-                z1[i] = b2 * x - a2 * x_new
-                xs[i] = x_new
-        if keep:
-            for i in range(n):
-                out[i, col] = xs[i]
-    for sec in range(n_sections):
-        for i in range(n):
-            zi[sec, i, 0] = filter_state[sec, 0, i]
-            zi[sec, i, 1] = filter_state[sec, 1, i]
+                out[i, col] = w[(i // LANES) * bs + _F_X * LANES + i % LANES]
+    for i in range(n):
+        blk = w[(i // LANES) * bs : (i // LANES + 1) * bs]
+        lane = i % LANES
+        for c in range(6):
+            y[c, i] = blk[(_F_Y + c) * LANES + lane]
+        for sec in range(n_sections):
+            zi[sec, i, 0] = blk[(_F_Z + 2 * sec) * LANES + lane]
+            zi[sec, i, 1] = blk[(_F_Z + 2 * sec + 1) * LANES + lane]
 
 
 def network_kernel_numpy(

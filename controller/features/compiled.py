@@ -296,17 +296,32 @@ class CompiledWindows:
         block_start = end - layout.block_samples if block_key >= 0 else -1
         segment_start = end - layout.segment_samples if segment_key >= 0 else -1
         if not self._context.keep_spectra:
-            return self._event_lean(
+            # Fresh arrays every window: the frame keeps them.
+            outputs = self._window_outputs() if window_start >= 0 else self._no_window
+            band, per_channel, flags, matrices, means, strength = outputs
+            event_lean(
+                self._state,
                 buffer,
+                invalid,
                 sanitize_start,
                 end,
-                invalid,
                 block_start,
-                block_key,
                 has_previous,
+                block_key % self._n_blk_slots,
                 segment_start,
-                segment_key,
+                segment_key % self._n_seg_slots,
                 window_start,
+                band,
+                per_channel,
+                flags,
+                matrices,
+                means,
+                strength,
+            )
+            if window_start < 0:
+                return None
+            return self._frame_of(
+                (None, band, per_channel, flags, None, matrices, means, strength),
                 t_start_s,
                 t_end_s,
             )
@@ -338,50 +353,6 @@ class CompiledWindows:
         seg_slots, blk_slots = self._window_slots(window_start)
         arrays = segment_and_window(spectrum, slot, seg_slots, blk_slots, *self._window_constants)
         return self._frame_of(arrays, t_start_s, t_end_s)
-
-    def _event_lean(
-        self,
-        buffer: np.ndarray,
-        sanitize_start: int,
-        end: int,
-        invalid: np.ndarray,
-        block_start: int,
-        block_key: int,
-        has_previous: bool,
-        segment_start: int,
-        segment_key: int,
-        window_start: int,
-        t_start_s: float,
-        t_end_s: float,
-    ) -> FeatureFrame | None:
-        """:meth:`event` of frames without spectra, as one kernels.event_lean call."""
-        # Fresh arrays every window: the frame keeps them.
-        outputs = self._window_outputs() if window_start >= 0 else self._no_window
-        band, per_channel, flags, matrices, means, strength = outputs
-        event_lean(
-            self._state,
-            buffer,
-            invalid,
-            sanitize_start,
-            end,
-            block_start,
-            has_previous,
-            block_key % self._n_blk_slots,
-            segment_start,
-            segment_key % self._n_seg_slots,
-            window_start,
-            band,
-            per_channel,
-            flags,
-            matrices,
-            means,
-            strength,
-        )
-        if window_start < 0:
-            return None
-        return self._frame_of(
-            (None, band, per_channel, flags, None, matrices, means, strength), t_start_s, t_end_s
-        )
 
     def _window_outputs(
         self,

@@ -237,12 +237,13 @@ class ControllerCore:
         """Feed one protocol event (answers to commands go to ``on_command_outcome``)."""
         if isinstance(event, SamplesReceived):
             return self.on_samples(event, now)
+        if isinstance(event, StatusReceived):  # once a second; it records nothing
+            if self.envelope is not None:
+                self.envelope.observe_status(event.status, now)
+            return _NOTHING
         out = _Collect()
         if isinstance(event, StimStateReceived):
             self._on_stim_state(event.state, now, out)
-        elif isinstance(event, StatusReceived):
-            if self.envelope is not None:
-                self.envelope.observe_status(event.status, now)
         elif isinstance(event, FaultReceived):
             f = event.fault
             self.stats.faults += 1

@@ -62,6 +62,9 @@ class SafetyEnvelope:
             else None
         )
         self._device_faults: frozenset[FaultCode] = frozenset()
+        #: The impedances and fault flags the two verdicts above were drawn from (None:
+        #: no STATUS yet).
+        self._judged_status: tuple[tuple[int, ...], int] | None = None
 
     # --- observations -----------------------------------------------------------------
 
@@ -85,7 +88,15 @@ class SafetyEnvelope:
         self._observed_t_s = t_s
 
     def observe_status(self, status: Status, t_s: float) -> None:
-        """Electrode impedances (window check) and device fault flags."""
+        """Electrode impedances (window check) and device fault flags.
+
+        Judged again only when they differ from the last STATUS's: a device reports once a
+        second, and its impedances and faults rarely change between reports.
+        """
+        judged = (status.impedance_ohm, status.fault_flags)
+        if judged == self._judged_status:
+            return
+        self._judged_status = judged
         electrodes = self._stim_electrodes()
         problems: list[str] = []
         unmeasured: list[str] = []

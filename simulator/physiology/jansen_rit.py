@@ -262,6 +262,28 @@ def _couple(w: np.ndarray, block_size: int, n: int, weights_field: int) -> None:
                 blk[_F_CPL * LANES + lane] += blk[weights + np.uint64(lane)] * s_j
 
 
+@jit_inline
+def _lane_derivatives(
+    blk: np.ndarray, lane: int, y_field: int, dk: tuple[float, float, float, float, float, float]
+) -> tuple[float, float, float]:
+    """y3', y4', y5' of one lane of block ``blk`` at the state in fields ``y_field`` ..
+    ``y_field + 5``, from the sigmoid, coupling and input fields. ``dk`` is
+    (A, B, a, b, C2, C4)."""
+    amp_e, amp_i, ra, rb, c2, c4 = dk
+    y0 = blk[(y_field + 0) * LANES + lane]
+    y1 = blk[(y_field + 1) * LANES + lane]
+    y2 = blk[(y_field + 2) * LANES + lane]
+    y3 = blk[(y_field + 3) * LANES + lane]
+    y4 = blk[(y_field + 4) * LANES + lane]
+    y5 = blk[(y_field + 5) * LANES + lane]
+    p = blk[_F_P * LANES + lane]
+    cpl = blk[_F_CPL * LANES + lane]
+    d3 = amp_e * ra * blk[_F_S_PYR * LANES + lane] - 2.0 * ra * y3 - ra * ra * y0
+    d4 = amp_e * ra * (p + cpl + c2 * blk[_F_S_EXC * LANES + lane]) - 2.0 * ra * y4 - ra * ra * y1
+    d5 = amp_i * rb * c4 * blk[_F_S_INH * LANES + lane] - 2.0 * rb * y5 - rb * rb * y2
+    return d3, d4, d5
+
+
 def _network_kernel_loops(
     y: np.ndarray,
     keys: np.ndarray,
@@ -294,8 +316,8 @@ def _network_kernel_loops(
     extrinsic input does not depend on the state, so it is drawn first
     (:func:`_draw_inputs`).
     """
-    amp_e, amp_i, ra, rb = k[_K_A], k[_K_B], k[_K_LA], k[_K_LB]
-    c2, c4, dt = k[_K_C2], k[_K_C4], k[_K_DT]
+    dk = (k[_K_A], k[_K_B], k[_K_LA], k[_K_LB], k[_K_C2], k[_K_C4])
+    dt = k[_K_DT]
     sig = (2.0 * k[_K_E0], k[_K_R], k[_K_V0], k[_K_C1], k[_K_C3])
     n = y.shape[1]
     n_sections = sos.shape[0]
@@ -325,39 +347,35 @@ def _network_kernel_loops(
         _couple(w, bs, n, weights_field)
         for b in range(n_blocks):
             blk = w[b * bs : (b + 1) * bs]
-            for lane in range(LANES):
-                y0 = blk[(_F_Y + 0) * LANES + lane]
-                y1 = blk[(_F_Y + 1) * LANES + lane]
-                y2 = blk[(_F_Y + 2) * LANES + lane]
-                y3 = blk[(_F_Y + 3) * LANES + lane]
-                y4 = blk[(_F_Y + 4) * LANES + lane]
-                y5 = blk[(_F_Y + 5) * LANES + lane]
-                p = blk[_F_P * LANES + lane]
-                cpl = blk[_F_CPL * LANES + lane]
-                d3 = amp_e * ra * blk[_F_S_PYR * LANES + lane] - 2.0 * ra * y3 - ra * ra * y0
-                d4 = (
-                    amp_e * ra * (p + cpl + c2 * blk[_F_S_EXC * LANES + lane])
-                    - 2.0 * ra * y4
-                    - ra * ra * y1
-                )
-                d5 = amp_i * rb * c4 * blk[_F_S_INH * LANES + lane] - 2.0 * rb * y5 - rb * rb * y2
-                if heun:  # keep the derivatives, step the Euler predictor
-                    blk[(_F_K1 + 0) * LANES + lane] = y3
-                    blk[(_F_K1 + 1) * LANES + lane] = y4
-                    blk[(_F_K1 + 2) * LANES + lane] = y5
+            # The branch on the method is outside the lane loops: inside, it kept the
+            # loop from vectorising.
+            if heun:  # keep the derivatives, step the Euler predictor
+                for lane in range(LANES):
+                    d3, d4, d5 = _lane_derivatives(blk, lane, _F_Y, dk)
+                    for c in range(3):
+                        y_c = blk[(_F_Y + c) * LANES + lane]
+                        y_c3 = blk[(_F_Y + c + 3) * LANES + lane]
+                        blk[(_F_K1 + c) * LANES + lane] = y_c3
+                        blk[(_F_YP + c) * LANES + lane] = y_c + dt * y_c3
+                    y3 = blk[(_F_Y + 3) * LANES + lane]
+                    y4 = blk[(_F_Y + 4) * LANES + lane]
+                    y5 = blk[(_F_Y + 5) * LANES + lane]
                     blk[(_F_K1 + 3) * LANES + lane] = d3
                     blk[(_F_K1 + 4) * LANES + lane] = d4
                     blk[(_F_K1 + 5) * LANES + lane] = d5
-                    blk[(_F_YP + 0) * LANES + lane] = y0 + dt * y3
-                    blk[(_F_YP + 1) * LANES + lane] = y1 + dt * y4
-                    blk[(_F_YP + 2) * LANES + lane] = y2 + dt * y5
                     blk[(_F_YP + 3) * LANES + lane] = y3 + dt * d3
                     blk[(_F_YP + 4) * LANES + lane] = y4 + dt * d4
                     blk[(_F_YP + 5) * LANES + lane] = y5 + dt * d5
-                else:
-                    blk[(_F_Y + 0) * LANES + lane] = y0 + dt * y3
-                    blk[(_F_Y + 1) * LANES + lane] = y1 + dt * y4
-                    blk[(_F_Y + 2) * LANES + lane] = y2 + dt * y5
+            else:
+                for lane in range(LANES):
+                    d3, d4, d5 = _lane_derivatives(blk, lane, _F_Y, dk)
+                    for c in range(3):
+                        y_c = blk[(_F_Y + c) * LANES + lane]
+                        y_c3 = blk[(_F_Y + c + 3) * LANES + lane]
+                        blk[(_F_Y + c) * LANES + lane] = y_c + dt * y_c3
+                    y3 = blk[(_F_Y + 3) * LANES + lane]
+                    y4 = blk[(_F_Y + 4) * LANES + lane]
+                    y5 = blk[(_F_Y + 5) * LANES + lane]
                     blk[(_F_Y + 3) * LANES + lane] = y3 + dt * d3
                     blk[(_F_Y + 4) * LANES + lane] = y4 + dt * d4
                     blk[(_F_Y + 5) * LANES + lane] = y5 + dt * d5
@@ -369,25 +387,10 @@ def _network_kernel_loops(
             for b in range(n_blocks):
                 blk = w[b * bs : (b + 1) * bs]
                 for lane in range(LANES):
-                    yp0 = blk[(_F_YP + 0) * LANES + lane]
-                    yp1 = blk[(_F_YP + 1) * LANES + lane]
-                    yp2 = blk[(_F_YP + 2) * LANES + lane]
+                    d3, d4, d5 = _lane_derivatives(blk, lane, _F_YP, dk)
                     yp3 = blk[(_F_YP + 3) * LANES + lane]
                     yp4 = blk[(_F_YP + 4) * LANES + lane]
                     yp5 = blk[(_F_YP + 5) * LANES + lane]
-                    p = blk[_F_P * LANES + lane]
-                    cpl = blk[_F_CPL * LANES + lane]
-                    d3 = amp_e * ra * blk[_F_S_PYR * LANES + lane] - 2.0 * ra * yp3 - ra * ra * yp0
-                    d4 = (
-                        amp_e * ra * (p + cpl + c2 * blk[_F_S_EXC * LANES + lane])
-                        - 2.0 * ra * yp4
-                        - ra * ra * yp1
-                    )
-                    d5 = (
-                        amp_i * rb * c4 * blk[_F_S_INH * LANES + lane]
-                        - 2.0 * rb * yp5
-                        - rb * rb * yp2
-                    )
                     k1 = _F_K1 * LANES + lane
                     y_ = _F_Y * LANES + lane
                     blk[y_ + 0 * LANES] += 0.5 * dt * (blk[k1 + 0 * LANES] + yp3)

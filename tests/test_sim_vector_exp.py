@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from simulator.jit import NUMBA_AVAILABLE
 from simulator.physiology.jansen_rit import (
     _F_CPL,
+    _F_FILTER,
     _F_S_EXC,
     _F_S_INH,
     _F_S_PYR,
     _F_Y,
-    _F_Z,
     LANES,
     _block_sigmoids,
     _couple,
@@ -103,8 +103,9 @@ def test_block_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_ra
     y[1, 1::3] -= offset_mv
     two_e0, r, v0, c1, c3 = 5.0, 0.56, 6.0, 135.0, 33.75
     coupling = coupling_weights(sites, 40.0) * 10.0
-    # Lane blocks without filter sections: the weights follow the fixed fields.
-    block_size = (_F_Z + n) * LANES
+    # Lane blocks without filter sections: the weights follow the filter's output field.
+    weights_field = _F_FILTER + 1
+    block_size = (weights_field + n) * LANES
     n_blocks = (n + LANES - 1) // LANES
     w = np.zeros(n_blocks * block_size)
 
@@ -115,10 +116,10 @@ def test_block_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_ra
         for c in range(3):
             w[field(_F_Y + c, i)] = y[c, i]
         for j in range(n):
-            w[field(_F_Z + j, i)] = coupling[i, j]
+            w[field(weights_field + j, i)] = coupling[i, j]
     for b in range(n_blocks):
         _block_sigmoids(w[b * block_size : (b + 1) * block_size], _F_Y, (two_e0, r, v0, c1, c3))
-    _couple(w, block_size, n, _F_Z)
+    _couple(w, block_size, n, weights_field)
 
     def sigmoid(x: float) -> float:
         try:

@@ -161,16 +161,20 @@ _K_A, _K_B, _K_LA, _K_LB, _K_V0, _K_E0, _K_R, _K_C1, _K_C2, _K_C3, _K_C4, _K_DT 
 # one array, so LLVM sees they do not overlap and turns the loop into vector instructions;
 # with separate arrays (y, k1, the sigmoids, ...) it must check at run time that they do
 # not alias, and where a loop touches too many of them it gives up and runs it scalar.
-# Offsets that depend on a run-time value (a filter section, a source site) are computed
-# as unsigned integers: numba then skips its negative-index wraparound, whose select hides
-# the address pattern from the vectoriser.
+# An offset that depends on a run-time value (a source site) is computed as an unsigned
+# integer: numba then skips its negative-index wraparound, whose select hides the address
+# pattern from the vectoriser. A filter section's fields are indexed from a slice that
+# starts at them, so they too are constant offsets from one base.
 #: Sites per lane block (8 doubles: one AVX-512 register, two AVX2 registers).
 LANES = 8
 _F_Y = 0  # y0..y5
 _F_K1 = 6  # Heun's first-stage derivatives, 6 fields
 _F_YP = 12  # Heun's Euler predictor, 6 fields
-_F_S_PYR, _F_S_EXC, _F_S_INH, _F_CPL, _F_P, _F_X = range(18, 24)
-_F_Z = 24  # 2 per filter section, then one field per source site: its coupling weights
+_F_S_PYR, _F_S_EXC, _F_S_INH, _F_CPL, _F_P = range(18, 23)
+# The filter cascade from field _F_FILTER: per section its input x and its two state
+# fields, then the last section's output; after it, one field per source site: its
+# coupling weights.
+_F_FILTER = 23
 
 
 @jit_inline
@@ -324,17 +328,23 @@ def _network_kernel_loops(
     n_steps = out.shape[1] * decimation
     inputs = _draw_inputs(keys, first_draw, draws_per_step, p_low, p_span, extra, n_steps)
     n_blocks = (n + LANES - 1) // LANES
-    weights_field = _F_Z + 2 * n_sections
+    out_field = _F_FILTER + 3 * n_sections
+    weights_field = out_field + 1
     bs = (weights_field + n) * LANES  # block size
     w = np.zeros(n_blocks * bs)
+    # The filter's lane loop runs to ``lanes``: LANES, as a value the compiler does not
+    # know. numba runs LLVM's loop vectoriser only (not the one for straight-line code),
+    # and a short loop of a known 8 iterations is fully unrolled before it, into scalar
+    # code.
+    lanes = min(LANES, w.shape[0])
     for i in range(n):
         blk = w[(i // LANES) * bs : (i // LANES + 1) * bs]
         lane = i % LANES
         for c in range(6):
             blk[(_F_Y + c) * LANES + lane] = y[c, i]
         for sec in range(n_sections):
-            blk[(_F_Z + 2 * sec) * LANES + lane] = zi[sec, i, 0]
-            blk[(_F_Z + 2 * sec + 1) * LANES + lane] = zi[sec, i, 1]
+            blk[(_F_FILTER + 3 * sec + 1) * LANES + lane] = zi[sec, i, 0]
+            blk[(_F_FILTER + 3 * sec + 2) * LANES + lane] = zi[sec, i, 1]
         for j in range(n):
             blk[(weights_field + j) * LANES + lane] = coupling[i, j]
     for step in range(n_steps):
@@ -404,30 +414,31 @@ def _network_kernel_loops(
             blk = w[b * bs : (b + 1) * bs]
             for lane in range(LANES):
                 v = blk[(_F_Y + 1) * LANES + lane] - blk[(_F_Y + 2) * LANES + lane]
-                blk[_F_X * LANES + lane] = v
+                blk[_F_FILTER * LANES + lane] = v
             for sec in range(n_sections):
                 b0, b1, b2, a1, a2 = sos[sec, 0], sos[sec, 1], sos[sec, 2], sos[sec, 4], sos[sec, 5]
-                z0 = np.uint64((_F_Z + 2 * sec) * LANES)
-                z1 = z0 + np.uint64(LANES)
-                for lane in range(LANES):
-                    u = np.uint64(lane)
-                    x = blk[_F_X * LANES + lane]
-                    x_new = b0 * x + blk[z0 + u]
-                    blk[z0 + u] = b1 * x - a1 * x_new + blk[z1 + u]
-                    blk[z1 + u] = b2 * x - a2 * x_new
-                    blk[_F_X * LANES + lane] = x_new
+                # The section's fields at constant offsets from one base: LLVM sees the
+                # lanes' loads and stores do not overlap and vectorises the loop.
+                start = (_F_FILTER + 3 * sec) * LANES
+                fields = blk[start : start + 4 * LANES]
+                for lane in range(lanes):
+                    x = fields[lane]
+                    x_new = b0 * x + fields[LANES + lane]
+                    fields[LANES + lane] = b1 * x - a1 * x_new + fields[2 * LANES + lane]
+                    fields[2 * LANES + lane] = b2 * x - a2 * x_new
+                    fields[3 * LANES + lane] = x_new
         if (step + 1) % decimation == 0:
             col = (step + 1) // decimation - 1
             for i in range(n):
-                out[i, col] = w[(i // LANES) * bs + _F_X * LANES + i % LANES]
+                out[i, col] = w[(i // LANES) * bs + out_field * LANES + i % LANES]
     for i in range(n):
         blk = w[(i // LANES) * bs : (i // LANES + 1) * bs]
         lane = i % LANES
         for c in range(6):
             y[c, i] = blk[(_F_Y + c) * LANES + lane]
         for sec in range(n_sections):
-            zi[sec, i, 0] = blk[(_F_Z + 2 * sec) * LANES + lane]
-            zi[sec, i, 1] = blk[(_F_Z + 2 * sec + 1) * LANES + lane]
+            zi[sec, i, 0] = blk[(_F_FILTER + 3 * sec + 1) * LANES + lane]
+            zi[sec, i, 1] = blk[(_F_FILTER + 3 * sec + 2) * LANES + lane]
 
 
 def network_kernel_numpy(

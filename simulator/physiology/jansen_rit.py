@@ -190,7 +190,10 @@ if NUMBA_AVAILABLE:
             attributes = builder.function.attributes
             attributes.add("noinline")
             # A string attribute llvmlite's list of names lacks: added to the set itself.
-            set.add(attributes, '"prefer-vector-width"="512"')
+            # Only a hint (the same bits either way): should a later llvmlite no longer
+            # keep its attributes in a set, the function compiles with the default width.
+            if isinstance(attributes, set):
+                set.add(attributes, '"prefer-vector-width"="512"')
             return context.get_dummy_value()
 
         return types.none(), codegen

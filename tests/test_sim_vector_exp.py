@@ -22,6 +22,7 @@ from simulator.physiology.jansen_rit import (
     LANES,
     _block_sigmoids,
     _couple,
+    _weights_field,
     coupling_weights,
 )
 from simulator.physiology.vector_exp import (
@@ -87,15 +88,16 @@ def test_exp_any_special_values() -> None:
 
 
 @pytest.mark.parametrize("offset_mv", [0.0, 1500.0, -1500.0])
-@pytest.mark.parametrize("extra_sites", [0, 3])
+@pytest.mark.parametrize("n_sites", [5, 8, 11, 19])
 def test_block_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_range(
-    offset_mv: float, extra_sites: int
+    offset_mv: float, n_sites: int
 ) -> None:
     """At ±1500 mV the sigmoid arguments leave the fast range: the fallback takes over.
-    With 11 sites the second lane block is partly filled and the coupling crosses blocks."""
-    sites = DEFAULT_SITES + tuple(
-        Site(f"X{i}", 10.0 * i, 5.0 - 3.0 * i) for i in range(extra_sites)
-    )
+    Below LANES sites the coupling goes term by term; from LANES sites the first LANES
+    sources go in the lane loop; with 11 and 19 sites the last lane block is partly
+    filled and the coupling crosses blocks."""
+    extra = tuple(Site(f"X{i}", 10.0 * i, 5.0 - 3.0 * i) for i in range(n_sites))
+    sites = (DEFAULT_SITES + extra)[:n_sites]
     n = len(sites)
     rng = np.random.default_rng(5)
     y = rng.normal(0.0, 5.0, (3, n))
@@ -103,9 +105,9 @@ def test_block_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_ra
     y[1, 1::3] -= offset_mv
     two_e0, r, v0, c1, c3 = 5.0, 0.56, 6.0, 135.0, 33.75
     coupling = coupling_weights(sites, 40.0) * 10.0
-    # Lane blocks without filter sections: the weights follow the filter's output field.
-    weights_field = _F_FILTER + 1
-    block_size = (weights_field + n) * LANES
+    # Lane blocks without filter sections: further weights follow the filter's output.
+    more_weights = _F_FILTER + 1
+    block_size = (more_weights + max(n - LANES, 0)) * LANES
     n_blocks = (n + LANES - 1) // LANES
     w = np.zeros(n_blocks * block_size)
 
@@ -116,10 +118,10 @@ def test_block_sigmoids_and_coupling_match_the_formula_in_and_out_of_the_fast_ra
         for c in range(3):
             w[field(_F_Y + c, i)] = y[c, i]
         for j in range(n):
-            w[field(weights_field + j, i)] = coupling[i, j]
+            w[field(_weights_field(j, more_weights), i)] = coupling[i, j]
     for b in range(n_blocks):
         _block_sigmoids(w[b * block_size : (b + 1) * block_size], _F_Y, (two_e0, r, v0, c1, c3))
-    _couple(w, block_size, n, weights_field)
+    _couple(w, block_size, n, more_weights, LANES)
 
     def sigmoid(x: float) -> float:
         try:

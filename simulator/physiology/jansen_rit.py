@@ -171,10 +171,14 @@ _F_Y = 0  # y0..y5
 _F_K1 = 6  # Heun's first-stage derivatives, 6 fields
 _F_YP = 12  # Heun's Euler predictor, 6 fields
 _F_S_PYR, _F_S_EXC, _F_S_INH, _F_CPL, _F_P = range(18, 23)
+# The coupling weights from the first LANES source sites, one field per source (its
+# weight into each lane). They sit at constant offsets, as the coupling field does, so
+# the loop that adds them (see _couple) vectorises.
+_F_WEIGHTS = 23
 # The filter cascade from field _F_FILTER: per section its input x and its two state
-# fields, then the last section's output; after it, one field per source site: its
-# coupling weights.
-_F_FILTER = 23
+# fields, then the last section's output; after it, one field per further source site
+# (j >= LANES): its coupling weights.
+_F_FILTER = _F_WEIGHTS + LANES
 
 
 if NUMBA_AVAILABLE:
@@ -287,16 +291,58 @@ def _block_sigmoids(
 
 
 @jit_inline
-def _couple(w: np.ndarray, block_size: int, n: int, weights_field: int) -> None:
+def _weights_field(j: int, more_weights: int) -> int:
+    """The field of a block that holds the coupling weights from source site j into it."""
+    return _F_WEIGHTS + j if j < LANES else more_weights + j - LANES
+
+
+@jit_inline
+def _lane_values(a: np.ndarray, start: int) -> tuple[float, ...]:
+    """a[start], ..., a[start + LANES - 1] (spelled out for LANES = 8) as values: a loop
+    that stores to memory uses them as they are, where loads inside it would have to be
+    checked at run time against its stores, which LLVM does not do to vectorise a loop
+    of at most 8 iterations."""
+    return (
+        a[start],
+        a[start + 1],
+        a[start + 2],
+        a[start + 3],
+        a[start + 4],
+        a[start + 5],
+        a[start + 6],
+        a[start + 7],
+    )
+
+
+@jit_inline
+def _couple(w: np.ndarray, block_size: int, n: int, more_weights: int, lanes: int) -> None:
     """Coupling input of every site: the sum over source sites j, in order j = 0, 1, ...,
-    of weight * s_pyr_j (the weights into a block are its fields from ``weights_field``)."""
+    of weight * s_pyr_j (the weights are the fields given by :func:`_weights_field`).
+
+    With at least LANES sites the first LANES sources go in one loop over the lanes that
+    keeps each lane's running sum in a register and adds the terms in order: their
+    s_pyr are values (:func:`_lane_values`), their weights and the coupling field
+    constant offsets from the block (unsigned: inlined into the kernel, the signed
+    indices' wraparound kept the loop scalar), and the loop runs to ``lanes`` (see the
+    kernel), so the loop vectoriser takes it. The remaining sources go term by term.
+    """
+    first = LANES if n >= LANES else 0
     for b in range((n + LANES - 1) // LANES):
         blk = w[b * block_size : (b + 1) * block_size]
-        for lane in range(LANES):
-            blk[_F_CPL * LANES + lane] = 0.0
-        for j in range(n):
+        if first:
+            s = _lane_values(w, _F_S_PYR * LANES)
+            for lane in range(lanes):
+                u = np.uint64(lane)
+                acc = 0.0
+                for t in range(LANES):
+                    acc += blk[np.uint64((_F_WEIGHTS + t) * LANES) + u] * s[t]
+                blk[np.uint64(_F_CPL * LANES) + u] = acc
+        else:
+            for lane in range(LANES):
+                blk[_F_CPL * LANES + lane] = 0.0
+        for j in range(first, n):
             s_j = w[np.uint64((j // LANES) * block_size + _F_S_PYR * LANES + j % LANES)]
-            weights = np.uint64((weights_field + j) * LANES)
+            weights = np.uint64(_weights_field(j, more_weights) * LANES)
             for lane in range(LANES):
                 blk[_F_CPL * LANES + lane] += blk[weights + np.uint64(lane)] * s_j
 
@@ -364,13 +410,13 @@ def _network_kernel_loops(
     inputs = _draw_inputs(keys, first_draw, draws_per_step, p_low, p_span, extra, n_steps)
     n_blocks = (n + LANES - 1) // LANES
     out_field = _F_FILTER + 3 * n_sections
-    weights_field = out_field + 1
-    bs = (weights_field + n) * LANES  # block size
+    more_weights = out_field + 1
+    bs = (more_weights + max(n - LANES, 0)) * LANES  # block size
     w = np.zeros(n_blocks * bs)
-    # The filter's lane loop runs to ``lanes``: LANES, as a value the compiler does not
-    # know. numba runs LLVM's loop vectoriser only (not the one for straight-line code),
-    # and a short loop of a known 8 iterations is fully unrolled before it, into scalar
-    # code.
+    # The filter's and the coupling's lane loops run to ``lanes``: LANES, as a value the
+    # compiler does not know. numba runs LLVM's loop vectoriser only (not the one for
+    # straight-line code), and a short loop of a known 8 iterations is fully unrolled
+    # before it, into scalar code.
     lanes = min(LANES, w.shape[0])
     for i in range(n):
         blk = w[(i // LANES) * bs : (i // LANES + 1) * bs]
@@ -381,7 +427,7 @@ def _network_kernel_loops(
             blk[(_F_FILTER + 3 * sec + 1) * LANES + lane] = zi[sec, i, 0]
             blk[(_F_FILTER + 3 * sec + 2) * LANES + lane] = zi[sec, i, 1]
         for j in range(n):
-            blk[(weights_field + j) * LANES + lane] = coupling[i, j]
+            blk[_weights_field(j, more_weights) * LANES + lane] = coupling[i, j]
     for step in range(n_steps):
         # Stage 1: derivatives at y.
         for b in range(n_blocks):
@@ -389,7 +435,7 @@ def _network_kernel_loops(
             for lane in range(min(LANES, n - b * LANES)):
                 blk[_F_P * LANES + lane] = inputs[b * LANES + lane, step]
             _block_sigmoids(blk, _F_Y, sig)
-        _couple(w, bs, n, weights_field)
+        _couple(w, bs, n, more_weights, lanes)
         for b in range(n_blocks):
             blk = w[b * bs : (b + 1) * bs]
             # The branch on the method is outside the lane loops: inside, it kept the
@@ -428,7 +474,7 @@ def _network_kernel_loops(
                 _block_sigmoids(blk, _F_YP, sig)
         if heun:
             # Stage 2: derivatives at the Euler predictor, then the trapezoid update.
-            _couple(w, bs, n, weights_field)
+            _couple(w, bs, n, more_weights, lanes)
             for b in range(n_blocks):
                 blk = w[b * bs : (b + 1) * bs]
                 for lane in range(LANES):

@@ -493,7 +493,9 @@ def _network_kernel_loops(
         # Filter y1 - y2 (direct form II transposed, as scipy.signal.sosfilt) and decimate.
         for b in range(n_blocks):
             blk = w[b * bs : (b + 1) * bs]
-            for lane in range(LANES):
+            # To ``lanes``: vector stores, which the filter loop's vector loads of this
+            # field take over directly (after 8 scalar stores they waited).
+            for lane in range(lanes):
                 v = blk[(_F_Y + 1) * LANES + lane] - blk[(_F_Y + 2) * LANES + lane]
                 blk[_F_FILTER * LANES + lane] = v
             for sec in range(n_sections):

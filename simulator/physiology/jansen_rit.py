@@ -369,6 +369,23 @@ def _lane_derivatives(
     return d3, d4, d5
 
 
+@jit_inline
+def _lane_euler_step(
+    blk: np.ndarray, lane: int, to_field: int, d: tuple[float, float, float], dt: float
+) -> None:
+    """One Euler step of one lane from the state in fields _F_Y .. _F_Y + 5 into fields
+    ``to_field`` .. ``to_field + 5`` (the state itself for Euler, the predictor for Heun):
+    y0..y2 advance by y3..y5, y3..y5 by ``d``. In place is safe: y3..y5 are read before
+    they are written."""
+    for c in range(3):
+        y_c = blk[(_F_Y + c) * LANES + lane]
+        y_c3 = blk[(_F_Y + c + 3) * LANES + lane]
+        blk[(to_field + c) * LANES + lane] = y_c + dt * y_c3
+    for c in range(3):
+        y_c3 = blk[(_F_Y + c + 3) * LANES + lane]
+        blk[(to_field + c + 3) * LANES + lane] = y_c3 + dt * d[c]
+
+
 def _network_kernel_loops(
     y: np.ndarray,
     keys: np.ndarray,
@@ -444,32 +461,15 @@ def _network_kernel_loops(
                 for lane in range(LANES):
                     d3, d4, d5 = _lane_derivatives(blk, lane, _F_Y, dk)
                     for c in range(3):
-                        y_c = blk[(_F_Y + c) * LANES + lane]
-                        y_c3 = blk[(_F_Y + c + 3) * LANES + lane]
-                        blk[(_F_K1 + c) * LANES + lane] = y_c3
-                        blk[(_F_YP + c) * LANES + lane] = y_c + dt * y_c3
-                    y3 = blk[(_F_Y + 3) * LANES + lane]
-                    y4 = blk[(_F_Y + 4) * LANES + lane]
-                    y5 = blk[(_F_Y + 5) * LANES + lane]
+                        blk[(_F_K1 + c) * LANES + lane] = blk[(_F_Y + c + 3) * LANES + lane]
                     blk[(_F_K1 + 3) * LANES + lane] = d3
                     blk[(_F_K1 + 4) * LANES + lane] = d4
                     blk[(_F_K1 + 5) * LANES + lane] = d5
-                    blk[(_F_YP + 3) * LANES + lane] = y3 + dt * d3
-                    blk[(_F_YP + 4) * LANES + lane] = y4 + dt * d4
-                    blk[(_F_YP + 5) * LANES + lane] = y5 + dt * d5
+                    _lane_euler_step(blk, lane, _F_YP, (d3, d4, d5), dt)
             else:
                 for lane in range(LANES):
                     d3, d4, d5 = _lane_derivatives(blk, lane, _F_Y, dk)
-                    for c in range(3):
-                        y_c = blk[(_F_Y + c) * LANES + lane]
-                        y_c3 = blk[(_F_Y + c + 3) * LANES + lane]
-                        blk[(_F_Y + c) * LANES + lane] = y_c + dt * y_c3
-                    y3 = blk[(_F_Y + 3) * LANES + lane]
-                    y4 = blk[(_F_Y + 4) * LANES + lane]
-                    y5 = blk[(_F_Y + 5) * LANES + lane]
-                    blk[(_F_Y + 3) * LANES + lane] = y3 + dt * d3
-                    blk[(_F_Y + 4) * LANES + lane] = y4 + dt * d4
-                    blk[(_F_Y + 5) * LANES + lane] = y5 + dt * d5
+                    _lane_euler_step(blk, lane, _F_Y, (d3, d4, d5), dt)
             if heun:
                 _block_sigmoids(blk, _F_YP, sig)
         if heun:

@@ -256,6 +256,19 @@ def _draw_inputs(
 
 
 @jit_inline
+def _lane_sigmoid_arguments(
+    blk: np.ndarray, lane: int, y_field: int, sig: tuple[float, float, float, float, float]
+) -> tuple[float, float, float]:
+    """The exponents r (v0 - v) of the pyramidal, excitatory and inhibitory sigmoids of
+    one lane, at the state in fields ``y_field`` .. ``y_field + 2``; ``sig`` as in
+    :func:`_block_sigmoids`."""
+    _, r, v0, c1, c3 = sig
+    y0 = blk[y_field * LANES + lane]
+    v = blk[(y_field + 1) * LANES + lane] - blk[(y_field + 2) * LANES + lane]
+    return r * (v0 - v), r * (v0 - c1 * y0), r * (v0 - c3 * y0)
+
+
+@jit_inline
 def _block_sigmoids(
     blk: np.ndarray, y_field: int, sig: tuple[float, float, float, float, float]
 ) -> None:
@@ -268,23 +281,17 @@ def _block_sigmoids(
     (|r (v0 - v)| >= 512, i.e. a potential near 1 V: never in a column's dynamics) is
     redone with :func:`exp_any`.
     """
-    two_e0, r, v0, c1, c3 = sig
+    two_e0 = sig[0]
     top = np.uint64(0)
     for lane in range(LANES):
-        v = blk[(y_field + 1) * LANES + lane] - blk[(y_field + 2) * LANES + lane]
-        x_pyr = r * (v0 - v)
-        x_exc = r * (v0 - c1 * blk[y_field * LANES + lane])
-        x_inh = r * (v0 - c3 * blk[y_field * LANES + lane])
+        x_pyr, x_exc, x_inh = _lane_sigmoid_arguments(blk, lane, y_field, sig)
         top = max(top, max(top12(x_pyr), max(top12(x_exc), top12(x_inh))))
         blk[_F_S_PYR * LANES + lane] = two_e0 / (1.0 + exp_in_range(x_pyr))
         blk[_F_S_EXC * LANES + lane] = two_e0 / (1.0 + exp_in_range(x_exc))
         blk[_F_S_INH * LANES + lane] = two_e0 / (1.0 + exp_in_range(x_inh))
     if top >= IN_RANGE_TOP12_LIMIT:
         for lane in range(LANES):
-            v = blk[(y_field + 1) * LANES + lane] - blk[(y_field + 2) * LANES + lane]
-            x_pyr = r * (v0 - v)
-            x_exc = r * (v0 - c1 * blk[y_field * LANES + lane])
-            x_inh = r * (v0 - c3 * blk[y_field * LANES + lane])
+            x_pyr, x_exc, x_inh = _lane_sigmoid_arguments(blk, lane, y_field, sig)
             blk[_F_S_PYR * LANES + lane] = two_e0 / (1.0 + exp_any(x_pyr))
             blk[_F_S_EXC * LANES + lane] = two_e0 / (1.0 + exp_any(x_exc))
             blk[_F_S_INH * LANES + lane] = two_e0 / (1.0 + exp_any(x_inh))

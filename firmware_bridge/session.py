@@ -174,9 +174,16 @@ class _Endpoint:
         self._queue(encode_frame(msg_type, payload, self._seq, timestamp_us, flags, key))
 
     def _emit_heartbeat(self, state: int, now: float) -> None:
-        """``_emit`` of the next HEARTBEAT (never signed, no flags)."""
-        self._heartbeats_sent += 1
-        self._queue(encode_heartbeat_frame(self._seq, int(now * 1e6), self._heartbeats_sent, state))
+        """``_emit`` of the next HEARTBEAT (never signed, no flags), ``_queue`` spelled out
+        (a test pins the two equal): eight a second, one call fewer each."""
+        sent = self._heartbeats_sent = self._heartbeats_sent + 1
+        seq = self._seq
+        wire = encode_heartbeat_frame(seq, int(now * 1e6), sent, state)
+        self._seq = (seq + 1) % SEQ_MODULO
+        self.outbox.append(wire)
+        stats = self.stats
+        stats.frames_tx += 1
+        stats.bytes_tx += len(wire)
 
     def _queue(self, wire: bytes) -> None:
         """Queue the wire bytes of the frame just built with the next sequence number."""

@@ -172,52 +172,59 @@ class FrameDecoder:
         if not n:
             return []
         if type(data) is bytes and data[-1] == 0 and not self._buf and not self._discarding:
-            # The common case: whole frames, nothing held from before. Same outcome as the
-            # general path below, where nothing would be buffered or discarded.
-            if data.find(0) == n - 1:  # exactly one frame
-                if n == 1:
-                    stats.empty_frames += 1
-                    return []
-                message = self._check(data[:-1])
-                return [] if message is None else [message]
-            parts = data.split(b"\x00")
-            parts.pop()  # the empty tail after the last delimiter
-            whole: list[bytes] = []
-            check = self._check
-            for part in parts:
-                if part:
-                    message = check(part)
-                    if message is not None:
-                        whole.append(message)
-                else:
-                    stats.empty_frames += 1
-            return whole
-        chunk = self._buf + bytes(data) if self._buf else bytes(data)
-        parts = chunk.split(b"\x00")
-        tail = parts.pop()
-        messages: list[bytes] = []
-        check = self._check
-        for part in parts:
-            if self._discarding:
-                # The rest of an oversize frame: drop it, resume after this delimiter.
+            # The common case: whole frames, nothing held from before, nothing to hold after.
+            chunk, start, end = data, 0, n
+        else:
+            chunk = self._buf + bytes(data) if self._buf else bytes(data)
+            start, end = 0, chunk.rfind(0) + 1  # end: just past the last delimiter, or 0
+            if self._discarding and end:
+                # The rest of an oversize frame: drop it, resume after its delimiter.
+                start = chunk.find(0) + 1
+                stats.bytes_discarded += start - 1
                 self._discarding = False
-                stats.bytes_discarded += len(part)
-                continue
-            if not part:
+            tail = chunk[end:]
+            if self._discarding:
+                stats.bytes_discarded += len(tail)
+                tail = b""
+            elif len(tail) > MAX_ENCODED:
+                stats.oversize += 1
+                stats.bytes_discarded += len(tail)
+                self._discarding = True
+                tail = b""
+            self._buf = tail
+        # Each delimited frame from start to end, checked (COBS, long enough for a header,
+        # CRC, long enough for a tag if signed) and counted by what it failed, in one loop
+        # without a call per frame: a SAMPLES, a STATUS and a HEARTBEAT arrive together.
+        messages: list[bytes] = []
+        find = chunk.find
+        while start < end:
+            stop = find(0, start)
+            if stop == start:
                 stats.empty_frames += 1
+                start += 1
                 continue
-            message = check(part)
-            if message is not None:
+            if stop - start > MAX_ENCODED:
+                stats.oversize += 1
+                stats.bytes_discarded += stop - start
+                start = stop + 1
+                continue
+            try:
+                message = _cobs_decode(chunk[start:stop])
+            except _CobsDecodeError:
+                stats.cobs_errors += 1
+                start = stop + 1
+                continue
+            start = stop + 1
+            size = len(message)
+            if size < _MIN_MESSAGE:
+                stats.too_short += 1
+            elif _crc32(message) != CRC_RESIDUE:
+                stats.crc_errors += 1
+            elif message[_FLAGS_AT] & FLAG_SIGNED and size < _MIN_SIGNED_MESSAGE:
+                stats.too_short += 1
+            else:
+                stats.frames_ok += 1
                 messages.append(message)
-        if self._discarding:
-            stats.bytes_discarded += len(tail)
-            tail = b""
-        elif len(tail) > MAX_ENCODED:
-            stats.oversize += 1
-            stats.bytes_discarded += len(tail)
-            self._discarding = True
-            tail = b""
-        self._buf = tail
         return messages
 
     def lone_frame_seq(self, data: bytes, size: int, msg_type: int) -> int:
@@ -252,31 +259,6 @@ class FrameDecoder:
         stats.bytes_in += size + 2
         stats.frames_ok += 1
         return message[_SEQ_AT] | message[_SEQ_AT + 1] << 8
-
-    def _check(self, encoded: bytes) -> bytes | None:
-        """The message inside one delimited frame, or None (counted) when it fails a check."""
-        if len(encoded) > MAX_ENCODED:
-            stats = self.stats
-            stats.oversize += 1
-            stats.bytes_discarded += len(encoded)
-            return None
-        try:
-            message = _cobs_decode(encoded)
-        except _CobsDecodeError:
-            self.stats.cobs_errors += 1
-            return None
-        size = len(message)
-        if size < _MIN_MESSAGE:
-            self.stats.too_short += 1
-            return None
-        if _crc32(message) != CRC_RESIDUE:
-            self.stats.crc_errors += 1
-            return None
-        if message[_FLAGS_AT] & FLAG_SIGNED and size < _MIN_SIGNED_MESSAGE:
-            self.stats.too_short += 1
-            return None
-        self.stats.frames_ok += 1
-        return message
 
 
 def frame_of(message: bytes) -> Frame:

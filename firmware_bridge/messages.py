@@ -660,6 +660,12 @@ class Status:
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
+        """The STATUS of ``payload``. A device repeats the same one second after second
+        (battery and impedances move slowly): the message of the last payload decoded is
+        kept, and handed out again (it is frozen) for an equal payload."""
+        last_payload, last = _last_status
+        if payload == last_payload and type(last) is cls:
+            return last
         # What _Reader.take/take/done would do (same errors), without the reader.
         size = len(payload)
         end = _STATUS_HEAD.size
@@ -675,7 +681,13 @@ class Status:
             raise MalformedPayload(f"{size - end} unexpected trailing bytes")
         if not 0 <= battery <= 100:
             raise MalformedPayload(f"battery_pct {battery} outside 0-100")
-        return cls(battery, flags, imp)  # struct gives ints, in a tuple
+        status = cls(battery, flags, imp)  # struct gives ints, in a tuple
+        _last_status[:] = (bytes(payload), status)
+        return status
+
+
+#: The last payload ``Status.decode`` decoded and its message.
+_last_status: list[Any] = [None, None]
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,9 @@ T = TypeVar("T")
 
 def build_frozen(cls: type[T], values: dict[str, Any]) -> T:
     """An instance of the frozen dataclass ``cls`` whose fields are ``values`` (all of them)."""
-    instance = object.__new__(cls)
+    instance = _new(cls)
     instance.__dict__.update(values)
     return instance
+
+
+_new = object.__new__

@@ -34,6 +34,7 @@ from firmware_bridge.messages import (
     Ack,
     Estop,
     Hello,
+    MalformedPayload,
     Marker,
     MsgType,
     Status,
@@ -122,6 +123,23 @@ def test_samples_received_is_the_constructed_event() -> None:
     assert fast.__dict__ == slow.__dict__
     with pytest.raises(dataclasses.FrozenInstanceError):
         fast.first_index = 11  # type: ignore[misc]
+
+
+@given(st.lists(st.tuples(st.integers(0, 100), st.integers(0, 3), st.integers(0, 3)), max_size=8))
+def test_status_decode_of_a_repeated_payload_is_the_decoded_status(
+    reports: list[tuple[int, int, int]],
+) -> None:
+    """``Status.decode`` keeps the last message: whatever came before, every payload decodes
+    to its own STATUS, and a malformed one still raises."""
+    for battery, flags, n in reports:
+        status = Status(battery, flags, tuple(1000 + i for i in range(n)))
+        payload = status.encode()
+        assert Status.decode(payload) == status
+        assert Status.decode(bytearray(payload)) == status
+        with pytest.raises(MalformedPayload):
+            Status.decode(payload + b"x")
+        with pytest.raises(MalformedPayload):
+            Status.decode(bytes([101]) + payload[1:])
 
 
 # -- sessions: receive_data against _on_frame -------------------------------------------------

@@ -133,6 +133,7 @@ class VirtualFirmware:
         if fs != int(fs):
             raise ValueError(f"sampling rate must be a whole number of Hz, got {fs}")
         self.sampling_rate_hz = int(fs)
+        self._samples_per_frame = config.samples_per_frame  # read at every step
         self.info = DeviceInfo(
             major=PROTOCOL_MAJOR,
             minor=PROTOCOL_MINOR,
@@ -179,6 +180,8 @@ class VirtualFirmware:
         self._block_wire = b""  # the current source block's counts in SAMPLES wire order
         self._block_samples = 0  # samples in it
         self._block_first = 0
+        self._block_stim = StimulationInput()  # what the last source block was told
+        self._block_stim_key = (0.0, 0.0, 0.0)
         self._next_status_s: float | None = None
         self._next_state_report_s: float | None = None
         self._faults_active: set[FaultCode] = set()
@@ -207,7 +210,7 @@ class VirtualFirmware:
 
     def next_deadline(self) -> float:
         """The next instant the firmware has something to do (a frame is always due)."""
-        spf = self.config.samples_per_frame
+        spf = self._samples_per_frame
         frame_end_index = (self.samples_acquired // spf + 1) * spf
         # The first smallest of: frame end, session, status, state report, ramp end.
         due = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
@@ -221,7 +224,7 @@ class VirtualFirmware:
         if d is not None and d < due:
             due = d
         out = self.output
-        if out.ramping:  # ramp_end_s() is None otherwise
+        if out.amplitude_ma != out.target_ma:  # ramping: ramp_end_s() is None otherwise
             d = out.ramp_end_s()
             if d is not None and d < due:
                 due = d
@@ -250,7 +253,7 @@ class VirtualFirmware:
         if now != self.now_s or out.t_s != now or self._battery_t != now or out.ramping:
             # Otherwise (called again at the same instant, output not ramping) no frame can be
             # due and a step of the output to ``now`` would change nothing: skip both.
-            spf = self.config.samples_per_frame
+            spf = self._samples_per_frame
             while True:
                 frame_end_index = (self.samples_acquired // spf + 1) * spf
                 t_frame = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
@@ -327,11 +330,15 @@ class VirtualFirmware:
     def _read_block(self) -> bytes:
         """The next source block, quantised to counts in SAMPLES wire order."""
         out = self.output
-        stim = StimulationInput(
-            amplitude_ma=out.amplitude_ma if out.delivering else 0.0,
-            pulse_width_us=float(out.pulse_width_us),
-            frequency_hz=out.frequency_hz,
+        delivered = (
+            out.amplitude_ma if out.delivering else 0.0,
+            float(out.pulse_width_us),
+            out.frequency_hz,
         )
+        stim = self._block_stim
+        if delivered != self._block_stim_key:  # frozen: the last one serves while equal
+            stim = self._block_stim = StimulationInput(*delivered)
+            self._block_stim_key = delivered
         uv = self.source.read(self.config.source_block_samples, stim)
         return wire_counts(uv, self.config.scale_uv_per_count)
 

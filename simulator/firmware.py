@@ -133,6 +133,7 @@ class VirtualFirmware:
         if fs != int(fs):
             raise ValueError(f"sampling rate must be a whole number of Hz, got {fs}")
         self.sampling_rate_hz = int(fs)
+        self._samples_per_frame = config.samples_per_frame  # read at every step
         self.info = DeviceInfo(
             major=PROTOCOL_MAJOR,
             minor=PROTOCOL_MINOR,
@@ -179,9 +180,15 @@ class VirtualFirmware:
         self._block_wire = b""  # the current source block's counts in SAMPLES wire order
         self._block_samples = 0  # samples in it
         self._block_first = 0
+        self._block_stim = StimulationInput()  # what the last source block was told
+        self._block_stim_key = (0.0, 0.0, 0.0)
         self._next_status_s: float | None = None
         self._next_state_report_s: float | None = None
         self._faults_active: set[FaultCode] = set()
+        self._fault_flags = 0  # _faults_active as STATUS carries it: bit 1 << code
+        #: The condition faults' (impedance, battery low, battery empty) last evaluation:
+        #: they change nowhere else, so an equal evaluation changes no fault.
+        self._condition_seen = (False, False, False)
         self._status_due = False  # the fault flags changed since the last STATUS
         self.goodbyes = 0  # BYEs received: sessions the controller ended on purpose
         self.markers_received: list[MarkerReceived] = []
@@ -203,7 +210,7 @@ class VirtualFirmware:
 
     def next_deadline(self) -> float:
         """The next instant the firmware has something to do (a frame is always due)."""
-        spf = self.config.samples_per_frame
+        spf = self._samples_per_frame
         frame_end_index = (self.samples_acquired // spf + 1) * spf
         # The first smallest of: frame end, session, status, state report, ramp end.
         due = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
@@ -217,7 +224,7 @@ class VirtualFirmware:
         if d is not None and d < due:
             due = d
         out = self.output
-        if out.ramping:  # ramp_end_s() is None otherwise
+        if out.amplitude_ma != out.target_ma:  # ramping: ramp_end_s() is None otherwise
             d = out.ramp_end_s()
             if d is not None and d < due:
                 due = d
@@ -245,19 +252,48 @@ class VirtualFirmware:
         out = self.output
         if now != self.now_s or out.t_s != now or self._battery_t != now or out.ramping:
             # Otherwise (called again at the same instant, output not ramping) no frame can be
-            # due and _step_output(now) would change nothing: skip both.
-            spf = self.config.samples_per_frame
+            # due and a step of the output to ``now`` would change nothing: skip both.
+            spf = self._samples_per_frame
             while True:
                 frame_end_index = (self.samples_acquired // spf + 1) * spf
                 t_frame = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
-                if t_frame > now:
+                frame_due = t_frame <= now
+                if frame_due:
+                    t = t_frame
+                elif out.t_s != now or self._battery_t != now or out.ramping:
+                    t = now
+                else:
+                    # Output and battery are already at ``now`` (a frame ended there) and
+                    # nothing ramps: another step would find no time passed, nothing to snap.
                     break
-                self._step_output(t_frame)
+                # The output stage moves to ``t``; the battery drains by what the device used
+                # since the last step: idle power plus the stimulation's TEED at the step's
+                # mean amplitude.
+                before = out.amplitude_ma
+                finished = out.advance_to(t)
+                dt = t - self._battery_t
+                self._battery_t = t
+                if dt > 0:
+                    amp = 0.5 * (before + out.amplitude_ma)
+                    teed_w = 0.0
+                    if amp > 0.0:
+                        imp = self._impedances().stim_mean_ohm
+                        # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
+                        amp2 = (amp * 1e-3) ** 2
+                        teed_w = amp2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
+                    config = self.config
+                    left_j = self._battery_j - (config.idle_power_w + teed_w) * dt
+                    self._battery_j = left_j if left_j > 0.0 else 0.0  # max(0.0, left_j)
+                    if t >= self._next_recharge_s:  # the wearable is recharged (overnight)
+                        self._battery_j = config.battery_capacity_j
+                        while self._next_recharge_s <= t:
+                            self._next_recharge_s += self._recharge_every_s or math.inf
+                    self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
+                if finished:
+                    self._report_state(t)
+                if not frame_due:
+                    break
                 self._acquire_frame(t_frame)
-            if out.t_s != now or self._battery_t != now or out.ramping:
-                # Otherwise output and battery are already at ``now`` (a frame ended there)
-                # and nothing ramps: another step would find no time passed, nothing to snap.
-                self._step_output(now)
         events = self.session.handle_timeout(now)
         if events:
             for event in events:
@@ -272,31 +308,6 @@ class VirtualFirmware:
 
     def _index_time(self, index: int) -> float:
         return self.start_s + index / self.sampling_rate_hz
-
-    def _step_output(self, t: float) -> None:
-        """Move the output stage to ``t`` and drain the battery by what the device used since
-        the last step: idle power plus the stimulation's TEED at the step's mean amplitude."""
-        out = self.output
-        before = out.amplitude_ma
-        finished = out.advance_to(t)
-        dt = t - self._battery_t
-        self._battery_t = t
-        if dt > 0:
-            amp = 0.5 * (before + out.amplitude_ma)
-            teed_w = 0.0
-            if amp > 0.0:
-                imp = self._impedances().stim_mean_ohm
-                # TEED per second = I² R f PW (Koss 2005), twice for the biphasic pulse.
-                teed_w = (amp * 1e-3) ** 2 * imp * out.frequency_hz * out.pulse_width_us * 1e-6 * 2
-            config = self.config
-            self._battery_j = max(0.0, self._battery_j - (config.idle_power_w + teed_w) * dt)
-            if t >= self._next_recharge_s:  # the wearable is recharged (overnight)
-                self._battery_j = config.battery_capacity_j
-                while self._next_recharge_s <= t:
-                    self._next_recharge_s += self._recharge_every_s or math.inf
-            self.battery_pct = 100.0 * self._battery_j / config.battery_capacity_j
-        if finished:
-            self._report_state(t)
 
     def _acquire_frame(self, t_frame: float) -> None:
         spf = self.config.samples_per_frame
@@ -319,11 +330,15 @@ class VirtualFirmware:
     def _read_block(self) -> bytes:
         """The next source block, quantised to counts in SAMPLES wire order."""
         out = self.output
-        stim = StimulationInput(
-            amplitude_ma=out.amplitude_ma if out.delivering else 0.0,
-            pulse_width_us=float(out.pulse_width_us),
-            frequency_hz=out.frequency_hz,
+        delivered = (
+            out.amplitude_ma if out.delivering else 0.0,
+            float(out.pulse_width_us),
+            out.frequency_hz,
         )
+        stim = self._block_stim
+        if delivered != self._block_stim_key:  # frozen: the last one serves while equal
+            stim = self._block_stim = StimulationInput(*delivered)
+            self._block_stim_key = delivered
         uv = self.source.read(self.config.source_block_samples, stim)
         return wire_counts(uv, self.config.scale_uv_per_count)
 
@@ -353,19 +368,15 @@ class VirtualFirmware:
             )
         return view
 
-    def _fault_flags(self) -> int:
-        flags = 0
-        for code in self._faults_active:
-            flags |= 1 << int(code)
-        return flags
-
     def _set_fault(self, code: FaultCode, active: bool, text: str, now: float) -> None:
         if active == (code in self._faults_active):
             return
         if active:
             self._faults_active.add(code)
+            self._fault_flags |= 1 << int(code)
         else:
             self._faults_active.discard(code)
+            self._fault_flags &= ~(1 << int(code))
         self.session.send_fault(Fault(int(code), active, text), now)
         self._status_due = True  # STATUS follows every change of the fault flags
         self.session.device_state = self._device_state()  # and the heartbeat's state
@@ -374,9 +385,13 @@ class VirtualFirmware:
         """Raise or clear the faults that follow the device's condition: the impedances
         (``view``, when the caller holds the reading of now) and the battery as last drained."""
         bad = (self._impedances() if view is None else view).stim_out_of_window
-        self._set_fault(FaultCode.IMPEDANCE, bad, self._impedance_fault_text, now)
-        self._set_fault(FaultCode.BATTERY_LOW, self.battery_pct < 15.0, "battery below 15 %", now)
-        self._set_fault(FaultCode.BATTERY_EMPTY, self.battery_pct < 2.0, "battery below 2 %", now)
+        pct = self.battery_pct
+        condition = (bad, pct < 15.0, pct < 2.0)
+        if condition != self._condition_seen:
+            self._condition_seen = condition
+            self._set_fault(FaultCode.IMPEDANCE, bad, self._impedance_fault_text, now)
+            self._set_fault(FaultCode.BATTERY_LOW, condition[1], "battery below 15 %", now)
+            self._set_fault(FaultCode.BATTERY_EMPTY, condition[2], "battery below 2 %", now)
         if self._forbids_stimulation() and (self.output.enabled or self.output.amplitude_ma > 0):
             self.output.ramp_down(watchdog=False)
             self._report_state(now)
@@ -405,7 +420,7 @@ class VirtualFirmware:
         self._update_condition_faults(now, view)
         self._status_due = False
         self.session.send_status(
-            Status(math.floor(self.battery_pct), self._fault_flags(), view.status_ohm), now
+            Status(math.floor(self.battery_pct), self._fault_flags, view.status_ohm), now
         )
         # Scheduled STATUS only within a session (none before a handshake or after BYE).
         self._next_status_s = (

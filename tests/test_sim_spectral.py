@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -319,3 +321,20 @@ def test_compiled_amplitude_and_mixing_are_the_numpy_ones_bit_for_bit(
     mix = np.empty((N_SITES, rho_at_f.size), dtype=np.float32)
     spectral._mixing_numba(rho_at_f, _PSD_MODEL._eigval, mix)
     assert mix.tobytes() == _PSD_MODEL._mixing_numpy(rho_at_f).tobytes()
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+@pytest.mark.filterwarnings("ignore:invalid value encountered in matmul")
+@pytest.mark.parametrize("bad", [math.inf, math.nan])
+def test_compiled_psd_spreads_a_non_finite_gain_as_the_numpy_psd_does(bad: float) -> None:
+    """A non-finite band gain reaches the bins outside its band through the templates'
+    zeros (inf * 0 is NaN) in the compiled PSD as in the array version."""
+    state = ModulationState.baseline(N_SITES)
+    gains = np.ones((len(BANDS_HZ), N_SITES))
+    gains[1, 2] = bad
+    state.band_gain = gains
+    lo, bump = _PSD_MODEL._alpha_bump(state)
+    compiled = _PSD_MODEL._psd(state)
+    reference = _PSD_MODEL._psd_numpy(gains, lo, bump)
+    assert np.isnan(compiled[2, 0]) and np.isnan(compiled[2, -1])  # outside every band
+    np.testing.assert_array_equal(compiled, reference)

@@ -40,10 +40,12 @@ first-order lag ``transition_tau_s`` so aborted prodromes fade instead of snappi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.jit import NUMBA_AVAILABLE, jit
 from simulator.physiology.cycle import Phase
 from simulator.physiology.state import BAND_NAMES, ModulationState
 
@@ -137,6 +139,45 @@ def _smoothstep(x: float) -> float:
     return x * x * (3.0 - 2.0 * x)
 
 
+def _state_loops(
+    expression: tuple[float, float, float],
+    component_log_gain: np.ndarray,
+    site_weight: np.ndarray,
+    alpha_base_hz: np.ndarray,
+    jitter_hz: float,
+    drive_pps: float,
+    log_band_gain: np.ndarray,
+    alpha_peak_hz: np.ndarray,
+    input_drive: np.ndarray,
+) -> None:
+    """The array arithmetic of ``ProdromalSignature._state_numpy`` element by element, in one
+    call (numba target; the same products and sums in the same order): the log band gains
+    per site (before their exponential), the clipped alpha peaks and the input drive.
+    ``component_log_gain`` holds the prodrome, attack and postdrome rows."""
+    e_p, e_a, e_pd = expression
+    n_bands = component_log_gain.shape[1]
+    n_sites = site_weight.shape[0]
+    for b in range(n_bands):
+        log_gain = (
+            e_p * component_log_gain[0, b]
+            + e_a * component_log_gain[1, b]
+            + e_pd * component_log_gain[2, b]
+        )
+        for i in range(n_sites):
+            log_band_gain[b, i] = log_gain * site_weight[i]
+    for i in range(n_sites):
+        peak = alpha_base_hz[i] + jitter_hz
+        if peak < 6.0:  # np.maximum(peak, 6.0), NaN kept
+            peak = 6.0
+        if peak > 14.0:  # np.minimum(peak, 14.0)
+            peak = 14.0
+        alpha_peak_hz[i] = peak
+        input_drive[i] = drive_pps * site_weight[i]
+
+
+_state_numba: Callable[..., None] | None = jit(_state_loops) if NUMBA_AVAILABLE else None
+
+
 class ProdromalSignature:
     """Stateful map from (phase, progress) to a ModulationState for one patient and montage."""
 
@@ -148,6 +189,7 @@ class ProdromalSignature:
         site_spread = p.site_effect_sd * rng.standard_normal(n_sites)
         self._site_weight = np.clip(1.0 + site_spread, 0.0, None)
         self._site_alpha_offset_hz = p.alpha_peak_site_sd_hz * rng.standard_normal(n_sites)
+        self._alpha_base_hz = p.alpha_peak_hz + self._site_alpha_offset_hz  # before jitter
         # Log power gains per band (rows BANDS_HZ order) for each component at full expression.
         self._prodrome_log_gain = _band_log_gains(
             delta=p.prodrome_delta_power_change,
@@ -158,6 +200,9 @@ class ProdromalSignature:
         )
         self._attack_log_gain = _band_log_gains(alpha=p.attack_alpha_power_change)
         self._postdrome_log_gain = _band_log_gains(theta=p.postdrome_theta_power_change)
+        self._component_log_gain = np.stack(
+            (self._prodrome_log_gain, self._attack_log_gain, self._postdrome_log_gain)
+        )
         self._prodrome_log_coherence = math.log1p(p.prodrome_coherence_change)
         self.prodrome_expression = 0.0
         self.attack_expression = 0.0
@@ -190,7 +235,42 @@ class ProdromalSignature:
         return self.state()
 
     def state(self) -> ModulationState:
-        """The ModulationState for the current expressions (no CSD)."""
+        """The ModulationState for the current expressions (no CSD): the array arithmetic
+        in one compiled call when numba is there, else ``_state_numpy`` (the same numbers;
+        tested against each other)."""
+        kernel = _state_numba
+        if kernel is None:
+            return self._state_numpy()
+        p = self.params
+        e_p, e_a, e_pd = self.prodrome_expression, self.attack_expression, self.postdrome_expression
+        jitter_sd_hz = max(p.alpha_peak_sd_hz + e_p * p.prodrome_alpha_peak_sd_hz, 0.0)
+        n = self.n_sites
+        band_gain = np.empty((len(BAND_NAMES), n))
+        alpha_peak_hz = np.empty(n)
+        input_drive = np.empty(n)
+        kernel(
+            (e_p, e_a, e_pd),
+            self._component_log_gain,
+            self._site_weight,
+            self._alpha_base_hz,
+            jitter_sd_hz * self._jitter,
+            e_p * p.prodrome_input_drive_pps,
+            band_gain,
+            alpha_peak_hz,
+            input_drive,
+        )
+        np.exp(band_gain, out=band_gain)
+        return ModulationState(
+            band_gain=band_gain,
+            alpha_peak_hz=alpha_peak_hz,
+            coherence_gain=math.exp(e_p * self._prodrome_log_coherence),
+            suppression=np.zeros(n),
+            dc_offset_uv=np.zeros(n),
+            input_drive=input_drive,
+        )
+
+    def _state_numpy(self) -> ModulationState:
+        """``state`` as array operations: the reference of the compiled ``_state_loops``."""
         p = self.params
         e_p, e_a, e_pd = self.prodrome_expression, self.attack_expression, self.postdrome_expression
         log_gain = (

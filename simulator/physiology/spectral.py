@@ -32,6 +32,7 @@ docs/simulator_models.md.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from dataclasses import dataclass, field
 
@@ -157,6 +158,7 @@ def _psd_loops(
     gains: np.ndarray,
     band_power: np.ndarray,
     flat_templates: np.ndarray,
+    template_bins: np.ndarray,
     band_index: np.ndarray,
     background: np.ndarray,
     bump: np.ndarray,
@@ -170,22 +172,32 @@ def _psd_loops(
     of the band weights with the templates (for finite gains one non-zero term per bin,
     so any order of a matrix product gives these bits), plus the background at the gain
     of its band (1 outside all bands), plus the weighted, normalised alpha bump.
+
+    ``template_bins[b]`` is the bin range outside which template ``b`` is zero: there a
+    finite weight adds a zero, which changes no sum (a row never holds -0.0: it starts at
+    +0.0 and sums of a zero and a value give the value), so only a non-finite weight (whose
+    product with 0 is NaN) runs over the whole row.
     """
     n_bands, n_sites = gains.shape
     n_bins = band_index.shape[0]
+    # A site's gain by band index, the last entry (index -1: outside all bands) 1.
+    gain_of_band = np.ones(n_bands + 1)
     for i in range(n_sites):
         row = psd[i]
+        for b in range(n_bands):
+            gain_of_band[b] = gains[b, i]
         for f in range(n_bins):
             row[f] = 0.0
         for b in range(n_bands):  # the dot product's terms in order, each over the row
             weight = gains[b, i] * band_power[b]
             template = flat_templates[b]
-            for f in range(n_bins):
+            start, end = template_bins[b, 0], template_bins[b, 1]
+            if not math.isfinite(weight):
+                start, end = 0, n_bins
+            for f in range(start, end):
                 row[f] += weight * template[f]
         for f in range(n_bins):
-            band = band_index[f]
-            gain = gains[band, i] if band >= 0 else 1.0
-            row[f] += gain * background[f]
+            row[f] += gain_of_band[band_index[f]] * background[f]
         alpha_weight = gains[_ALPHA_INDEX, i] * band_power[_ALPHA_INDEX]
         for f in range(bump.shape[1]):
             row[bump_start + f] += alpha_weight * bump[i, f]
@@ -270,6 +282,12 @@ class SpectralModel:
                 continue
             in_band = self._band_index == b
             self._flat_templates[b, in_band] = 1.0 / (in_band.sum() * self._df_hz)
+        # Per template: the first bin and the end of its non-zero bins ((0, 0) for none).
+        self._template_bins = np.zeros((_N_BANDS, 2), dtype=np.int64)
+        for b in range(_N_BANDS):
+            nonzero = np.flatnonzero(self._flat_templates[b])
+            if nonzero.size:
+                self._template_bins[b] = nonzero[0], nonzero[-1] + 1
         f = self._freqs_hz
         shape = np.zeros_like(f)
         pos = f > 0
@@ -406,6 +424,7 @@ class SpectralModel:
             gains,
             self._band_power,
             self._flat_templates,
+            self._template_bins,
             self._band_index,
             self._background_base,
             bump,
@@ -452,7 +471,7 @@ class SpectralModel:
             + np.float64(state.coherence_gain).tobytes()
         )
         if key != self._cached_key or self._cached_amp is None or self._cached_mix is None:
-            if np.any(state.band_gain < 0):
+            if state.band_gain.min() < 0:  # np.any(band_gain < 0) in one pass, NaN included
                 raise ValueError("band_gain must be >= 0")
             psd = self._psd(state)
             if _amplitude_numba is None:

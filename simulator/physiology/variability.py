@@ -31,11 +31,13 @@ the seeded random stream.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from firmware_bridge.units import SECONDS_PER_DAY
+from simulator.jit import NUMBA_AVAILABLE, jit
 from simulator.physiology.state import BAND_NAMES
 
 SECONDS_PER_HOUR = 3600.0
@@ -63,6 +65,39 @@ class VariabilityParams(BaseModel):
         default=(1.1, 0.4, -0.4, -0.3, -0.3), description="log gain when fully asleep"
     )
     theta_per_waking_h: float = Field(default=0.009, ge=-1.0, le=1.0)
+
+
+def _step_loops(
+    own: np.ndarray,
+    own_draws: np.ndarray,
+    drift_decay: float,
+    drift_kick: float,
+    drift_sd_log: float,
+    shared_term: float,
+    own_weight: float,
+    vigilance: float,
+    vigilance_loadings: np.ndarray,
+    sleep: float,
+    sleep_gains: np.ndarray,
+    theta: int,
+    theta_log: float,
+    own_out: np.ndarray,
+    log_gain: np.ndarray,
+) -> None:
+    """The array arithmetic of ``SlowVariability.step`` element by element, in one call
+    (numba target; the products and sums of the array version in the same order): each
+    band's own drift (``own_out``) and the log gains ``log_gain`` computes from it."""
+    for b in range(own.shape[0]):
+        drift_own = own[b] * drift_decay + drift_kick * own_draws[b]
+        own_out[b] = drift_own
+        drift = drift_sd_log * (shared_term + own_weight * drift_own)
+        time_awake = theta_log if b == theta else 0.0
+        log_gain[b] = (
+            drift + vigilance * vigilance_loadings[b] + sleep * sleep_gains[b] + time_awake
+        )
+
+
+_step_numba: Callable[..., None] | None = jit(_step_loops) if NUMBA_AVAILABLE else None
 
 
 class SlowVariability:
@@ -117,14 +152,41 @@ class SlowVariability:
         drift_decay = math.exp(-dt_s / (p.drift_tau_h * SECONDS_PER_HOUR))
         drift_kick = math.sqrt(1.0 - drift_decay * drift_decay)
         self._shared = self._shared * drift_decay + drift_kick * float(rng.standard_normal())
-        self._own = self._own * drift_decay + drift_kick * rng.standard_normal(self._own.size)
+        own_draws = rng.standard_normal(self._own.size)
+        kernel = _step_numba
+        if kernel is None:
+            self._own = self._own * drift_decay + drift_kick * own_draws
         vig_decay = math.exp(-dt_s / p.vigilance_tau_s)
         self._vigilance = self._vigilance * vig_decay + math.sqrt(
             1.0 - vig_decay * vig_decay
         ) * float(rng.standard_normal())
         target = 1.0 if self.asleep_at(self._t_s) else 0.0
         self._sleep += (target - self._sleep) * (1.0 - math.exp(-dt_s / p.sleep_transition_tau_s))
-        return self.log_gain()
+        if kernel is None:
+            return self.log_gain()
+        # The own drift and log_gain() in one compiled call (the same numbers; tested).
+        own = np.empty(self._own.size)
+        out = np.empty(self._own.size)
+        awake = 1.0 - self._sleep
+        kernel(
+            self._own,
+            own_draws,
+            drift_decay,
+            drift_kick,
+            p.drift_sd_log,
+            math.sqrt(p.drift_shared_fraction) * self._shared,
+            math.sqrt(1.0 - p.drift_shared_fraction),
+            awake * self._vigilance,
+            self._vigilance_loadings,
+            self._sleep,
+            self._sleep_gains,
+            self._theta,
+            awake * p.theta_per_waking_h * self.hours_awake(self._t_s),
+            own,
+            out,
+        )
+        self._own = own
+        return out
 
     def log_gain(self) -> np.ndarray:
         p = self.params

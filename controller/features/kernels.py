@@ -116,12 +116,28 @@ def write_scaled(buffer: np.ndarray, start: int, counts: np.ndarray, scale: np.n
 def _row_sums(buffer: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
     """``out[c]`` = buffer[c, start] + buffer[c, start + 1] + ... + buffer[c, stop - 1].
 
-    Why four channels at a time: each channel's sum is one chain of dependent additions
-    (in sample order, as numpy's reference sums); four chains held in registers side by
-    side overlap instead of each waiting on its own last add.
+    Why eight (then four) channels at a time: each channel's sum is one chain of
+    dependent additions (in sample order, as numpy's reference sums); chains held in
+    registers side by side overlap instead of each waiting on its own last add.
     """
     n_channels = buffer.shape[0]
     c = 0
+    # eight chains for the default eight channels: two adds can issue per cycle, and four
+    # chains of four-cycle adds kept one of them idle
+    while c + 8 <= n_channels:
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        for k in range(start, stop):
+            s0 += buffer[c, k]
+            s1 += buffer[c + 1, k]
+            s2 += buffer[c + 2, k]
+            s3 += buffer[c + 3, k]
+            s4 += buffer[c + 4, k]
+            s5 += buffer[c + 5, k]
+            s6 += buffer[c + 6, k]
+            s7 += buffer[c + 7, k]
+        out[c], out[c + 1], out[c + 2], out[c + 3] = s0, s1, s2, s3
+        out[c + 4], out[c + 5], out[c + 6], out[c + 7] = s4, s5, s6, s7
+        c += 8
     while c + 4 <= n_channels:
         s0 = s1 = s2 = s3 = 0.0
         for k in range(start, stop):

@@ -251,16 +251,26 @@ def segment_terms(
             z = spectrum[c, f]
             psd_out[c, f] = (z.real * z.real + z.imag * z.imag) * psd_scale[f]
     n_pairs = first.shape[0]
+    # the bin's column copied to two small contiguous arrays first: the pair loop's
+    # gathers then index one short array each, not a complex 2-d one (same products)
+    col_re = np.empty(n_channels)
+    col_im = np.empty(n_channels)
     for q in range(conn_bins.shape[0]):
         f = conn_bins[q]
         for c in range(n_channels):
             z = spectrum[c, f]
+            col_re[c] = z.real
+            col_im[c] = z.imag
             auto_out[q, c] = z.real * z.real + z.imag * z.imag
+        real_out = cross_out[0, q]
+        imag_out = cross_out[1, q]
         for p in range(n_pairs):
-            x = spectrum[first[p], f]
-            y = spectrum[second[p], f]
-            cross_out[0, q, p] = x.real * y.real + x.imag * y.imag
-            cross_out[1, q, p] = x.real * y.imag - x.imag * y.real
+            i = first[p]
+            j = second[p]
+            x_re, x_im = col_re[i], col_im[i]
+            y_re, y_im = col_re[j], col_im[j]
+            real_out[p] = x_re * y_re + x_im * y_im
+            imag_out[p] = x_re * y_im - x_im * y_re
     _fill(phase_out.reshape(-1), 0.0)
     for b in range(band_conn_lo.shape[0]):
         for q in range(band_conn_lo[b], band_conn_hi[b]):

@@ -453,54 +453,36 @@ def _coherence_bins(
     |sum_s Sxy|² / (sum_s Sxx * sum_s Syy), evaluated as |sum_s Sxy * r_x * r_y|² with
     r = 1 / sqrt(sum_s |X|²) (0 where that sum is 0), the scaling of
     spectra.window_spectra, so nothing overflows or underflows more than there.
-
-    Why the segment sums run over whole slots first: summed one bin at a time, the loops
-    were 8 channels and 28 pairs long, too short for the loop vectoriser's alias checks,
-    and ran scalar; a slot's |X|² (conn bins x channels) and Sxy parts (conn bins x pairs)
-    are contiguous, so each sum is one long loop, and every element still adds its
-    segments oldest first, so the same bits.  The real parts are summed in ``out``.
     """
     n_seg = seg_slots.shape[0]
     n_conn, n_channels = seg_auto.shape[1], seg_auto.shape[2]
     n_pairs = first.shape[0]
-    n_auto = n_conn * n_channels
-    n_cross = n_conn * n_pairs
-    auto = np.empty(n_auto)
-    imag = np.empty(n_cross)
-    real = out.reshape(-1)
-    slot = seg_slots[0]
-    auto_s = seg_auto[slot].reshape(-1)
-    real_s = seg_cross[slot, 0].reshape(-1)
-    imag_s = seg_cross[slot, 1].reshape(-1)
-    for k in range(n_auto):
-        auto[k] = auto_s[k]
-    for k in range(n_cross):
-        real[k] = real_s[k]
-    for k in range(n_cross):
-        imag[k] = imag_s[k]
-    for s in range(1, n_seg):
-        slot = seg_slots[s]
-        auto_s = seg_auto[slot].reshape(-1)
-        real_s = seg_cross[slot, 0].reshape(-1)
-        imag_s = seg_cross[slot, 1].reshape(-1)
-        for k in range(n_auto):
-            auto[k] += auto_s[k]
-        for k in range(n_cross):
-            real[k] += real_s[k]
-        for k in range(n_cross):
-            imag[k] += imag_s[k]
-    for k in range(n_auto):
-        total = auto[k]
-        # np.divide: the same quotient as ``/``, without numba's ZeroDivisionError check
-        # (an early exit the loop vectoriser refuses)
-        auto[k] = np.divide(1.0, math.sqrt(total)) if total > 0 else 0.0
+    inv_root = np.empty(n_channels)
+    real = np.empty(n_pairs)
+    imag = np.empty(n_pairs)
     for q in range(n_conn):
-        inv_root = auto[q * n_channels : (q + 1) * n_channels]
+        # segment sums, oldest first; the inner loops run along contiguous rows
+        slot = seg_slots[0]
+        for c in range(n_channels):
+            inv_root[c] = seg_auto[slot, q, c]
+        for p in range(n_pairs):
+            real[p] = seg_cross[slot, 0, q, p]
+            imag[p] = seg_cross[slot, 1, q, p]
+        for s in range(1, n_seg):
+            slot = seg_slots[s]
+            for c in range(n_channels):
+                inv_root[c] += seg_auto[slot, q, c]
+            for p in range(n_pairs):
+                real[p] += seg_cross[slot, 0, q, p]
+                imag[p] += seg_cross[slot, 1, q, p]
+        for c in range(n_channels):
+            auto = inv_root[c]
+            inv_root[c] = 1.0 / math.sqrt(auto) if auto > 0 else 0.0
         for p in range(n_pairs):
             r_x = inv_root[first[p]]
             r_y = inv_root[second[p]]
-            re = out[q, p] * r_x * r_y
-            im = imag[q * n_pairs + p] * r_x * r_y
+            re = real[p] * r_x * r_y
+            im = imag[p] * r_x * r_y
             coherence = re * re + im * im
             out[q, p] = coherence if coherence < 1.0 else 1.0
 

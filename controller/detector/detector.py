@@ -351,6 +351,7 @@ class Detector:
     @stim_channels.setter
     def stim_channels(self, indices: Sequence[int]) -> None:
         self._gate.stim_channels = indices
+        self._steady_constants.clear()  # they hold the stimulation channels
 
     @property
     def blanked_until_s(self) -> float:
@@ -428,7 +429,6 @@ class Detector:
         z-scores (None when not scored), and sets ``_last_raw_score``.
         """
         gate, summary = self._gate, self._summary
-        bad_stim = gate.bad_stimulation_channels(frame, good)
         changing = frame.t_start_s < self._blank_until_s
         summary.resolve(frame)
         constants = self._steady_constants.get(calibrated)
@@ -442,10 +442,10 @@ class Detector:
             self._steady_rates_dt_s = dt_s
         reference_rate, variability_rate = self._steady_rates
         values = self._values
-        jumped, n_good, raw = steady_window(
+        n_bad_stim, jumped, n_good, raw = steady_window(
             np.asarray(frame.line_length_uv, dtype=np.float64),
             good,
-            bool(bad_stim) or changing,
+            changing,
             reference_rate,
             variability_rate,
             dt_s,
@@ -459,7 +459,7 @@ class Detector:
             values,
             constants,
         )
-        artifacts = [bad_stim] if bad_stim else []
+        artifacts = [gate.bad_stimulation_channels(frame, good)] if n_bad_stim else []
         if jumped:
             artifacts.append(gate.jump_reason(frame, good))
         blank_reasons = [f"artifact: {'; '.join(artifacts)}"] if artifacts else []
@@ -479,6 +479,7 @@ class Detector:
         unscored = np.zeros(len(self._feature_names))  # no baseline yet: no score
         constants: dict[str, object] = {
             "min_good": int(self._min_good),
+            "stim_channels": np.array(gate.stim_channels, dtype=np.int64),
             "reference_location": reference.location,
             "reference_scale": reference.scale,
             "reference_floor_fraction": float(reference.floor_fraction),

@@ -247,15 +247,18 @@ def test_detector_decisions_do_not_depend_on_numba(monkeypatch: pytest.MonkeyPat
 
 
 @pytest.mark.parametrize(
-    ("stim_channels", "change_at_s"),
-    [((4,), None), ((1,), 90.0), ((0, 4), 130.0)],
-    ids=["stim-channel-goes-flat", "blanking-after-a-change", "both"],
+    ("stim_channels", "change_at_s", "stim_from_110_s"),
+    [((4,), None, None), ((1,), 90.0, None), ((0, 4), 130.0, None), ((), None, (4,))],
+    ids=["stim-channel-goes-flat", "blanking-after-a-change", "both", "stim-channel-set-later"],
 )
 def test_fused_steady_window_equals_the_separate_kernels_exactly(
-    stim_channels: tuple[int, ...], change_at_s: float | None
+    stim_channels: tuple[int, ...],
+    change_at_s: float | None,
+    stim_from_110_s: tuple[int, ...] | None,
 ) -> None:
-    """Blanking by a bad stimulation channel, by a change, by a line-length jump and too
-    few good channels all pass through the fused call: every output field is identical."""
+    """Blanking by a bad stimulation channel (also one named after the fused call began),
+    by a change, by a line-length jump and too few good channels all pass through the
+    fused call: every output field is identical."""
     fs, n_ch = 250.0, 6
     rng = np.random.default_rng(9)
     n = int(200 * fs)
@@ -282,6 +285,8 @@ def test_fused_steady_window_equals_the_separate_kernels_exactly(
             for frame in extractor.push(data[:, start : start + 125]):
                 if change_at_s is not None and frame.t_end_s == change_at_s:
                     detector.blank_after_change(frame.t_end_s)
+                if stim_from_110_s is not None and frame.t_end_s == 110.0:
+                    detector.stim_channels = stim_from_110_s
                 outputs.append(detector.update(frame))
         return outputs
 
@@ -290,7 +295,7 @@ def test_fused_steady_window_equals_the_separate_kernels_exactly(
     assert fused == separate
     reasons = " ".join(o.reason for o in fused)
     assert "line length jump" in reasons and "good channels <" in reasons
-    if 4 in stim_channels:
+    if 4 in stim_channels or stim_from_110_s:
         assert "flagged bad" in reasons
     if change_at_s is not None:
         assert "stimulation change" in reasons

@@ -192,6 +192,10 @@ class Baseline:
         self._use_numba = numba_enabled(use_numba)
         self.calibrated_s = 0.0
         self.adapted_s = 0.0
+        #: The last adaptation's credited time and time constant, and their rate.
+        self._adapt_dt_s = math.nan
+        self._adapt_tau_s = math.nan
+        self._adapt_rate = 0.0
 
     # -- state --------------------------------------------------------------------------
 
@@ -284,9 +288,13 @@ class Baseline:
     def adapt(self, values: np.ndarray, dt_s: float) -> None:
         """Slow update with one NORMAL window (the caller guarantees the state)."""
         tracker = self._require_tracker()
-        rate = relaxation_rate(dt_s, self.settings.adaptation_tau_s)
-        tracker.floor_fraction = self.settings.scale_floor_fraction
-        tracker.update(self._checked(values), rate)
+        settings = self.settings
+        tau_s = settings.adaptation_tau_s
+        if dt_s != self._adapt_dt_s or tau_s != self._adapt_tau_s:  # nearly always the hop
+            self._adapt_rate = relaxation_rate(dt_s, tau_s)
+            self._adapt_dt_s, self._adapt_tau_s = dt_s, tau_s
+        tracker.floor_fraction = settings.scale_floor_fraction
+        tracker.update(self._checked(values), self._adapt_rate)
         self.adapted_s += max(dt_s, 0.0)
 
     # -- persistence --------------------------------------------------------------------

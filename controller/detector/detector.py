@@ -257,6 +257,8 @@ class Detector:
         self._config = config
         self._use_numba = numba_enabled(use_numba)
         self._fuse_steady_state = fuse_steady_state
+        #: The fused steady-state path is on (set at the first window that may use it).
+        self._steady = False
         self._steady_constants: dict[bool, SteadyConstants] = {}
         #: The relaxation rates of the artifact reference and the alpha-peak variability
         #: for the last credited time (both taus are fixed).
@@ -287,6 +289,8 @@ class Detector:
         self._weights = SignatureWeights(config.features)
         self._feature_names = config.feature_names
         self._z = np.empty(len(self._feature_names))
+        #: The steady path's summary values (read within the window, never kept).
+        self._values = np.empty(len(self._feature_names))
         self._gate = ArtifactGate(
             n,
             config.artifact_line_length_z,
@@ -347,6 +351,7 @@ class Detector:
     @stim_channels.setter
     def stim_channels(self, indices: Sequence[int]) -> None:
         self._gate.stim_channels = indices
+        self._steady_constants.clear()  # they hold the stimulation channels
 
     @property
     def blanked_until_s(self) -> float:
@@ -375,12 +380,21 @@ class Detector:
                 f"frame has {len(frame.channel_names)} channels, the detector "
                 f"{len(self._channel_names)}"
             )
-        dt_s = self._credit(frame)
+        # Time credited: since the previous window's end, within [0, window length].
+        previous, t_end_s = self._last_t_end_s, frame.t_end_s
+        self._last_t_end_s = t_end_s
+        dt_s = (
+            0.0
+            if previous is None
+            else min(max(t_end_s - previous, 0.0), max(t_end_s - frame.t_start_s, 0.0))
+        )
         good = np.asarray(frame.quality.good, dtype=bool)
         baseline = self._baseline
         calibrated = baseline.ready
         z: np.ndarray | None = None
-        if self._fuse_steady_state and self._gate.compiled_ready:
+        if not self._steady:  # once every artifact reference is ready it stays so
+            self._steady = self._fuse_steady_state and self._gate.compiled_ready
+        if self._steady:
             n_good, blank_reasons, values, z = self._steady_window(frame, good, dt_s, calibrated)
             enough = n_good >= self._min_good
         else:
@@ -415,7 +429,6 @@ class Detector:
         z-scores (None when not scored), and sets ``_last_raw_score``.
         """
         gate, summary = self._gate, self._summary
-        bad_stim = gate.bad_stimulation_channels(frame, good)
         changing = frame.t_start_s < self._blank_until_s
         summary.resolve(frame)
         constants = self._steady_constants.get(calibrated)
@@ -428,11 +441,11 @@ class Detector:
             )
             self._steady_rates_dt_s = dt_s
         reference_rate, variability_rate = self._steady_rates
-        values = np.empty(len(self._feature_names))
-        jumped, n_good, raw = steady_window(
+        values = self._values
+        n_bad_stim, jumped, n_good, raw = steady_window(
             np.asarray(frame.line_length_uv, dtype=np.float64),
             good,
-            bool(bad_stim) or changing,
+            changing,
             reference_rate,
             variability_rate,
             dt_s,
@@ -446,7 +459,7 @@ class Detector:
             values,
             constants,
         )
-        artifacts = [bad_stim] if bad_stim else []
+        artifacts = [gate.bad_stimulation_channels(frame, good)] if n_bad_stim else []
         if jumped:
             artifacts.append(gate.jump_reason(frame, good))
         blank_reasons = [f"artifact: {'; '.join(artifacts)}"] if artifacts else []
@@ -466,6 +479,7 @@ class Detector:
         unscored = np.zeros(len(self._feature_names))  # no baseline yet: no score
         constants: dict[str, object] = {
             "min_good": int(self._min_good),
+            "stim_channels": np.array(gate.stim_channels, dtype=np.int64),
             "reference_location": reference.location,
             "reference_scale": reference.scale,
             "reference_floor_fraction": float(reference.floor_fraction),
@@ -537,22 +551,40 @@ class Detector:
             enough,
             calibrated,
         )
-        if learn and calibrated and state is _NORMAL and self._below_lower():
+        smoothed = self._smoother.value
+        # The baseline is frozen above the lower threshold even in NORMAL: a score
+        # climbing towards the upper threshold may be the start of a prodrome, which the
+        # baseline must not learn.
+        if (
+            learn
+            and calibrated
+            and state is _NORMAL
+            and (smoothed is None or smoothed <= self._config.lower_threshold)
+        ):
             self._baseline.adapt(values, dt_s)
 
-        scored = state is not _CALIBRATING and state is not _UNKNOWN
+        if state is _UNKNOWN:
+            reason = f"{n_good} good channels < {self._min_good} required; {machine_reason}"
+        elif state is _CALIBRATING:
+            b = self._baseline
+            if finished_calibration:
+                reason = f"baseline calibrated over {b.calibrated_s:.1f} s"
+            else:
+                reason = f"calibrating {b.calibrated_s:.1f}/{b.settings.calibration_s:.1f} s"
+                if blanked:
+                    reason = f"{reason}; window not used ({'; '.join(blank_reasons)})"
+        else:
+            reason = f"{'; '.join(blank_reasons)}; {machine_reason}" if blanked else machine_reason
         return build_frozen(
             DetectorOutput,
             {
                 "t_s": frame.t_end_s,
                 "state": state,
-                "score": self._smoother.value if scored else None,
+                "score": smoothed if state is not _CALIBRATING and state is not _UNKNOWN else None,
                 "changed": changed,
                 "blanked": blanked,
                 "good_channels": n_good,
-                "reason": self._reason(
-                    state, machine_reason, n_good, blank_reasons, finished_calibration
-                ),
+                "reason": reason,
                 "z_scores": z_by_name,
             },
         )
@@ -561,15 +593,6 @@ class Detector:
         return f"stimulation change, blanking until {self._blank_until_s:.1f} s"
 
     # -- helpers ------------------------------------------------------------------------
-
-    def _below_lower(self) -> bool:
-        """The smoothed score is at or below the lower threshold (or not yet defined).
-
-        The baseline is frozen above it even in NORMAL: a score climbing towards the upper
-        threshold may be the start of a prodrome, which the baseline must not learn.
-        """
-        smoothed = self._smoother.value
-        return smoothed is None or smoothed <= self._config.lower_threshold
 
     def _z_and_score(self, values: np.ndarray) -> np.ndarray:
         """The window's clipped z-scores; sets the raw score (None if no term is finite)."""
@@ -588,31 +611,3 @@ class Detector:
         )
         self._last_raw_score = score
         return self._z
-
-    def _credit(self, frame: FeatureFrame) -> float:
-        """Time since the previous window's end, within [0, window length]."""
-        previous = self._last_t_end_s
-        self._last_t_end_s = frame.t_end_s
-        if previous is None:
-            return 0.0
-        window_s = max(frame.t_end_s - frame.t_start_s, 0.0)
-        return min(max(frame.t_end_s - previous, 0.0), window_s)
-
-    def _reason(
-        self,
-        state: DetectorState,
-        machine_reason: str,
-        n_good: int,
-        blank_reasons: list[str],
-        finished_calibration: bool,
-    ) -> str:
-        if state is _UNKNOWN:
-            return f"{n_good} good channels < {self._min_good} required; {machine_reason}"
-        blanked = "; ".join(blank_reasons)
-        if state is _CALIBRATING:
-            b = self._baseline
-            if finished_calibration:
-                return f"baseline calibrated over {b.calibrated_s:.1f} s"
-            progress = f"calibrating {b.calibrated_s:.1f}/{b.settings.calibration_s:.1f} s"
-            return f"{progress}; window not used ({blanked})" if blanked else progress
-        return f"{blanked}; {machine_reason}" if blanked else machine_reason

@@ -271,6 +271,7 @@ class SteadyConstants(StructProxy):
     with their owners, not copied.  Built with the fields in the order annotated here."""
 
     min_good: int
+    stim_channels: np.ndarray
     reference_location: np.ndarray
     reference_scale: np.ndarray
     reference_floor_fraction: float
@@ -321,7 +322,7 @@ def new_steady_constants(values: tuple[object, ...]) -> SteadyConstants:
 def steady_window(
     line_length: np.ndarray,
     good: np.ndarray,
-    blanked_already: bool,
+    changing: bool,
     reference_rate: float,
     variability_rate: float,
     dt_s: float,
@@ -334,16 +335,19 @@ def steady_window(
     mean_connectivity: np.ndarray,
     values_out: np.ndarray,
     constants: SteadyConstants,
-) -> tuple[int, int, float]:
+) -> tuple[int, int, int, float]:
     """One window of a detector whose artifact references are all initialised: the
-    artifact gate's line-length rule and reference update, the alpha-peak variability
+    artifact gate's rules (a stimulation channel flagged bad, the line-length rule) and
+    reference update, the alpha-peak variability
     update (windows that are neither blanked nor short of good channels), the summary
     values and, once calibrated (``score_window``), the signature score, by the kernels
     above called in the detector's order (so the same bits as calling them one by one).
 
-    ``blanked_already``: the window is blanked for another reason (a stimulation channel
-    flagged bad, blanking after a change).  Returns (channels over the line-length limit,
-    good channels, raw score; NaN when too few good channels or no finite term).
+    ``changing``: the window is blanked after a stimulation change.  Returns (stimulation
+    channels flagged bad, channels over the line-length limit, good channels, raw score;
+    NaN when too few good channels or no finite term).  The stimulation-channel rule is
+    also ArtifactGate.bad_stimulation_channels (which names the channels, and serves the
+    unfused path); the detector's fused-versus-separate tests pin the two equal.
     Everything that is the same every window comes in ``constants`` (one argument for
     ~30: numba checks and unboxes each argument of a call).
     """
@@ -352,6 +356,10 @@ def steady_window(
     for channel in range(good.shape[0]):
         if good[channel]:
             n_good += 1
+    bad_stim = 0
+    for channel in c.stim_channels:
+        if not good[channel]:
+            bad_stim += 1
     jumped = line_length_z(
         line_length,
         good,
@@ -375,7 +383,7 @@ def steady_window(
         c.mad_to_sd,
     )
     enough = n_good >= c.min_good
-    if enough and not (blanked_already or jumped > 0):
+    if enough and not (bad_stim > 0 or changing or jumped > 0):
         alpha_variability_step(
             c.variability_mean,
             c.variability_var,
@@ -422,4 +430,4 @@ def steady_window(
             c.mean_abs_normal,
             c.z_out,
         )
-    return jumped, n_good, score
+    return bad_stim, jumped, n_good, score

@@ -116,12 +116,28 @@ def write_scaled(buffer: np.ndarray, start: int, counts: np.ndarray, scale: np.n
 def _row_sums(buffer: np.ndarray, start: int, stop: int, out: np.ndarray) -> None:
     """``out[c]`` = buffer[c, start] + buffer[c, start + 1] + ... + buffer[c, stop - 1].
 
-    Why four channels at a time: each channel's sum is one chain of dependent additions
-    (in sample order, as numpy's reference sums); four chains held in registers side by
-    side overlap instead of each waiting on its own last add.
+    Why eight (then four) channels at a time: each channel's sum is one chain of
+    dependent additions (in sample order, as numpy's reference sums); chains held in
+    registers side by side overlap instead of each waiting on its own last add.
     """
     n_channels = buffer.shape[0]
     c = 0
+    # eight chains for the default eight channels: two adds can issue per cycle, and four
+    # chains of four-cycle adds kept one of them idle
+    while c + 8 <= n_channels:
+        s0 = s1 = s2 = s3 = s4 = s5 = s6 = s7 = 0.0
+        for k in range(start, stop):
+            s0 += buffer[c, k]
+            s1 += buffer[c + 1, k]
+            s2 += buffer[c + 2, k]
+            s3 += buffer[c + 3, k]
+            s4 += buffer[c + 4, k]
+            s5 += buffer[c + 5, k]
+            s6 += buffer[c + 6, k]
+            s7 += buffer[c + 7, k]
+        out[c], out[c + 1], out[c + 2], out[c + 3] = s0, s1, s2, s3
+        out[c + 4], out[c + 5], out[c + 6], out[c + 7] = s4, s5, s6, s7
+        c += 8
     while c + 4 <= n_channels:
         s0 = s1 = s2 = s3 = 0.0
         for k in range(start, stop):
@@ -235,16 +251,26 @@ def segment_terms(
             z = spectrum[c, f]
             psd_out[c, f] = (z.real * z.real + z.imag * z.imag) * psd_scale[f]
     n_pairs = first.shape[0]
+    # the bin's column copied to two small contiguous arrays first: the pair loop's
+    # gathers then index one short array each, not a complex 2-d one (same products)
+    col_re = np.empty(n_channels)
+    col_im = np.empty(n_channels)
     for q in range(conn_bins.shape[0]):
         f = conn_bins[q]
         for c in range(n_channels):
             z = spectrum[c, f]
+            col_re[c] = z.real
+            col_im[c] = z.imag
             auto_out[q, c] = z.real * z.real + z.imag * z.imag
+        real_out = cross_out[0, q]
+        imag_out = cross_out[1, q]
         for p in range(n_pairs):
-            x = spectrum[first[p], f]
-            y = spectrum[second[p], f]
-            cross_out[0, q, p] = x.real * y.real + x.imag * y.imag
-            cross_out[1, q, p] = x.real * y.imag - x.imag * y.real
+            i = first[p]
+            j = second[p]
+            x_re, x_im = col_re[i], col_im[i]
+            y_re, y_im = col_re[j], col_im[j]
+            real_out[p] = x_re * y_re + x_im * y_im
+            imag_out[p] = x_re * y_im - x_im * y_re
     _fill(phase_out.reshape(-1), 0.0)
     for b in range(band_conn_lo.shape[0]):
         for q in range(band_conn_lo[b], band_conn_hi[b]):
@@ -268,14 +294,26 @@ def segment_terms(
 @_jit
 def _window_psd(seg_psd: np.ndarray, seg_slots: np.ndarray, psd: np.ndarray) -> None:
     """Welch PSD into ``psd``: the mean over the window's segments (summed oldest first,
-    as _sum)."""
+    as _sum).
+
+    Why the segments are the outer loop: summed along the segments, each bin was a short
+    chain of dependent adds and the bins ran scalar; along the bins, each pass is a
+    contiguous row the loop vectoriser takes, and every bin still adds its segments in the
+    same order (then divides), so the same bits.
+    """
     n_seg = seg_slots.shape[0]
+    n_freqs = psd.shape[1]
     for c in range(psd.shape[0]):
-        for f in range(psd.shape[1]):
-            total = seg_psd[seg_slots[0], c, f]
-            for s in range(1, n_seg):
-                total += seg_psd[seg_slots[s], c, f]
-            psd[c, f] = total / n_seg
+        row = psd[c]
+        first = seg_psd[seg_slots[0], c]
+        for f in range(n_freqs):
+            row[f] = first[f]
+        for s in range(1, n_seg):
+            other = seg_psd[seg_slots[s], c]
+            for f in range(n_freqs):
+                row[f] += other[f]
+        for f in range(n_freqs):
+            row[f] = row[f] / n_seg
 
 
 @_jit

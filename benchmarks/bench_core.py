@@ -75,7 +75,11 @@ def _node(spec: SimSpec) -> tuple[ControllerNode, _Observations]:
     """The node and observer as ``run_sim`` builds them (no files)."""
     _, firmware = build_device(spec)
     node = build_node(
-        spec.config, None, None, datetime(2000, 1, 1), client_name="neurostim sim",
+        spec.config,
+        None,
+        None,
+        datetime(2000, 1, 1),
+        client_name="neurostim sim",
         retry_first_connect=True,
     )
     seen = _Observations(stim_channels=firmware.info.stim_channels)
@@ -103,7 +107,10 @@ def replay_once(seconds: float, calls: list[tuple[int, bytes, float]]) -> tuple[
     node.start(0.0)
     sent = hashlib.sha256()
     receive, send, deadline, on_time = (
-        node.receive_data, node.data_to_send, node.next_deadline, node.on_time,
+        node.receive_data,
+        node.data_to_send,
+        node.next_deadline,
+        node.on_time,
     )
     wall0, cpu0 = time.perf_counter(), time.process_time()
     for kind, data, now in calls:

@@ -58,6 +58,7 @@ log, and the time. Kinds and the tolerance of each (``DeviceCheckConfig``):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -142,6 +143,9 @@ class DeviceCheck:
         self._last: tuple[float, StimState] | None = None
         self._baseline_due = True
         self._estop_s: float | None = None
+        #: ``check_time`` finds nothing before this time (no stop is due a report yet):
+        #: the loop asks at every timer step, and almost always nothing is due.
+        self.next_check_s = math.inf
 
     # -- what the controller did --------------------------------------------------------
 
@@ -202,6 +206,7 @@ class DeviceCheck:
             if last is not None and amplitude <= self.config.amplitude_tol_ma:
                 continue  # the output was already at 0 when last reported
             stop.reported = True
+            self._schedule()
             findings.append(
                 self._finding(
                     FindingKind.OUTPUT_AFTER_STOP,
@@ -224,6 +229,7 @@ class DeviceCheck:
             self._ceilings.append(_Ceiling(ceiling, until))
         if not command.enabled:
             self._stops.append(_StopCheck(command, until))
+            self._schedule()
         self._target_ma = command.target_ma
         self._commands.append(command)
 
@@ -384,10 +390,18 @@ class DeviceCheck:
         """Forget what can no longer matter: keeps the state small over long sessions."""
         self._ceilings = [c for c in self._ceilings if c.until_s >= now]
         self._stops = [s for s in self._stops if not s.reported and now < s.deadline_s + 10.0]
+        self._schedule()
         horizon = now - 2 * self.config.link_latency_s - 1.0
         commands = self._commands
         while len(commands) > 1 and commands[1].sent_s + self.config.link_latency_s < horizon:
             commands.pop(0)
+
+    def _schedule(self) -> None:
+        """``next_check_s``: when the first stop not yet reported is due its zero report."""
+        interval_s = self.config.report_interval_s
+        self.next_check_s = min(
+            (s.deadline_s + interval_s for s in self._stops if not s.reported), default=math.inf
+        )
 
     @staticmethod
     def _name(command: _Command) -> str:

@@ -268,16 +268,23 @@ class ControllerNode:
 
     def receive_data(self, data: bytes, now: float) -> None:
         self._now = now
-        self._handle(self.session.receive_data(data, now), now)
+        events = self.session.receive_data(data, now)
+        if events:  # not for a chunk of heartbeats
+            self._handle(events, now)
 
     def data_to_send(self) -> bytes:
         return self.session.data_to_send()
 
     def next_deadline(self) -> float | None:
-        due = None if self.finished else self.session.next_deadline()
-        for extra in (self._reconnect_at, self._stop_deadline):
-            if extra is not None and (due is None or extra < due):
-                due = extra
+        # ``finished`` spelled out, here and in ``on_time``: both run at every timer step.
+        state = self.state
+        due = None if state is _STOPPED or state is _FAILED else self.session.next_deadline()
+        extra = self._reconnect_at
+        if extra is not None and (due is None or extra < due):
+            due = extra
+        extra = self._stop_deadline
+        if extra is not None and (due is None or extra < due):
+            due = extra
         return due
 
     def on_time(self, now: float) -> None:
@@ -292,12 +299,14 @@ class ControllerNode:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
-        if not self.finished:
+        state = self.state
+        if state is not _STOPPED and state is not _FAILED:
             events = self.session.handle_timeout(now)
             if events:
                 self._handle(events, now)
-        if self.check is not None and self.state is _READY:
-            findings = self.check.check_time(now)
+        check = self.check
+        if check is not None and now >= check.next_check_s and self.state is _READY:
+            findings = check.check_time(now)
             if findings:
                 self._on_findings(findings, now)
 
@@ -573,7 +582,9 @@ class ControllerNode:
         elif isinstance(event, StatusReceived):
             self._emit(DeviceStatus(now, event.status))
             if self.check is not None:
-                self._on_findings(self.check.status(event.status, now), now)
+                findings = self.check.status(event.status, now)
+                if findings:
+                    self._on_findings(findings, now)
         elif isinstance(event, FaultReceived):
             self._active_faults[event.fault.code_name] = event.fault.active
             self._emit(DeviceFault(now, event.fault))
@@ -648,9 +659,12 @@ class ControllerNode:
         if self.recording is not None:
             for annotation in result.annotations:
                 self.recording.annotate(annotation)
-        if self._subscribers:
-            for output in result.outputs:
-                self._emit(build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output}))
+        subscribers = self._subscribers
+        if subscribers:
+            for output in result.outputs:  # every hop: ``_emit`` spelled out
+                event = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
+                for subscriber in subscribers:
+                    subscriber(event)
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:

@@ -86,9 +86,9 @@ class CoreResult:
 
 
 #: The result of an input that decided nothing (shared: results are immutable).
-_NOTHING = CoreResult()
+NOTHING = CoreResult()
 #: Its fields, for a result that carries only the detector's outputs.
-_NO_FIELDS = dict(_NOTHING.__dict__)
+_NO_FIELDS = dict(NOTHING.__dict__)
 
 
 @dataclass
@@ -242,7 +242,7 @@ class ControllerCore:
         if isinstance(event, StatusReceived):  # once a second; it records nothing
             if self.envelope is not None:
                 self.envelope.observe_status(event.status, now)
-            return _NOTHING
+            return NOTHING
         out = _Collect()
         if isinstance(event, StimStateReceived):
             self._on_stim_state(event.state, now, out)
@@ -414,7 +414,7 @@ class ControllerCore:
         stats.sample_blocks += 1
         frames = self.extractor.push_counts(event.counts, self._scales)
         if not frames:
-            return _NOTHING
+            return NOTHING
         outputs: list[DetectorOutput] = []
         out: _Collect | None = None
         for frame in frames:

@@ -29,6 +29,7 @@ from pathlib import Path
 from controller.audit import AuditLog
 from controller.backoff import Backoff
 from controller.core import (
+    NOTHING,
     Annotation,
     Command,
     ControllerCore,
@@ -518,7 +519,9 @@ class ControllerNode:
             elif isinstance(event, VersionRejected):
                 self._fail(now, ProtocolMismatch(event.message(PROTOCOL_MAJOR, PROTOCOL_MINOR)))
             else:
-                self._carry(self.core.on_event(event, now), now)
+                result = self.core.on_event(event, now)
+                if result is not NOTHING:  # a STATUS records nothing
+                    self._carry(result, now)
                 self._observe(event, now)
 
     def _on_connected(self, info: DeviceInfo, now: float) -> None:

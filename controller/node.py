@@ -103,6 +103,8 @@ _READY = LinkState.READY
 _STOPPING = LinkState.STOPPING
 _STOPPED = LinkState.STOPPED
 _FAILED = LinkState.FAILED
+#: What the device reports on its own: the core records it, then observers are told.
+_REPORTS = (StatusReceived, StimStateReceived, FaultReceived, MarkerReceived)
 
 
 @dataclass(frozen=True)
@@ -486,6 +488,11 @@ class ControllerNode:
         for event in events:
             if isinstance(event, SamplesReceived):
                 self._on_samples(event, now)
+            elif isinstance(event, _REPORTS):  # second: a STATUS comes every second
+                result = self.core.on_event(event, now)
+                if result is not NOTHING:  # a STATUS records nothing
+                    self._carry(result, now)
+                self._observe(event, now)
             elif isinstance(event, CommandAcked | CommandNacked | CommandTimedOut):
                 self._on_answer(event, now)
             elif isinstance(event, CommandCancelled):
@@ -518,11 +525,6 @@ class ControllerNode:
                     self._schedule_reconnect(now)
             elif isinstance(event, VersionRejected):
                 self._fail(now, ProtocolMismatch(event.message(PROTOCOL_MAJOR, PROTOCOL_MINOR)))
-            else:
-                result = self.core.on_event(event, now)
-                if result is not NOTHING:  # a STATUS records nothing
-                    self._carry(result, now)
-                self._observe(event, now)
 
     def _on_connected(self, info: DeviceInfo, now: float) -> None:
         self.connects += 1

@@ -152,6 +152,7 @@ class DeviceCheck:
     def connected(self, now: float) -> None:
         self._baseline_due = True
         self._last = None
+        self._schedule()
 
     def commanded(self, command_id: int, setting: StimSetting, sent_s: float) -> None:
         rate = setting.ramp_rate_ma_per_s
@@ -200,11 +201,9 @@ class DeviceCheck:
         for stop in self._stops:
             if stop.reported or now < stop.deadline_s + self.config.report_interval_s:
                 continue
-            if last is not None and last[0] >= stop.deadline_s:
-                continue  # a report came after the deadline and was checked
+            if self._settled(stop):
+                continue
             amplitude = last[1].amplitude_ma if last is not None else float("nan")
-            if last is not None and amplitude <= self.config.amplitude_tol_ma:
-                continue  # the output was already at 0 when last reported
             stop.reported = True
             self._schedule()
             findings.append(
@@ -396,11 +395,26 @@ class DeviceCheck:
         while len(commands) > 1 and commands[1].sent_s + self.config.link_latency_s < horizon:
             commands.pop(0)
 
+    def _settled(self, stop: _StopCheck) -> bool:
+        """The last report answers for ``stop``: it came after the deadline (and was
+        checked), or it showed the output already at 0."""
+        last = self._last
+        return last is not None and (
+            last[0] >= stop.deadline_s or last[1].amplitude_ma <= self.config.amplitude_tol_ma
+        )
+
     def _schedule(self) -> None:
-        """``next_check_s``: when the first stop not yet reported is due its zero report."""
+        """``next_check_s``: when the first stop neither reported nor settled by the last
+        report is due its zero report (called whenever the stops or the last report
+        change, the only inputs of ``check_time`` besides the time)."""
         interval_s = self.config.report_interval_s
         self.next_check_s = min(
-            (s.deadline_s + interval_s for s in self._stops if not s.reported), default=math.inf
+            (
+                s.deadline_s + interval_s
+                for s in self._stops
+                if not s.reported and not self._settled(s)
+            ),
+            default=math.inf,
         )
 
     @staticmethod

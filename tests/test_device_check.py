@@ -157,6 +157,19 @@ def test_the_clock_check_says_when_it_can_next_find_something() -> None:
     assert check.next_check_s == float("inf")  # reported once
 
 
+def test_a_stop_answered_by_a_report_at_zero_needs_no_clock_check_until_a_reconnect() -> None:
+    check = _started(StimSetting(True, 2.0, 100, 130.0, 0.0))
+    check.stim_state(_state(0.0, 2.0), 10.01)
+    check.stim_state(_state(2.0, charge_uc=26.0 * 0.6), 11.0)
+    check.commanded(2, StimSetting.off(), 12.0)
+    check.stim_state(_state(0.0, 0.0, 26.0 * 1.5, enabled=False), 12.5)
+    assert check.next_check_s == float("inf")
+    assert check.check_time(20.0) == []
+    check.connected(21.0)  # no report since: the stop is unanswered again
+    assert check.next_check_s <= 21.0
+    assert _kinds(check.check_time(21.0)) == [(FindingKind.OUTPUT_AFTER_STOP, Severity.DANGEROUS)]
+
+
 def test_a_charge_counter_that_does_not_match_the_output_is_a_fault() -> None:
     per_s = 2.0 * 0.1 * 130.0  # 26 µC/s at 2 mA, 100 µs, 130 Hz
     for delta, found in ((per_s, False), (0.0, True), (2 * per_s, True), (-1.0, True)):

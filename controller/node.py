@@ -103,6 +103,8 @@ _READY = LinkState.READY
 _STOPPING = LinkState.STOPPING
 _STOPPED = LinkState.STOPPED
 _FAILED = LinkState.FAILED
+#: Stopped or failed: the link may close (``finished``; the timer steps read it directly).
+_FINISHED = (_STOPPED, _FAILED)
 #: What the device reports on its own: the core records it, then observers are told.
 _REPORTS = (StatusReceived, StimStateReceived, FaultReceived, MarkerReceived)
 
@@ -200,8 +202,7 @@ class ControllerNode:
     @property
     def finished(self) -> bool:
         """Stopped or failed: the shell may close the link."""
-        state = self.state
-        return state is _STOPPED or state is _FAILED
+        return self.state in _FINISHED
 
     @property
     def holding(self) -> bool:
@@ -279,9 +280,7 @@ class ControllerNode:
         return self.session.data_to_send()
 
     def next_deadline(self) -> float | None:
-        # ``finished`` spelled out, here and in ``on_time``: both run at every timer step.
-        state = self.state
-        due = None if state is _STOPPED or state is _FAILED else self.session.next_deadline()
+        due = None if self.state in _FINISHED else self.session.next_deadline()
         extra = self._reconnect_at
         if extra is not None and (due is None or extra < due):
             due = extra
@@ -302,8 +301,7 @@ class ControllerNode:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
-        state = self.state
-        if state is not _STOPPED and state is not _FAILED:
+        if self.state not in _FINISHED:
             events = self.session.handle_timeout(now)
             if events:
                 self._handle(events, now)

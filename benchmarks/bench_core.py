@@ -11,6 +11,12 @@ asserted. Run from the repository root::
 
     .venv/bin/python -m benchmarks.bench_core --record /tmp/node-calls.pkl [--seconds 3600]
     .venv/bin/python -m benchmarks.bench_core --replay /tmp/node-calls.pkl [--repeat 5]
+    .venv/bin/python -m benchmarks.bench_core --replay /tmp/node-calls.pkl --profile
+
+``--profile``: one replay under cProfile instead, and the time spent in the lines of the
+controller's own loop (core, node, envelope, policy, device check, observations, the sim's
+observer), profiled µs and calls per virtual second: the slice around the features and
+the detector, which the unprofiled total hides under their cost.
 
 A recording replays under another checkout of the code (``PYTHONPATH=OTHER python
 benchmarks/bench_core.py --replay ...``), so two versions can be timed on the same input
@@ -20,8 +26,11 @@ in alternating processes.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import hashlib
 import pickle
+import pstats
+import re
 import sys
 import time
 from datetime import datetime
@@ -36,6 +45,11 @@ from insilico.runner import SimSpec, _Observations, build_device
 from simulator.physiology.scenario import load_scenario
 
 RX, TX, DEADLINE, TIME = 0, 1, 2, 3
+#: The files of the controller's own loop (``--profile``).
+LOOP_FILES = re.compile(
+    r"controller/(core\.py|node\.py|envelope/|policy/|device_check\.py|observations\.py)"
+    r"|insilico/runner\.py"
+)
 
 
 class _Tap:
@@ -126,12 +140,24 @@ def replay_once(seconds: float, calls: list[tuple[int, bytes, float]]) -> tuple[
     return wall_s, cpu_s, sent.hexdigest()
 
 
-def replay(path: Path, repeat: int) -> None:
+def replay(path: Path, repeat: int, profile: bool = False) -> None:
     with path.open("rb") as f:
         document = pickle.load(f)
     seconds, calls = document["seconds"], document["calls"]
     expected = hashlib.sha256(b"".join(d for k, d, _ in calls if k == TX)).hexdigest()
     replay_once(min(seconds, 60.0), calls[: len(calls) // 60])  # warm-up (compiled kernels)
+    if profile:
+        profiler = cProfile.Profile()
+        profiler.runcall(replay_once, seconds, calls)
+        stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+        loop = [v for k, v in stats.items() if LOOP_FILES.search(k[0])]
+        print(
+            f"node replay {seconds:g} vs, profiled: controller loop "
+            f"{1e6 * sum(v[2] for v in loop) / seconds:.1f} µs/vs in "
+            f"{sum(v[1] for v in loop) / seconds:.1f} calls/vs; everything "
+            f"{1e6 * sum(v[2] for v in stats.values()) / seconds:.1f} µs/vs"
+        )
+        return
     runs = [replay_once(seconds, calls) for _ in range(repeat)]
     wall_s = min(r[0] for r in runs)
     cpu_s = min(r[1] for r in runs)
@@ -150,11 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--replay", type=Path)
     parser.add_argument("--seconds", type=float, default=3600.0)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--profile", action="store_true", help="one profiled replay")
     args = parser.parse_args(argv)
     if args.record is not None:
         record(args.record, args.seconds)
     else:
-        replay(args.replay, args.repeat)
+        replay(args.replay, args.repeat, args.profile)
     return 0
 
 

@@ -86,7 +86,9 @@ class CoreResult:
 
 
 #: The result of an input that decided nothing (shared: results are immutable).
-_NOTHING = CoreResult()
+NOTHING = CoreResult()
+#: Its fields, for a result that carries only the detector's outputs.
+_NO_FIELDS = dict(NOTHING.__dict__)
 
 
 @dataclass
@@ -240,7 +242,7 @@ class ControllerCore:
         if isinstance(event, StatusReceived):  # once a second; it records nothing
             if self.envelope is not None:
                 self.envelope.observe_status(event.status, now)
-            return _NOTHING
+            return NOTHING
         out = _Collect()
         if isinstance(event, StimStateReceived):
             self._on_stim_state(event.state, now, out)
@@ -412,21 +414,36 @@ class ControllerCore:
         stats.sample_blocks += 1
         frames = self.extractor.push_counts(event.counts, self._scales)
         if not frames:
-            return _NOTHING
-        out = _Collect()
+            return NOTHING
+        outputs: list[DetectorOutput] = []
+        out: _Collect | None = None
         for frame in frames:
             stats.windows += 1
             self.last_frame = frame
-            self._decide(frame, now, out)
+            out = self._decide(frame, now, outputs, out)
+        if out is None:
+            # Most hops decide nothing: their result is the detector's outputs alone.
+            return build_frozen(CoreResult, {**_NO_FIELDS, "outputs": tuple(outputs)})
+        out.outputs = outputs
         return out.result()
 
-    def _decide(self, frame: FeatureFrame, now: float, out: _Collect) -> None:
+    def _decide(
+        self,
+        frame: FeatureFrame,
+        now: float,
+        outputs: list[DetectorOutput],
+        out: _Collect | None,
+    ) -> _Collect | None:
+        """One window through detector, envelope and policy; ``out`` is made only when
+        there is something to record (most windows have nothing)."""
         assert self.detector is not None and self.envelope is not None
         output = self.detector.update(frame)
         self.last_output = output
-        out.outputs.append(output)
+        outputs.append(output)
         self.envelope.observe_detector(output.state)
         if output.changed:
+            if out is None:
+                out = _Collect()
             self.stats.state_changes += 1
             out.audit(
                 "detector_state",
@@ -438,16 +455,20 @@ class ControllerCore:
             )
             out.annotate(f"detector {output.state.value}")
         if self.in_flight is not None:
-            return  # one command at a time: decide again once the device has answered
+            return out  # one command at a time: decide again once the device has answered
         supervised = self.envelope.supervise(now)
         if supervised is not None:
+            if out is None:
+                out = _Collect()
             self._apply(supervised, now, "supervision", "supervision", out)
-            return
+            return out
         if self.estop_hold or self.manual or self.stopping or self.device_hold:
-            return
+            return out
         request = self.policy.decide(now, output, self.delivered)
         if request is None:
-            return
+            return out
+        if out is None:
+            out = _Collect()
         self.stats.decisions += 1
         out.audit(
             "decision",
@@ -457,6 +478,7 @@ class ControllerCore:
             **setting_fields(request.setting),
         )
         self._apply(self.envelope.review(request, now), now, request.reason, "policy", out)
+        return out
 
     def _apply(
         self, decision: EnvelopeDecision, now: float, reason: str, origin: Origin, out: _Collect

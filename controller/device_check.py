@@ -58,6 +58,7 @@ log, and the time. Kinds and the tolerance of each (``DeviceCheckConfig``):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
 
@@ -142,12 +143,16 @@ class DeviceCheck:
         self._last: tuple[float, StimState] | None = None
         self._baseline_due = True
         self._estop_s: float | None = None
+        #: ``check_time`` finds nothing before this time (no stop is due a report yet):
+        #: the loop asks at every timer step, and almost always nothing is due.
+        self.next_check_s = math.inf
 
     # -- what the controller did --------------------------------------------------------
 
     def connected(self, now: float) -> None:
         self._baseline_due = True
         self._last = None
+        self._schedule()
 
     def commanded(self, command_id: int, setting: StimSetting, sent_s: float) -> None:
         rate = setting.ramp_rate_ma_per_s
@@ -196,12 +201,11 @@ class DeviceCheck:
         for stop in self._stops:
             if stop.reported or now < stop.deadline_s + self.config.report_interval_s:
                 continue
-            if last is not None and last[0] >= stop.deadline_s:
-                continue  # a report came after the deadline and was checked
+            if self._settled(stop):
+                continue
             amplitude = last[1].amplitude_ma if last is not None else float("nan")
-            if last is not None and amplitude <= self.config.amplitude_tol_ma:
-                continue  # the output was already at 0 when last reported
             stop.reported = True
+            self._schedule()
             findings.append(
                 self._finding(
                     FindingKind.OUTPUT_AFTER_STOP,
@@ -224,6 +228,7 @@ class DeviceCheck:
             self._ceilings.append(_Ceiling(ceiling, until))
         if not command.enabled:
             self._stops.append(_StopCheck(command, until))
+            self._schedule()
         self._target_ma = command.target_ma
         self._commands.append(command)
 
@@ -384,10 +389,33 @@ class DeviceCheck:
         """Forget what can no longer matter: keeps the state small over long sessions."""
         self._ceilings = [c for c in self._ceilings if c.until_s >= now]
         self._stops = [s for s in self._stops if not s.reported and now < s.deadline_s + 10.0]
+        self._schedule()
         horizon = now - 2 * self.config.link_latency_s - 1.0
         commands = self._commands
         while len(commands) > 1 and commands[1].sent_s + self.config.link_latency_s < horizon:
             commands.pop(0)
+
+    def _settled(self, stop: _StopCheck) -> bool:
+        """The last report answers for ``stop``: it came after the deadline (and was
+        checked), or it showed the output already at 0."""
+        last = self._last
+        return last is not None and (
+            last[0] >= stop.deadline_s or last[1].amplitude_ma <= self.config.amplitude_tol_ma
+        )
+
+    def _schedule(self) -> None:
+        """``next_check_s``: when the first stop neither reported nor settled by the last
+        report is due its zero report (called whenever the stops or the last report
+        change, the only inputs of ``check_time`` besides the time)."""
+        interval_s = self.config.report_interval_s
+        self.next_check_s = min(
+            (
+                s.deadline_s + interval_s
+                for s in self._stops
+                if not s.reported and not self._settled(s)
+            ),
+            default=math.inf,
+        )
 
     @staticmethod
     def _name(command: _Command) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from controller.audit import AuditLog
 from controller.backoff import Backoff
 from controller.core import (
+    NOTHING,
     Annotation,
     Command,
     ControllerCore,
@@ -102,6 +103,10 @@ _READY = LinkState.READY
 _STOPPING = LinkState.STOPPING
 _STOPPED = LinkState.STOPPED
 _FAILED = LinkState.FAILED
+#: Stopped or failed: the link may close (``finished``; the timer steps read it directly).
+_FINISHED = (_STOPPED, _FAILED)
+#: What the device reports on its own: the core records it, then observers are told.
+_REPORTS = (StatusReceived, StimStateReceived, FaultReceived, MarkerReceived)
 
 
 @dataclass(frozen=True)
@@ -197,8 +202,7 @@ class ControllerNode:
     @property
     def finished(self) -> bool:
         """Stopped or failed: the shell may close the link."""
-        state = self.state
-        return state is _STOPPED or state is _FAILED
+        return self.state in _FINISHED
 
     @property
     def holding(self) -> bool:
@@ -268,16 +272,21 @@ class ControllerNode:
 
     def receive_data(self, data: bytes, now: float) -> None:
         self._now = now
-        self._handle(self.session.receive_data(data, now), now)
+        events = self.session.receive_data(data, now)
+        if events:  # not for a chunk of heartbeats
+            self._handle(events, now)
 
     def data_to_send(self) -> bytes:
         return self.session.data_to_send()
 
     def next_deadline(self) -> float | None:
-        due = None if self.finished else self.session.next_deadline()
-        for extra in (self._reconnect_at, self._stop_deadline):
-            if extra is not None and (due is None or extra < due):
-                due = extra
+        due = None if self.state in _FINISHED else self.session.next_deadline()
+        extra = self._reconnect_at
+        if extra is not None and (due is None or extra < due):
+            due = extra
+        extra = self._stop_deadline
+        if extra is not None and (due is None or extra < due):
+            due = extra
         return due
 
     def on_time(self, now: float) -> None:
@@ -292,12 +301,13 @@ class ControllerNode:
                 self._handshake(now)
         if self._stop_deadline is not None and now >= self._stop_deadline:
             self._finish_stop(now, False, "device did not confirm zero output before the timeout")
-        if not self.finished:
+        if self.state not in _FINISHED:
             events = self.session.handle_timeout(now)
             if events:
                 self._handle(events, now)
-        if self.check is not None and self.state is _READY:
-            findings = self.check.check_time(now)
+        check = self.check
+        if check is not None and now >= check.next_check_s and self.state is _READY:
+            findings = check.check_time(now)
             if findings:
                 self._on_findings(findings, now)
 
@@ -476,6 +486,11 @@ class ControllerNode:
         for event in events:
             if isinstance(event, SamplesReceived):
                 self._on_samples(event, now)
+            elif isinstance(event, _REPORTS):  # second: a STATUS comes every second
+                result = self.core.on_event(event, now)
+                if result is not NOTHING:  # a STATUS records nothing
+                    self._carry(result, now)
+                self._observe(event, now)
             elif isinstance(event, CommandAcked | CommandNacked | CommandTimedOut):
                 self._on_answer(event, now)
             elif isinstance(event, CommandCancelled):
@@ -508,9 +523,6 @@ class ControllerNode:
                     self._schedule_reconnect(now)
             elif isinstance(event, VersionRejected):
                 self._fail(now, ProtocolMismatch(event.message(PROTOCOL_MAJOR, PROTOCOL_MINOR)))
-            else:
-                self._carry(self.core.on_event(event, now), now)
-                self._observe(event, now)
 
     def _on_connected(self, info: DeviceInfo, now: float) -> None:
         self.connects += 1
@@ -573,7 +585,9 @@ class ControllerNode:
         elif isinstance(event, StatusReceived):
             self._emit(DeviceStatus(now, event.status))
             if self.check is not None:
-                self._on_findings(self.check.status(event.status, now), now)
+                findings = self.check.status(event.status, now)
+                if findings:
+                    self._on_findings(findings, now)
         elif isinstance(event, FaultReceived):
             self._active_faults[event.fault.code_name] = event.fault.active
             self._emit(DeviceFault(now, event.fault))
@@ -648,9 +662,12 @@ class ControllerNode:
         if self.recording is not None:
             for annotation in result.annotations:
                 self.recording.annotate(annotation)
-        if self._subscribers:
-            for output in result.outputs:
-                self._emit(build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output}))
+        subscribers = self._subscribers
+        if subscribers:
+            for output in result.outputs:  # every hop: ``_emit`` spelled out
+                event = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
+                for subscriber in subscribers:
+                    subscriber(event)
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:

@@ -117,6 +117,8 @@ class _Observations:
     detections: list[float] = field(default_factory=list)
     final_state: str = DetectorState.CALIBRATING.value
     timeline: Timeline = field(default_factory=lambda: Timeline(step_s=1.0))
+    #: The timeline step of its last point (computed once per point, not again per window).
+    _last_step: int | None = field(default=None, init=False)
 
     def on_event(self, event: NodeEvent) -> None:
         if isinstance(event, DetectorUpdated):
@@ -148,13 +150,12 @@ class _Observations:
         amplitude = self.last_state.amplitude_ma if self.last_state is not None else 0.0
         t_s = output.t_s
         times = line.t_s
-        same_step = bool(times) and (
-            math.floor(t_s / line.step_s) == math.floor(times[-1] / line.step_s)
-        )
-        if same_step:  # keep the last value of each step
+        step = math.floor(t_s / line.step_s)
+        if times and step == self._last_step:  # keep the last value of each step
             times[-1], line.score[-1] = t_s, output.score
             line.state[-1], line.amplitude_ma[-1] = value, amplitude
             return
+        self._last_step = step
         times.append(t_s)
         line.score.append(output.score)
         line.state.append(value)
@@ -204,12 +205,14 @@ def run_sim(
         client_name="neurostim sim",
         retry_first_connect=True,
     )
-    seen = _Observations(stim_channels=firmware.info.stim_channels)
     detector_config, _ = calibrated_detector_config(spec.config.detector)  # as loaded
-    seen.timeline = Timeline(
-        step_s=max(1.0, spec.duration_s / spec.timeline_points),
-        upper_threshold=detector_config.upper_threshold,
-        lower_threshold=detector_config.lower_threshold,
+    seen = _Observations(
+        stim_channels=firmware.info.stim_channels,
+        timeline=Timeline(
+            step_s=max(1.0, spec.duration_s / spec.timeline_points),
+            upper_threshold=detector_config.upper_threshold,
+            lower_threshold=detector_config.lower_threshold,
+        ),
     )
     node.subscribe(seen.on_event)
     clock = clock or VirtualClock(rate=rate)

@@ -3,6 +3,7 @@ and none ever for the simulated device, which follows its commands."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -143,6 +144,32 @@ def test_no_report_of_zero_output_after_an_off_is_found_by_the_clock() -> None:
     assert check.check_time(15.0) == []  # reported once
 
 
+def test_the_clock_check_says_when_it_can_next_find_something() -> None:
+    check = _started(StimSetting(True, 2.0, 100, 130.0, 0.0))
+    check.stim_state(_state(0.0, 2.0), 10.01)
+    check.stim_state(_state(2.0, charge_uc=26.0 * 0.6), 11.0)
+    assert check.next_check_s == float("inf")  # no stop to watch
+    check.commanded(2, StimSetting.off(), 12.0)
+    due_s = check.next_check_s
+    assert 13.5 < due_s <= 14.0
+    assert check.check_time(math.nextafter(due_s, 0.0)) == []
+    assert _kinds(check.check_time(due_s)) == [(FindingKind.OUTPUT_AFTER_STOP, Severity.DANGEROUS)]
+    assert check.next_check_s == float("inf")  # reported once
+
+
+def test_a_stop_answered_by_a_report_at_zero_needs_no_clock_check_until_a_reconnect() -> None:
+    check = _started(StimSetting(True, 2.0, 100, 130.0, 0.0))
+    check.stim_state(_state(0.0, 2.0), 10.01)
+    check.stim_state(_state(2.0, charge_uc=26.0 * 0.6), 11.0)
+    check.commanded(2, StimSetting.off(), 12.0)
+    check.stim_state(_state(0.0, 0.0, 26.0 * 1.5, enabled=False), 12.5)
+    assert check.next_check_s == float("inf")
+    assert check.check_time(20.0) == []
+    check.connected(21.0)  # no report since: the stop is unanswered again
+    assert check.next_check_s <= 21.0
+    assert _kinds(check.check_time(21.0)) == [(FindingKind.OUTPUT_AFTER_STOP, Severity.DANGEROUS)]
+
+
 def test_a_charge_counter_that_does_not_match_the_output_is_a_fault() -> None:
     per_s = 2.0 * 0.1 * 130.0  # 26 µC/s at 2 mA, 100 µs, 130 Hz
     for delta, found in ((per_s, False), (0.0, True), (2 * per_s, True), (-1.0, True)):
@@ -189,7 +216,10 @@ class _CheckedController:
 
     def on_time(self, now: float) -> None:
         self._feed(self.session.handle_timeout(now), now)
-        self.findings += self.check.check_time(now)
+        due_s = self.check.next_check_s
+        found = self.check.check_time(now)
+        assert now >= due_s or not found  # the loop skips it before
+        self.findings += found
 
 
 _on = st.builds(

@@ -414,3 +414,48 @@ def test_the_property_test_can_fail() -> None:
         pass
     else:
         raise AssertionError("a setting sent while the link was down passed the model's checks")
+
+
+@settings(max_examples=300)
+@given(
+    start=prefix,
+    steps=step_lists,
+    closed_loop=st.booleans(),
+    fallback_on=st.booleans(),
+    on_time_budget_s=st.sampled_from([8.0, 600.0]),
+    charge_budget_uc=st.sampled_from([2000.0, 1.0e6]),
+)
+def test_supervise_answers_as_if_it_remembered_no_quiet_verdict(
+    start: list[Action],
+    steps: list[Action],
+    closed_loop: bool,
+    fallback_on: bool,
+    on_time_budget_s: float,
+    charge_budget_uc: float,
+) -> None:
+    """``supervise`` keeps a verdict of nothing to do while its inputs stay the same (the
+    loop asks at every window); a twin that forgets it before every call answers the same,
+    call for call, and so does every other decision."""
+    fallback = FallbackProgramConfig(
+        enabled=fallback_on, amplitude_ma=1.0, pulse_width_us=120, frequency_hz=130.0
+    )
+    config = implant_envelope(
+        max_session_s=300.0,
+        max_sessions_per_24h=2,
+        daily_on_time_budget_s=on_time_budget_s,
+        daily_charge_budget_uc=charge_budget_uc,
+        fallback=fallback,
+    )
+    env = SafetyEnvelope(config, sim_device(), closed_loop=closed_loop)
+    twin = SafetyEnvelope(config, sim_device(), closed_loop=closed_loop)
+    model, twin_model = Model(config, closed_loop), Model(config, closed_loop)
+    for action in [*start, *steps]:
+        if isinstance(action, Call) and action.method == "supervise":
+            twin._quiet = False
+            assert env.supervise(model.t_s) == twin.supervise(twin_model.t_s)
+            continue
+        apply(action, model, env)
+        apply(action, twin_model, twin)
+        twin._quiet = False
+        assert env.supervise(model.t_s) == twin.supervise(twin_model.t_s), action
+        assert env.last_sent == twin.last_sent

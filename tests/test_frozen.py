@@ -7,13 +7,17 @@ import dataclasses
 import numpy as np
 import pytest
 
-from controller.core import _Collect
+from controller.config import ControllerConfig
+from controller.core import ControllerCore, CoreResult, _Collect
 from controller.detector import Detector, DetectorConfig
 from controller.detector.state_machine import ProdromeStateMachine, WindowInput
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.features import FeatureExtractor, FeatureFrame
 from controller.features.frame import SignalQuality
+from firmware_bridge.events import SamplesReceived
 from firmware_bridge.frozen import build_frozen
+from simulator.firmware import FirmwareConfig, VirtualFirmware
+from simulator.signals import NoiseSource
 
 
 def _same_as_constructed(instance: object) -> None:
@@ -65,3 +69,23 @@ def test_hot_path_objects_have_every_field() -> None:
     collect = _Collect()
     collect.outputs.append(output)
     _same_as_constructed(collect.result())
+
+
+def test_a_hop_that_decides_nothing_returns_a_whole_result() -> None:
+    """The core's result of a window with nothing to record (built without ``_Collect``)."""
+    firmware = VirtualFirmware(NoiseSource(seed=0), FirmwareConfig())
+    core = ControllerCore(ControllerConfig())
+    core.on_connected(firmware.info, 0.0)
+    rng = np.random.default_rng(2)
+    n_channels = firmware.info.n_channels
+    results = [
+        core.on_samples(
+            SamplesReceived(i * 125, rng.integers(-500, 500, (n_channels, 125)), 0, 0), i * 0.5
+        )
+        for i in range(8)
+    ]
+    quiet = [r for r in results if r.outputs and not r.records]
+    assert quiet
+    for result in quiet:
+        _same_as_constructed(result)
+        assert result == CoreResult(outputs=result.outputs)

@@ -116,6 +116,11 @@ class DeliveryAccounting:
         self._last_state = state
         self._last_t_s = t_s
 
+    @property
+    def delivering(self) -> bool:
+        """The last report said current flows (on-time grows until the next report)."""
+        return self._last_state is not None and is_delivering(self._last_state)
+
     def on_time_s(self, t_s: float) -> float:
         """Counted on-time plus the time since the last report if it said delivering."""
         projected = 0.0

@@ -38,7 +38,10 @@ class SafetyEnvelope:
         self.config = config
         self.device = device
         self.effective: EffectiveEnvelope = effective_envelope(config, device)
-        self.closed_loop = closed_loop
+        self._closed_loop = closed_loop
+        #: ``supervise`` found nothing to do with no session running and nothing delivered:
+        #: it answers None again until an observation or a sent setting changes its inputs.
+        self._quiet = False
         lim = device.limits
         # How long a report may be trusted: the device watchdog, a full ramp down at the
         # device's own rate, and the 1 s STIM_STATE period (docs/protocol.md).
@@ -66,10 +69,20 @@ class SafetyEnvelope:
         #: no STATUS yet).
         self._judged_status: tuple[tuple[int, ...], int] | None = None
 
+    @property
+    def closed_loop(self) -> bool:
+        return self._closed_loop
+
+    @closed_loop.setter
+    def closed_loop(self, closed_loop: bool) -> None:
+        self._closed_loop = closed_loop
+        self._quiet = False
+
     # --- observations -----------------------------------------------------------------
 
     def observe_stim_state(self, state: StimState, t_s: float) -> None:
         """What the device reports it delivers: budgets and sessions count from this."""
+        self._quiet = False
         self._accounting.observe(state, t_s)
         active = is_active(state)
         if active:
@@ -97,6 +110,7 @@ class SafetyEnvelope:
         if judged == self._judged_status:
             return
         self._judged_status = judged
+        self._quiet = False
         electrodes = self._stim_electrodes()
         problems: list[str] = []
         unmeasured: list[str] = []
@@ -123,9 +137,12 @@ class SafetyEnvelope:
         if not up:
             self._resend_required = True
         self._link_up = up
+        self._quiet = False
 
     def observe_detector(self, state: DetectorState) -> None:
-        self._detector_state = state
+        if state is not self._detector_state:
+            self._detector_state = state
+            self._quiet = False
 
     # --- decisions --------------------------------------------------------------------
 
@@ -146,7 +163,7 @@ class SafetyEnvelope:
         if stop is not None:
             rule, detail = stop
             return self._send_off(STIM_OFF, t_s, rule.value, True, detail)
-        if self.closed_loop and self._detector_state is DetectorState.UNKNOWN:
+        if self._closed_loop and self._detector_state is DetectorState.UNKNOWN:
             return self.fallback_decision(t_s, Rule.DETECTOR_UNKNOWN.value)
         return self._review_enabled(setting, t_s, None, False, f"requested: {request.reason}")
 
@@ -158,15 +175,22 @@ class SafetyEnvelope:
         and applies the fallback program on an UNKNOWN detector state (closed loop).
         Returns None when nothing has to be sent.
         """
+        if self._quiet:
+            return None
         if not self._link_up:
             return None  # nothing can be sent; the device's watchdog stops stimulation
         stop = self._hard_stop(t_s, starting=False)
         if stop is not None:
             rule, detail = stop
             decision = self._send_off(STIM_OFF, t_s, rule.value, True, detail)
-        elif self.closed_loop and self._detector_state is DetectorState.UNKNOWN:
+        elif self._closed_loop and self._detector_state is DetectorState.UNKNOWN:
             decision = self.fallback_decision(t_s, Rule.DETECTOR_UNKNOWN.value)
         else:
+            # No hard stop now. With no session running and nothing delivered, time alone
+            # cannot bring one (the budgets' totals only shrink as buckets leave the
+            # window, and no on-time or session length grows): the answer stays None
+            # until an observation or a sent setting clears ``_quiet``.
+            self._quiet = not self._session_running() and not self._accounting.delivering
             return None
         return decision if decision.setting is not None else None
 
@@ -282,6 +306,7 @@ class SafetyEnvelope:
         return EnvelopeDecision(fitted, result.clamps, refused, fallback, detail)
 
     def _record_sent(self, setting: StimSetting, t_s: float) -> None:
+        self._quiet = False
         if setting.enabled and not self._session_running():
             self._pending_start_s = t_s
         elif not setting.enabled and self._pending_start_s is not None:

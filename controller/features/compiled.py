@@ -131,8 +131,8 @@ class CompiledWindows:
         self._band_lo, self._band_hi = _index_ranges(layout.band_bin_mask)
         self._band_conn_lo, self._band_conn_hi = _index_ranges(layout.band_conn_mask)
         self._seg_psd = np.zeros((self._n_seg_slots, n_channels, layout.n_freqs))
-        self._seg_auto = np.zeros((self._n_seg_slots, n_conn, n_channels))
-        self._seg_cross = np.zeros((self._n_seg_slots, 2, n_conn, n_pairs))
+        self._seg_auto = np.zeros((self._n_seg_slots, n_channels, n_conn))
+        self._seg_cross = np.zeros((self._n_seg_slots, 2, n_pairs, n_conn))
         self._seg_phase = np.zeros((self._n_seg_slots, 3, n_bands, n_pairs))
         self._blocks = np.zeros((self._n_blk_slots, BLOCK_FIELDS, n_channels))
         self._tapered = np.zeros((n_channels, layout.segment_samples))
@@ -188,7 +188,7 @@ class CompiledWindows:
             "spectrum": self._spectrum,
             "fft_axes": np.array([1], dtype=np.int64),
             "psd": np.empty((n_channels, layout.n_freqs)),
-            "coherence_bins": np.empty((n_conn, n_pairs)),
+            "coherence_bins": np.empty((n_pairs, n_conn)),
             "pair_values": np.empty((2, n_bands, n_pairs)),
             "n_seg_slots": self._n_seg_slots,
             "n_blk_slots": self._n_blk_slots,

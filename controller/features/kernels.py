@@ -478,20 +478,46 @@ def _channel_features(
     out: np.ndarray,
 ) -> None:
     """theta/alpha ratio, alpha peak and line-noise ratio per channel into ``out`` rows."""
-    for c in range(psd.shape[0]):
+    n_channels = psd.shape[0]
+    line = np.empty(n_channels)
+    total = np.empty(n_channels)
+    if line_bins.shape[0] > 0:
+        _bin_sums(psd, line_bins, line)
+        _bin_sums(psd, total_bins, total)
+    for c in range(n_channels):
         alpha = band_power[c, alpha_index]
         out[CH_THETA_ALPHA, c] = band_power[c, theta_index] / alpha if alpha > 0 else 0.0
         out[CH_ALPHA_PEAK, c] = _alpha_peak(psd, c, alpha_bins, freqs_hz, df_hz)
         ratio = 0.0
         if line_bins.shape[0] > 0:
-            line = 0.0
-            for f in line_bins:
-                line += psd[c, f]
-            total = 0.0
-            for f in total_bins:
-                total += psd[c, f]
-            ratio = min(line / total, 1.0) if total > 0 else 0.0
+            ratio = min(line[c] / total[c], 1.0) if total[c] > 0 else 0.0
         out[CH_LINE_NOISE, c] = ratio
+
+
+@_jit
+def _bin_sums(psd: np.ndarray, bins: np.ndarray, out: np.ndarray) -> None:
+    """``out[c]`` = psd[c, bins[0]] + psd[c, bins[1]] + ... (in that order) per channel,
+    four channels side by side (each sum is a chain of dependent adds; see
+    :func:`_row_sums`)."""
+    n_channels = psd.shape[0]
+    c = 0
+    while c + 4 <= n_channels:
+        r0, r1, r2, r3 = psd[c], psd[c + 1], psd[c + 2], psd[c + 3]
+        s0 = s1 = s2 = s3 = 0.0
+        for f in bins:
+            s0 += r0[f]
+            s1 += r1[f]
+            s2 += r2[f]
+            s3 += r3[f]
+        out[c], out[c + 1], out[c + 2], out[c + 3] = s0, s1, s2, s3
+        c += 4
+    while c < n_channels:
+        row = psd[c]
+        acc = 0.0
+        for f in bins:
+            acc += row[f]
+        out[c] = acc
+        c += 1
 
 
 @_jit

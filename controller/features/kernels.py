@@ -588,9 +588,13 @@ def _coherence_bins(
     inv_root = _segment_sum(seg_auto, seg_slots)  # (channels, conn bins)
     cross = _segment_sum(seg_cross, seg_slots)  # (2, pairs, conn bins)
     flat = inv_root.reshape(-1)
+    # two passes the vectoriser takes (a square root only where the sum is > 0, in one
+    # pass, kept it scalar); sqrt(a) > 0 exactly when a > 0, so the same values
     for k in range(flat.shape[0]):
-        auto = flat[k]
-        flat[k] = 1.0 / math.sqrt(auto) if auto > 0 else 0.0
+        flat[k] = math.sqrt(flat[k])
+    for k in range(flat.shape[0]):
+        root = flat[k]
+        flat[k] = 1.0 / root if root > 0 else 0.0
     for p in range(first.shape[0]):
         r_x, r_y = inv_root[first[p]], inv_root[second[p]]
         real, imag = cross[0, p], cross[1, p]

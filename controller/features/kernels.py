@@ -371,26 +371,65 @@ def _phase_sums(
 ) -> None:
     """:func:`segment_terms`'s band sums ``out`` (3, bands, pairs) of one segment's cross
     spectra ``cross`` (2, pairs, conn bins), each summed over the band's bins in order."""
+    if not plv:
+        _wpli_sums(cross[1], band_conn_lo, band_conn_hi, out)
+        return
     for b in range(band_conn_lo.shape[0]):
-        lo, hi = band_conn_lo[b], band_conn_hi[b]
         for p in range(cross.shape[1]):
             cross_real = cross[0, p]
             cross_imag = cross[1, p]
             num_real = num_imag = den = 0.0
-            if plv:
-                for q in range(lo, hi):
-                    magnitude = math.hypot(cross_real[q], cross_imag[q])
-                    if magnitude > 0:
-                        num_real += cross_real[q] / magnitude
-                        num_imag += cross_imag[q] / magnitude
-                    den += 1.0
-            else:
-                for q in range(lo, hi):
-                    num_real += cross_imag[q]
-                    den += abs(cross_imag[q])
+            for q in range(band_conn_lo[b], band_conn_hi[b]):
+                magnitude = math.hypot(cross_real[q], cross_imag[q])
+                if magnitude > 0:
+                    num_real += cross_real[q] / magnitude
+                    num_imag += cross_imag[q] / magnitude
+                den += 1.0
             out[0, b, p] = num_real
             out[1, b, p] = num_imag
             out[2, b, p] = den
+
+
+@_jit
+def _wpli_sums(
+    imag: np.ndarray, band_conn_lo: np.ndarray, band_conn_hi: np.ndarray, out: np.ndarray
+) -> None:
+    """:func:`_phase_sums` for wPLI from the cross spectra's imaginary parts (pairs, conn
+    bins): sum Im Sxy, 0 and sum |Im Sxy| per band and pair.
+
+    Why four pairs side by side: each sum is a chain of dependent adds along the band's
+    bins (see :func:`_row_sums`).
+    """
+    n_pairs = imag.shape[0]
+    for b in range(band_conn_lo.shape[0]):
+        lo, hi = band_conn_lo[b], band_conn_hi[b]
+        num, den = out[0, b], out[2, b]
+        _fill(out[1, b], 0.0)
+        p = 0
+        while p + 4 <= n_pairs:
+            x0, x1, x2, x3 = imag[p], imag[p + 1], imag[p + 2], imag[p + 3]
+            n0 = n1 = n2 = n3 = 0.0
+            d0 = d1 = d2 = d3 = 0.0
+            for q in range(lo, hi):
+                n0 += x0[q]
+                n1 += x1[q]
+                n2 += x2[q]
+                n3 += x3[q]
+                d0 += abs(x0[q])
+                d1 += abs(x1[q])
+                d2 += abs(x2[q])
+                d3 += abs(x3[q])
+            num[p], num[p + 1], num[p + 2], num[p + 3] = n0, n1, n2, n3
+            den[p], den[p + 1], den[p + 2], den[p + 3] = d0, d1, d2, d3
+            p += 4
+        while p < n_pairs:
+            row = imag[p]
+            total = magnitude = 0.0
+            for q in range(lo, hi):
+                total += row[q]
+                magnitude += abs(row[q])
+            num[p], den[p] = total, magnitude
+            p += 1
 
 
 # -- one window ----------------------------------------------------------------------------

@@ -306,8 +306,11 @@ def taper_segment(buffer: np.ndarray, start: int, taper: np.ndarray, out: np.nda
     _row_sums(buffer, start, start + length, totals)
     for c in range(n_channels):
         mean = totals[c] / length
+        # one row's contiguous views: the loop vectorises (2-d indexing kept it ~2x slower)
+        samples = buffer[c, start : start + length]
+        tapered = out[c]
         for k in range(length):
-            out[c, k] = (buffer[c, start + k] - mean) * taper[k]
+            tapered[k] = (samples[k] - mean) * taper[k]
 
 
 @_jit

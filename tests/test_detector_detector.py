@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 from controller.detector import Baseline, Detector, DetectorConfig, DetectorState, SignatureFeature
-from controller.detector.detector import ARTIFACT_WARMUP_WINDOWS
+from controller.detector.detector import ARTIFACT_WARMUP_WINDOWS, _credited_s
 from controller.features import FeatureFrame, SignalQuality
 
 BANDS = ("delta", "theta", "alpha", "beta", "gamma")
@@ -290,3 +291,13 @@ def test_unknown_band_and_wrong_channel_count_are_clear_errors() -> None:
         Detector(config(), ["c0", "c1", "c2", "c3"]).update(make_frame(0, n_ch=3))
     with pytest.raises(ValueError, match="min_good_channels=5 exceeds"):
         Detector(config(min_good_channels=5), ["c0", "c1", "c2", "c3"])
+
+
+def test_credited_time_is_min_of_the_clamped_gap_and_window_bit_for_bit() -> None:
+    """_credited_s replaces min(max(gap, 0), max(window, 0)): the same float, NaN and the
+    sign of zero included."""
+    edges = [0.0, -0.0, 0.5, -0.5, 2.0, 1e-300, math.inf, -math.inf, math.nan]
+    for gap_s in edges:
+        for window_s in edges:
+            expected = min(max(gap_s, 0.0), max(window_s, 0.0))
+            assert repr(_credited_s(gap_s, window_s)) == repr(expected), (gap_s, window_s)

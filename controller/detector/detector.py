@@ -51,6 +51,15 @@ from controller.features import FeatureFrame
 from controller.jit import numba_enabled
 from firmware_bridge.frozen import build_frozen
 
+
+def _credited_s(since_s: float, window_s: float) -> float:
+    """``min(max(since_s, 0.0), max(window_s, 0.0))`` (the same value, NaN and signed
+    zeros included) without three builtin calls, which cost ~0.2 us a window."""
+    since_s = 0.0 if since_s < 0.0 else since_s
+    window_s = 0.0 if window_s < 0.0 else window_s
+    return window_s if window_s < since_s else since_s
+
+
 # Detector states as globals: compared at every window (on Python 3.11 reading an Enum
 # member through its class is a descriptor call).
 _NORMAL = DetectorState.NORMAL
@@ -384,9 +393,7 @@ class Detector:
         previous, t_end_s = self._last_t_end_s, frame.t_end_s
         self._last_t_end_s = t_end_s
         dt_s = (
-            0.0
-            if previous is None
-            else min(max(t_end_s - previous, 0.0), max(t_end_s - frame.t_start_s, 0.0))
+            0.0 if previous is None else _credited_s(t_end_s - previous, t_end_s - frame.t_start_s)
         )
         good = np.asarray(frame.quality.good, dtype=bool)
         baseline = self._baseline
@@ -540,18 +547,19 @@ class Detector:
                     if math.isfinite(v)
                 }
             else:
-                z_by_name = dict(zip(self._feature_names, values_z, strict=True))
+                # z has one entry per feature name; a strict zip costs ~0.13 us a window
+                z_by_name = dict(zip(self._feature_names, values_z))  # noqa: B905
             if self._last_raw_score is not None and not blanked:
                 self._smoother.update(self._last_raw_score, dt_s)
 
+        smoothed = self._smoother.value  # the state machine does not change it
         state, changed, machine_reason = self._machine.advance(
             dt_s,
-            self._smoother.value if self._last_raw_score is not None else None,
+            smoothed if self._last_raw_score is not None else None,
             blanked,
             enough,
             calibrated,
         )
-        smoothed = self._smoother.value
         # The baseline is frozen above the lower threshold even in NORMAL: a score
         # climbing towards the upper threshold may be the start of a prodrome, which the
         # baseline must not learn.

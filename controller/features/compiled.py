@@ -131,8 +131,8 @@ class CompiledWindows:
         self._band_lo, self._band_hi = _index_ranges(layout.band_bin_mask)
         self._band_conn_lo, self._band_conn_hi = _index_ranges(layout.band_conn_mask)
         self._seg_psd = np.zeros((self._n_seg_slots, n_channels, layout.n_freqs))
-        self._seg_auto = np.zeros((self._n_seg_slots, n_conn, n_channels))
-        self._seg_cross = np.zeros((self._n_seg_slots, 2, n_conn, n_pairs))
+        self._seg_auto = np.zeros((self._n_seg_slots, n_channels, n_conn))
+        self._seg_cross = np.zeros((self._n_seg_slots, 2, n_pairs, n_conn))
         self._seg_phase = np.zeros((self._n_seg_slots, 3, n_bands, n_pairs))
         self._blocks = np.zeros((self._n_blk_slots, BLOCK_FIELDS, n_channels))
         self._tapered = np.zeros((n_channels, layout.segment_samples))
@@ -143,6 +143,11 @@ class CompiledWindows:
             [config.flatline_std_uv, config.clipped_fraction_max, config.line_noise_ratio_max]
         )
         self._conn_freqs_hz = layout.freqs_hz[layout.conn_bins]
+        # What every frame shares, looked up once (a frame is built every hop).
+        self._band_names = layout.band_names
+        self._channel_names = context.channel_names
+        self._phase_measure = config.phase_measure
+        self._summary_measure = config.summary_measure
         # Shapes of the window outputs kernels.event_lean writes into.
         self._band_shape = (2, n_channels, n_bands)
         self._per_channel_shape = (CH_FIELDS, n_channels)
@@ -188,7 +193,7 @@ class CompiledWindows:
             "spectrum": self._spectrum,
             "fft_axes": np.array([1], dtype=np.int64),
             "psd": np.empty((n_channels, layout.n_freqs)),
-            "coherence_bins": np.empty((n_conn, n_pairs)),
+            "coherence_bins": np.empty((n_pairs, n_conn)),
             "pair_values": np.empty((2, n_bands, n_pairs)),
             "n_seg_slots": self._n_seg_slots,
             "n_blk_slots": self._n_blk_slots,
@@ -404,17 +409,15 @@ class CompiledWindows:
 
     def _frame_of(self, arrays: WindowArrays, t_start_s: float, t_end_s: float) -> FeatureFrame:
         """The FeatureFrame around one window's kernel outputs."""
-        context = self._context
-        layout = context.layout
         psd, band, per_channel, flags, coherence_bins, matrices, means, strength = arrays
         spectra = None
-        if context.keep_spectra:
+        if self._context.keep_spectra:
             assert psd is not None and coherence_bins is not None
             spectra = WindowSpectra(
-                freqs_hz=layout.freqs_hz,
+                freqs_hz=self._context.layout.freqs_hz,
                 psd_uv2_per_hz=psd,
                 conn_freqs_hz=self._conn_freqs_hz,
-                coherence=pairs_to_matrix(coherence_bins, context.pairs),
+                coherence=pairs_to_matrix(coherence_bins, self._context.pairs),
             )
         quality = build_frozen(
             SignalQuality,
@@ -434,8 +437,8 @@ class CompiledWindows:
             {
                 "t_start_s": t_start_s,
                 "t_end_s": t_end_s,
-                "band_names": layout.band_names,
-                "channel_names": context.channel_names,
+                "band_names": self._band_names,
+                "channel_names": self._channel_names,
                 "band_power_uv2": band[0],
                 "relative_power": band[1],
                 "theta_alpha_ratio": per_channel[CH_THETA_ALPHA],
@@ -443,8 +446,8 @@ class CompiledWindows:
                 "line_length_uv": per_channel[CH_LINE_LENGTH],
                 "coherence": matrices[0],
                 "phase_sync": matrices[1],
-                "phase_measure": context.config.phase_measure,
-                "summary_measure": context.config.summary_measure,
+                "phase_measure": self._phase_measure,
+                "summary_measure": self._summary_measure,
                 "mean_coherence": mean_coherence,
                 "mean_phase_sync": mean_phase_sync,
                 "mean_connectivity": (

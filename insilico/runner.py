@@ -119,17 +119,25 @@ class _Observations:
     timeline: Timeline = field(default_factory=lambda: Timeline(step_s=1.0))
     #: The timeline step of its last point (computed once per point, not again per window).
     _last_step: int | None = field(default=None, init=False)
+    #: The impedances of the last STATUS that priced the meter: the device repeats its
+    #: STATUS, and the session hands out the same object for an equal one.
+    _impedances: tuple[int, ...] | None = field(default=None, init=False)
 
     def on_event(self, event: NodeEvent) -> None:
         if isinstance(event, DetectorUpdated):
             self._on_detector(event.output)
         elif isinstance(event, DeviceStatus):
             impedances = event.status.impedance_ohm
-            values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
-            if values:
-                self.meter.impedance(sum(values) / len(values))
+            if impedances is not self._impedances:  # a repeated STATUS: priced already
+                self._impedances = impedances
+                self._on_impedances(impedances)
         elif isinstance(event, DeviceStimState):
             self._on_stim_state(event.state, event.t_s)
+
+    def _on_impedances(self, impedances: tuple[int, ...]) -> None:
+        values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
+        if values:
+            self.meter.impedance(sum(values) / len(values))
 
     def _on_stim_state(self, state: StimState, now: float) -> None:
         previous = self.last_state

@@ -90,6 +90,8 @@ RecordingOpener = Callable[[Path], RecordingFactory]
 #: e.g. a simulator's ground truth. Returns (t_device_s, text) pairs not yet delivered.
 AnnotationSource = Callable[[], list[tuple[float, str]]]
 Subscriber = Callable[[NodeEvent], None]
+#: Takes the detector's outputs instead of their events (``ControllerNode.subscribe``).
+OutputReader = Callable[[DetectorOutput], None]
 
 #: MARKER code of an operator's note (device markers carry their own codes).
 OPERATOR_MARKER_CODE = 1
@@ -190,6 +192,8 @@ class ControllerNode:
         self._finding_times: list[float] = []
         self._device_latched = False
         self._subscribers: list[Subscriber] = []
+        self._update_subscribers: list[Subscriber] = []  # take DetectorUpdated events
+        self._output_readers: list[OutputReader] = []
         self._closed = False
         self._now = 0.0
         self._retry_first_connect = retry_first_connect
@@ -197,9 +201,18 @@ class ControllerNode:
 
     # -- observation -------------------------------------------------------------------
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Call ``subscriber`` with every typed event, in order, on the caller's thread."""
+    def subscribe(self, subscriber: Subscriber, outputs: OutputReader | None = None) -> None:
+        """Call ``subscriber`` with every typed event, in order, on the caller's thread.
+
+        With ``outputs``, each detector output goes to it, in order with the subscriber's
+        events, instead of a ``DetectorUpdated`` to the subscriber: an observer that reads
+        only the output (the headless sim's, every hop) costs no event object. Readers
+        take an output before the subscribers take its event."""
         self._subscribers.append(subscriber)
+        if outputs is None:
+            self._update_subscribers.append(subscriber)
+        else:
+            self._output_readers.append(outputs)
 
     @property
     def finished(self) -> bool:
@@ -550,7 +563,7 @@ class ControllerNode:
         outputs, decided = self.core.push_samples(event, now)
         if decided is not NOTHING:
             self._carry(decided, now)
-        elif self._subscribers:
+        else:
             self._emit_outputs(outputs)
         if self.state is not _STOPPING:
             self.audit.tick(now)
@@ -672,8 +685,8 @@ class ControllerNode:
         if self.recording is not None:
             for annotation in result.annotations:
                 self.recording.annotate(annotation)
+        self._emit_outputs(result.outputs)
         if self._subscribers:
-            self._emit_outputs(result.outputs)
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:
@@ -687,13 +700,16 @@ class ControllerNode:
                 self._held.append(command)
 
     def _emit_outputs(self, outputs: tuple[DetectorOutput, ...]) -> None:
-        """A DetectorUpdated per output, to every subscriber (every hop: ``_emit`` spelled
-        out)."""
-        subscribers = self._subscribers
+        """Each output to the output readers, then as a DetectorUpdated to the other
+        subscribers (every hop: ``_emit`` spelled out, the event built only if one takes it)."""
+        readers, subscribers = self._output_readers, self._update_subscribers
         for output in outputs:
-            event = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
-            for subscriber in subscribers:
-                subscriber(event)
+            for reader in readers:
+                reader(output)
+            if subscribers:
+                event = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
+                for subscriber in subscribers:
+                    subscriber(event)
 
     def _send_held(self, now: float) -> None:
         while self._held and self.audit.durable:

@@ -146,6 +146,19 @@ def test_observers_see_every_window_and_every_status_in_order(tmp_path: Path) ->
     assert all(a.t_s < b.t_s for a, b in pairwise(statuses))
 
 
+def test_an_output_reader_sees_the_outputs_where_the_events_would_be(tmp_path: Path) -> None:
+    """``subscribe(..., outputs=)``: the subscriber's stream is a plain subscriber's with
+    each DetectorUpdated replaced by its output (and none of those events)."""
+    node, _, pump, _, events, _ = _lockstep(tmp_path)
+    read: list[object] = []
+    node.subscribe(read.append, outputs=read.append)
+    pump.run_until(90.0)
+    expected = [e.output if isinstance(e, DetectorUpdated) else e for e in events]
+    assert read == expected[1:]  # subscribed after the handshake began (CONNECTING)
+    assert sum(isinstance(e, DetectorUpdated) for e in events) > 100
+    assert any(isinstance(e, CommandIssued) for e in read)
+
+
 def test_blanking_follows_the_device_reported_change_not_the_command(tmp_path: Path) -> None:
     node, fw, pump, clock, _events, _ = _lockstep(tmp_path)
     pump.run_until(120.0)  # calibrated, stimulating, and the change long reported

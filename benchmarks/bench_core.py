@@ -97,7 +97,7 @@ def _node(spec: SimSpec) -> tuple[ControllerNode, _Observations]:
         retry_first_connect=True,
     )
     seen = _Observations(stim_channels=firmware.info.stim_channels)
-    node.subscribe(seen.on_event)
+    seen.attach(node)
     return node, seen
 
 

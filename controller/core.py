@@ -33,7 +33,7 @@ from firmware_bridge.events import (
     StimStateReceived,
 )
 from firmware_bridge.frozen import build_frozen
-from firmware_bridge.messages import DeviceInfo, StimSetting, StimState
+from firmware_bridge.messages import DeviceInfo, Status, StimSetting, StimState
 
 #: Who asked for a command: the policy, the envelope's supervision, or the operator.
 Origin = Literal["policy", "supervision", "operator", "shutdown"]
@@ -240,8 +240,7 @@ class ControllerCore:
         if isinstance(event, SamplesReceived):
             return self.on_samples(event, now)
         if isinstance(event, StatusReceived):  # once a second; it records nothing
-            if self.envelope is not None:
-                self.envelope.observe_status(event.status, now)
+            self.on_status(event.status, now)
             return NOTHING
         out = _Collect()
         if isinstance(event, StimStateReceived):
@@ -256,6 +255,12 @@ class ControllerCore:
             out.audit("marker", now, code=m.code, text=m.text)
             out.annotate(f"marker {m.code} {m.text}")
         return out.result()
+
+    def on_status(self, status: Status, now: float) -> None:
+        """:meth:`on_event` of a STATUS (the node calls it directly, once a second): the
+        envelope judges its impedances and fault flags; nothing is recorded."""
+        if self.envelope is not None:
+            self.envelope.observe_status(status, now)
 
     def on_command_outcome(
         self, token: int, outcome: Outcome, now: float, **detail: object
@@ -407,40 +412,50 @@ class ControllerCore:
     # -- internals ---------------------------------------------------------------------
 
     def on_samples(self, event: SamplesReceived, now: float) -> CoreResult:
-        """:meth:`on_event` of a SAMPLES frame (the node calls it directly: it is most of
-        the events)."""
-        assert self.extractor is not None and self.detector is not None
+        """:meth:`on_event` of a SAMPLES frame: :meth:`push_samples` as one result."""
+        outputs, decided = self.push_samples(event, now)
+        if decided is not NOTHING or not outputs:
+            return decided
+        return build_frozen(CoreResult, {**_NO_FIELDS, "outputs": outputs})
+
+    def push_samples(
+        self, event: SamplesReceived, now: float
+    ) -> tuple[tuple[DetectorOutput, ...], CoreResult]:
+        """A SAMPLES frame through features, detector, envelope and policy: the detector's
+        outputs, and what was decided with them in one result (those outputs included), or
+        NOTHING. Most hops decide nothing: the node then emits the outputs without a result
+        to build and carry (it calls this at every frame)."""
+        extractor, detector, envelope = self.extractor, self.detector, self.envelope
+        assert extractor is not None and detector is not None and envelope is not None
         stats = self.stats
         stats.sample_blocks += 1
-        frames = self.extractor.push_counts(event.counts, self._scales)
+        frames = extractor.push_counts(event.counts, self._scales)
         if not frames:
-            return NOTHING
+            return (), NOTHING
         outputs: list[DetectorOutput] = []
         out: _Collect | None = None
         for frame in frames:
             stats.windows += 1
             self.last_frame = frame
-            out = self._decide(frame, now, outputs, out)
+            output = detector.update(frame)
+            self.last_output = output
+            outputs.append(output)
+            envelope.observe_detector(output.state)
+            out = self._decide(output, now, envelope, out)
         if out is None:
-            # Most hops decide nothing: their result is the detector's outputs alone.
-            return build_frozen(CoreResult, {**_NO_FIELDS, "outputs": tuple(outputs)})
+            return tuple(outputs), NOTHING
         out.outputs = outputs
-        return out.result()
+        return tuple(outputs), out.result()
 
     def _decide(
         self,
-        frame: FeatureFrame,
+        output: DetectorOutput,
         now: float,
-        outputs: list[DetectorOutput],
+        envelope: SafetyEnvelope,
         out: _Collect | None,
     ) -> _Collect | None:
-        """One window through detector, envelope and policy; ``out`` is made only when
+        """One window's output through envelope and policy; ``out`` is made only when
         there is something to record (most windows have nothing)."""
-        assert self.detector is not None and self.envelope is not None
-        output = self.detector.update(frame)
-        self.last_output = output
-        outputs.append(output)
-        self.envelope.observe_detector(output.state)
         if output.changed:
             if out is None:
                 out = _Collect()
@@ -456,7 +471,7 @@ class ControllerCore:
             out.annotate(f"detector {output.state.value}")
         if self.in_flight is not None:
             return out  # one command at a time: decide again once the device has answered
-        supervised = self.envelope.supervise(now)
+        supervised = envelope.supervise(now)
         if supervised is not None:
             if out is None:
                 out = _Collect()
@@ -477,7 +492,7 @@ class ControllerCore:
             policy=self.policy.name,
             **setting_fields(request.setting),
         )
-        self._apply(self.envelope.review(request, now), now, request.reason, "policy", out)
+        self._apply(envelope.review(request, now), now, request.reason, "policy", out)
         return out
 
     def _apply(

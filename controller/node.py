@@ -37,6 +37,7 @@ from controller.core import (
     Outcome,
     describe_setting,
 )
+from controller.detector.types import DetectorOutput
 from controller.device_check import DeviceCheck, DeviceFinding, Severity
 from controller.observations import (
     CommandAnswered,
@@ -76,7 +77,7 @@ from firmware_bridge.events import (
 )
 from firmware_bridge.framing import PROTOCOL_MAJOR, PROTOCOL_MINOR
 from firmware_bridge.frozen import build_frozen
-from firmware_bridge.messages import DeviceInfo, StimSetting, StimState
+from firmware_bridge.messages import DeviceInfo, Status, StimSetting, StimState
 from firmware_bridge.session import ControllerSession, LinkStats
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,8 @@ RecordingOpener = Callable[[Path], RecordingFactory]
 #: e.g. a simulator's ground truth. Returns (t_device_s, text) pairs not yet delivered.
 AnnotationSource = Callable[[], list[tuple[float, str]]]
 Subscriber = Callable[[NodeEvent], None]
+#: Takes the detector's outputs instead of their events (``ControllerNode.subscribe``).
+OutputReader = Callable[[DetectorOutput], None]
 
 #: MARKER code of an operator's note (device markers carry their own codes).
 OPERATOR_MARKER_CODE = 1
@@ -105,8 +108,9 @@ _STOPPED = LinkState.STOPPED
 _FAILED = LinkState.FAILED
 #: Stopped or failed: the link may close (``finished``; the timer steps read it directly).
 _FINISHED = (_STOPPED, _FAILED)
-#: What the device reports on its own: the core records it, then observers are told.
-_REPORTS = (StatusReceived, StimStateReceived, FaultReceived, MarkerReceived)
+#: What the device reports on its own (besides STATUS): the core records it, then
+#: observers are told.
+_REPORTS = (StimStateReceived, FaultReceived, MarkerReceived)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,8 @@ class ControllerNode:
         self._finding_times: list[float] = []
         self._device_latched = False
         self._subscribers: list[Subscriber] = []
+        self._update_subscribers: list[Subscriber] = []  # take DetectorUpdated events
+        self._output_readers: list[OutputReader] = []
         self._closed = False
         self._now = 0.0
         self._retry_first_connect = retry_first_connect
@@ -195,9 +201,18 @@ class ControllerNode:
 
     # -- observation -------------------------------------------------------------------
 
-    def subscribe(self, subscriber: Subscriber) -> None:
-        """Call ``subscriber`` with every typed event, in order, on the caller's thread."""
+    def subscribe(self, subscriber: Subscriber, outputs: OutputReader | None = None) -> None:
+        """Call ``subscriber`` with every typed event, in order, on the caller's thread.
+
+        With ``outputs``, each detector output goes to it, in order with the subscriber's
+        events, instead of a ``DetectorUpdated`` to the subscriber: an observer that reads
+        only the output (the headless sim's, every hop) costs no event object. Readers
+        take an output before the subscribers take its event."""
         self._subscribers.append(subscriber)
+        if outputs is None:
+            self._update_subscribers.append(subscriber)
+        else:
+            self._output_readers.append(outputs)
 
     @property
     def finished(self) -> bool:
@@ -486,10 +501,10 @@ class ControllerNode:
         for event in events:
             if isinstance(event, SamplesReceived):
                 self._on_samples(event, now)
-            elif isinstance(event, _REPORTS):  # second: a STATUS comes every second
-                result = self.core.on_event(event, now)
-                if result is not NOTHING:  # a STATUS records nothing
-                    self._carry(result, now)
+            elif isinstance(event, StatusReceived):  # second: a STATUS comes every second
+                self._on_status(event.status, now)
+            elif isinstance(event, _REPORTS):
+                self._carry(self.core.on_event(event, now), now)
                 self._observe(event, now)
             elif isinstance(event, CommandAcked | CommandNacked | CommandTimedOut):
                 self._on_answer(event, now)
@@ -545,9 +560,23 @@ class ControllerNode:
             if self._annotation_source is not None:
                 for t_device_s, text in self._annotation_source():
                     self._carry_annotation(t_device_s, text)
-        self._carry(self.core.on_samples(event, now), now)
+        outputs, decided = self.core.push_samples(event, now)
+        if decided is not NOTHING:
+            self._carry(decided, now)
+        else:
+            self._emit_outputs(outputs)
         if self.state is not _STOPPING:
             self.audit.tick(now)
+
+    def _on_status(self, status: Status, now: float) -> None:
+        """The envelope and the device check judge the STATUS; observers are told."""
+        self.core.on_status(status, now)
+        self._emit(build_frozen(DeviceStatus, {"t_s": now, "status": status}))
+        check = self.check
+        if check is not None:
+            findings = check.status(status, now)
+            if findings:
+                self._on_findings(findings, now)
 
     def _carry_annotation(self, t_device_s: float, text: str) -> None:
         if self.recording is not None:
@@ -582,12 +611,6 @@ class ControllerNode:
     def _observe(self, event: object, now: float) -> None:
         if isinstance(event, StimStateReceived):
             self._on_stim_state(event.state, now)
-        elif isinstance(event, StatusReceived):
-            self._emit(DeviceStatus(now, event.status))
-            if self.check is not None:
-                findings = self.check.status(event.status, now)
-                if findings:
-                    self._on_findings(findings, now)
         elif isinstance(event, FaultReceived):
             self._active_faults[event.fault.code_name] = event.fault.active
             self._emit(DeviceFault(now, event.fault))
@@ -662,12 +685,8 @@ class ControllerNode:
         if self.recording is not None:
             for annotation in result.annotations:
                 self.recording.annotate(annotation)
-        subscribers = self._subscribers
-        if subscribers:
-            for output in result.outputs:  # every hop: ``_emit`` spelled out
-                event = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
-                for subscriber in subscribers:
-                    subscriber(event)
+        self._emit_outputs(result.outputs)
+        if self._subscribers:
             for clamp in result.clamps:
                 self._emit(clamp)
             for refusal in result.refusals:
@@ -679,6 +698,18 @@ class ControllerNode:
                 self._send(command, now)
             else:
                 self._held.append(command)
+
+    def _emit_outputs(self, outputs: tuple[DetectorOutput, ...]) -> None:
+        """Each output to the output readers, then as a DetectorUpdated to the other
+        subscribers (every hop: ``_emit`` spelled out, the event built only if one takes it)."""
+        readers, subscribers = self._output_readers, self._update_subscribers
+        for output in outputs:
+            for reader in readers:
+                reader(output)
+            if subscribers:
+                event = build_frozen(DetectorUpdated, {"t_s": output.t_s, "output": output})
+                for subscriber in subscribers:
+                    subscriber(event)
 
     def _send_held(self, now: float) -> None:
         while self._held and self.audit.durable:

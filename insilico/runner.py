@@ -22,7 +22,6 @@ from controller.detector.signature import calibrated_detector_config
 from controller.detector.types import DetectorOutput, DetectorState
 from controller.node import ControllerNode
 from controller.observations import (
-    DetectorUpdated,
     DeviceStatus,
     DeviceStimState,
     LinkState,
@@ -119,17 +118,27 @@ class _Observations:
     timeline: Timeline = field(default_factory=lambda: Timeline(step_s=1.0))
     #: The timeline step of its last point (computed once per point, not again per window).
     _last_step: int | None = field(default=None, init=False)
+    #: The impedances of the last STATUS that priced the meter: the device repeats its
+    #: STATUS, and the session hands out the same object for an equal one.
+    _impedances: tuple[int, ...] | None = field(default=None, init=False)
+
+    def attach(self, node: ControllerNode) -> None:
+        """Observe ``node``: its detector outputs (every hop) read without their events."""
+        node.subscribe(self.on_event, outputs=self.on_output)
 
     def on_event(self, event: NodeEvent) -> None:
-        if isinstance(event, DetectorUpdated):
-            self._on_detector(event.output)
-        elif isinstance(event, DeviceStatus):
+        if isinstance(event, DeviceStatus):
             impedances = event.status.impedance_ohm
-            values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
-            if values:
-                self.meter.impedance(sum(values) / len(values))
+            if impedances is not self._impedances:  # a repeated STATUS: priced already
+                self._impedances = impedances
+                self._on_impedances(impedances)
         elif isinstance(event, DeviceStimState):
             self._on_stim_state(event.state, event.t_s)
+
+    def _on_impedances(self, impedances: tuple[int, ...]) -> None:
+        values = [impedances[i] for i in self.stim_channels if i < len(impedances)]
+        if values:
+            self.meter.impedance(sum(values) / len(values))
 
     def _on_stim_state(self, state: StimState, now: float) -> None:
         previous = self.last_state
@@ -140,7 +149,7 @@ class _Observations:
         self.delivered_charge_uc = state.delivered_charge_uc
         self.meter.report(now, state.amplitude_ma, state.frequency_hz, state.pulse_width_us)
 
-    def _on_detector(self, output: DetectorOutput) -> None:
+    def on_output(self, output: DetectorOutput) -> None:
         state = output.state
         value = _STATE_VALUES[state]
         self.final_state = value
@@ -214,7 +223,7 @@ def run_sim(
             lower_threshold=detector_config.lower_threshold,
         ),
     )
-    node.subscribe(seen.on_event)
+    seen.attach(node)
     clock = clock or VirtualClock(rate=rate)
     to_device, to_controller = _wires(spec)
     # Both send their sessions' bytes and nothing else: the pump looks at the outboxes.

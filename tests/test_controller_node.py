@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,13 @@ import pytest
 
 from controller.audit import AuditLog, verify_audit
 from controller.config import ControllerConfig
-from controller.core import ControllerCore
+from controller.core import NOTHING, ControllerCore, CoreResult
 from controller.node import ControllerNode
 from controller.observations import (
     CommandIssued,
+    DetectorUpdated,
     DeviceMisbehaved,
+    DeviceStatus,
     EstopChanged,
     LinkState,
     NodeEvent,
@@ -105,6 +108,55 @@ def test_a_block_completing_several_windows_keeps_every_decision(windows: int) -
     assert result.commands[0].setting == sent
     decision_records = [r for r in result.records if r.kind == "decision"]
     assert len(decision_records) == len(result.commands)
+
+
+def test_push_samples_is_on_samples_split_into_outputs_and_what_was_decided() -> None:
+    """The node's per-frame call: a hop that decides nothing gives its outputs and
+    NOTHING; one that decides gives the whole result, those outputs included."""
+    config = _config()
+    whole, split = _connected_core(config), _connected_core(config)
+    rng = np.random.default_rng(4)
+    hop = int(config.features.hop_s * INFO.sampling_rate_hz)
+    kinds = set()
+    for i in range(12):
+        counts = rng.integers(-50, 50, (INFO.n_channels, hop)).astype(np.int16)
+        event = SamplesReceived(i * hop, counts, 0, 0)
+        expected = whole.on_samples(event, i * 0.5)
+        outputs, decided = split.push_samples(event, i * 0.5)
+        assert outputs == expected.outputs
+        if decided is NOTHING:
+            kinds.add("quiet" if outputs else "none")
+            assert expected == (CoreResult(outputs=outputs) if outputs else NOTHING)
+        else:
+            kinds.add("decided")
+            assert decided == expected
+    assert kinds == {"none", "quiet", "decided"}
+
+
+def test_observers_see_every_window_and_every_status_in_order(tmp_path: Path) -> None:
+    node, _, pump, _, events, _ = _lockstep(tmp_path)
+    pump.run_until(90.0)
+    windows = [e.output for e in events if isinstance(e, DetectorUpdated)]
+    assert len(windows) == node.core.stats.windows > 100
+    assert windows[-1] is node.core.last_output
+    assert all(a.t_s < b.t_s for a, b in pairwise(windows))
+    assert any(isinstance(e, CommandIssued) for e in events)  # deciding hops among them
+    statuses = [e for e in events if isinstance(e, DeviceStatus)]
+    assert 85 <= len(statuses) <= 91
+    assert all(a.t_s < b.t_s for a, b in pairwise(statuses))
+
+
+def test_an_output_reader_sees_the_outputs_where_the_events_would_be(tmp_path: Path) -> None:
+    """``subscribe(..., outputs=)``: the subscriber's stream is a plain subscriber's with
+    each DetectorUpdated replaced by its output (and none of those events)."""
+    node, _, pump, _, events, _ = _lockstep(tmp_path)
+    read: list[object] = []
+    node.subscribe(read.append, outputs=read.append)
+    pump.run_until(90.0)
+    expected = [e.output if isinstance(e, DetectorUpdated) else e for e in events]
+    assert read == expected[1:]  # subscribed after the handshake began (CONNECTING)
+    assert sum(isinstance(e, DetectorUpdated) for e in events) > 100
+    assert any(isinstance(e, CommandIssued) for e in read)
 
 
 def test_blanking_follows_the_device_reported_change_not_the_command(tmp_path: Path) -> None:

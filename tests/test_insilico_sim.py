@@ -11,16 +11,20 @@ from pathlib import Path
 import pytest
 
 from controller.config import ControllerConfig
+from controller.observations import DeviceStatus, DeviceStimState
 from firmware_bridge.clock import VirtualClock
+from firmware_bridge.messages import Status, StimState
 from insilico.report import SimReport
 from insilico.runner import (
     SimSpec,
+    _Observations,
     alarms_in_run,
     on_patient_clock,
     phase_spans,
     run_sim,
     with_policy,
 )
+from insilico.stimulation import StimulationMeter
 from simulator.physiology.scenario import load_scenario, scenario_from_dict
 from simulator.signals import GroundTruthEvent
 
@@ -287,3 +291,20 @@ def test_detections_during_the_ramped_stop_after_the_run_are_not_alarms() -> Non
     # The run ends at 3600 s; the node's ramped stop runs on for a few seconds after it.
     assert alarms_in_run([10.0, 3600.0, 3600.5, 3603.0], 3600.0) == [10.0, 3600.0]
     assert alarms_in_run([], 3600.0) == []
+
+
+def test_the_observer_prices_stimulation_at_the_last_status_impedance() -> None:
+    """A repeated STATUS (the same object) is priced once; every change, also back to an
+    earlier STATUS, prices what follows at its impedance, as the mean of each report."""
+    high, low = Status(90, 0, (3000, 3000)), Status(90, 0, (1000, 3000))
+    seen = _Observations(stim_channels=(0, 1))
+    twin = StimulationMeter()
+    reports = [(low, 1.0), (low, 2.0), (high, 3.0), (low, 4.0), (low, 5.0)]
+    for t_s, (status, amplitude_ma) in enumerate(reports):
+        for _ in range(2):
+            seen.on_event(DeviceStatus(float(t_s), status))
+        twin.impedance(sum(status.impedance_ohm) / 2)
+        state = StimState(True, False, False, False, amplitude_ma, amplitude_ma, 250, 60.0, 0.0, 0)
+        seen.on_event(DeviceStimState(t_s + 0.5, state))
+        twin.report(t_s + 0.5, amplitude_ma, 60.0, 250)
+    assert seen.meter.teed_j == twin.teed_j > 0.0

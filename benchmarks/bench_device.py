@@ -4,7 +4,8 @@ the default physiology source, as ``neurostim sim`` configures them.
 Printed, never asserted; CPU µs per virtual second, best of ``--repeat`` runs. "firmware"
 pumps the firmware (frames of 125 samples, source blocks of 500) against a bare
 ``ControllerSession`` with a replayed source (blocks recorded from the default physiology
-source), so it is firmware + device and controller sessions + pump; "source" reads the
+source), so it is firmware + device and controller sessions + pump (session peers, as in
+``run_sim``); "source" reads the
 default physiology source block by block as the firmware does (``read`` then the STATUS
 impedance look-ups). Run it against another checkout by putting that checkout first on
 ``PYTHONPATH``::
@@ -68,6 +69,8 @@ class _Replay:
 
 
 class _Peer:
+    """A bare controller session as a lockstep peer: it sends its session's bytes only."""
+
     def __init__(self) -> None:
         self.session = ControllerSession()
 
@@ -93,7 +96,7 @@ def firmware_cpu_s(seconds: float) -> float:
     fw = VirtualFirmware(_Replay(), config)
     peer = _Peer()
     clock = VirtualClock()
-    pump = LockstepPump(peer, fw, clock)
+    pump = LockstepPump(peer, fw, clock, session_peers=True)  # as run_sim
     peer.session.connect(0.0)
     start = time.process_time()
     pump.run_until(seconds)

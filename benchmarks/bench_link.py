@@ -61,15 +61,15 @@ class DevicePeer:
         return own if due is None or own < due else due
 
     def on_time(self, now: float) -> None:
-        self.session.handle_timeout(now)
-        if not self.with_data:
-            return
-        if now >= self.next_frame_s:
+        """In the firmware's order (``VirtualFirmware.advance_to``): the frame that ends now,
+        then the session's timers (its heartbeat), then STATUS."""
+        if self.with_data and now >= self.next_frame_s:
             if self.session.handshaken:
                 self.session.send_samples_interleaved(self.index, self.interleaved, now)
             self.index += SAMPLES_PER_FRAME
             self.next_frame_s += FRAME_S
-        if now >= self.next_status_s:
+        self.session.handle_timeout(now)
+        if self.with_data and now >= self.next_status_s:
             if self.session.handshaken:
                 self.session.send_status(self.status, now)
             self.next_status_s += STATUS_S

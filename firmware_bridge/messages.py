@@ -654,9 +654,17 @@ class Status:
         return list(_faults_of(self.fault_flags))
 
     def encode(self) -> bytes:
+        """The payload. A device sends the same STATUS second after second (it keeps the
+        message while its values are equal): the last message encoded and its payload are
+        kept, and the payload handed out again for that message (it is frozen)."""
+        last, payload = _last_encoded_status
+        if last is self:
+            return payload
         n = len(self.impedance_ohm)
         head = _STATUS_HEAD.pack(self.battery_pct, self.fault_flags, n)
-        return head + _impedance_struct(n).pack(*self.impedance_ohm)
+        payload = head + _impedance_struct(n).pack(*self.impedance_ohm)
+        _last_encoded_status[:] = (self, payload)
+        return payload
 
     @classmethod
     def decode(cls, payload: bytes) -> Self:
@@ -688,6 +696,8 @@ class Status:
 
 #: The last payload ``Status.decode`` decoded and its message.
 _last_status: list[Any] = [None, None]
+#: The last message ``Status.encode`` encoded and its payload.
+_last_encoded_status: list[Any] = [None, b""]
 
 
 @dataclass(frozen=True)

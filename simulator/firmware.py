@@ -190,6 +190,7 @@ class VirtualFirmware:
         #: they change nowhere else, so an equal evaluation changes no fault.
         self._condition_seen = (False, False, False)
         self._status_due = False  # the fault flags changed since the last STATUS
+        self._status: Status | None = None  # the last STATUS sent
         self.goodbyes = 0  # BYEs received: sessions the controller ended on purpose
         self.markers_received: list[MarkerReceived] = []
         self.commands_applied = 0
@@ -420,12 +421,28 @@ class VirtualFirmware:
         self._update_condition_faults(now, view)
         self._status_due = False
         self.session.send_status(
-            Status(math.floor(self.battery_pct), self._fault_flags, view.status_ohm), now
+            self._status_of(math.floor(self.battery_pct), self._fault_flags, view.status_ohm),
+            now,
         )
         # Scheduled STATUS only within a session (none before a handshake or after BYE).
         self._next_status_s = (
             now + self.config.status_interval_s if self.session.handshaken else None
         )
+
+    def _status_of(
+        self, battery_pct: int, fault_flags: int, impedance_ohm: tuple[int, ...]
+    ) -> Status:
+        """The STATUS of these values: the last one again while they are equal (they change
+        a few times a day, and a frozen message encodes the same bytes), else a new one."""
+        status = self._status
+        if (
+            status is None
+            or status.battery_pct != battery_pct
+            or status.fault_flags != fault_flags
+            or status.impedance_ohm != impedance_ohm
+        ):
+            status = self._status = Status(battery_pct, fault_flags, impedance_ohm)
+        return status
 
     def _report_state(self, now: float) -> None:
         self.session.device_state = self._device_state()

@@ -11,6 +11,7 @@ loop the same run as the general loop with a wire that delivers at once.
 from __future__ import annotations
 
 import dataclasses
+import struct
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,35 @@ def test_status_decode_of_a_repeated_payload_is_the_decoded_status(
             Status.decode(payload + b"x")
         with pytest.raises(MalformedPayload):
             Status.decode(bytes([101]) + payload[1:])
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 100), st.integers(0, 3), st.integers(0, 3)), max_size=8),
+    st.lists(st.integers(0, 7), max_size=20),
+)
+def test_status_encode_of_a_repeated_message_is_its_packing(
+    reports: list[tuple[int, int, int]], order: list[int]
+) -> None:
+    """``Status.encode`` keeps the last message's payload: encoded in any order, repeated or
+    not, equal or not, every message gives the packing of its own fields."""
+    statuses = [Status(b, f, tuple(1000 + i for i in range(n))) for b, f, n in reports]
+    for i in order:
+        if i < len(statuses):
+            status = statuses[i]
+            n = len(status.impedance_ohm)
+            packed = struct.pack("<BIB", status.battery_pct, status.fault_flags, n)
+            assert status.encode() == packed + struct.pack(f"<{n}I", *status.impedance_ohm)
+
+
+def test_firmware_keeps_its_status_while_the_values_are_equal() -> None:
+    fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant"))
+    ohm = (1000, 1001)
+    first = fw._status_of(80, 0, ohm)
+    assert fw._status_of(80, 0, tuple(ohm)) is first
+    for changed in ((79, 0, ohm), (80, 2, ohm), (80, 0, (1000, 1002))):
+        status = fw._status_of(*changed)
+        assert status == Status(*changed) and status is not first
+        first = status
 
 
 # -- sessions: receive_data against _on_frame -------------------------------------------------

@@ -280,7 +280,7 @@ class Baseline:
             raise ValueError("baseline is already calibrated")
         row = self._checked(values)
         self._buffer.offer(row)
-        self.calibrated_s += max(dt_s, 0.0)
+        self.calibrated_s += 0.0 if dt_s < 0.0 else dt_s  # max(dt_s, 0.0)
         if (
             self.calibrated_s >= self.settings.calibration_s - 1e-9
             and self._buffer.finite_counts.min() >= MIN_CALIBRATION_VALUES
@@ -309,7 +309,7 @@ class Baseline:
             self._adapt_dt_s, self._adapt_tau_s = dt_s, tau_s
         tracker.floor_fraction = settings.scale_floor_fraction
         tracker.update(self._checked(values), self._adapt_rate)
-        self.adapted_s += max(dt_s, 0.0)
+        self.adapted_s += 0.0 if dt_s < 0.0 else dt_s  # max(dt_s, 0.0)
 
     # -- persistence --------------------------------------------------------------------
 

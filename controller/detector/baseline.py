@@ -145,7 +145,16 @@ class _CalibrationBuffer:
         self._count = 0
         self._stride = 1
         self._offered = 0
-        self.finite_counts = np.zeros(n_features, dtype=np.int64)  # per feature, stored rows
+        # Finite stored values per feature = the counts of rows with a missing value plus
+        # the number of wholly finite rows, kept as a Python int: nearly every calibration
+        # window is wholly finite, and a numpy count update costs ~0.9 us a window.
+        self._partial_counts = np.zeros(n_features, dtype=np.int64)
+        self._finite_rows = 0
+
+    @property
+    def finite_counts(self) -> np.ndarray:
+        """Stored finite values per feature."""
+        return self._partial_counts + self._finite_rows
 
     def offer(self, values: np.ndarray) -> None:
         if self._offered % self._stride == 0:
@@ -156,10 +165,15 @@ class _CalibrationBuffer:
                 self._count = kept.shape[0]
                 self._stride *= 2
                 self._offered = 0  # the next offer is stored: restart the stride phase
-                self.finite_counts = np.isfinite(kept).sum(axis=0)
+                self._partial_counts = np.isfinite(kept).sum(axis=0)
+                self._finite_rows = 0
             self._rows[self._count] = values
             self._count += 1
-            self.finite_counts += np.isfinite(values)
+            # a finite sum has only finite terms (an overflowing one takes the other branch)
+            if math.isfinite(sum(values.tolist())):
+                self._finite_rows += 1
+            else:
+                self._partial_counts += np.isfinite(values)
         self._offered += 1
 
     @property
@@ -266,7 +280,7 @@ class Baseline:
             raise ValueError("baseline is already calibrated")
         row = self._checked(values)
         self._buffer.offer(row)
-        self.calibrated_s += max(dt_s, 0.0)
+        self.calibrated_s += 0.0 if dt_s < 0.0 else dt_s  # max(dt_s, 0.0)
         if (
             self.calibrated_s >= self.settings.calibration_s - 1e-9
             and self._buffer.finite_counts.min() >= MIN_CALIBRATION_VALUES
@@ -295,7 +309,7 @@ class Baseline:
             self._adapt_dt_s, self._adapt_tau_s = dt_s, tau_s
         tracker.floor_fraction = settings.scale_floor_fraction
         tracker.update(self._checked(values), self._adapt_rate)
-        self.adapted_s += max(dt_s, 0.0)
+        self.adapted_s += 0.0 if dt_s < 0.0 else dt_s  # max(dt_s, 0.0)
 
     # -- persistence --------------------------------------------------------------------
 

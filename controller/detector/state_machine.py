@@ -138,7 +138,7 @@ class ProdromeStateMachine:
             why = "blanked" if blanked else "no scorable feature"
             reason = f"{why}: {self._core.value} and its timers held"
         else:
-            reason = self._advance(score, max(dt_s, 0.0))
+            reason = self._advance(score, 0.0 if dt_s < 0.0 else dt_s)  # max(dt_s, 0.0)
             self._state = self._core
         return self._state, self._state is not previous, reason
 

@@ -201,9 +201,10 @@ class _Endpoint:
     def _note_rx(self, seq: int, now: float) -> None:
         """A valid frame of sequence number ``seq`` arrived: the peer is alive; count gaps."""
         self._last_rx_s = now
-        if self._rx_seq is not None:
-            skipped = (seq - self._rx_seq) % SEQ_MODULO
-            if skipped and skipped < _SEQ_HALF:
+        expected = self._rx_seq
+        if expected is not None and seq != expected:  # (seq - expected) % SEQ_MODULO != 0
+            skipped = (seq - expected) % SEQ_MODULO
+            if skipped < _SEQ_HALF:
                 self.stats.frames_lost += skipped
         self._rx_seq = (seq + 1) % SEQ_MODULO
 

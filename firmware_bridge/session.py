@@ -100,6 +100,8 @@ _SEQ_HALF = SEQ_MODULO // 2
 _unpack_header = HEADER.unpack_from
 #: An unsigned HEARTBEAT message of the documented payload size (header, payload, CRC).
 _HEARTBEAT_MESSAGE_SIZE = HEADER_SIZE + HEARTBEAT_PAYLOAD_SIZE + CRC_SIZE
+#: Its wire size: COBS adds one byte to a message under 254 bytes, then the delimiter.
+_HEARTBEAT_WIRE_SIZE = _HEARTBEAT_MESSAGE_SIZE + 2
 
 
 @dataclass
@@ -183,7 +185,7 @@ class _Endpoint:
         self.outbox.append(wire)
         stats = self.stats
         stats.frames_tx += 1
-        stats.bytes_tx += len(wire)
+        stats.bytes_tx += _HEARTBEAT_WIRE_SIZE  # len(wire): the layout is fixed
 
     def _queue(self, wire: bytes) -> None:
         """Queue the wire bytes of the frame just built with the next sequence number."""
@@ -199,9 +201,10 @@ class _Endpoint:
     def _note_rx(self, seq: int, now: float) -> None:
         """A valid frame of sequence number ``seq`` arrived: the peer is alive; count gaps."""
         self._last_rx_s = now
-        if self._rx_seq is not None:
-            skipped = (seq - self._rx_seq) % SEQ_MODULO
-            if skipped and skipped < _SEQ_HALF:
+        expected = self._rx_seq
+        if expected is not None and seq != expected:  # (seq - expected) % SEQ_MODULO != 0
+            skipped = (seq - expected) % SEQ_MODULO
+            if skipped < _SEQ_HALF:
                 self.stats.frames_lost += skipped
         self._rx_seq = (seq + 1) % SEQ_MODULO
 
@@ -392,28 +395,31 @@ class ControllerSession(_Endpoint):
             events.extend(self._deferred)
             self._deferred.clear()
             self._deferred_due = None
-        hello_due = self._hello_deadline is not None and now >= self._hello_deadline
-        if self.state is _HANDSHAKING and hello_due:
-            if self._hello_attempts < self.timing.hello_attempts:
+        state = self.state
+        if state is _HANDSHAKING:
+            hello_due = self._hello_deadline is not None and now >= self._hello_deadline
+            if hello_due and self._hello_attempts < self.timing.hello_attempts:
                 self._send_hello(now)
-            else:
+            elif hello_due:
                 self.state = _FAILED
                 self._hello_deadline = None
                 events.append(HandshakeFailed(self._hello_attempts))
-        if self.state is _READY:
-            assert self._last_rx_s is not None
-            silent = now - self._last_rx_s
-            if now >= self._last_rx_s + self._peer_timeout_s:  # the deadline's own expression
+        elif state is _READY:  # (a handshake that just failed is not READY either)
+            last_rx = self._last_rx_s
+            assert last_rx is not None
+            if now >= last_rx + self._peer_timeout_s:  # the deadline's own expression
                 self.state = _LOST
                 self._next_heartbeat = None
-                events.append(PeerLost(silent))
+                events.append(PeerLost(now - last_rx))
                 events.extend(self._fail_all_pending())
                 return events
-            if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            beat = self._next_heartbeat
+            if beat is not None and now >= beat:
                 self._emit_heartbeat(0, now)
-                self._next_heartbeat += self._heartbeat_interval_s
-                if self._next_heartbeat <= now:  # fell behind: do not burst
-                    self._next_heartbeat = now + self._heartbeat_interval_s
+                beat += self._heartbeat_interval_s
+                if beat <= now:  # fell behind: do not burst
+                    beat = now + self._heartbeat_interval_s
+                self._next_heartbeat = beat
         if not self._pending:
             return events
         for pending in list(self._pending.values()):
@@ -705,30 +711,37 @@ class DeviceSession(_Endpoint):
         events: list[Event] = []
         if not self.handshaken:
             return events
+        last_rx = self._last_rx_s
         if (
             not self.watchdog_expired
-            and self._last_rx_s is not None
-            and now >= self._last_rx_s + self._watchdog_s  # the deadline's own expression
+            and last_rx is not None
+            and now >= last_rx + self._watchdog_s  # the deadline's own expression
         ):
             self.watchdog_expired = True
-            events.append(WatchdogExpired(now - self._last_rx_s))
-        if self._next_heartbeat is not None and now >= self._next_heartbeat:
+            events.append(WatchdogExpired(now - last_rx))
+        beat = self._next_heartbeat
+        if beat is not None and now >= beat:
             self._emit_heartbeat(self.device_state, now)
-            self._next_heartbeat += self._heartbeat_s
-            if self._next_heartbeat <= now:
-                self._next_heartbeat = now + self._heartbeat_s
+            beat += self._heartbeat_s
+            if beat <= now:
+                beat = now + self._heartbeat_s
+            self._next_heartbeat = beat
         return events
 
     # -- bytes in ----------------------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         decoder = self._decoder
-        events: list[Event] = []
-        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard.
+        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard, spelled
+        # out (four a second, one call fewer each).
         seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
         if seq >= 0:
-            self._heard(seq, now, events)
-            return events
+            self._note_rx(seq, now)
+            if self.watchdog_expired:
+                self.watchdog_expired = False
+                return [ControllerReturned()]
+            return []
+        events: list[Event] = []
         for message in decoder.messages(data):
             version, msg_type, _, seq, _, _ = _unpack_header(message)
             # The shortcut for a plain HEARTBEAT (most of what a device hears): the same

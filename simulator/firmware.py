@@ -201,8 +201,10 @@ class VirtualFirmware:
     def receive_data(self, data: bytes, now: float) -> None:
         if not self._settled_at(now):
             self.advance_to(now)
-        for event in self.session.receive_data(data, now):
-            self._on_event(event, now)
+        events = self.session.receive_data(data, now)
+        if events:  # rarely: nearly all it hears is a heartbeat
+            for event in events:
+                self._on_event(event, now)
         if self._status_due:
             self._send_status(now)
 
@@ -255,9 +257,10 @@ class VirtualFirmware:
             # Otherwise (called again at the same instant, output not ramping) no frame can be
             # due and a step of the output to ``now`` would change nothing: skip both.
             spf = self._samples_per_frame
+            fs = self.sampling_rate_hz
             while True:
                 frame_end_index = (self.samples_acquired // spf + 1) * spf
-                t_frame = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
+                t_frame = self.start_s + frame_end_index / fs  # _index_time
                 frame_due = t_frame <= now
                 if frame_due:
                     t = t_frame
@@ -274,7 +277,7 @@ class VirtualFirmware:
                 finished = out.advance_to(t)
                 dt = t - self._battery_t
                 self._battery_t = t
-                if dt > 0:
+                if dt > 0.0:
                     amp = 0.5 * (before + out.amplitude_ma)
                     teed_w = 0.0
                     if amp > 0.0:
@@ -311,7 +314,7 @@ class VirtualFirmware:
         return self.start_s + index / self.sampling_rate_hz
 
     def _acquire_frame(self, t_frame: float) -> None:
-        spf = self.config.samples_per_frame
+        spf = self._samples_per_frame
         first = self.samples_acquired
         offset = first - self._block_first
         if offset >= self._block_samples:

@@ -100,8 +100,6 @@ _SEQ_HALF = SEQ_MODULO // 2
 _unpack_header = HEADER.unpack_from
 #: An unsigned HEARTBEAT message of the documented payload size (header, payload, CRC).
 _HEARTBEAT_MESSAGE_SIZE = HEADER_SIZE + HEARTBEAT_PAYLOAD_SIZE + CRC_SIZE
-#: Its wire size: COBS adds one byte to a message under 254 bytes, then the delimiter.
-_HEARTBEAT_WIRE_SIZE = _HEARTBEAT_MESSAGE_SIZE + 2
 
 
 @dataclass
@@ -185,7 +183,7 @@ class _Endpoint:
         self.outbox.append(wire)
         stats = self.stats
         stats.frames_tx += 1
-        stats.bytes_tx += _HEARTBEAT_WIRE_SIZE  # len(wire): the layout is fixed
+        stats.bytes_tx += len(wire)
 
     def _queue(self, wire: bytes) -> None:
         """Queue the wire bytes of the frame just built with the next sequence number."""
@@ -397,13 +395,13 @@ class ControllerSession(_Endpoint):
             self._deferred_due = None
         state = self.state
         if state is _HANDSHAKING:
-            hello_due = self._hello_deadline is not None and now >= self._hello_deadline
-            if hello_due and self._hello_attempts < self.timing.hello_attempts:
-                self._send_hello(now)
-            elif hello_due:
-                self.state = _FAILED
-                self._hello_deadline = None
-                events.append(HandshakeFailed(self._hello_attempts))
+            if self._hello_deadline is not None and now >= self._hello_deadline:
+                if self._hello_attempts < self.timing.hello_attempts:
+                    self._send_hello(now)
+                else:
+                    self.state = _FAILED
+                    self._hello_deadline = None
+                    events.append(HandshakeFailed(self._hello_attempts))
         elif state is _READY:  # (a handshake that just failed is not READY either)
             last_rx = self._last_rx_s
             assert last_rx is not None
@@ -732,16 +730,12 @@ class DeviceSession(_Endpoint):
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         decoder = self._decoder
-        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard, spelled
-        # out (four a second, one call fewer each).
+        events: list[Event] = []
+        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard.
         seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
         if seq >= 0:
-            self._note_rx(seq, now)
-            if self.watchdog_expired:
-                self.watchdog_expired = False
-                return [ControllerReturned()]
-            return []
-        events: list[Event] = []
+            self._heard(seq, now, events)
+            return events
         for message in decoder.messages(data):
             version, msg_type, _, seq, _, _ = _unpack_header(message)
             # The shortcut for a plain HEARTBEAT (most of what a device hears): the same

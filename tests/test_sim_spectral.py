@@ -346,7 +346,7 @@ _COMPILED_KERNELS = (
     "_mixing_numba",
     "_uniform_split_numba",
     "_polar_numba",
-    "_crossfade_numba",
+    "_alpha_exponent_numba",
 )
 
 
@@ -418,3 +418,36 @@ def test_irfft_last_axis_is_scipy_irfft_bit_for_bit(
     expected = spectral.scipy.fft.irfft(spectrum, n=n, axis=-1)
     got = spectral.irfft_last_axis(spectrum, n)
     assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    peaks=hnp.arrays(
+        np.float64,
+        (N_SITES,),
+        elements=st.one_of(
+            st.floats(6.0, 14.0),
+            st.floats(-200.0, 400.0),
+            st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 125.0, 1e300]),
+        ),
+    ),
+)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_compiled_alpha_exponent_gives_the_numpy_alpha_bump(peaks: np.ndarray) -> None:
+    """The compiled bin range and exponents, through numpy's exp and the kernel's
+    division, are ``_alpha_bump``'s numbers, also for peaks off the grid, inf and NaN."""
+    state = ModulationState.baseline(N_SITES)
+    state.alpha_peak_hz = peaks
+    lo, bump = _PSD_MODEL._alpha_bump(state)
+    assert spectral._alpha_exponent_numba is not None
+    lo_fast, exponent = spectral._alpha_exponent_numba(
+        _PSD_MODEL._freqs_hz, peaks, _PSD_MODEL.params.alpha_sigma_hz
+    )
+    np.exp(exponent, out=exponent)
+    area = exponent.sum(axis=1) * _PSD_MODEL._df_hz
+    assert lo_fast == lo and exponent.shape == bump.shape
+    assert (exponent / area[:, None]).tobytes() == bump.tobytes()
+    compiled = _PSD_MODEL._psd(state)
+    reference = _PSD_MODEL._psd_numpy(state.band_gain, lo, bump)
+    assert compiled.tobytes() == reference.tobytes()

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.fft
 
-from simulator.jit import NUMBA_AVAILABLE, jit
+from simulator.jit import NUMBA_AVAILABLE, jit, jit_inline
 from simulator.physiology.state import BANDS_HZ, ModulationState
 from simulator.signals import Site
 
@@ -164,11 +164,13 @@ def _psd_loops(
     band_index: np.ndarray,
     background: np.ndarray,
     bump: np.ndarray,
+    bump_area: np.ndarray,
     bump_start: int,
     psd: np.ndarray,
 ) -> None:
     """Fill ``psd`` (n_sites, n_bins) with ``SpectralModel._psd_numpy``'s numbers, element
-    by element (numba target).
+    by element (numba target). ``bump`` is the alpha bump before its normalisation,
+    ``bump_area`` (n_sites,) what ``_alpha_bump`` divides each row by.
 
     The same products and sums in the same order: the flat bands as the 5-term dot product
     of the band weights with the templates (for finite gains one non-zero term per bin,
@@ -202,10 +204,65 @@ def _psd_loops(
             row[f] += gain_of_band[band_index[f]] * background[f]
         alpha_weight = gains[_ALPHA_INDEX, i] * band_power[_ALPHA_INDEX]
         for f in range(bump.shape[1]):
-            row[bump_start + f] += alpha_weight * bump[i, f]
+            row[bump_start + f] += alpha_weight * (bump[i, f] / bump_area[i])
 
 
 _psd_numba = jit(_psd_loops) if NUMBA_AVAILABLE else None
+
+
+@jit_inline
+def _bisect_left(grid: np.ndarray, x: float) -> int:
+    """Python's ``bisect.bisect_left`` on a sorted float grid (the same comparisons)."""
+    lo, hi = 0, grid.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if grid[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit_inline
+def _bisect_right(grid: np.ndarray, x: float) -> int:
+    """Python's ``bisect.bisect_right`` on a sorted float grid (the same comparisons)."""
+    lo, hi = 0, grid.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < grid[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _alpha_exponent_loops(
+    freqs_hz: np.ndarray, peaks_hz: np.ndarray, sigma_hz: float
+) -> tuple[int, np.ndarray]:
+    """The first bin and the exponents -0.5 ((f - peak) / sigma)^2 of the alpha bump of
+    ``SpectralModel._alpha_bump`` (its bin range from the lowest and highest peak, NaN
+    propagating as numpy's min and max; numba target, the same float operations)."""
+    low_peak = peaks_hz[0]
+    high_peak = peaks_hz[0]
+    for v in peaks_hz:
+        if math.isnan(v):
+            low_peak = high_peak = v
+            break
+        low_peak = min(low_peak, v)
+        high_peak = max(high_peak, v)
+    lo = _bisect_left(freqs_hz, low_peak - 6.0 * sigma_hz)
+    hi = _bisect_right(freqs_hz, high_peak + 6.0 * sigma_hz)
+    lo = max(lo, 1)
+    hi = max(hi, lo + 1)
+    exponent = np.empty((peaks_hz.shape[0], hi - lo))
+    for i in range(peaks_hz.shape[0]):
+        for f in range(hi - lo):
+            d = (freqs_hz[lo + f] - peaks_hz[i]) / sigma_hz
+            exponent[i, f] = -0.5 * (d * d)
+    return lo, exponent
+
+
+_alpha_exponent_numba = jit(_alpha_exponent_loops) if NUMBA_AVAILABLE else None
 
 
 def _amplitude_loops(psd: np.ndarray, fft_scale: float, amp: np.ndarray) -> None:
@@ -269,40 +326,7 @@ def _polar_loops(
         out[2 * k + 1] = sin_part[k] * radius
 
 
-def _crossfade_loops(
-    segments: np.ndarray,
-    tail: np.ndarray,
-    has_tail: bool,
-    fade_in: np.ndarray,
-    fade_out: np.ndarray,
-    out: np.ndarray,
-) -> None:
-    """``SpectralModel._crossfade_numpy`` element by element (numba target; the same
-    float64 products and sums): ``out`` (n_sites, n_segments * H) holds each float32
-    segment's first H samples, the first L of them cross-faded with the tail (the last
-    N - H samples) of the segment before, for the first segment ``tail`` when
-    ``has_tail``."""
-    n_segments, n_sites, _ = segments.shape
-    n_fade = fade_in.shape[0]
-    hop = out.shape[1] // n_segments
-    for k in range(n_segments):
-        first = k * hop
-        for i in range(n_sites):
-            start = 0
-            if k > 0 or has_tail:
-                for j in range(n_fade):
-                    before = tail[i, j] if k == 0 else segments[k - 1, i, hop + j]
-                    out[i, first + j] = (
-                        np.float64(before) * fade_out[j]
-                        + np.float64(segments[k, i, j]) * fade_in[j]
-                    )
-                start = n_fade
-            for j in range(start, hop):
-                out[i, first + j] = segments[k, i, j]
-
-
 _uniform_split_numba = jit(_uniform_split_loops) if NUMBA_AVAILABLE else None
-_crossfade_numba = jit(_crossfade_loops) if NUMBA_AVAILABLE else None
 _polar_numba = jit(_polar_loops) if NUMBA_AVAILABLE else None
 
 
@@ -527,9 +551,14 @@ class SpectralModel:
         """One-sided PSD per site and bin (µV²/Hz, (n_sites, n_bins)): compiled when numba
         is there, else ``_psd_numpy`` (the same numbers; tested against each other)."""
         gains = np.asarray(state.band_gain, dtype=np.float64)  # (5, n_sites)
-        lo, bump = self._alpha_bump(state)
-        if _psd_numba is None:
+        if _psd_numba is None or _alpha_exponent_numba is None:
+            lo, bump = self._alpha_bump(state)
             return self._psd_numpy(gains, lo, bump)
+        # _alpha_bump's steps around numpy's exp and sum; the division is in the kernel.
+        peaks_hz = np.asarray(state.alpha_peak_hz, dtype=np.float64)
+        lo, bump = _alpha_exponent_numba(self._freqs_hz, peaks_hz, self._params.alpha_sigma_hz)
+        np.exp(bump, out=bump)
+        bump_area = bump.sum(axis=1) * self._df_hz
         psd = np.empty((gains.shape[1], self._freqs_hz.size))
         _psd_numba(
             gains,
@@ -539,6 +568,7 @@ class SpectralModel:
             self._band_index,
             self._background_base,
             bump,
+            bump_area,
             lo,
             psd,
         )
@@ -698,26 +728,8 @@ class SpectralModel:
         segments = irfft_last_axis(spectrum, self._n_fft)
 
         out = np.empty((n_sites, n_segments * self._hop))
-        if _crossfade_numba is None:
-            self._crossfade_numpy(segments, out)
-        else:
-            tail = self._tail
-            _crossfade_numba(
-                segments,
-                segments[0, :, :0] if tail is None else tail,
-                tail is not None,
-                self._fade_in,
-                self._fade_out,
-                out,
-            )
-            self._tail = segments[-1][:, self._hop :]
-        return out
-
-    def _crossfade_numpy(self, segments: np.ndarray, out: np.ndarray) -> None:
-        """Each segment's first H samples into ``out``, its head cross-faded with the tail
-        before it (the reference of the compiled ``_crossfade_loops``)."""
         nf, hop = self._n_fade, self._hop
-        for k in range(segments.shape[0]):
+        for k in range(n_segments):
             seg = segments[k]
             block = out[:, k * hop : (k + 1) * hop]
             if self._tail is None:
@@ -726,3 +738,4 @@ class SpectralModel:
                 block[:, :nf] = self._tail * self._fade_out + seg[:, :nf] * self._fade_in
                 block[:, nf:] = seg[:, nf:hop]
             self._tail = seg[:, hop:]
+        return out

@@ -338,3 +338,116 @@ def test_compiled_psd_spreads_a_non_finite_gain_as_the_numpy_psd_does(bad: float
     reference = _PSD_MODEL._psd_numpy(gains, lo, bump)
     assert np.isnan(compiled[2, 0]) and np.isnan(compiled[2, -1])  # outside every band
     np.testing.assert_array_equal(compiled, reference)
+
+
+_COMPILED_KERNELS = (
+    "_psd_numba",
+    "_amplitude_numba",
+    "_mixing_numba",
+    "_uniform_split_numba",
+    "_polar_numba",
+    "_alpha_exponent_numba",
+)
+
+
+def _varying_run(model: SpectralModel, sizes: tuple[int, ...]) -> bytes:
+    """Blocks of ``sizes`` under a state whose gains, alpha peaks, coherence and
+    suppression move between blocks (several segments per block included)."""
+    rng = np.random.default_rng(5)
+    out = []
+    for step, n in enumerate(sizes):
+        state = ModulationState.baseline(N_SITES, alpha_peak_hz=8.5 + 2.0 * rng.random())
+        state.band_gain *= 1.0 + 0.3 * rng.random(state.band_gain.shape)
+        state.coherence_gain = 1.0 if step % 3 else 1.0 + rng.random()
+        state.suppression = 0.2 * rng.random(N_SITES) if step % 4 == 1 else state.suppression
+        out.append(model.generate(n, state).tobytes())
+    return b"".join(out)
+
+
+_SIZES = (1000, 1, 0, 500, 2047, 5000, 1923, 3846, 250, 7000, 1000, 1000)
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+def test_generate_with_the_compiled_kernels_is_the_numpy_path_bit_for_bit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every compiled kernel and the direct pocketfft call are fast twins: with all of
+    them off (the path without numba) the samples are the same bytes."""
+    fast = _varying_run(SpectralModel(DEFAULT_SITES, FS_HZ, seed=4), _SIZES)
+    for name in _COMPILED_KERNELS:
+        assert getattr(spectral, name) is not None
+        monkeypatch.setattr(spectral, name, None)
+    monkeypatch.setattr(
+        spectral, "irfft_last_axis", lambda x, n: spectral.scipy.fft.irfft(x, n=n, axis=-1)
+    )
+    assert _varying_run(SpectralModel(DEFAULT_SITES, FS_HZ, seed=4), _SIZES) == fast
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+@pytest.mark.parametrize("n_segments", [1, 2, 3])
+def test_compiled_complex_gaussian_is_the_numpy_one_bit_for_bit(n_segments: int) -> None:
+    """The raw-word uniforms and the compiled polar steps give the array version's
+    coefficients, and leave the generator where rng.random(dtype=float32) leaves it."""
+    fast = SpectralModel(DEFAULT_SITES, FS_HZ, seed=9)
+    reference = SpectralModel(DEFAULT_SITES, FS_HZ, seed=9)
+    shape = (n_segments, N_SITES, fast._freqs_hz.size)
+    for _ in range(4):
+        coefficients = fast._complex_gaussian(shape)
+        assert coefficients.dtype == np.complex64 and coefficients.shape == shape
+        assert coefficients.tobytes() == reference._complex_gaussian_numpy(shape).tobytes()
+    fast_state = fast._rng.bit_generator.state
+    reference_state = reference._rng.bit_generator.state
+    assert fast_state["state"] == reference_state["state"]
+    assert fast_state["has_uint32"] == reference_state["has_uint32"] == 0
+
+
+@settings(max_examples=30, deadline=None, derandomize=True)
+@given(
+    shape=st.tuples(st.integers(1, 3), st.integers(1, 9)),
+    log2_n=st.integers(1, 11),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_irfft_last_axis_is_scipy_irfft_bit_for_bit(
+    shape: tuple[int, int], log2_n: int, seed: int
+) -> None:
+    """The direct pocketfft call gives scipy.fft.irfft's bytes (complex64 in, float32 out)."""
+    n = 2**log2_n
+    rng = np.random.default_rng(seed)
+    full = (*shape, n // 2 + 1)
+    spectrum = (rng.standard_normal(full) + 1j * rng.standard_normal(full)).astype(np.complex64)
+    expected = spectral.scipy.fft.irfft(spectrum, n=n, axis=-1)
+    got = spectral.irfft_last_axis(spectrum, n)
+    assert got.dtype == expected.dtype and got.tobytes() == expected.tobytes()
+
+
+@pytest.mark.skipif(not NUMBA_AVAILABLE, reason="numba not installed")
+@settings(max_examples=80, deadline=None, derandomize=True)
+@given(
+    peaks=hnp.arrays(
+        np.float64,
+        (N_SITES,),
+        elements=st.one_of(
+            st.floats(6.0, 14.0),
+            st.floats(-200.0, 400.0),
+            st.sampled_from([math.nan, math.inf, -math.inf, 0.0, 125.0, 1e300]),
+        ),
+    ),
+)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_compiled_alpha_exponent_gives_the_numpy_alpha_bump(peaks: np.ndarray) -> None:
+    """The compiled bin range and exponents, through numpy's exp and the kernel's
+    division, are ``_alpha_bump``'s numbers, also for peaks off the grid, inf and NaN."""
+    state = ModulationState.baseline(N_SITES)
+    state.alpha_peak_hz = peaks
+    lo, bump = _PSD_MODEL._alpha_bump(state)
+    assert spectral._alpha_exponent_numba is not None
+    lo_fast, exponent = spectral._alpha_exponent_numba(
+        _PSD_MODEL._freqs_hz, peaks, _PSD_MODEL.params.alpha_sigma_hz
+    )
+    np.exp(exponent, out=exponent)
+    area = exponent.sum(axis=1) * _PSD_MODEL._df_hz
+    assert lo_fast == lo and exponent.shape == bump.shape
+    assert (exponent / area[:, None]).tobytes() == bump.tobytes()
+    compiled = _PSD_MODEL._psd(state)
+    reference = _PSD_MODEL._psd_numpy(state.band_gain, lo, bump)
+    assert compiled.tobytes() == reference.tobytes()

@@ -33,13 +33,15 @@ docs/simulator_models.md.
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left, bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import scipy.fft
 
-from simulator.jit import NUMBA_AVAILABLE, jit
+from simulator.jit import NUMBA_AVAILABLE, jit, jit_inline
 from simulator.physiology.state import BANDS_HZ, ModulationState
 from simulator.signals import Site
 
@@ -162,11 +164,13 @@ def _psd_loops(
     band_index: np.ndarray,
     background: np.ndarray,
     bump: np.ndarray,
+    bump_area: np.ndarray,
     bump_start: int,
     psd: np.ndarray,
 ) -> None:
     """Fill ``psd`` (n_sites, n_bins) with ``SpectralModel._psd_numpy``'s numbers, element
-    by element (numba target).
+    by element (numba target). ``bump`` is the alpha bump before its normalisation,
+    ``bump_area`` (n_sites,) what ``_alpha_bump`` divides each row by.
 
     The same products and sums in the same order: the flat bands as the 5-term dot product
     of the band weights with the templates (for finite gains one non-zero term per bin,
@@ -200,10 +204,65 @@ def _psd_loops(
             row[f] += gain_of_band[band_index[f]] * background[f]
         alpha_weight = gains[_ALPHA_INDEX, i] * band_power[_ALPHA_INDEX]
         for f in range(bump.shape[1]):
-            row[bump_start + f] += alpha_weight * bump[i, f]
+            row[bump_start + f] += alpha_weight * (bump[i, f] / bump_area[i])
 
 
 _psd_numba = jit(_psd_loops) if NUMBA_AVAILABLE else None
+
+
+@jit_inline
+def _bisect_left(grid: np.ndarray, x: float) -> int:
+    """Python's ``bisect.bisect_left`` on a sorted float grid (the same comparisons)."""
+    lo, hi = 0, grid.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if grid[mid] < x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit_inline
+def _bisect_right(grid: np.ndarray, x: float) -> int:
+    """Python's ``bisect.bisect_right`` on a sorted float grid (the same comparisons)."""
+    lo, hi = 0, grid.shape[0]
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if x < grid[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _alpha_exponent_loops(
+    freqs_hz: np.ndarray, peaks_hz: np.ndarray, sigma_hz: float
+) -> tuple[int, np.ndarray]:
+    """The first bin and the exponents -0.5 ((f - peak) / sigma)^2 of the alpha bump of
+    ``SpectralModel._alpha_bump`` (its bin range from the lowest and highest peak, NaN
+    propagating as numpy's min and max; numba target, the same float operations)."""
+    low_peak = peaks_hz[0]
+    high_peak = peaks_hz[0]
+    for v in peaks_hz:
+        if math.isnan(v):
+            low_peak = high_peak = v
+            break
+        low_peak = min(low_peak, v)
+        high_peak = max(high_peak, v)
+    lo = _bisect_left(freqs_hz, low_peak - 6.0 * sigma_hz)
+    hi = _bisect_right(freqs_hz, high_peak + 6.0 * sigma_hz)
+    lo = max(lo, 1)
+    hi = max(hi, lo + 1)
+    exponent = np.empty((peaks_hz.shape[0], hi - lo))
+    for i in range(peaks_hz.shape[0]):
+        for f in range(hi - lo):
+            d = (freqs_hz[lo + f] - peaks_hz[i]) / sigma_hz
+            exponent[i, f] = -0.5 * (d * d)
+    return lo, exponent
+
+
+_alpha_exponent_numba = jit(_alpha_exponent_loops) if NUMBA_AVAILABLE else None
 
 
 def _amplitude_loops(psd: np.ndarray, fft_scale: float, amp: np.ndarray) -> None:
@@ -228,6 +287,82 @@ def _mixing_loops(rho_at_f: np.ndarray, eigval: np.ndarray, mix: np.ndarray) -> 
 
 _amplitude_numba = jit(_amplitude_loops) if NUMBA_AVAILABLE else None
 _mixing_numba = jit(_mixing_loops) if NUMBA_AVAILABLE else None
+
+_BIG_ENDIAN = sys.byteorder != "little"
+#: numpy's float32 uniform from a 32-bit word w: (w >> 8) * 2**-24 (exact).
+_U24_SCALE_F32 = np.float32(1.0 / 16777216.0)
+_TWO_PI_F32 = np.float32(2.0 * np.pi)
+
+
+def _uniform_split_loops(
+    words: np.ndarray, neg_radius_u: np.ndarray, phase_buffer: np.ndarray, per_half: int
+) -> None:
+    """The float32 uniforms ``rng.random(dtype=float32)`` makes of the 32-bit words
+    ``words`` ((w >> 8) * 2**-24 each), in ``SpectralModel._complex_gaussian_numpy``'s
+    layout (per segment a radius half, then a phase half of ``per_half`` each): the radius
+    half negated into ``neg_radius_u``, the phase half times float32(2 pi) into the phase
+    half of ``phase_buffer`` (numba target; the same float32 operations)."""
+    n_segments = neg_radius_u.shape[0] // per_half
+    for s in range(n_segments):
+        first = 2 * s * per_half
+        for k in range(per_half):
+            u = np.float32(np.int32(words[first + k] >> np.uint32(8))) * _U24_SCALE_F32
+            neg_radius_u[s * per_half + k] = -u
+        first += per_half
+        for k in range(per_half):
+            u = np.float32(np.int32(words[first + k] >> np.uint32(8))) * _U24_SCALE_F32
+            phase_buffer[first + k] = u * _TWO_PI_F32
+
+
+def _polar_loops(
+    log_term: np.ndarray, cos_part: np.ndarray, sin_part: np.ndarray, out: np.ndarray
+) -> None:
+    """radius = sqrt(-log_term), then interleaved (cos * radius, sin * radius) into the
+    float32 view ``out`` of a complex64 array (numba target; the float32 operations of
+    ``SpectralModel._complex_gaussian_numpy``)."""
+    for k in range(log_term.shape[0]):
+        radius = np.sqrt(-log_term[k])
+        out[2 * k] = cos_part[k] * radius
+        out[2 * k + 1] = sin_part[k] * radius
+
+
+_uniform_split_numba = jit(_uniform_split_loops) if NUMBA_AVAILABLE else None
+_polar_numba = jit(_polar_loops) if NUMBA_AVAILABLE else None
+
+
+IrfftLastAxis = Callable[[np.ndarray, int], np.ndarray]
+
+
+def _irfft_last_axis_function() -> IrfftLastAxis:
+    """``(spectrum, n) -> scipy.fft.irfft(spectrum, n=n, axis=-1)`` for complex spectra of
+    n // 2 + 1 bins.
+
+    Why: per synthesis segment scipy.fft.irfft spends ~5 µs in backend dispatch and
+    argument checks, so when scipy's pocketfft binding (the function irfft ends in) is
+    importable and reproduces irfft exactly on a probe, it is called directly (backward
+    normalisation, one worker: scipy.fft's defaults). Otherwise irfft itself. Same bits.
+    """
+
+    def public(spectrum: np.ndarray, n: int) -> np.ndarray:
+        return np.asarray(scipy.fft.irfft(spectrum, n=n, axis=-1))
+
+    try:
+        from scipy.fft._pocketfft import pypocketfft  # private: checked below, else irfft
+
+        def direct(spectrum: np.ndarray, n: int) -> np.ndarray:
+            return np.asarray(pypocketfft.c2r(spectrum, (-1,), n, False, 2, None, 1))
+
+        rng = np.random.default_rng(0)
+        probe = rng.standard_normal((2, 3, 65)) + 1j * rng.standard_normal((2, 3, 65))
+        probe = probe.astype(np.complex64)
+        if direct(probe, 128).tobytes() == public(probe, 128).tobytes():
+            return direct
+    except Exception:  # any import or call failure means: use the public function
+        pass
+    return public
+
+
+irfft_last_axis = _irfft_last_axis_function()
 
 
 def site_distance_matrix_mm(sites: tuple[Site, ...]) -> np.ndarray:
@@ -416,9 +551,14 @@ class SpectralModel:
         """One-sided PSD per site and bin (µV²/Hz, (n_sites, n_bins)): compiled when numba
         is there, else ``_psd_numpy`` (the same numbers; tested against each other)."""
         gains = np.asarray(state.band_gain, dtype=np.float64)  # (5, n_sites)
-        lo, bump = self._alpha_bump(state)
-        if _psd_numba is None:
+        if _psd_numba is None or _alpha_exponent_numba is None:
+            lo, bump = self._alpha_bump(state)
             return self._psd_numpy(gains, lo, bump)
+        # _alpha_bump's steps around numpy's exp and sum; the division is in the kernel.
+        peaks_hz = np.asarray(state.alpha_peak_hz, dtype=np.float64)
+        lo, bump = _alpha_exponent_numba(self._freqs_hz, peaks_hz, self._params.alpha_sigma_hz)
+        np.exp(bump, out=bump)
+        bump_area = bump.sum(axis=1) * self._df_hz
         psd = np.empty((gains.shape[1], self._freqs_hz.size))
         _psd_numba(
             gains,
@@ -428,6 +568,7 @@ class SpectralModel:
             self._band_index,
             self._background_base,
             bump,
+            bump_area,
             lo,
             psd,
         )
@@ -516,7 +657,39 @@ class SpectralModel:
         Box-Muller from float32 uniforms: |X|^2 = -ln(1 - u1) is Exp(1) and the phase
         2*pi*u2 is uniform, which is exactly a circular complex Gaussian; ~2.5x faster
         than ``standard_normal`` here (the tail beyond |X| = 4.07, p < 1e-7, is cut).
+        With numba the uniforms come from the bit generator's raw words and the exact
+        steps (negation, scaling, square root, products, interleaving) run compiled
+        around numpy's log1p, cos and sin: ``_complex_gaussian_numpy``'s numbers (tested).
         """
+        if _uniform_split_numba is None or _polar_numba is None or _BIG_ENDIAN:
+            return self._complex_gaussian_numpy(shape)
+        n_segments = shape[0]
+        per_half = math.prod(shape[1:])
+        # The (segment, [radius, phase], site, bin) layout of _complex_gaussian_numpy's
+        # uniforms; only its phase half is used, so the ufuncs below see the same views.
+        phase_buffer = np.empty((n_segments, 2, *shape[1:]), dtype=np.float32)
+        radius = np.empty(shape, dtype=np.float32)
+        # This generator draws only here and always an even number of float32 uniforms,
+        # so no half word is ever buffered in it: rng.random(dtype=float32) would read
+        # each raw 64-bit word's low, then high 32 bits, the order of a little-endian
+        # uint32 view.
+        words = self._rng.bit_generator.random_raw(n_segments * per_half).view(np.uint32)
+        _uniform_split_numba(words, radius.reshape(-1), phase_buffer.reshape(-1), per_half)
+        np.log1p(radius, out=radius)
+        phase = phase_buffer[:, 1]
+        cos_part = np.cos(phase)
+        sin_part = np.sin(phase)
+        out = np.empty(shape, dtype=np.complex64)
+        _polar_numba(
+            radius.reshape(-1),
+            cos_part.reshape(-1),
+            sin_part.reshape(-1),
+            out.reshape(-1).view(np.float32),
+        )
+        return out
+
+    def _complex_gaussian_numpy(self, shape: tuple[int, ...]) -> np.ndarray:
+        """``_complex_gaussian`` as array operations (the path without numba)."""
         # Draw order (segment, [radius, phase], site, bin) keeps every segment's numbers
         # the same however many segments one call renders (block-size independence).
         u = self._rng.random((shape[0], 2, *shape[1:]), dtype=np.float32)
@@ -526,7 +699,7 @@ class SpectralModel:
         np.negative(radius, out=radius)
         np.sqrt(radius, out=radius)
         phase = u[:, 1]
-        phase *= np.float32(2.0 * np.pi)
+        phase *= _TWO_PI_F32
         out = np.empty(shape, dtype=np.complex64)
         part = np.cos(phase)
         part *= radius
@@ -552,7 +725,7 @@ class SpectralModel:
         eig *= mix
         spectrum = (self._eigvec @ eig.view(np.float32)).view(np.complex64)
         spectrum *= amp
-        segments = scipy.fft.irfft(spectrum, n=self._n_fft, axis=-1)
+        segments = irfft_last_axis(spectrum, self._n_fft)
 
         out = np.empty((n_sites, n_segments * self._hop))
         nf, hop = self._n_fade, self._hop

@@ -401,6 +401,18 @@ def test_compiled_complex_gaussian_is_the_numpy_one_bit_for_bit(n_segments: int)
     assert fast_state["has_uint32"] == reference_state["has_uint32"] == 0
 
 
+def test_complex_gaussian_after_an_odd_draw_still_reads_the_held_half_word() -> None:
+    """A generator holding half a word (an odd number of float32 draws before) gives the
+    array version's coefficients too: the raw-word path would skip that half."""
+    fast = SpectralModel(DEFAULT_SITES, FS_HZ, seed=9)
+    reference = SpectralModel(DEFAULT_SITES, FS_HZ, seed=9)
+    fast._rng.random(1, dtype=np.float32)
+    reference._rng.random(1, dtype=np.float32)
+    shape = (1, N_SITES, fast._freqs_hz.size)
+    coefficients = fast._complex_gaussian(shape)
+    assert coefficients.tobytes() == reference._complex_gaussian_numpy(shape).tobytes()
+
+
 @settings(max_examples=30, deadline=None, derandomize=True)
 @given(
     shape=st.tuples(st.integers(1, 3), st.integers(1, 9)),

@@ -661,7 +661,13 @@ class SpectralModel:
         steps (negation, scaling, square root, products, interleaving) run compiled
         around numpy's log1p, cos and sin: ``_complex_gaussian_numpy``'s numbers (tested).
         """
-        if _uniform_split_numba is None or _polar_numba is None or _BIG_ENDIAN:
+        bit_generator = self._rng.bit_generator
+        if (
+            _uniform_split_numba is None
+            or _polar_numba is None
+            or _BIG_ENDIAN
+            or bit_generator.state["has_uint32"]  # a half word held: the raw words would skip it
+        ):
             return self._complex_gaussian_numpy(shape)
         n_segments = shape[0]
         per_half = math.prod(shape[1:])
@@ -673,7 +679,7 @@ class SpectralModel:
         # so no half word is ever buffered in it: rng.random(dtype=float32) would read
         # each raw 64-bit word's low, then high 32 bits, the order of a little-endian
         # uint32 view.
-        words = self._rng.bit_generator.random_raw(n_segments * per_half).view(np.uint32)
+        words = bit_generator.random_raw(n_segments * per_half).view(np.uint32)
         _uniform_split_numba(words, radius.reshape(-1), phase_buffer.reshape(-1), per_half)
         np.log1p(radius, out=radius)
         phase = phase_buffer[:, 1]

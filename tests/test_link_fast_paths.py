@@ -161,6 +161,23 @@ def test_status_encode_of_a_repeated_message_is_its_packing(
             assert status.encode() == packed + struct.pack(f"<{n}I", *status.impedance_ohm)
 
 
+def test_firmware_keeps_the_end_of_the_frame_being_acquired() -> None:
+    """The frame end read at every step is the end of the frame holding the next sample,
+    after its own acquisitions and after a subclass moves the index itself."""
+    fw = VirtualFirmware(NoiseSource(seed=2), firmware_config_for("implant", seed=2), start_s=12.5)
+    spf, fs = fw.config.samples_per_frame, fw.sampling_rate_hz
+
+    def frame_end_s() -> float:
+        return fw.start_s + ((fw.samples_acquired // spf + 1) * spf) / fs
+
+    assert fw._frame_end_s == frame_end_s() == fw.next_deadline()
+    for now in (12.5, 12.54, 12.6, 13.0, 13.33):
+        fw.advance_to(now)
+        assert fw._frame_end_s == frame_end_s() and fw._frame_end_s > now
+    fw.samples_acquired += spf + 3  # as tests.hil_broken_devices.SampleGaps skips a frame
+    assert fw._frame_end_s == frame_end_s()
+
+
 def test_firmware_keeps_its_status_while_the_values_are_equal() -> None:
     fw = VirtualFirmware(NoiseSource(seed=1), firmware_config_for("implant"))
     ohm = (1000, 1001)

@@ -99,7 +99,7 @@ class LockstepPump:
         chunk due by ``now`` in (deliver_at, posting order).
         """
         in_flight = self._in_flight
-        for _ in range(_MAX_ROUNDS):
+        for _ in _ROUNDS:
             if not in_flight and self._clean_wires():
                 self._exchange_clean(now)
                 return
@@ -121,14 +121,13 @@ class LockstepPump:
         ``data_to_send`` calls (two looks at the outboxes for session peers)."""
         a, b = self.a, self.b
         session_peers = self._session_peers
-        a_peer, b_peer = session_peers if session_peers is not None else (None, None)
-        for _ in range(_MAX_ROUNDS):
-            if a_peer is None or b_peer is None:
+        for _ in _ROUNDS:
+            if session_peers is None:
                 a_data = a.data_to_send()
                 b_data = b.data_to_send()
             else:
-                a_data = a.data_to_send() if a_peer.session.outbox else b""
-                b_data = b.data_to_send() if b_peer.session.outbox else b""
+                a_data = a.data_to_send() if session_peers[0].session.outbox else b""
+                b_data = b.data_to_send() if session_peers[1].session.outbox else b""
             if a_data:
                 self.bytes_a_to_b += len(a_data)
                 if b_data:
@@ -219,6 +218,7 @@ class LockstepPump:
 
 #: Rounds of exchange at one instant before the peers are declared stuck in a loop.
 _MAX_ROUNDS = 1000
+_ROUNDS = range(_MAX_ROUNDS)  # made once: iterating it needs no call to range per exchange
 
 
 class RecordingPeer:

@@ -14,6 +14,7 @@ change of its fault flags, and models a battery and electrode impedances.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -176,7 +177,7 @@ class VirtualFirmware:
         self._battery_t = start_s
         self._battery_j = config.battery_capacity_j * config.battery_start_pct / 100.0
         self.now_s = start_s
-        self.samples_acquired = 0  # sample index of the next sample (counts from power-up)
+        self.samples_acquired = 0  # sets _samples_acquired and _frame_end_s
         self._block_wire = b""  # the current source block's counts in SAMPLES wire order
         self._block_samples = 0  # samples in it
         self._block_first = 0
@@ -199,7 +200,19 @@ class VirtualFirmware:
     # -- the sans-IO surface -----------------------------------------------------------
 
     def receive_data(self, data: bytes, now: float) -> None:
-        if not self._settled_at(now):
+        # advance_to(now) first unless the device is already at ``now`` (advance_to(now) ran,
+        # or it was powered up then) and nothing can be due again at ``now``: no ramp moving
+        # the output and no STATUS owed. Every timer served at ``now`` is rescheduled strictly
+        # after it, and no event received since (ack, heartbeat, HELLO, BYE) sets one at or
+        # before it, so running advance_to(now) again would change nothing.
+        out = self.output
+        if (
+            now != self.now_s
+            or self._status_due
+            or out.t_s != now
+            or self._battery_t != now
+            or out.amplitude_ma != out.target_ma  # ramping
+        ):
             self.advance_to(now)
         events = self.session.receive_data(data, now)
         if events:  # rarely: nearly all it hears is a heartbeat
@@ -213,10 +226,8 @@ class VirtualFirmware:
 
     def next_deadline(self) -> float:
         """The next instant the firmware has something to do (a frame is always due)."""
-        spf = self._samples_per_frame
-        frame_end_index = (self.samples_acquired // spf + 1) * spf
         # The first smallest of: frame end, session, status, state report, ramp end.
-        due = self.start_s + frame_end_index / self.sampling_rate_hz  # _index_time
+        due = self._frame_end_s
         d = self.session.next_deadline()
         if d is not None and d < due:
             due = d
@@ -233,38 +244,25 @@ class VirtualFirmware:
                 due = d
         return due
 
-    def _settled_at(self, now: float) -> bool:
-        """True when the device is already at ``now`` (``advance_to(now)`` ran, or it was
-        powered up then) and nothing can be due again at ``now``: no ramp moving the output
-        and no STATUS owed. Every timer served at ``now`` is rescheduled strictly after it,
-        and no event received since (ack, heartbeat, HELLO, BYE) sets one at or before it,
-        so running ``advance_to(now)`` again would change nothing."""
-        out = self.output
-        return (
-            now == self.now_s
-            and not self._status_due
-            and out.t_s == now
-            and self._battery_t == now
-            and out.amplitude_ma == out.target_ma
-        )
-
     def advance_to(self, now: float) -> None:
         """Run the device up to ``now``: acquire and send samples, ramps, timers."""
         if now < self.now_s:
             return
         out = self.output
-        if now != self.now_s or out.t_s != now or self._battery_t != now or out.ramping:
+        if (
+            now != self.now_s
+            or out.t_s != now
+            or self._battery_t != now
+            or out.amplitude_ma != out.target_ma  # ramping
+        ):
             # Otherwise (called again at the same instant, output not ramping) no frame can be
             # due and a step of the output to ``now`` would change nothing: skip both.
-            spf = self._samples_per_frame
-            fs = self.sampling_rate_hz
             while True:
-                frame_end_index = (self.samples_acquired // spf + 1) * spf
-                t_frame = self.start_s + frame_end_index / fs  # _index_time
+                t_frame = self._frame_end_s
                 frame_due = t_frame <= now
                 if frame_due:
                     t = t_frame
-                elif out.t_s != now or self._battery_t != now or out.ramping:
+                elif out.t_s != now or self._battery_t != now or out.amplitude_ma != out.target_ma:
                     t = now
                 else:
                     # Output and battery are already at ``now`` (a frame ended there) and
@@ -313,9 +311,22 @@ class VirtualFirmware:
     def _index_time(self, index: int) -> float:
         return self.start_s + index / self.sampling_rate_hz
 
+    @property
+    def samples_acquired(self) -> int:
+        """Sample index of the next sample to acquire (counts from power-up)."""
+        return self._samples_acquired
+
+    @samples_acquired.setter
+    def samples_acquired(self, index: int) -> None:
+        # The end of the frame that sample is in, kept with it: read at every step
+        # (next_deadline, advance_to), changed twice a second.
+        self._samples_acquired = index
+        spf = self._samples_per_frame
+        self._frame_end_s = self._index_time((index // spf + 1) * spf)
+
     def _acquire_frame(self, t_frame: float) -> None:
         spf = self._samples_per_frame
-        first = self.samples_acquired
+        first = self._samples_acquired
         offset = first - self._block_first
         if offset >= self._block_samples:
             # Wire order once per block: each frame is then a slice of it, byte for byte what
@@ -520,6 +531,9 @@ class VirtualFirmware:
         self.session.ack(event.command_id, MsgType.STIM_SET, now)
         self._report_state(now)
 
-    def on_time(self, now: float) -> None:
-        """Lockstep hook (firmware_bridge.lockstep): same as ``advance_to``."""
-        self.advance_to(now)
+    @property
+    def on_time(self) -> Callable[[float], None]:
+        """Lockstep hook (firmware_bridge.lockstep): ``advance_to`` itself, that of a subclass
+        too (the pump looks it up once per run, then calls it at every step: one call fewer
+        than a method that calls it)."""
+        return self.advance_to

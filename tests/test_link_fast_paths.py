@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from firmware_bridge.clock import VirtualClock
-from firmware_bridge.events import SamplesReceived, samples_received
+from firmware_bridge.events import ControllerReturned, SamplesReceived, samples_received
 from firmware_bridge.framing import (
     FLAG_RETRANSMIT,
     MAX_PAYLOAD,
@@ -159,6 +159,23 @@ def test_status_encode_of_a_repeated_message_is_its_packing(
             n = len(status.impedance_ohm)
             packed = struct.pack("<BIB", status.battery_pct, status.fault_flags, n)
             assert status.encode() == packed + struct.pack(f"<{n}I", *status.impedance_ohm)
+
+
+def test_firmware_keeps_the_end_of_the_frame_being_acquired() -> None:
+    """The frame end read at every step is the end of the frame holding the next sample,
+    after its own acquisitions and after a subclass moves the index itself."""
+    fw = VirtualFirmware(NoiseSource(seed=2), firmware_config_for("implant", seed=2), start_s=12.5)
+    spf, fs = fw.config.samples_per_frame, fw.sampling_rate_hz
+
+    def frame_end_s() -> float:
+        return fw.start_s + ((fw.samples_acquired // spf + 1) * spf) / fs
+
+    assert fw._frame_end_s == frame_end_s() == fw.next_deadline()
+    for now in (12.5, 12.54, 12.6, 13.0, 13.33):
+        fw.advance_to(now)
+        assert fw._frame_end_s == frame_end_s() and fw._frame_end_s > now
+    fw.samples_acquired += spf + 3  # as tests.hil_broken_devices.SampleGaps skips a frame
+    assert fw._frame_end_s == frame_end_s()
 
 
 def test_firmware_keeps_its_status_while_the_values_are_equal() -> None:
@@ -326,6 +343,26 @@ def test_device_shortcut_is_the_general_path(rnd: Any, signed: bool) -> None:
         assert _state(fast) == _state(slow)
         assert fast.watchdog_expired == slow.watchdog_expired
         assert fast.handshaken == slow.handshaken
+
+
+def test_lone_heartbeats_count_gaps_and_end_the_watchdog_as_the_general_path() -> None:
+    """The lone-HEARTBEAT shortcut of both sessions (its _note_rx spelled out) on in-order,
+    skipped, repeated and wrapped sequence numbers, each HEARTBEAT a chunk of its own."""
+    seqs = [0, 1, 5, 3, 3, 0xFFFE, 0xFFFF, 0, 2, 0x9000]
+    fast_ctl, slow_ctl = _ready_controller(None), _ready_controller(None)
+    fast_dev, slow_dev = _handshaken_device(None), _handshaken_device(None)
+    for i, seq in enumerate(seqs):
+        wire = encode_heartbeat_frame(seq, 1000 * i, i)
+        now = 0.25 * (i + 1)
+        assert fast_ctl.receive_data(wire, now) == _general_receive(slow_ctl, wire, now) == []
+        if i % 3 == 0:  # the watchdog ran out meanwhile: this heartbeat ends it
+            fast_dev.watchdog_expired = slow_dev.watchdog_expired = True
+        got = fast_dev.receive_data(wire, now)
+        assert got == _general_receive(slow_dev, wire, now)
+        assert got == ([ControllerReturned()] if i % 3 == 0 else [])
+        for fast, slow in ((fast_ctl, slow_ctl), (fast_dev, slow_dev)):
+            assert _state(fast) == _state(slow)
+    assert fast_ctl.stats.frames_lost > 0 and not fast_dev.watchdog_expired
 
 
 # -- the pump: the clean-link loop against the general loop ----------------------------------

@@ -441,17 +441,10 @@ class ControllerSession(_Endpoint):
 
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         decoder = self._decoder
-        # A lone plain HEARTBEAT (half of what arrives): all it does is _note_rx, spelled out
-        # here (the shortcut tests pin it to _on_frame).
+        # A lone plain HEARTBEAT (half of what arrives): all it does is _note_rx.
         seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
         if seq >= 0:
-            self._last_rx_s = now
-            expected = self._rx_seq
-            if expected is not None and seq != expected:
-                skipped = (seq - expected) % SEQ_MODULO
-                if skipped < _SEQ_HALF:
-                    self.stats.frames_lost += skipped
-            self._rx_seq = (seq + 1) % SEQ_MODULO
+            self._note_rx(seq, now)
             return []
         events: list[Event] = []
         for message in decoder.messages(data):
@@ -738,20 +731,10 @@ class DeviceSession(_Endpoint):
     def receive_data(self, data: bytes, now: float) -> list[Event]:
         decoder = self._decoder
         events: list[Event] = []
-        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard, spelled
-        # out here with its _note_rx (the shortcut tests pin it to _on_frame).
+        # A lone plain HEARTBEAT (nearly all a device hears): all it does is _heard.
         seq = decoder.lone_frame_seq(data, _HEARTBEAT_MESSAGE_SIZE, _HEARTBEAT)
         if seq >= 0:
-            self._last_rx_s = now
-            expected = self._rx_seq
-            if expected is not None and seq != expected:
-                skipped = (seq - expected) % SEQ_MODULO
-                if skipped < _SEQ_HALF:
-                    self.stats.frames_lost += skipped
-            self._rx_seq = (seq + 1) % SEQ_MODULO
-            if self.watchdog_expired:
-                self.watchdog_expired = False
-                events.append(ControllerReturned())
+            self._heard(seq, now, events)
             return events
         for message in decoder.messages(data):
             version, msg_type, _, seq, _, _ = _unpack_header(message)

@@ -8,13 +8,11 @@ mismatch. ``parse_payload`` dispatches on the type byte.
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, ClassVar, Self
 
 import numpy as np
-from cobs import cobs
 
 from firmware_bridge.framing import (
     MAX_PAYLOAD,
@@ -604,25 +602,20 @@ _HEARTBEAT_TYPE = int(MsgType.HEARTBEAT)
 
 def encode_heartbeat_frame(seq: int, timestamp_us: int, counter: int, state: int = 0) -> bytes:
     """``encode_frame(HEARTBEAT, encode_heartbeat_payload(counter, state), seq,
-    timestamp_us)``, header and payload packed in one go and sealed here (``seal``'s
-    expression, tested equal): the most frequent frame, eight a second, one call each."""
+    timestamp_us)``, header and payload packed in one go: the most frequent frame."""
     ts = timestamp_us % TIMESTAMP_MODULO
-    message = _pack_heartbeat_message(
-        PROTOCOL_MAJOR,
-        _HEARTBEAT_TYPE,
-        0,
-        seq % SEQ_MODULO,
-        ts & 0xFFFFFFFF,
-        ts >> 32,
-        counter & 0xFFFFFFFF,
-        state,
+    return seal(
+        _pack_heartbeat_message(
+            PROTOCOL_MAJOR,
+            _HEARTBEAT_TYPE,
+            0,
+            seq % SEQ_MODULO,
+            ts & 0xFFFFFFFF,
+            ts >> 32,
+            counter & 0xFFFFFFFF,
+            state,
+        )
     )
-    return _cobs_encode(message + _pack_crc(_crc32(message))) + b"\x00"
-
-
-_cobs_encode = cobs.encode
-_crc32 = zlib.crc32
-_pack_crc = struct.Struct("<I").pack
 
 
 _STATUS_HEAD = struct.Struct("<BIB")

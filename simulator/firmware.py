@@ -211,7 +211,7 @@ class VirtualFirmware:
             or self._status_due
             or out.t_s != now
             or self._battery_t != now
-            or out.amplitude_ma != out.target_ma  # ramping
+            or out.ramping
         ):
             self.advance_to(now)
         events = self.session.receive_data(data, now)
@@ -253,7 +253,7 @@ class VirtualFirmware:
             now != self.now_s
             or out.t_s != now
             or self._battery_t != now
-            or out.amplitude_ma != out.target_ma  # ramping
+            or out.ramping
         ):
             # Otherwise (called again at the same instant, output not ramping) no frame can be
             # due and a step of the output to ``now`` would change nothing: skip both.
@@ -262,7 +262,7 @@ class VirtualFirmware:
                 frame_due = t_frame <= now
                 if frame_due:
                     t = t_frame
-                elif out.t_s != now or self._battery_t != now or out.amplitude_ma != out.target_ma:
+                elif out.t_s != now or self._battery_t != now or out.ramping:
                     t = now
                 else:
                     # Output and battery are already at ``now`` (a frame ended there) and

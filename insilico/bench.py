@@ -2,8 +2,10 @@
 
 ``bench headless``: real-time factor of whole lockstep runs of the default scenario
 (8 sites @ 250 Hz, default controller) for each signal model, every sample through the
-real codec and sessions, best of ``repeats`` runs after a warm-up; with ``--profile`` one
-more profiled run per model, its time split into the loop's stages (insilico/profile.py).
+real codec and sessions, best of ``repeats`` runs after a warm-up; with ``--profile`` two
+more runs per model: one with timers around the stages' entry points, its wall time split
+into what each stage costs inside the loop (insilico/stage_timers.py), and one under the
+profiler, split by module into finer stages and their compiled work (insilico/profile.py).
 
 ``bench trial``: throughput of trial jobs on local worker processes and on Dask.
 """
@@ -19,6 +21,7 @@ from firmware_bridge.units import SECONDS_PER_DAY
 from insilico.backends import Backend, DaskCluster, LocalProcesses
 from insilico.profile import StageTime, profile_stages
 from insilico.runner import SimSpec, run_sim
+from insilico.stage_timers import REST, TimedRun, time_stages
 from insilico.trial import TrialJob, cohort_jobs, run_trial
 from simulator.physiology.scenario import load_scenario
 
@@ -47,10 +50,14 @@ def bench_headless(virtual_s: float, repeats: int) -> list[dict[str, float | str
     return rows
 
 
-def profile_headless(virtual_s: float) -> dict[str, list[StageTime]]:
-    """One profiled run per model (after an unprofiled warm-up that compiles the kernels)."""
+def profile_headless(
+    virtual_s: float,
+) -> tuple[dict[str, TimedRun], dict[str, list[StageTime]]]:
+    """Per model, a run with its stages timed and a profiled run (after an untimed warm-up
+    that loads the compiled kernels)."""
     scenario = load_scenario("default")
-    out: dict[str, list[StageTime]] = {}
+    timed: dict[str, TimedRun] = {}
+    profiled: dict[str, list[StageTime]] = {}
     for model in MODELS:
 
         def run(model: str = model) -> float:
@@ -58,16 +65,18 @@ def profile_headless(virtual_s: float) -> dict[str, list[StageTime]]:
             return run_sim(spec).virtual_s
 
         run_sim(SimSpec(scenario, 60.0, ControllerConfig(), model=model))
-        out[model] = profile_stages(run)
-    return out
+        timed[model] = time_stages(run)
+        profiled[model] = profile_stages(run)
+    return timed, profiled
 
 
 def main_bench_headless(virtual_s: float, repeats: int, json_out: bool, profile: bool) -> int:
     rows = bench_headless(virtual_s, repeats)
-    profiles = profile_headless(virtual_s) if profile else {}
+    timed, profiles = profile_headless(virtual_s) if profile else ({}, {})
     if json_out:
         document: dict[str, object] = {"runs": rows}
         if profile:
+            document["in_loop"] = {m: asdict(t) for m, t in timed.items()}
             document["profile"] = {m: [asdict(s) for s in p] for m, p in profiles.items()}
         print(json.dumps(document if profile else rows, indent=2))
         return 0
@@ -79,9 +88,27 @@ def main_bench_headless(virtual_s: float, repeats: int, json_out: bool, profile:
             f"{row['wall_s_per_virtual_day']:>18.1f}"
         )
     run_us = {str(row["model"]): 1e6 * float(row["wall_s"]) / virtual_s for row in rows}
+    for model, run in timed.items():
+        print_in_loop(model, run)
     for model, stages in profiles.items():
         print_profile(model, stages, run_us[model])
     return 0
+
+
+def print_in_loop(model: str, run: TimedRun) -> None:
+    """The stage table of one timed run: what each stage costs inside the loop."""
+    total_us = 1e6 * run.wall_s / run.virtual_s
+    print(
+        f"\n{model}: in the loop, µs per virtual second by stage, timed at its entry points "
+        f"(total {total_us:,.0f}, {run.virtual_s / run.wall_s:,.0f}x real time)"
+    )
+    print(f"  {'stage':<40} {'µs/vs':>7}  {'calls/vs':>8}  {'µs/call':>8}")
+    for row in run.rows:
+        calls = "" if row.stage == REST else f"{row.calls_per_virtual_s:>8.2f}"
+        per_call = "" if row.stage == REST else f"{row.us_per_call:>8.2f}"
+        print(f"  {row.stage:<40} {row.us_per_virtual_s:>7,.1f}  {calls:>8}  {per_call:>8}")
+    cost_us = run.timer_us_per_virtual_s
+    print(f"  the timers' own cost, in these rows: {cost_us:,.1f} µs per virtual s")
 
 
 def print_profile(model: str, stages: list[StageTime], unprofiled_us_per_virtual_s: float) -> None:

@@ -271,6 +271,22 @@ def test_bench_headless_prints_a_realtime_factor_per_model() -> None:
     assert all(r["realtime_factor"] > 0 and r["virtual_s"] == 30 for r in rows)
 
 
+def test_bench_headless_profile_prints_the_in_loop_stages_and_the_profile() -> None:
+    done = subprocess.run(
+        [*NEUROSTIM, "bench", "headless", "--virtual-s", "20", "--repeats", "1", "--profile"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    for model in ("spectral", "jansen-rit"):
+        assert f"{model}: in the loop, µs per virtual second by stage" in done.stdout
+        assert f"{model}: profiled run, µs per virtual second by stage" in done.stdout
+    for stage in ("firmware (device session, codec)", "signal model and sensors", "features"):
+        assert stage in done.stdout
+    assert done.stdout.count("the timers' own cost") == 2
+
+
 def test_realtime_flag_paces_the_run_to_the_wall_clock(tmp_path: Path) -> None:
     report_path = tmp_path / "rt.json"
     done = subprocess.run(

@@ -285,6 +285,20 @@ def test_bench_headless_profile_prints_the_in_loop_stages_and_the_profile() -> N
     for stage in ("firmware (device session, codec)", "signal model and sensors", "features"):
         assert stage in done.stdout
     assert done.stdout.count("the timers' own cost") == 2
+    json_args = ["--virtual-s", "10", "--repeats", "1", "--profile", "--json"]
+    as_json = subprocess.run(
+        [*NEUROSTIM, "bench", "headless", *json_args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert as_json.returncode == 0, as_json.stderr
+    document = json.loads(as_json.stdout)
+    for model in ("spectral", "jansen-rit"):
+        in_loop = document["in_loop"][model]
+        total_us = sum(row["us_per_virtual_s"] for row in in_loop["rows"])
+        assert abs(total_us - 1e6 * in_loop["wall_s"] / in_loop["virtual_s"]) < 1e-6 * total_us
+        assert document["profile"][model][0]["stage"] == "sensor faults"
 
 
 def test_realtime_flag_paces_the_run_to_the_wall_clock(tmp_path: Path) -> None:

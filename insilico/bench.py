@@ -104,8 +104,8 @@ def print_in_loop(model: str, run: TimedRun) -> None:
     )
     print(f"  {'stage':<40} {'µs/vs':>7}  {'calls/vs':>8}  {'µs/call':>8}")
     for row in run.rows:
-        calls = "" if row.stage == REST else f"{row.calls_per_virtual_s:>8.2f}"
-        per_call = "" if row.stage == REST else f"{row.us_per_call:>8.2f}"
+        calls = "" if row.stage == REST else f"{row.calls_per_virtual_s:.2f}"
+        per_call = "" if row.stage == REST else f"{row.us_per_call:.2f}"
         print(f"  {row.stage:<40} {row.us_per_virtual_s:>7,.1f}  {calls:>8}  {per_call:>8}")
     cost_us = run.timer_us_per_virtual_s
     print(f"  the timers' own cost, in these rows: {cost_us:,.1f} µs per virtual s")

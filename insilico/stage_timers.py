@@ -108,9 +108,9 @@ class StageTimers:
         try:
             for s in self.stages:
                 for name in s.methods:
-                    original = s.owner.__dict__[name]
+                    original = s.owner.__dict__[name]  # a plain function: the stages' methods
                     saved.append((s.owner, name, original))
-                    setattr(s.owner, name, self._timed(s.stage, getattr(s.owner, name)))
+                    setattr(s.owner, name, self._timed(s.stage, original))
             yield self
         finally:
             for owner, name, original in reversed(saved):

@@ -6,7 +6,10 @@ import zlib
 
 import pytest
 from cobs import cobs
+from hypothesis import given
+from hypothesis import strategies as st
 
+from firmware_bridge import framing
 from firmware_bridge.framing import (
     FLAG_RETRANSMIT,
     MAX_ENCODED,
@@ -51,6 +54,15 @@ def test_crc_is_crc32_iso_hdlc_over_header_and_payload() -> None:
     wire = _wire(INFO)
     message = cobs.decode(wire[:-1])
     assert int.from_bytes(message[-4:], "little") == zlib.crc32(message[:-4])
+
+
+@given(st.binary(max_size=4200))
+def test_the_crc_in_use_is_zlibs_crc32(data: bytes) -> None:
+    """The codec's CRC-32 (ISA-L's, for speed) is zlib's, value for value, and a message
+    followed by its own CRC leaves the residue the decoder checks for."""
+    assert framing._crc32(data) == zlib.crc32(data)
+    trailer = zlib.crc32(data).to_bytes(4, "little")
+    assert framing._crc32(data + trailer) == framing.CRC_RESIDUE
 
 
 def test_wire_never_contains_zero_but_the_delimiter() -> None:

@@ -2,7 +2,7 @@
 
 The run is profiled with ``cProfile``; each function's own time (``tottime``) goes to the
 stage of the module that defines it. Time spent in code that is not ours (numpy, the
-C codec, ``struct``, ``zlib``) goes to the stages of its callers, in proportion to the time
+C codec, ``struct``, the CRC) goes to the stages of its callers, in proportion to the time
 each caller spent in it, so a numpy call made by the detector counts as detector time.
 The profiler adds a fixed cost per Python call, so stages made of many small calls look
 heavier than they are; the total is the profiled run's wall time, not the unprofiled one.
@@ -45,7 +45,7 @@ FunctionKey = tuple[str, int, str]
 
 #: Names of C functions (pstats file "~") that do compiled work: the numerics and framing.
 COMPILED_C_FUNCTIONS = re.compile(
-    r"numpy\.ufunc|numpy\.random|_generator|pocketfft|cobs|zlib|_struct"
+    r"numpy\.ufunc|numpy\.random|_generator|pocketfft|cobs|zlib|isal|_struct"
 )
 
 

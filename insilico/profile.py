@@ -45,7 +45,7 @@ FunctionKey = tuple[str, int, str]
 
 #: Names of C functions (pstats file "~") that do compiled work: the numerics and framing.
 COMPILED_C_FUNCTIONS = re.compile(
-    r"numpy\.ufunc|numpy\.random|_generator|pocketfft|cobs|zlib|isal|_struct"
+    r"numpy\.ufunc|numpy\.random|_generator|pocketfft|cobs|zlib|_struct"
 )
 
 
